@@ -1,0 +1,340 @@
+"""Save and load :class:`~crc_core.models.MLP` checkpoints safely.
+
+Format (one ``.pt`` file, written by ``torch.save``)::
+
+    {"format": "crc-explorer-checkpoint", "version": 1,
+     "state_dict": {name: tensor}, "metadata_json": "<json>", "sha256": "<digest of tensors + metadata>"}
+
+Files are read **only** with ``torch.load(weights_only=True)``: a pickle that carries code is refused and never run.
+Every load checks the format tag, the architecture config, the tensor names and shapes against that architecture,
+finite weights and the SHA-256 digest (which detects corruption and accidental edits; it is not a signature).
+Writes are atomic (temp file in the same folder, fsync, ``os.replace``): a failed save leaves the old file intact.
+A human-readable copy of the metadata is written next to the checkpoint as ``<path>.json`` (best effort).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from .errors import CheckpointError, CRCError
+from .models import MLP
+
+__all__ = [
+    "FORMAT_TAG",
+    "FORMAT_VERSION",
+    "load_checkpoint",
+    "load_state_dict_file",
+    "read_metadata",
+    "save_checkpoint",
+]
+
+FORMAT_TAG = "crc-explorer-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_KEYS = ("in_dim", "widths", "n_classes", "activation")
+# Keys every checkpoint's metadata carries (filled with None when the caller does not give them).
+METADATA_KEYS = ("dataset", "gamma", "crt_eps", "epochs", "metrics", "command")
+
+MapLocation = str | torch.device | None
+
+
+def _crc_version() -> str:
+    try:
+        from . import __version__  # type: ignore[attr-defined]
+    except ImportError:
+        return "0.1.0"
+    return str(__version__)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Atomic writes
+# ----------------------------------------------------------------------------------------------------------------
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(f)`` on a temp file next to ``path``, fsync it, then ``os.replace`` it onto ``path``.
+
+    On any failure the temp file is removed and ``path`` is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every platform)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation helpers
+# ----------------------------------------------------------------------------------------------------------------
+def _digest(state_dict: Mapping[str, torch.Tensor], metadata_json: str) -> str:
+    """SHA-256 over (name, dtype, shape, raw bytes) of each tensor in name order, then the metadata JSON."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(metadata_json.encode())
+    return h.hexdigest()
+
+
+def _check_config(cfg: Any, where: str) -> dict[str, Any]:
+    """Return a clean copy of an architecture config or raise CheckpointError."""
+    if not isinstance(cfg, Mapping):
+        raise CheckpointError(f"{where}: the architecture config is missing or not a mapping.")
+    missing = [k for k in CONFIG_KEYS if k not in cfg]
+    if missing:
+        raise CheckpointError(f"{where}: the architecture config lacks {', '.join(missing)}.")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    widths = cfg["widths"]
+    ok = (
+        is_int(cfg["in_dim"])
+        and is_int(cfg["n_classes"])
+        and isinstance(widths, (list, tuple))
+        and len(widths) > 0
+        and all(is_int(w) for w in widths)
+        and isinstance(cfg["activation"], str)
+    )
+    if not ok:
+        raise CheckpointError(f"{where}: invalid architecture config {dict(cfg)}.")
+    return {
+        "in_dim": cfg["in_dim"],
+        "widths": list(widths),
+        "n_classes": cfg["n_classes"],
+        "activation": cfg["activation"],
+    }
+
+
+def _check_state_dict(state_dict: Any, cfg: dict[str, Any], where: str) -> None:
+    """Tensor names, shapes, dtypes and finiteness must match the architecture ``cfg`` exactly.
+
+    The expected shapes come from a model built on the ``meta`` device, so nothing is allocated for a config
+    that claims huge layers.
+    """
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+    ):
+        raise CheckpointError(f"{where}: the state_dict is not a mapping of names to tensors.")
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in MLP.from_config(cfg).state_dict().items()}
+    except CRCError as exc:
+        raise CheckpointError(f"{where}: unusable architecture {cfg}: {exc}") from exc
+    missing = sorted(set(expected) - set(state_dict))
+    extra = sorted(set(state_dict) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{where}: the weights do not belong to the architecture {_describe(cfg)} "
+            f"(missing: {missing or 'none'}; unexpected: {extra or 'none'})."
+        )
+    for name, shape in expected.items():
+        t = state_dict[name]
+        if tuple(t.shape) != shape:
+            raise CheckpointError(
+                f"{where}: {name} has shape {tuple(t.shape)} but the architecture {_describe(cfg)} needs {shape}: "
+                "this checkpoint is of another architecture or was tampered with."
+            )
+        if not t.is_floating_point():
+            raise CheckpointError(f"{where}: {name} has dtype {t.dtype}; expected floating-point weights.")
+        if not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{where}: {name} contains NaN or infinite values; the model is unusable.")
+
+
+def _describe(cfg: Mapping[str, Any]) -> str:
+    dims = [cfg["in_dim"], *cfg["widths"], cfg["n_classes"]]
+    return f"{'-'.join(map(str, dims))} {cfg['activation']}"
+
+
+def _build(cfg: dict[str, Any], state_dict: Mapping[str, torch.Tensor], where: str) -> MLP:
+    """Build the MLP of ``cfg`` with ``state_dict`` (already checked), on the tensors' device, in eval mode."""
+    try:
+        model = MLP.from_config(cfg)
+        model.load_state_dict(dict(state_dict), strict=True)
+    except (CRCError, RuntimeError) as exc:
+        raise CheckpointError(f"{where}: could not load the weights: {exc}") from exc
+    device = next(iter(state_dict.values())).device
+    return model.to(device).eval()
+
+
+def _torch_load(path: Path, map_location: MapLocation) -> Any:
+    """``torch.load(weights_only=True)`` with every failure turned into a CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    if isinstance(map_location, (str, torch.device)):
+        try:
+            dev = torch.device(map_location)
+        except RuntimeError as exc:
+            raise CheckpointError(f"Unknown map_location {map_location!r}.") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise CheckpointError(f"Cannot load {path} onto {map_location!r}: CUDA is not available here.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+            raise CheckpointError(
+                f"Refused to load {path}: it contains code or objects other than tensors (it may be malicious, "
+                "or saved by another program). Nothing in it was executed."
+            ) from exc
+        raise CheckpointError(f"{path} is corrupt or truncated (unpickling failed: {exc}).") from exc
+    except Exception as exc:  # zip/pickle/storage errors of a truncated or corrupt file; nothing was executed
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch file (corrupt or truncated?): {exc}"
+        ) from exc
+
+
+def _unpack(
+    path: Path, map_location: MapLocation
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Load and validate one checkpoint file -> (state_dict, architecture config, metadata)."""
+    payload = _torch_load(path, map_location)
+    where = str(path)
+    if not isinstance(payload, Mapping) or payload.get("format") != FORMAT_TAG:
+        raise CheckpointError(
+            f"{where} is not a CRC Explorer checkpoint (no format tag {FORMAT_TAG!r}). "
+            "For a plain state_dict use load_state_dict_file(path, config)."
+        )
+    if payload.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where} has checkpoint version {payload.get('version')!r}; this crc_core reads version {FORMAT_VERSION}."
+        )
+    meta_json = payload.get("metadata_json")
+    state_dict = payload.get("state_dict")
+    if not isinstance(meta_json, str):
+        raise CheckpointError(f"{where}: metadata_json is missing or not a string.")
+    try:
+        metadata = json.loads(meta_json)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{where}: the metadata is not valid JSON ({exc}).") from exc
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{where}: the metadata is not a JSON object.")
+    cfg = _check_config(metadata.get("architecture"), where)
+    _check_state_dict(state_dict, cfg, where)
+    if payload.get("sha256") != _digest(state_dict, meta_json):
+        raise CheckpointError(
+            f"{where}: the SHA-256 digest does not match the contents: the file was modified or corrupted."
+        )
+    return dict(state_dict), cfg, metadata
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    """json.dumps fallback for numpy / torch scalars and small arrays, paths and dates."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    if isinstance(value, (Path, _dt.date)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"metadata value of type {type(value).__name__} is not JSON-serializable")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], model: MLP, metadata: Mapping[str, Any] | None = None
+) -> Path:
+    """Save ``model`` and ``metadata`` to ``path`` atomically; return the path.
+
+    The stored metadata always has ``architecture`` (``model.config()``), ``created`` (UTC ISO time),
+    ``crc_core_version`` and the keys dataset, gamma, crt_eps, epochs, metrics, command (None/{} when not given).
+    Raises CheckpointError for a non-MLP, non-finite weights, or metadata that JSON cannot hold.
+    """
+    if not isinstance(model, MLP):
+        raise CheckpointError(f"save_checkpoint needs a crc_core.models.MLP, got {type(model).__name__}.")
+    path = Path(path)
+    meta: dict[str, Any] = dict.fromkeys(METADATA_KEYS)
+    meta["metrics"] = {}
+    meta.update(dict(metadata or {}))
+    meta["architecture"] = model.config()
+    meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    meta.setdefault("crc_core_version", _crc_version())
+    try:
+        meta_json = json.dumps(meta, sort_keys=True, default=_jsonable)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"Cannot save the metadata as JSON: {exc}") from exc
+
+    state_dict = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    cfg = _check_config(meta["architecture"], "save_checkpoint")
+    _check_state_dict(state_dict, cfg, "save_checkpoint")
+    payload = {
+        "format": FORMAT_TAG,
+        "version": FORMAT_VERSION,
+        "state_dict": state_dict,
+        "metadata_json": meta_json,
+        "sha256": _digest(state_dict, meta_json),
+    }
+    try:
+        _atomic_write(path, lambda f: torch.save(payload, f))
+    except OSError as exc:
+        raise CheckpointError(f"Could not write checkpoint {path}: {exc}") from exc
+    with contextlib.suppress(
+        OSError, TypeError, ValueError
+    ):  # the sidecar is a convenience; the .pt is the truth
+        pretty = json.dumps(json.loads(meta_json), indent=2, sort_keys=True) + "\n"
+        _atomic_write(path.with_name(path.name + ".json"), lambda f: f.write(pretty.encode()))
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: MapLocation = "cpu"
+) -> tuple[MLP, dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint` -> (model in eval mode, metadata dict).
+
+    Reads with ``torch.load(weights_only=True)`` only. Raises CheckpointError (never runs code) for a missing,
+    truncated, corrupt, tampered or foreign file, another architecture's weights, or NaN/Inf weights.
+    """
+    path = Path(path)
+    state_dict, cfg, metadata = _unpack(path, map_location)
+    return _build(cfg, state_dict, str(path)), metadata
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The validated metadata of a checkpoint (same checks as :func:`load_checkpoint`, no model built)."""
+    return _unpack(Path(path), "cpu")[2]
+
+
+def load_state_dict_file(
+    path: str | os.PathLike[str], config: Mapping[str, Any], *, map_location: MapLocation = "cpu"
+) -> MLP:
+    """Load a plain ``state_dict`` file (``torch.save(model.state_dict(), path)``) into ``MLP.from_config(config)``.
+
+    ``config`` has the keys in_dim, widths, n_classes, activation. A dict wrapping the weights under
+    ``"state_dict"`` is also accepted. Same safety as :func:`load_checkpoint`: weights_only, exact names and
+    shapes, finite values; otherwise CheckpointError.
+    """
+    path = Path(path)
+    where = str(path)
+    cfg = _check_config(config, "load_state_dict_file")
+    payload = _torch_load(path, map_location)
+    if isinstance(payload, Mapping) and payload.get("format") == FORMAT_TAG:
+        raise CheckpointError(f"{where} is a CRC Explorer checkpoint: load it with load_checkpoint(path).")
+    if isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
+        payload = payload["state_dict"]
+    _check_state_dict(payload, cfg, where)
+    return _build(cfg, payload, where)

@@ -1,0 +1,427 @@
+"""Datasets as flat image tensors, without torchvision.
+
+Every dataset is a :class:`Dataset`: ``images`` float32 (N, 784) in [0, 1], ``labels`` int64 (N,).
+Sources, in the order :func:`load_dataset` tries them:
+
+* ``"embedded"``: the stratified Fashion-MNIST subset shipped in ``assets/data/fashion-mnist-subset``
+  (always present, works offline);
+* ``"fashion-mnist"`` / ``"mnist"``: an explicit ``root`` folder of IDX files; Debian's
+  ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashion-mnist``, Fashion-MNIST only); a local
+  cache folder (``$CRC_DATA_DIR`` or ``~/.cache/crc-explorer/data``); torchvision's download into that folder,
+  only when torchvision imports. Otherwise a :class:`~crc_core.errors.DataError` says what to do.
+
+The IDX reader (:func:`read_idx`) handles raw and gzip files and checks magic number, dimensions and size, so
+a missing, corrupt or truncated file gives a ``DataError`` and never a wrong array.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+__all__ = [
+    "DATASET_NAMES",
+    "DEBIAN_FASHION_MNIST",
+    "EMBEDDED_DIR",
+    "FASHION_MNIST_CLASSES",
+    "MNIST_CLASSES",
+    "Dataset",
+    "DatasetInfo",
+    "available_datasets",
+    "find_idx_files",
+    "load_dataset",
+    "load_idx_folder",
+    "read_idx",
+    "shared_mnist_dir",
+    "write_idx",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_DIR = REPO_ROOT / "assets" / "data" / "fashion-mnist-subset"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+MNIST_CLASSES = [str(d) for d in range(10)]
+DATASET_NAMES = ("embedded", "fashion-mnist", "mnist")
+SPLITS = ("train", "test")
+
+_CLASS_NAMES = {
+    "embedded": FASHION_MNIST_CLASSES,
+    "fashion-mnist": FASHION_MNIST_CLASSES,
+    "mnist": MNIST_CLASSES,
+}
+_TORCHVISION_FOLDER = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
+_FILE_PREFIX = {"train": "train", "test": "t10k"}
+
+# IDX type byte -> big-endian numpy dtype
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_MAX_IDX_BYTES = 2**31  # refuse absurd headers instead of trying to allocate them
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# IDX files
+# ----------------------------------------------------------------------------------------------------------------
+def _open_maybe_gzip(path: Path) -> BinaryIO:
+    """Open ``path`` for reading, transparently un-gzipping it (detected by content, not by name)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head == _GZIP_MAGIC:
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def _read_exact(f: BinaryIO, n: int, path: Path, what: str) -> bytes:
+    chunks: list[bytes] = []
+    remaining = n
+    while remaining > 0:
+        chunk = f.read(min(remaining, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    data = b"".join(chunks)
+    if len(data) != n:
+        raise DataError(
+            f"IDX file {path} is truncated: expected {n} bytes of {what}, found only {len(data)}. "
+            "Re-download or re-copy the file."
+        )
+    return data
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one IDX file (raw or gzip) into a numpy array of its stored shape and dtype (native byte order).
+
+    Guarantees: the magic number is valid (two zero bytes, a known type code, 1..4 dimensions, all positive), and
+    the payload has exactly prod(dims) items: a truncated, corrupt or padded file raises :class:`DataError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"IDX file not found: {path}")
+    try:
+        with _open_maybe_gzip(path) as f:
+            magic = _read_exact(f, 4, path, "header")
+            if magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES or not 1 <= magic[3] <= 4:
+                raise DataError(
+                    f"{path} is not an IDX file (bad magic number {magic.hex()}); expected e.g. 00000803 for "
+                    "images or 00000801 for labels."
+                )
+            dtype = _IDX_DTYPES[magic[2]]
+            ndim = magic[3]
+            dims = struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path, "dimensions"))
+            if min(dims) < 1:
+                raise DataError(f"IDX file {path} has an empty dimension: shape {dims}.")
+            n_bytes = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+            if n_bytes > _MAX_IDX_BYTES:
+                raise DataError(
+                    f"IDX file {path} declares shape {dims} ({n_bytes} bytes): too large, refusing."
+                )
+            payload = _read_exact(f, n_bytes, path, f"data for shape {dims}")
+            if f.read(1):
+                raise DataError(
+                    f"IDX file {path} has extra bytes after the data for shape {dims}: corrupt file."
+                )
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"Could not read IDX file {path}: {exc} (corrupt or truncated gzip?).") from exc
+    arr = np.frombuffer(payload, dtype=dtype).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray, *, compress: bool | None = None) -> Path:
+    """Write ``array`` (uint8/int8/int16/int32/float32/float64, 1..4 dims) as an IDX file.
+
+    ``compress=None`` gzips when the name ends in ``.gz``. The gzip stream carries no timestamp or file name, so
+    the same array always gives the same bytes.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    codes = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
+    dtype = array.dtype.newbyteorder("=")
+    if dtype not in codes:
+        raise DataError(f"IDX cannot store dtype {array.dtype}; use one of {sorted(str(d) for d in codes)}.")
+    if not 1 <= array.ndim <= 4 or 0 in array.shape:
+        raise DataError(f"IDX stores 1..4 non-empty dimensions, got shape {array.shape}.")
+    header = bytes([0, 0, codes[dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    body = header + np.ascontiguousarray(array, dtype=array.dtype.newbyteorder(">")).tobytes()
+    if compress is None:
+        compress = path.suffix == ".gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as raw:
+        if compress:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz:
+                gz.write(body)
+        else:
+            raw.write(body)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Datasets
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A labelled image set.
+
+    Attributes:
+        images: float32 tensor (N, 784), pixel values in [0, 1] (raw pixels / 255, no normalization).
+        labels: int64 tensor (N,), values in [0, len(class_names)).
+        class_names: human-readable class names, index = label.
+        name: ``"embedded"``, ``"fashion-mnist"`` or ``"mnist"``.
+        source: where it was read from (folder and split), for display and metadata.
+        split: ``"train"`` or ``"test"``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    name: str
+    source: str
+    split: str = "test"
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.images.shape[1])
+
+    def image(self, i: int) -> torch.Tensor:
+        """Image ``i`` as a (28, 28) float32 tensor, for display."""
+        return self.images[i].reshape(28, 28)
+
+    def take(self, n: int) -> Dataset:
+        """The first ``n`` examples (all of them when ``n >= len(self)``)."""
+        return Dataset(
+            self.images[:n], self.labels[:n], list(self.class_names), self.name, self.source, self.split
+        )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What :func:`available_datasets` reports: a loadable dataset, its splits and where it comes from."""
+
+    name: str
+    splits: tuple[str, ...]
+    source: str
+
+
+def _candidate_names(split: str, kind: str) -> list[str]:
+    """File names used by the common distributions (LeCun/Zalando, Kaggle, un-gzipped torchvision)."""
+    prefix = _FILE_PREFIX[split]
+    idx = "idx3" if kind == "images" else "idx1"
+    stems = [f"{prefix}-{kind}-{idx}-ubyte", f"{prefix}-{kind}.{idx}-ubyte"]
+    return [s + ext for s in stems for ext in (".gz", "")]
+
+
+def _search_dirs(root: Path, name: str | None) -> Iterator[Path]:
+    """``root`` itself, ``root/raw`` and torchvision's ``root/<FashionMNIST|MNIST>/raw`` layout."""
+    yield root
+    yield root / "raw"
+    if name in _TORCHVISION_FOLDER:
+        yield root / _TORCHVISION_FOLDER[name] / "raw"
+        yield root / _TORCHVISION_FOLDER[name]
+
+
+def find_idx_files(
+    root: str | os.PathLike[str], split: str, *, name: str | None = None
+) -> tuple[Path, Path] | None:
+    """Return ``(images_path, labels_path)`` for ``split`` under ``root`` (see :func:`_search_dirs`), or None."""
+    _check_split(split)
+    for folder in _search_dirs(Path(root), name):
+        images = next((folder / n for n in _candidate_names(split, "images") if (folder / n).is_file()), None)
+        labels = next((folder / n for n in _candidate_names(split, "labels") if (folder / n).is_file()), None)
+        if images is not None and labels is not None:
+            return images, labels
+    return None
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise DataError(f"Unknown split {split!r}: use 'train' or 'test'.")
+
+
+def load_idx_folder(
+    root: str | os.PathLike[str],
+    split: str = "test",
+    *,
+    name: str = "fashion-mnist",
+    class_names: Sequence[str] | None = None,
+    limit: int | None = None,
+    source: str | None = None,
+) -> Dataset:
+    """Load one split from a folder of IDX files (28x28 uint8 images, uint8 labels).
+
+    Raises :class:`DataError` when the files are missing, corrupt, or disagree (count, label range, image size).
+    """
+    root = Path(root)
+    found = find_idx_files(root, split, name=name)
+    if found is None:
+        expected = " + ".join(_candidate_names(split, k)[0] for k in ("images", "labels"))
+        raise DataError(
+            f"No {split} split found in {root}: expected the IDX files {expected} (gzipped or not)."
+        )
+    images_path, labels_path = found
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise DataError(
+            f"{images_path} holds {images.dtype} of shape {images.shape}; expected uint8 images of shape (N, 28, 28)."
+        )
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise DataError(
+            f"{labels_path} holds {labels.dtype} of shape {labels.shape}; expected uint8 labels (N,)."
+        )
+    if labels.shape[0] != images.shape[0]:
+        raise DataError(
+            f"{images_path.name} has {images.shape[0]} images but {labels_path.name} has {labels.shape[0]} labels."
+        )
+    names = list(class_names) if class_names is not None else list(_CLASS_NAMES.get(name, MNIST_CLASSES))
+    if int(labels.max()) >= len(names):
+        raise DataError(
+            f"{labels_path} has label {int(labels.max())}, but only {len(names)} classes are known."
+        )
+    n = images.shape[0] if limit is None else min(_check_limit(limit), images.shape[0])
+    x = torch.from_numpy(images[:n].reshape(n, 28 * 28).astype(np.float32) / np.float32(255.0))
+    y = torch.from_numpy(labels[:n].astype(np.int64))
+    return Dataset(x, y, names, name, source or f"{images_path.parent} ({split})", split)
+
+
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise DataError(f"limit must be a positive integer or None, got {limit!r}.")
+    return int(limit)
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("CRC_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "crc-explorer" / "data"
+
+
+def shared_mnist_dir() -> Path | None:
+    """The real MNIST test set at ``../shared/data/mnist`` next to the repository (tests/benchmarks), if present.
+
+    Use as ``load_dataset("mnist", "test", root=shared_mnist_dir())``. Never copy it into the project.
+    """
+    for base in (REPO_ROOT.parent, REPO_ROOT):  # the GPU machine's copy may carry shared/ inside the tree
+        path = (base / "shared" / "data" / "mnist").resolve()
+        if find_idx_files(path, "test") is not None:
+            return path
+    return None
+
+
+def _torchvision_download(name: str, split: str, root: Path) -> tuple[Path, Path] | None:
+    """Let torchvision download ``name`` into ``root``; None when torchvision is missing/broken or offline."""
+    try:
+        import torchvision.datasets as tvd  # optional: does not import with every torch build
+    except Exception:
+        return None
+    cls = tvd.FashionMNIST if name == "fashion-mnist" else tvd.MNIST
+    try:
+        cls(str(root), train=split == "train", download=True)
+    except Exception:
+        return None
+    return find_idx_files(root, split, name=name)
+
+
+def load_dataset(
+    name: str = "embedded",
+    split: str = "test",
+    root: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+) -> Dataset:
+    """Load ``split`` (``"train"`` | ``"test"``) of dataset ``name`` (``"embedded"``, ``"fashion-mnist"``, ``"mnist"``).
+
+    ``limit`` keeps the first ``limit`` examples (files are in their published order; the embedded subset is
+    stratified and shuffled, so any prefix of it is roughly balanced). See the module docstring for the search
+    order; ``root`` (a folder of IDX files, torchvision's layout also accepted) is tried first and, when given,
+    is also where torchvision downloads to.
+    """
+    key = str(name).strip().lower().replace("_", "-")
+    key = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist"}.get(
+        key, key
+    )
+    _check_split(split)
+    if limit is not None:
+        _check_limit(limit)
+    if key not in DATASET_NAMES:
+        raise DataError(f"Unknown dataset {name!r}: choose one of {', '.join(DATASET_NAMES)}.")
+
+    if key == "embedded":
+        if root is not None:
+            raise DataError("The embedded dataset ships with the project; it takes no root folder.")
+        if find_idx_files(EMBEDDED_DIR, split) is None:
+            raise DataError(
+                f"The embedded Fashion-MNIST subset is missing from {EMBEDDED_DIR}. Restore assets/ from git or "
+                "regenerate it with: python bench/make_embedded_subset.py"
+            )
+        source = f"embedded Fashion-MNIST subset, assets/data/{EMBEDDED_DIR.name} ({split})"
+        return load_idx_folder(EMBEDDED_DIR, split, name="embedded", limit=limit, source=source)
+
+    folders: list[Path] = []
+    if root is not None:
+        folders.append(Path(root).expanduser())
+    else:
+        if key == "fashion-mnist":
+            folders.append(DEBIAN_FASHION_MNIST)
+        folders.append(_cache_dir())
+    for folder in folders:
+        if find_idx_files(folder, split, name=key) is not None:
+            return load_idx_folder(folder, split, name=key, limit=limit)
+
+    target = folders[0] if root is not None else _cache_dir()
+    if _torchvision_download(key, split, target) is not None:
+        return load_idx_folder(target, split, name=key, limit=limit)
+
+    where = ", ".join(str(f) for f in folders)
+    hint = "install the Debian package dataset-fashion-mnist, " if key == "fashion-mnist" else ""
+    raise DataError(
+        f"Could not find the {key} {split} split (looked in {where}; torchvision is unavailable or offline). "
+        f"To fix: {hint}pass root=<folder with the IDX files>, set CRC_DATA_DIR, or use the 'embedded' dataset."
+    )
+
+
+def available_datasets() -> list[DatasetInfo]:
+    """Datasets loadable right now without network access (the embedded subset first).
+
+    Looks in the same places as :func:`load_dataset` with ``root=None`` (not in ``../shared``: that MNIST test set
+    is for tests and benchmarks, see :func:`shared_mnist_dir`).
+    """
+    found: list[DatasetInfo] = []
+
+    def add(name: str, folder: Path, label: str) -> None:
+        splits = tuple(s for s in SPLITS if find_idx_files(folder, s, name=name) is not None)
+        if splits:
+            found.append(DatasetInfo(name, splits, f"{label} ({folder})"))
+
+    add("embedded", EMBEDDED_DIR, "embedded Fashion-MNIST subset")
+    add("fashion-mnist", DEBIAN_FASHION_MNIST, "Debian dataset-fashion-mnist")
+    for name in ("fashion-mnist", "mnist"):
+        if not any(info.name == name for info in found):
+            add(name, _cache_dir(), "local cache")
+    return found
