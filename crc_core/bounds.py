@@ -1,0 +1,288 @@
+"""Global curvature bounds of the margin f = z_y - z_t (paper Theorems 3 and 4) and spectral norms.
+
+Guarantee (certification grade): for every x in R^D and every returned pair,
+    m · I ⪯ ∇²_x f(x) ⪯ M · I   and   ‖∇²_x f(x)‖ ≤ K,
+computed from exact spectral norms / eigenvalues in float64 plus a rigorous round-off allowance, so the values are
+never under-estimates. Power iteration (which converges from *below*) is used only in the differentiable
+training regularizer :class:`CurvatureRegularizer`, never for certificates.
+
+Shapes: y, t are LongTensors (P,) of ordered pairs; results are float64 tensors (P,) on the model's device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from .errors import CRCError
+from .models import MLP, require_curvature_model
+
+Method = Literal["auto", "thm3", "thm4", "refined"]
+_EPS64 = torch.finfo(torch.float64).eps
+
+
+# --------------------------------------------------------------------------------------------- spectral norms
+def _round_up(lam: torch.Tensor, n: int, scale: torch.Tensor) -> torch.Tensor:
+    """Add a rigorous float64 round-off allowance: eigvalsh is backward stable, so |λ̂ - λ| ≤ c·n·ε·‖A‖_F."""
+    return lam + 16.0 * n * _EPS64 * scale
+
+
+def lambda_max_psd_gram(A: torch.Tensor) -> torch.Tensor:
+    """Provable upper bound on ‖A‖² = λ_max(AᵀA) for A (..., p, q), exact up to ~1e-13 relative.
+
+    Uses eigvalsh of the smaller Gram matrix in float64.
+    """
+    A = A.to(torch.float64)
+    G = A @ A.mT if A.shape[-2] <= A.shape[-1] else A.mT @ A
+    n = max(A.shape[-2], A.shape[-1])
+    lam = torch.linalg.eigvalsh(G)[..., -1].clamp_min(0)
+    return _round_up(lam, n, (A * A).sum((-2, -1)))
+
+
+def spectral_norm_exact(W: torch.Tensor) -> torch.Tensor:
+    """‖W‖₂ for W (..., p, q): a provable upper bound, tight to ~1e-13 relative (float64)."""
+    return lambda_max_psd_gram(W).sqrt()
+
+
+def power_iteration(W: torch.Tensor, v: torch.Tensor | None = None, n_iter: int = 1
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Warm-started power iteration on WᵀW (no gradient). W (p, q), v (q,) -> (σ, u (p,), v (q,)).
+
+    σ = uᵀWv is a *lower* estimate of ‖W‖ (exact in the limit). Not for certificates.
+    """
+    with torch.no_grad():
+        if v is None:
+            v = torch.randn(W.shape[-1], device=W.device, dtype=W.dtype)
+        v = v / v.norm().clamp_min(1e-30)
+        u = W @ v
+        for _ in range(max(1, n_iter)):
+            u = W @ v
+            u = u / u.norm().clamp_min(1e-30)
+            v = W.T @ u
+            v = v / v.norm().clamp_min(1e-30)
+        u = W @ v
+        sigma = u.norm()
+        u = u / sigma.clamp_min(1e-30)
+    return sigma, u, v
+
+
+class _SpectralNormPI(torch.autograd.Function):
+    """σ(W) from power iteration with the gradient ∂σ/∂W = u vᵀ (paper App. C.1)."""
+
+    @staticmethod
+    def forward(ctx, W: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(u, v)
+        return u @ W @ v
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        u, v = ctx.saved_tensors
+        return grad * torch.outer(u, v), None, None
+
+
+def spectral_norm_pi(W: torch.Tensor, state: dict | None = None, *, key: object = 0, n_iter: int = 1
+                     ) -> torch.Tensor:
+    """Differentiable ‖W‖ estimate by warm-started power iteration; gradient u vᵀ.
+
+    ``state`` (a dict) keeps the right singular vector per ``key`` between calls, so one iteration per training
+    step tracks the top singular pair. Returns a scalar (a lower estimate of ‖W‖).
+    """
+    v0 = None if state is None else state.get(key)
+    if v0 is not None and (v0.shape[0] != W.shape[-1] or v0.device != W.device or v0.dtype != W.dtype):
+        v0 = None
+    _, u, v = power_iteration(W.detach(), v0, n_iter=n_iter if v0 is not None else max(n_iter, 25))
+    if state is not None:
+        state[key] = v
+    return _SpectralNormPI.apply(W, u, v)
+
+
+# --------------------------------------------------------------------------------------------- curvature bounds
+@dataclass
+class Bounds:
+    """Global bounds for P pairs: m ⪯ ∇²f ⪯ M and ‖∇²f‖ ≤ K; each a float64 tensor (P,)."""
+
+    y: torch.Tensor
+    t: torch.Tensor
+    m: torch.Tensor
+    M: torch.Tensor
+    K: torch.Tensor
+    method: str
+
+    def for_pairs(self, y: torch.Tensor, t: torch.Tensor) -> Bounds:
+        """Select rows for the pairs (y, t) (each (N,)) from a table covering them."""
+        C = int(max(self.y.max(), self.t.max())) + 1
+        index = torch.full((C * C,), -1, dtype=torch.long, device=self.y.device)
+        index[self.y * C + self.t] = torch.arange(self.y.numel(), device=self.y.device)
+        y = torch.as_tensor(y, device=self.y.device).long()
+        t = torch.as_tensor(t, device=self.y.device).long()
+        rows = index[y * C + t]
+        if (rows < 0).any():
+            raise CRCError("Some requested (y, t) pairs are not in this bounds table.")
+        return Bounds(y, t, self.m[rows], self.M[rows], self.K[rows], self.method)
+
+
+def all_pairs(n_classes: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All C(C-1) ordered pairs (y, t), y != t: two LongTensors (C(C-1),)."""
+    y, t = torch.meshgrid(torch.arange(n_classes, device=device), torch.arange(n_classes, device=device),
+                          indexing="ij")
+    keep = y != t
+    return y[keep], t[keep]
+
+
+def _check_pairs(model: MLP, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dev = model.layers[0].weight.device
+    y = torch.as_tensor(y, device=dev).long().reshape(-1)
+    t = torch.as_tensor(t, device=dev).long().reshape(-1)
+    if y.shape != t.shape:
+        raise CRCError(f"y and t must have the same length, got {y.numel()} and {t.numel()}.")
+    C = model.n_classes
+    if (y < 0).any() or (y >= C).any() or (t < 0).any() or (t >= C).any() or (y == t).any():
+        raise CRCError(f"Pairs must satisfy 0 <= y, t < {C} and y != t.")
+    return y, t
+
+
+def _margin_rows(model: MLP, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    WL = model.layers[-1].weight.detach().to(torch.float64)
+    return WL[y] - WL[t]  # (P, N_{L-1})
+
+
+def theorem3(model: MLP, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Theorem 3 for 2-layer nets: (m, M), each (P,). M = λmax(W1ᵀ diag(p⊙w) W1), m = λmin(W1ᵀ diag(n⊙w) W1).
+
+    p⊙w = max(h_U w, h_L w) ≥ 0 and n⊙w = min(h_U w, h_L w) ≤ 0 elementwise, so M = ‖diag(√(p⊙w)) W1‖² and
+    m = -‖diag(√(-n⊙w)) W1‖², computed exactly (float64 eigvalsh) with a rigorous round-off allowance.
+    """
+    act = require_curvature_model(model)
+    if model.depth != 2:
+        raise CRCError(f"Theorem 3 applies to 2-layer networks; this one has {model.depth} layers (use Theorem 4).")
+    y, t = _check_pairs(model, y, t)
+    w = _margin_rows(model, y, t)
+    W1 = model.layers[0].weight.detach().to(torch.float64)
+    cp = torch.maximum(act.h_U * w, act.h_L * w).clamp_min(0)
+    cn = (-torch.minimum(act.h_U * w, act.h_L * w)).clamp_min(0)
+    M = _scaled_sq_norm(W1, cp)
+    m = -_scaled_sq_norm(W1, cn)
+    return m, M
+
+
+def _scaled_sq_norm(W: torch.Tensor, c: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """‖diag(√c) W‖² for W (n, d) and many c (P, n) ≥ 0: provable upper bound, float64. Returns (P,)."""
+    n, d = W.shape
+    out = []
+    G = W @ W.T if n <= d else None  # shared n×n Gram: diag(√c) G diag(√c)
+    for s in range(0, c.shape[0], chunk):
+        cc = c[s:s + chunk]
+        if G is not None:
+            r = cc.sqrt()
+            A = r[:, :, None] * G * r[:, None, :]
+        else:
+            A = (W.T * cc[:, None, :]) @ W  # (chunk, d, d)
+        lam = torch.linalg.eigvalsh(A)[..., -1].clamp_min(0)
+        fro = (cc[:, :, None] * W * W).sum((-2, -1))  # ‖diag(√c) W‖_F²
+        out.append(_round_up(lam, max(n, d), fro))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device=W.device)
+
+
+def _theorem4_parts(model: MLP, w: torch.Tensor, g: float, norm_fn) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """r^(I) (scalars, I=1..L-1) and S^(I) rows (P, N_I) of eqs. (5)-(6) for margin rows w (P, N_{L-1})."""
+    Ws = model.weights()
+    r = [norm_fn(Ws[0], 0)]
+    for I in range(1, model.depth - 1):
+        r.append(g * norm_fn(Ws[I], I) * r[-1])
+    S = [w.abs()]
+    for I in range(model.depth - 2, 0, -1):  # S^(I) = g S^(I+1) |W^(I+1)|
+        S.append(g * S[-1] @ Ws[I].abs().to(S[-1].dtype))
+    S.reverse()
+    return r, S
+
+
+def theorem4(model: MLP, y: torch.Tensor, t: torch.Tensor, *, refined: bool = False) -> torch.Tensor:
+    """Theorem 4: K = h Σ_I (r^(I))² max_j S^(I)_j for the margin (last row replaced by w). Returns K (P,).
+
+    ``refined``: the per-term bound h Σ_I ‖diag(√S^(I)) W^(I)‖² (g r^(I-1))² (with (g r^(0))² := 1), which is
+    never larger, since ‖diag(√s) W‖² ≤ max(s)‖W‖². Both use exact spectral norms (float64, rounded up).
+    """
+    act = require_curvature_model(model)
+    y, t = _check_pairs(model, y, t)
+    w = _margin_rows(model, y, t)
+    Ws = [W.detach().to(torch.float64) for W in model.weights()]
+
+    def norm(W: torch.Tensor, _i: int) -> torch.Tensor:
+        return spectral_norm_exact(W)
+
+    r, S = _theorem4_parts(_Detached(model, Ws), w, act.g, norm)
+    # floating-point products: inflate by a relative allowance for the few roundings involved
+    slack = 1.0 + 64 * model.depth * _EPS64 * max(W.shape[0] for W in Ws)
+    K = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+    for I in range(model.depth - 1):
+        if refined:
+            scale = 1.0 if I == 0 else (act.g * r[I - 1]) ** 2
+            K = K + act.h * _scaled_sq_norm(Ws[I], S[I]) * scale
+        else:
+            K = K + act.h * r[I] ** 2 * S[I].max(dim=1).values
+    return K * slack
+
+
+class _Detached:
+    """A view of an MLP whose weights() are given float64 copies (keeps _theorem4_parts shared)."""
+
+    def __init__(self, model: MLP, Ws: list[torch.Tensor]) -> None:
+        self._Ws, self.depth = Ws, model.depth
+
+    def weights(self) -> list[torch.Tensor]:
+        return self._Ws
+
+
+def curvature_bounds(model: MLP, y: torch.Tensor | None = None, t: torch.Tensor | None = None, *,
+                     method: Method = "auto") -> Bounds:
+    """Certification-grade global bounds (m, M, K) for pairs (y, t) (default: all C(C-1) ordered pairs).
+
+    method: "thm3" (2-layer only: m, M from Theorem 3, K = max(|m|, M)); "thm4" (K from Theorem 4, m = -K,
+    M = K); "refined" (per-term refined Theorem 4); "auto" = thm3 for 2 layers, refined otherwise.
+    """
+    require_curvature_model(model)
+    if y is None or t is None:
+        y, t = all_pairs(model.n_classes, device=model.layers[0].weight.device)
+    y, t = _check_pairs(model, y, t)
+    if method == "auto":
+        method = "thm3" if model.depth == 2 else "refined"
+    if method == "thm3":
+        m, M = theorem3(model, y, t)
+        K = torch.maximum(-m, M)
+    elif method in ("thm4", "refined"):
+        K = theorem4(model, y, t, refined=method == "refined")
+        m, M = -K, K
+    else:
+        raise CRCError(f"Unknown bound method {method!r}; use 'auto', 'thm3', 'thm4' or 'refined'.")
+    return Bounds(y, t, m, M, K, method)
+
+
+# --------------------------------------------------------------------------------------------- regularizer
+class CurvatureRegularizer:
+    """Differentiable K(W, y, t) of Theorem 4 for training (paper eq. 7).
+
+    Spectral norms come from one warm-started power-iteration step per call (gradient u vᵀ), so a call costs a
+    few matrix-vector products plus the S recursion. The value is an *estimate* (power iteration converges from
+    below): use :func:`curvature_bounds` for certificates.
+    """
+
+    def __init__(self, n_iter: int = 1) -> None:
+        self.n_iter = n_iter
+        self.state: dict[int, torch.Tensor] = {}
+
+    def __call__(self, model: MLP, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """y, t: (B,) -> K (B,), differentiable w.r.t. the model's weights."""
+        act = model.activation
+        WL = model.layers[-1].weight
+        w = WL[y] - WL[t]
+
+        def norm(W: torch.Tensor, i: int) -> torch.Tensor:
+            return spectral_norm_pi(W, self.state, key=i, n_iter=self.n_iter)
+
+        r, S = _theorem4_parts(model, w, act.g, norm)
+        K = 0.0
+        for I in range(model.depth - 1):
+            K = K + act.h * r[I] ** 2 * S[I].max(dim=1).values
+        return K

@@ -1,0 +1,128 @@
+"""Fully connected networks z^(L)(x) of paper section 3.
+
+``MLP(in_dim, widths, n_classes, activation)``: L = len(widths) + 1 linear layers; "2x[1024]" is
+``MLP(784, [1024], 10)``. Inputs are raw pixels in [0, 1], shape (B, in_dim) or (B, 1, 28, 28) (flattened).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .activations import ACTIVATIONS, Activation, get_activation
+from .errors import CRCError
+
+# Forward-only activations (no curvature bound): allowed so such models can be loaded and rejected clearly.
+_FORWARD_ONLY = {"relu": F.relu, "gelu": F.gelu, "elu": F.elu, "leaky_relu": F.leaky_relu}
+
+
+class MLP(nn.Module):
+    """z^(I) = W^(I) a^(I-1) + b^(I), a^(I) = σ(z^(I)); the last layer has no activation.
+
+    Args:
+        in_dim: input dimension D.
+        widths: hidden widths N_1..N_{L-1} (at least one, i.e. depth L >= 2).
+        n_classes: C = N_L.
+        activation: "softplus", "sigmoid", "tanh" (curvature-capable) or "relu"/"gelu"/... (forward only).
+    """
+
+    def __init__(self, in_dim: int, widths: Sequence[int], n_classes: int, activation: str = "softplus") -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if int(in_dim) < 1 or int(n_classes) < 2 or not widths or min(widths) < 1:
+            raise CRCError(
+                f"Invalid architecture: in_dim={in_dim}, widths={widths}, n_classes={n_classes} "
+                "(need in_dim >= 1, at least one hidden layer of width >= 1, and >= 2 classes)."
+            )
+        act = str(activation).strip().lower().replace("-", "_")
+        if act not in ACTIVATIONS and act not in _FORWARD_ONLY:
+            get_activation(act)  # raises with a clear message
+        self.in_dim = int(in_dim)
+        self.widths = widths
+        self.n_classes = int(n_classes)
+        self.activation_name = act
+        dims = [self.in_dim, *widths, self.n_classes]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+        self._act = ACTIVATIONS[act].fn if act in ACTIVATIONS else _FORWARD_ONLY[act]
+
+    # --- structure -------------------------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """L, the number of linear layers."""
+        return len(self.layers)
+
+    @property
+    def activation(self) -> Activation:
+        """The curvature-capable activation; raises UnsupportedActivationError for ReLU etc."""
+        return get_activation(self.activation_name)
+
+    def weights(self) -> list[torch.Tensor]:
+        """[W^(1), ..., W^(L)], W^(I) of shape (N_I, N_{I-1})."""
+        return [layer.weight for layer in self.layers]
+
+    def config(self) -> dict[str, Any]:
+        return {"in_dim": self.in_dim, "widths": list(self.widths), "n_classes": self.n_classes,
+                "activation": self.activation_name}
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> MLP:
+        try:
+            return cls(cfg["in_dim"], cfg["widths"], cfg["n_classes"], cfg.get("activation", "softplus"))
+        except KeyError as e:
+            raise CRCError(f"Model config is missing the key {e.args[0]!r}: {cfg}") from None
+
+    def describe(self) -> str:
+        return f"{self.depth}x[{','.join(map(str, self.widths))}] {self.activation_name}"
+
+    # --- forward ---------------------------------------------------------------------------------------------
+    def flatten_input(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_dim) or (B, *image) -> (B, in_dim); also (in_dim,) -> (1, in_dim). Raises on bad shapes."""
+        if not isinstance(x, torch.Tensor):
+            raise CRCError(f"Expected a torch.Tensor of images, got {type(x).__name__}.")
+        if not torch.is_floating_point(x):
+            raise CRCError(f"Images must be floating point in [0, 1], got dtype {x.dtype}.")
+        if x.dim() == 1:
+            x = x.unsqueeze(0)
+        if x.dim() > 2:
+            x = x.reshape(x.shape[0], -1)
+        if x.shape[-1] != self.in_dim:
+            raise CRCError(f"Input has {x.shape[-1]} features per image, the model expects {self.in_dim}.")
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, D) -> logits (B, C)."""
+        h = self.flatten_input(x)
+        for layer in self.layers[:-1]:
+            h = self._act(layer(h))
+        return self.layers[-1](h)
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x: (B, D) -> (logits (B, C), [z^(1), ..., z^(L-1)] pre-activations, each (B, N_I))."""
+        h = self.flatten_input(x)
+        zs: list[torch.Tensor] = []
+        for layer in self.layers[:-1]:
+            z = layer(h)
+            zs.append(z)
+            h = self._act(z)
+        return self.layers[-1](h), zs
+
+
+def validate_model(model: MLP) -> None:
+    """Raise CRCError if any parameter is NaN or infinite."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise CRCError(f"Model parameter {name!r} contains NaN or infinite values; the model cannot be used.")
+
+
+def require_curvature_model(model: nn.Module) -> Activation:
+    """Check that ``model`` is an MLP with a curvature-capable activation and finite weights; return σ."""
+    if not isinstance(model, MLP):
+        raise CRCError(f"Curvature bounds need a crc_core.models.MLP, got {type(model).__name__}.")
+    act = model.activation  # raises UnsupportedActivationError for ReLU etc.
+    validate_model(model)
+    return act
