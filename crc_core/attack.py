@@ -113,8 +113,8 @@ def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
 
 
 def pgd_attack(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, rho: float, *,
-               target: torch.Tensor | None = None, steps: int = 50, restarts: int = 1, step_size: float | None = None, clamp: bool = True,
-               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+               target: torch.Tensor | None = None, steps: int = 50, restarts: int = 1,
+               step_size: float | None = None, clamp: bool = True, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """L2 PGD (Madry et al.) on the margin: untargeted (minimise z_y - max_{j≠y} z_j) or targeted (z_y - z_target).
 
     x0 (N, D), y (N,), target (N,) or None. Returns (x_adv (N, D) with ‖x_adv - x0‖ ≤ ρ, fooled (N,) bool),
