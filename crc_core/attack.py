@@ -14,7 +14,7 @@ import torch
 
 from .bounds import Bounds, curvature_bounds
 from .errors import CRCError
-from .hessian import margin_and_grad
+from .hessian import MarginOracle
 from .models import MLP, require_curvature_model
 
 
@@ -73,6 +73,7 @@ def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
     t = torch.as_tensor(t, device=x0.device).long().reshape(-1)
     rho_t = _check_rho(rho, N, x0)
     mm, KK = _pair_bounds(model, y, t, bounds, m, K, x0)
+    fg = MarginOracle(model, y, t)
     mm = torch.minimum(mm, torch.zeros_like(mm))
     KK = torch.maximum(KK, -mm).clamp_min(1e-12)
     eta_lo, eta_hi = -mm, 20 * (1 - mm)
@@ -84,7 +85,7 @@ def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
     for _ in range(n_outer):
         active = torch.ones(N, dtype=torch.bool, device=x0.device)
         for _ in range(n_inner):
-            f, g = margin_and_grad(model, x, y, t)
+            f, g = fg(x)
             n_grad += active.long()
             res = (g + eta[:, None] * (x - x0)).norm(dim=1)
             active &= res >= tol
@@ -92,7 +93,7 @@ def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
                 break
             step = (KK[:, None] * x + eta[:, None] * x0 - g) / (KK + eta)[:, None]
             x = torch.where(active[:, None], step, x)
-        f, g = margin_and_grad(model, x, y, t)
+        f, g = fg(x)
         solved = (g + eta[:, None] * (x - x0)).norm(dim=1) < max(tol, 1e-4)
         d = (x - x0).norm(dim=1)
         inside = d <= rho_t * (1 + success_rtol)
@@ -106,7 +107,7 @@ def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
     d = (best_x - x0).norm(dim=1)
     scale = torch.where(d > rho_t, rho_t / d.clamp_min(1e-30), torch.ones_like(d))
     xa = x0 + (best_x - x0) * scale[:, None]
-    fa, _ = margin_and_grad(model, xa, y, t)
+    fa, _ = fg(xa)
     da = (xa - x0).norm(dim=1)
     success = solved & ((da - rho_t).abs() <= success_rtol * rho_t)
     return AttackResult(xa, fa, da, success, fa < 0, eta, n_grad)

@@ -168,15 +168,26 @@ def theorem3(model: MLP, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor
 
 
 def _scaled_sq_norm(W: torch.Tensor, c: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """‖diag(√c) W‖² for W (n, d) and many c (P, n) ≥ 0: provable upper bound, float64. Returns (P,)."""
+    """‖diag(√c) W‖² for W (n, d) and many c (P, n) ≥ 0: provable upper bound, float64. Returns (P,).
+
+    Rows with c_i = 0 do not contribute, so each pair only needs the k = #{c_i > 0} selected rows (about half of
+    them for softplus margins): the k×k matrix diag(√c_S) (W Wᵀ)_SS diag(√c_S) (or the d×d one when d < k) has
+    the same top eigenvalue and is decomposed exactly in float64.
+    """
     n, d = W.shape
     out = []
-    G = W @ W.T if n <= d else None  # shared n×n Gram: diag(√c) G diag(√c)
+    G = W @ W.T  # shared n×n Gram
     for s in range(0, c.shape[0], chunk):
         cc = c[s:s + chunk]
-        if G is not None:
-            r = cc.sqrt()
-            A = r[:, :, None] * G * r[:, None, :]
+        k = int((cc > 0).sum(1).max()) if cc.numel() else 0
+        if k == 0:
+            out.append(torch.zeros(cc.shape[0], dtype=torch.float64, device=W.device))
+            continue
+        if k <= d:
+            vals, idx = cc.topk(k, dim=1)  # zero-padded where a row has fewer positive entries
+            r = vals.clamp_min(0).sqrt()
+            Gs = G[idx[:, :, None], idx[:, None, :]]
+            A = r[:, :, None] * Gs * r[:, None, :]
         else:
             A = (W.T * cc[:, None, :]) @ W  # (chunk, d, d)
         lam = torch.linalg.eigvalsh(A)[..., -1].clamp_min(0)

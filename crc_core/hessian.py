@@ -55,11 +55,17 @@ def _pairs(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> tup
     return x, y[:, None], t, squeeze
 
 
-def _forward_backward(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> _Pass:
+def _forward_backward(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, second: bool = True
+                      ) -> _Pass:
     act = require_curvature_model(model)
+    return _forward_backward_unchecked(model, act, x, y, t, second=second)
+
+
+def _forward_backward_unchecked(model: MLP, act, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *,
+                                second: bool = True) -> _Pass:
     logits, zs = model.forward_all(x)
     d1 = [act.d1(z) for z in zs]
-    d2 = [act.d2(z) for z in zs]
+    d2 = [act.d2(z) for z in zs] if second else []
     WL = model.layers[-1].weight  # (C, N_{L-1})
     row = WL[y] - WL[t]  # (B, P, N_{L-1})
     rows = [row]
@@ -87,10 +93,30 @@ def margin_and_grad(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tenso
     x: (N, D), y: (N,), t: (N,)  ->  f (N,), grad (N, D). One forward and one backward pass, no autograd graph.
     """
     x, y2, t2, _ = _pairs(model, x, y, t)
-    p = _forward_backward(model, x, y2, t2)
+    p = _forward_backward(model, x, y2, t2, second=False)
+    return _f_and_g(model, p, y2, t2)
+
+
+def _f_and_g(model: MLP, p: _Pass, y2: torch.Tensor, t2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     f = (p.logits.gather(1, y2) - p.logits.gather(1, t2))[:, 0]
     g = (p.rows[0][:, 0] * p.d1[0]) @ model.layers[0].weight
     return f, g
+
+
+class MarginOracle:
+    """Fast f and ∇f for solvers' inner loops: the model and the (y, t) rows are validated once, at construction.
+
+    ``oracle(x, rows=None)`` -> (f (n,), ∇f (n, D)) for x (n, D) of the given rows (all N when None).
+    """
+
+    def __init__(self, model: MLP, y: torch.Tensor, t: torch.Tensor) -> None:
+        self.model, self.act = model, require_curvature_model(model)
+        self.y, self.t = y.long().reshape(-1, 1), t.long().reshape(-1, 1)
+
+    def __call__(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        y2, t2 = (self.y, self.t) if rows is None else (self.y[rows], self.t[rows])
+        p = _forward_backward_unchecked(self.model, self.act, x, y2, t2, second=False)
+        return _f_and_g(self.model, p, y2, t2)
 
 
 def margin_hessian(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, per_layer: bool = False

@@ -69,3 +69,143 @@ def curvature_ascent_points(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: to
         (-obj.sum()).backward()
         opt.step()
     return x.detach().to(model.layers[0].weight.dtype)
+
+
+@dataclass
+class CertificateCheck:
+    """Result of attacking certificates: n_pairs (image, model) checked, n_violations (a prediction change found
+    strictly inside the certified radius), closest_ratio = min over attacks of (flip distance / radius)."""
+
+    n_pairs: int
+    n_violations: int
+    closest_ratio: float
+    n_attack_points: int
+
+    def merge(self, other: CertificateCheck) -> CertificateCheck:
+        return CertificateCheck(self.n_pairs + other.n_pairs, self.n_violations + other.n_violations,
+                                min(self.closest_ratio, other.closest_ratio),
+                                self.n_attack_points + other.n_attack_points)
+
+
+def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius: torch.Tensor, *,
+                        pgd_restarts: int = 3, pgd_steps: int = 60, n_random_dirs: int = 8,
+                        use_curvature_attack: bool = True, extra_dirs: torch.Tensor | None = None,
+                        shrink: float = 1e-4, seed: int = 0
+                        ) -> CertificateCheck:
+    """Try hard to change the prediction of x0 (N, D) within its certified radius (N,) (rows with radius 0 skipped).
+
+    Attacks: untargeted L2 PGD with restarts (no box constraint: certificates hold in R^D), Algorithm 2 against
+    every other class, and bisection along random directions, the margin gradients of every target, and any
+    ``extra_dirs`` (N, k, D). Attacks run at ρ = radius·(1 - shrink); flips are judged on the float64 model.
+    """
+    from .attack import curvature_attack
+    from .hessian import margin_and_grad
+
+    keep = radius > 0
+    x0, pred, radius = x0[keep], pred[keep], radius[keep].double()
+    N, D = x0.shape
+    if N == 0:
+        return CertificateCheck(0, 0, float("inf"), 0)
+    m64 = _as_dtype(model, torch.float64)
+    x0d = x0.double()
+    rho = radius * (1 - shrink)
+    closest = torch.full((N,), float("inf"), dtype=torch.float64)
+    n_points = 0
+
+    def judge(x: torch.Tensor, rows: torch.Tensor) -> None:
+        nonlocal n_points
+        with torch.no_grad():
+            flipped = m64(x.double()).argmax(1) != pred[rows]
+        d = (x.double() - x0d[rows]).norm(dim=1)
+        ratio = torch.where(flipped, d / radius[rows], torch.full_like(d, float("inf")))
+        closest.scatter_reduce_(0, rows, ratio, reduce="amin")
+        n_points += x.shape[0]
+
+    rows = torch.arange(N)
+    # 1. PGD (float64 model, no clamp)
+    for r in range(pgd_restarts):
+        xa = _pgd_rho(m64, x0d, pred, rho, pgd_steps, seed + r, r > 0)
+        judge(xa, rows)
+    # 2. Algorithm 2 against every target, and 3. bisection along directions
+    C = model.n_classes
+    dirs = [torch.randn(N, n_random_dirs, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)]
+    for t in range(C):
+        sel = pred != t
+        if not sel.any():
+            continue
+        tt = torch.full((int(sel.sum()),), t, dtype=torch.long)
+        if use_curvature_attack:
+            res = curvature_attack(m64, x0d[sel], pred[sel], tt, rho[sel], n_outer=20, n_inner=15)
+            judge(res.x, rows[sel])
+        _, g = margin_and_grad(m64, x0d[sel], pred[sel], tt)
+        gd = torch.zeros(N, 1, D, dtype=torch.float64)
+        gd[sel, 0] = -g
+        dirs.append(gd)
+    if extra_dirs is not None:
+        dirs.append(extra_dirs.double())
+    U = torch.cat(dirs, 1)
+    U = U / U.norm(dim=2, keepdim=True).clamp_min(1e-300)
+    k = U.shape[1]
+    xs = x0d[:, None, :].expand(N, k, D).reshape(-1, D)
+    us = U.reshape(-1, D)
+    rr = radius.repeat_interleave(k)
+    pr = pred.repeat_interleave(k)
+    ri = rows.repeat_interleave(k)
+    valid = us.norm(dim=1) > 0
+    # scan s in (0, 3r] on a grid, then bisect the first flip
+    grid = torch.linspace(0, 3, 61, dtype=torch.float64)[1:]
+    first = torch.full((xs.shape[0],), float("inf"), dtype=torch.float64)
+    with torch.no_grad():
+        for s in grid.flip(0):
+            pts = xs + (s * rr)[:, None] * us
+            flip = (m64(pts).argmax(1) != pr) & valid
+            first = torch.where(flip, s * rr, first)
+        hit = torch.isfinite(first)
+        lo = (first - 3 / 60 * rr).clamp_min(0)
+        hi = first.clone()
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            flip = m64(xs + torch.where(hit, mid, 0 * mid)[:, None] * us).argmax(1) != pr
+            hi = torch.where(hit & flip, mid, hi)
+            lo = torch.where(hit & ~flip, mid, lo)
+    if hit.any():
+        judge(xs[hit] + hi[hit][:, None] * us[hit], ri[hit])
+    n_points += int((~hit).sum())
+    violations = int((closest < 1 - 1e-6).sum())
+    return CertificateCheck(N, violations, float(closest.min()), n_points)
+
+
+def _pgd_rho(model: MLP, x0: torch.Tensor, y: torch.Tensor, rho: torch.Tensor, steps: int, seed: int,
+             random_start: bool) -> torch.Tensor:
+    """Untargeted L2 PGD on the margin with a per-row radius ρ (N,), no box constraint."""
+    g = torch.Generator().manual_seed(seed)
+    delta = torch.zeros_like(x0)
+    if random_start:
+        delta = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+        delta = delta / delta.norm(dim=1, keepdim=True) * rho[:, None] * torch.rand(x0.shape[0], 1, generator=g,
+                                                                                   dtype=x0.dtype)
+    step = 2.5 * rho / steps
+    best = x0 + delta
+    best_s = torch.full((x0.shape[0],), float("inf"), dtype=x0.dtype)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        with torch.enable_grad():
+            z = model(x0 + delta)
+            other = z.clone()
+            other.scatter_(1, y[:, None], float("-inf"))
+            s = z.gather(1, y[:, None])[:, 0] - other.max(1).values
+            (grad,) = torch.autograd.grad(s.sum(), delta)
+        with torch.no_grad():
+            better = s.detach() < best_s
+            best = torch.where(better[:, None], x0 + delta.detach(), best)
+            best_s = torch.where(better, s.detach(), best_s)
+            delta = delta.detach() - step[:, None] * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-300)
+            n = delta.norm(dim=1, keepdim=True)
+            delta = delta * torch.clamp(rho[:, None] / n.clamp_min(1e-300), max=1.0)
+    with torch.no_grad():
+        z = model(x0 + delta)
+        other = z.clone()
+        other.scatter_(1, y[:, None], float("-inf"))
+        s = z.gather(1, y[:, None])[:, 0] - other.max(1).values
+        best = torch.where((s < best_s)[:, None], x0 + delta, best)
+    return best

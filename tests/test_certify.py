@@ -1,0 +1,119 @@
+"""Certificate solver: API, modes, targets, exactness, bad input."""
+
+import pytest
+import torch
+from helpers import small_data, small_model
+
+from crc_core.certify import TARGET_MODES, certify, dual_lower_bound
+from crc_core.errors import CRCError, UnsupportedActivationError
+from crc_core.hessian import margin_and_grad
+from crc_core.models import MLP
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model(2, "softplus", True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return small_data("test", 60)
+
+
+def test_shapes_and_frame(model, data):
+    x, lab = data
+    c = certify(model, x, lab)
+    B = x.shape[0]
+    assert c.radius.shape == (B,) and c.radii.shape == (B, 10) and c.x_boundary.shape == (B, x.shape[1])
+    assert c.targets_t.shape == (B, 9) and c.x_boundary_t.shape == (B, 9, x.shape[1])
+    # radius = min over targets, 0 and no target for misclassified images
+    ok = c.correct
+    torch.testing.assert_close(c.radius[ok], torch.nan_to_num(c.radii[ok], nan=float("inf")).min(1).values)
+    assert (c.radius[~ok] == 0).all() and (c.target[~ok] == -1).all()
+    assert torch.isnan(c.radii[torch.arange(B), c.pred]).all()
+    df = c.to_frame()
+    assert len(df) == B and {"radius", "exact", "n_grad", "upper", "runner_up_radius"} <= set(df.columns)
+    assert len(c.to_frame_per_target()) == B * 9
+    assert (c.upper[ok] >= c.radius[ok] - 1e-9).all()
+
+
+def test_target_modes(model, data):
+    x, lab = data
+    full = certify(model, x, lab, targets="all")
+    ru = certify(model, x, lab, targets="runner-up")
+    assert (ru.radius >= full.radius - 1e-9).all()  # one target vs the min over all
+    torch.testing.assert_close(ru.radius[ru.correct], full.radii[full.correct].gather(
+        1, full.runner_up[full.correct][:, None])[:, 0], atol=2e-4, rtol=0)
+    least = certify(model, x, lab, targets="least")
+    z = least.logits.clone()
+    assert (least.targets_t[:, 0] == z.argmin(1)).all()
+    r1 = certify(model, x, lab, targets="random", seed=3)
+    r2 = certify(model, x, lab, targets="random", seed=3)
+    assert torch.equal(r1.targets_t, r2.targets_t) and (r1.targets_t[:, 0] != r1.pred).all()
+    assert set(TARGET_MODES) == {"all", "runner-up", "random", "least"}
+
+
+def test_fast_mode_matches_paper_mode_with_fewer_gradients(model, data):
+    x, lab = data
+    fast = certify(model, x, lab, targets="runner-up")
+    paper = certify(model, x, lab, targets="runner-up", mode="paper")
+    ok = fast.correct
+    assert (fast.radius[ok] >= paper.radius[ok] - 1e-4).all()
+    assert fast.n_grad[ok].median() * 10 <= paper.n_grad[ok].median()
+
+
+def test_exact_boundary_points_lie_on_the_boundary_and_flip_just_beyond(model, data):
+    x, lab = data
+    c = certify(model, x, lab, targets="all")
+    rows = (c.exact & c.correct).nonzero()[:, 0]
+    assert rows.numel() > 0.5 * c.correct.sum()
+    m64 = MLP.from_config(model.config()).double()
+    m64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    for i in rows.tolist():
+        xb, x0 = c.x_boundary[i].double(), x[i].double()
+        f, _ = margin_and_grad(m64, xb[None], c.pred[i:i + 1], c.target[i:i + 1])
+        assert abs(float(f.detach())) < 1e-3
+        assert abs(float((xb - x0).norm()) - float(c.radius[i])) < 1e-3 * (1 + float(c.radius[i]))
+        u = (xb - x0) / (xb - x0).norm()
+        with torch.no_grad():
+            beyond = m64((xb + 1e-2 * u)[None])[0]
+            before = m64((x0 + 0.98 * (xb - x0))[None])[0]
+        assert beyond[c.target[i]] > beyond[c.pred[i]]
+        assert before.argmax() == c.pred[i]
+
+
+def test_dual_lower_bound_is_a_lower_bound_of_half_distance_squared():
+    """On f(x) = a·x + b (zero curvature, m = 0) the bound is exact: ½ dist² = f(x0)² / (2‖a‖²)."""
+    a = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    x0 = torch.tensor([[1.0, 1.0]], dtype=torch.float64)
+    f0 = (x0 @ a) - 2.0  # 5
+    zero = torch.zeros(1, dtype=torch.float64)
+    # at x = x0: R = 0, v = η_c ∇f with η_c = 0
+    lb, eta = dual_lower_bound(zero, f0, zero, zero, (a @ a)[None], zero, zero)
+    assert 25 / 50 - 1e-6 < float(lb) <= 25 / 50 + 1e-12
+    assert abs(float(eta) - 0.2) < 1e-3
+    # with negative curvature allowed (m < 0) the bound can only get smaller, never larger
+    lb_m, _ = dual_lower_bound(zero, f0, zero, zero, (a @ a)[None], zero, -torch.ones(1, dtype=torch.float64))
+    assert float(lb_m) <= float(lb)
+
+
+def test_bad_input(model, data):
+    x, lab = data
+    with pytest.raises(CRCError, match="features"):
+        certify(model, torch.rand(2, 7))
+    with pytest.raises(CRCError, match="floating"):
+        certify(model, torch.ones(2, 100, dtype=torch.long))
+    with pytest.raises(CRCError, match="NaN"):
+        certify(model, torch.full((2, 100), float("nan")))
+    with pytest.raises(CRCError, match="target mode"):
+        certify(model, x[:2], targets="second")
+    with pytest.raises(CRCError, match="solver mode"):
+        certify(model, x[:2], mode="slow")
+    with pytest.raises(CRCError, match="labels"):
+        certify(model, x[:2], lab[:3])
+    with pytest.raises(UnsupportedActivationError):
+        certify(MLP(100, [8], 10, "relu"), x[:2])
+    bad = MLP(100, [8], 10, "tanh")
+    bad.layers[0].bias.data[0] = float("nan")
+    with pytest.raises(CRCError, match="NaN"):
+        certify(bad, x[:2])
