@@ -367,17 +367,20 @@ def choose_targets(logits: torch.Tensor, y: torch.Tensor, mode: str, *, seed: in
 @torch.no_grad()
 def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, targets: TargetMode = "all",
             mode: SolverMode = "fast", bounds: Bounds | None = None, bound_method: str = "auto",
-            seed: int = 0) -> CertificateBatch:
+            local: bool = False, seed: int = 0) -> CertificateBatch:
     """Certified L2 radii for images x (B, D) (or (B, 1, 28, 28)) in [0, 1].
 
     labels (B,): true labels; a misclassified image gets radius 0 (``correct`` False). Without labels the
     prediction is certified. targets: "all" (default; the radius of the classifier), "runner-up" (the paper's),
     "random", "least". mode: "fast" or "paper". bounds: a precomputed table covering the needed pairs (e.g.
-    ``curvature_bounds(model)`` cached per model); computed when None.
+    ``curvature_bounds(model)`` cached per model); computed when None. local: 2-layer nets only, refine the
+    certificates that are not exact with local curvature bounds (section 7.4); never smaller than the global ones.
 
     Guarantee: no x' with ‖x' - x0‖ < radius changes the prediction (in exact arithmetic on the float64 model).
     """
     require_curvature_model(model)
+    if local and model.depth != 2:
+        raise CRCError("Local curvature certificates are available for 2-layer networks only (paper section 7.4).")
     if mode not in SOLVER_MODES:
         raise CRCError(f"Unknown solver mode {mode!r}; use one of {', '.join(SOLVER_MODES)}.")
     if targets not in TARGET_MODES:
@@ -432,6 +435,15 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
     x_show = torch.where(exact[:, None], x_on, torch.where(torch.isfinite(tr.d_up)[:, None], tr.x_up.double(), xb))
     f_show = torch.where(exact, f_on, f)
 
+    if local:
+        from .local import local_certificate
+
+        todo = ~exact & (rad > 0)
+        if todo.any():
+            r_loc = local_certificate(m64, x0d[todo], yy[todo], tt[todo], rad[todo], upper[todo], bp.M[todo],
+                                      x_start=xb[todo])
+            rad = rad.clone()
+            rad[todo] = torch.maximum(rad[todo], r_loc)
     radT = rad.reshape(B, nT)
     radT = torch.where(correct[:, None], radT, torch.zeros_like(radT))
     j = radT.argmin(1)

@@ -48,15 +48,16 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from .checkpoints import load_checkpoint
     from .data import load_dataset
     from .device import default_device
+    from .errors import CRCError
     from .evaluate import evaluate
 
     if args.limit is not None and args.limit < 1:
-        raise ValueError("--limit must be at least 1.")
+        raise CRCError("--limit must be at least 1.")
     if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1.")
+        raise CRCError("--batch-size must be at least 1.")
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError("--threads must be at least 1.")
+            raise CRCError("--threads must be at least 1.")
         import torch
 
         torch.set_num_threads(args.threads)
@@ -65,13 +66,14 @@ def cmd_certify(args: argparse.Namespace) -> int:
     model = model.to(device)
     ds = load_dataset(args.dataset, args.split, root=args.data_root, limit=args.limit)
     if ds.in_dim != model.in_dim or ds.n_classes != model.n_classes:
-        raise ValueError(f"The model expects {model.in_dim} inputs and {model.n_classes} classes; the dataset has "
+        raise CRCError(f"The model expects {model.in_dim} inputs and {model.n_classes} classes; the dataset has "
                          f"{ds.in_dim} and {ds.n_classes}.")
     t0 = time.perf_counter()
     _bar(0, len(ds), "curvature bounds")
     bounds = curvature_bounds(model, method=args.bounds)
     res = evaluate(model, ds.images.to(device), ds.labels.to(device), rho=args.rho, targets=args.targets,
                    mode=args.mode, attacks=not args.no_attacks, bounds=bounds, batch_size=args.batch_size,
+                   local=args.local,
                    progress=lambda d, n: _bar(d, n, "certifying"))
     sys.stderr.write("\n")
     s = dict(res.summary, seconds=round(time.perf_counter() - t0, 3), checkpoint=str(args.checkpoint),

@@ -31,7 +31,7 @@ class Evaluation:
 
 def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: float, targets: str = "all",
              mode: str = "fast", attacks: bool = True, pgd_steps: int = 50, pgd_restarts: int = 1,
-             bounds: Bounds | None = None, batch_size: int = 256,
+             bounds: Bounds | None = None, batch_size: int = 256, local: bool = False,
              progress: Callable[[int, int], None] | None = None) -> Evaluation:
     """Certify (and attack at ρ) images (N, D) with labels (N,), in batches; ``progress(done, total)`` after each.
 
@@ -60,11 +60,11 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
     N = x.shape[0]
     for s in range(0, N, batch_size):
         xb, lb = x[s:s + batch_size], labels[s:s + batch_size]
-        c = certify(model, xb, lb, targets=targets, mode=mode, bounds=bounds)  # type: ignore[arg-type]
+        c = certify(model, xb, lb, targets=targets, mode=mode, bounds=bounds, local=local)  # type: ignore[arg-type]
         df = c.to_frame()
         df.insert(0, "index", range(s, s + xb.shape[0]))
-        if targets != "runner-up":  # the paper's runner-up radius, certified on its own target
-            ru = certify(model, xb, lb, targets="runner-up", mode=mode, bounds=bounds)
+        if targets not in ("runner-up", "all"):  # the paper's runner-up radius (already in c.radii for "all")
+            ru = certify(model, xb, lb, targets="runner-up", mode=mode, bounds=bounds, local=local)
             df["runner_up_radius"] = ru.radius.cpu().numpy()
         df["certified"] = (c.correct & (c.radius >= rho)).cpu().numpy()
         df["certified_runner_up"] = c.correct.cpu().numpy() & (df["runner_up_radius"].to_numpy() >= rho)
@@ -82,7 +82,7 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
     ok = table["correct"].to_numpy()
     n_ok = max(int(ok.sum()), 1)
     summary = {
-        "n": int(N), "rho": rho, "targets": targets, "mode": mode, "bound_method": bounds.method,
+        "n": int(N), "rho": rho, "local": local, "targets": targets, "mode": mode, "bound_method": bounds.method,
         "clean_accuracy": float(ok.mean()),
         "certified_accuracy": float(table["certified"].mean()),
         "certified_accuracy_runner_up": float(table["certified_runner_up"].mean()),

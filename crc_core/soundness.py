@@ -114,6 +114,7 @@ def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius
 
     def judge(x: torch.Tensor, rows: torch.Tensor) -> None:
         nonlocal n_points
+        x = x.detach()
         with torch.no_grad():
             flipped = m64(x.double()).argmax(1) != pred[rows]
         d = (x.double() - x0d[rows]).norm(dim=1)
