@@ -103,6 +103,8 @@ def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius
 
     keep = radius > 0
     x0, pred, radius = x0[keep], pred[keep], radius[keep].double()
+    if extra_dirs is not None:
+        extra_dirs = extra_dirs[keep]
     N, D = x0.shape
     if N == 0:
         return CertificateCheck(0, 0, float("inf"), 0)
