@@ -1,0 +1,476 @@
+"""One training loop for standard, γ-regularized and curvature-based robust training (CRT), paper section 6.
+
+Per-sample loss (eq. 7): ℓ(z(x_in), y) + γ K(W, y, t), with y the true label, t the strongest wrong class
+(largest logit among classes ≠ y, at the clean input; detached) and K the Theorem 4 bound, differentiable through
+warm-started power iteration (:class:`~crc_core.bounds.CurvatureRegularizer`, App. C.1). The three kinds differ
+only in the input and γ:
+
+* ``"standard"``: x_in = x, γ = 0 (K is still measured, without gradient, for the curves);
+* ``"gamma"``:    x_in = x, loss + γ · mean K;
+* ``"crt"``:      x_in = Algorithm 2's x_attack at radius ε (curvature attack with the detached K estimate as
+  its curvature bound), loss + γ · mean K.
+
+:func:`train` reports progress through a callback (``"step"`` events every ``log_every`` steps, ``"epoch"``
+events with test accuracy, certified accuracy at ρ on a fixed sample and mean certification-grade K_ub, one
+``"done"`` event), stops cleanly between steps when ``should_stop()`` is true, and is repeatable for a seed
+(the global RNG is forked, so callers' random state is untouched). It follows ``config.device``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from .activations import CURVATURE_ACTIVATIONS
+from .attack import curvature_attack
+from .bounds import CurvatureRegularizer, curvature_bounds
+from .certify import certify
+from .data import DATASET_NAMES, Dataset, load_dataset
+from .device import default_device
+from .errors import CRCError
+from .models import MLP
+
+__all__ = [
+    "KINDS",
+    "Event",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "parse_widths",
+    "runner_up",
+    "train",
+]
+
+Kind = Literal["standard", "gamma", "crt"]
+KINDS: tuple[str, ...] = ("standard", "gamma", "crt")
+EVAL_SAMPLE_SEED = 20200712  # fixed: every model is certified on the same test images
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (stored in checkpoint metadata via :meth:`to_dict`).
+
+    Args:
+        dataset: "embedded" (shipped Fashion-MNIST subset), "fashion-mnist" or "mnist" (see crc_core.data).
+        data_root: folder of IDX files for fashion-mnist / mnist (None: found automatically).
+        widths: hidden widths; (256,) is the 2-layer net "2x[256]", (1024, 1024) is "3x[1024]".
+        activation: "softplus", "sigmoid" or "tanh" (curvature needs a smooth activation).
+        kind: "standard", "gamma" (curvature-regularized) or "crt" (curvature attack inputs + regularizer).
+        gamma: γ ≥ 0, weight of mean K in the loss (ignored for "standard").
+        crt_eps: ε > 0, the attack radius (L2, pixels in [0, 1]) for "crt".
+        epochs, lr, batch_size: Adam with a constant learning rate, shuffled mini-batches.
+        seed: weight initialisation, shuffling and power-iteration start; same seed, same weights (CPU).
+        device: "auto" (cuda if available), "cpu" or "cuda[:i]".
+        attack_outer, attack_inner: Algorithm 2's bisection steps on η and MM steps per η during CRT
+            (paper: 30 and 20; fewer is much faster and still finds strong attacks, see docs/benchmarks.md).
+        eval_rho: ρ of the certified accuracy reported every epoch.
+        eval_samples: size of the fixed test sample that is certified every epoch (0: skip certification).
+        eval_all_targets: also report the all-class certified accuracy (min radius over every t ≠ y).
+        eval_mode: certify's mode for the epoch metric ("fast" or "paper").
+        log_every: steps between "step" events.
+        train_limit, test_limit: use only the first N examples of a split (None: all).
+        max_steps: stop after this many steps in total (None: run all epochs); for dry runs.
+    """
+
+    dataset: str = "embedded"
+    data_root: str | None = None
+    widths: tuple[int, ...] = (256,)
+    activation: str = "softplus"
+    kind: str = "crt"
+    gamma: float = 0.01
+    crt_eps: float = 0.5
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    attack_outer: int = 8
+    attack_inner: int = 5
+    eval_rho: float = 0.5
+    eval_samples: int = 100
+    eval_all_targets: bool = True
+    eval_mode: str = "fast"
+    log_every: int = 10
+    train_limit: int | None = None
+    test_limit: int | None = None
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        self.validate()
+
+    # ---------------------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`CRCError` with a plain-language message for any impossible setting."""
+        def positive_int(name: str, value: Any, allow_none: bool = False, allow_zero: bool = False) -> None:
+            if value is None and allow_none:
+                return
+            ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value >= 1)
+            if not ok:
+                need = "a whole number ≥ 0" if allow_zero else "a whole number ≥ 1"
+                raise CRCError(f"{name} must be {need}{' or None' if allow_none else ''}, got {value!r}.")
+
+        def finite(name: str, value: Any) -> float:
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                raise CRCError(f"{name} must be a number, got {value!r}.") from None
+            if not math.isfinite(v):
+                raise CRCError(f"{name} must be finite, got {value!r}.")
+            return v
+
+        if self.dataset not in DATASET_NAMES:
+            raise CRCError(f"Unknown dataset {self.dataset!r}: choose one of {', '.join(DATASET_NAMES)}.")
+        if not self.widths or min(self.widths) < 1:
+            raise CRCError(f"widths must list at least one hidden layer width ≥ 1 (e.g. 256), got {self.widths!r}.")
+        if self.activation not in CURVATURE_ACTIVATIONS:
+            raise CRCError(
+                f"Activation {self.activation!r} has no curvature bound; choose one of "
+                f"{', '.join(CURVATURE_ACTIVATIONS)} (ReLU's second derivative is not bounded)."
+            )
+        if self.kind not in KINDS:
+            raise CRCError(f"Unknown training kind {self.kind!r}: choose one of {', '.join(KINDS)}.")
+        if finite("gamma", self.gamma) < 0:
+            raise CRCError(f"γ (gamma) weighs the curvature penalty and must be ≥ 0, got {self.gamma}.")
+        if finite("crt_eps", self.crt_eps) <= 0:
+            raise CRCError(f"The CRT attack radius ε must be > 0, got {self.crt_eps}.")
+        if finite("lr", self.lr) <= 0:
+            raise CRCError(f"The learning rate must be > 0, got {self.lr}.")
+        if finite("eval_rho", self.eval_rho) <= 0:
+            raise CRCError(f"The certification radius ρ must be > 0, got {self.eval_rho}.")
+        for name in ("epochs", "batch_size", "attack_outer", "attack_inner", "log_every"):
+            positive_int(name, getattr(self, name))
+        positive_int("eval_samples", self.eval_samples, allow_zero=True)
+        positive_int("seed", self.seed, allow_zero=True)
+        for name in ("train_limit", "test_limit", "max_steps"):
+            positive_int(name, getattr(self, name), allow_none=True)
+        if self.eval_mode not in ("fast", "paper"):
+            raise CRCError(f"eval_mode must be 'fast' or 'paper', got {self.eval_mode!r}.")
+        try:
+            default_device(self.device)
+        except ValueError as exc:
+            raise CRCError(str(exc)) from None
+
+    @property
+    def gamma_used(self) -> float:
+        """γ actually applied: 0 for standard training."""
+        return 0.0 if self.kind == "standard" else float(self.gamma)
+
+    def describe(self) -> str:
+        """e.g. ``"2x[256] softplus, CRT γ=0.01 ε=0.5"``."""
+        arch = f"{len(self.widths) + 1}x[{','.join(map(str, self.widths))}] {self.activation}"
+        if self.kind == "standard":
+            return f"{arch}, standard"
+        if self.kind == "gamma":
+            return f"{arch}, γ={self.gamma:g}"
+        return f"{arch}, CRT γ={self.gamma:g} ε={self.crt_eps:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (widths as a list)."""
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (older/newer metadata)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    model: the trained MLP (eval mode, on the training device). history: every event emitted, in order.
+    metrics: the last evaluation (keys as in :func:`evaluate`, plus "epoch"); empty if stopped before the first
+    epoch ended. stopped: True when ``should_stop`` ended the run early. seconds: wall time.
+    """
+
+    model: MLP
+    history: list[Event] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False
+    seconds: float = 0.0
+    steps: int = 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pieces of the loop
+# --------------------------------------------------------------------------------------------------------------
+def runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The strongest class other than y: argmax_{t ≠ y} logits[t]. logits (B, C), y (B,) -> t (B,) long.
+
+    For a correctly classified input this is the second-largest logit (the paper's attack target).
+    """
+    z = logits.detach().clone()
+    z.scatter_(1, y.reshape(-1, 1), float("-inf"))
+    return z.argmax(dim=1)
+
+
+def _fixed_sample(n_total: int, n: int) -> torch.Tensor:
+    """Indices of the fixed certification sample: the same n test images for every model and seed."""
+    g = torch.Generator().manual_seed(EVAL_SAMPLE_SEED)
+    return torch.randperm(n_total, generator=g)[: min(n, n_total)]
+
+
+@torch.no_grad()
+def _accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
+    correct = 0
+    for s in range(0, x.shape[0], batch):
+        correct += int((model(x[s:s + batch]).argmax(1) == y[s:s + batch]).sum())
+    return correct / max(1, x.shape[0])
+
+
+def _certified_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, rho: float, *, all_targets: bool,
+                        bounds: Any, mode: str) -> tuple[float | None, float | None]:
+    """(runner-up, all-class) certified accuracy of x (B, D) with labels y (B,) at radius ρ.
+
+    Certified = correctly classified with certified radius ≥ ρ (against the runner-up class only, as in the
+    paper, or against every other class; None when not computed). One :func:`crc_core.certify.certify` call:
+    the all-class run also yields the runner-up radius.
+    """
+    if all_targets:
+        cert = certify(model, x, y, targets="all", mode=mode, bounds=bounds)
+        ok_all = cert.correct & (cert.radius >= rho)
+        ok_ru = cert.correct & (cert.runner_up_radius >= rho)
+        return float(ok_ru.float().mean()), float(ok_all.float().mean())
+    cert = certify(model, x, y, targets="runner-up", mode=mode, bounds=bounds)
+    return float((cert.correct & (cert.radius >= rho)).float().mean()), None
+
+
+def evaluate(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, rho: float = 0.5,
+             eval_samples: int = 100, all_targets: bool = True, mode: str = "fast") -> dict[str, Any]:
+    """Epoch metrics of ``model`` on a test set (images (N, D) in [0, 1], labels (N,)).
+
+    Returns a dict with
+      test_accuracy: clean accuracy on all N images;
+      certified_accuracy: fraction of the fixed sample (``eval_samples`` images, see :func:`_fixed_sample`)
+        correctly classified with a runner-up certificate ≥ ρ (the paper's metric); None if eval_samples = 0;
+      certified_accuracy_all: the same with the all-class radius (min over every t ≠ y), None if not computed;
+      mean_K_ub: mean certification-grade K (Theorems 3/4) over the sample's (prediction, runner-up) pairs;
+      eval_rho, eval_samples, eval_seconds.
+    Follows the model's device; no gradients.
+    """
+    t0 = time.perf_counter()
+    images, labels = (test.images, test.labels) if isinstance(test, Dataset) else test
+    dev = model.layers[0].weight.device
+    images, labels = images.to(dev), labels.to(dev)
+    was_training = model.training
+    model.eval()
+    out: dict[str, Any] = {"test_accuracy": _accuracy(model, images, labels), "certified_accuracy": None,
+                           "certified_accuracy_all": None, "mean_K_ub": None, "eval_rho": float(rho),
+                           "eval_samples": 0}
+    if eval_samples > 0 and images.shape[0] > 0:
+        idx = _fixed_sample(images.shape[0], eval_samples).to(dev)
+        xs, ys = images[idx], labels[idx]
+        with torch.no_grad():
+            logits = model(xs)
+        pred = logits.argmax(1)
+        t = runner_up(logits, pred)
+        bounds = curvature_bounds(model) if all_targets else None
+        pair_bounds = bounds.for_pairs(pred, t) if bounds is not None else curvature_bounds(model, pred, t)
+        out["mean_K_ub"] = float(pair_bounds.K.mean())
+        out["eval_samples"] = int(xs.shape[0])
+        table = bounds if bounds is not None else pair_bounds
+        out["certified_accuracy"], out["certified_accuracy_all"] = _certified_accuracy(
+            model, xs, ys, rho, all_targets=all_targets, bounds=table, mode=mode)
+    out["eval_seconds"] = time.perf_counter() - t0
+    model.train(was_training)
+    return out
+
+
+def _build_model(config: TrainConfig, in_dim: int, n_classes: int, init_model: MLP | None) -> MLP:
+    if init_model is None:
+        return MLP(in_dim, list(config.widths), n_classes, config.activation)
+    want = {"in_dim": in_dim, "widths": list(config.widths), "n_classes": n_classes,
+            "activation": config.activation}
+    if init_model.config() != want:
+        raise CRCError(
+            f"init_model is {init_model.config()} but the config asks for {want}; "
+            "use a config with the model's widths and activation."
+        )
+    return copy.deepcopy(init_model)  # never modify the caller's (possibly cached, shared) model
+
+
+def _load_data(config: TrainConfig, data: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
+    if data is not None:
+        train_ds, test_ds = data
+        if config.train_limit is not None:
+            train_ds = train_ds.take(config.train_limit)
+        if config.test_limit is not None:
+            test_ds = test_ds.take(config.test_limit)
+        return train_ds, test_ds
+    train_ds = load_dataset(config.dataset, "train", root=config.data_root, limit=config.train_limit)
+    test_ds = load_dataset(config.dataset, "test", root=config.data_root, limit=config.test_limit)
+    return train_ds, test_ds
+
+
+class _Window:
+    """Running means of step statistics between two "step" events."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.n = 0
+
+    def add(self, **values: float) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.n += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(1, self.n) for k, v in self.sums.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------------------
+def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, init_model: MLP | None = None,
+          data: tuple[Dataset, Dataset] | None = None) -> TrainResult:
+    """Train an MLP as ``config`` says; return a :class:`TrainResult`.
+
+    Args:
+        config: a validated :class:`TrainConfig`.
+        callback: called with each event dict (also collected in ``history``):
+            {"kind": "step", "step", "epoch", "epoch_step", "steps_per_epoch", "total_steps", "seconds",
+             "loss", "ce", "mean_K", "accuracy"[, "attack_accuracy", "attack_grads"]} every ``log_every`` steps
+             (means over the window; accuracy on the clean batch; for CRT, attack_accuracy on x_attack and
+             attack_grads = gradient evaluations per attacked image);
+            {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + :func:`evaluate` keys};
+            {"kind": "done", "stopped", "step", "seconds", "metrics"}.
+        should_stop: polled before every step; when it returns True the loop ends after the current step and
+            the result has ``stopped=True`` with the model as trained so far (usable, finite).
+        init_model: continue from these weights (copied; must match the config's architecture).
+        data: (train, test) datasets to use instead of loading ``config.dataset`` (limits still apply).
+    """
+    if not isinstance(config, TrainConfig):
+        raise CRCError(f"train() needs a TrainConfig, got {type(config).__name__}.")
+    t_start = time.perf_counter()
+    dev = default_device(config.device)
+    train_ds, test_ds = _load_data(config, data)
+    if len(train_ds) == 0:
+        raise CRCError("The training set is empty.")
+    history: list[Event] = []
+
+    def emit(event: Event) -> None:
+        history.append(event)
+        if callback is not None:
+            callback(event)
+
+    rng_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
+        torch.manual_seed(config.seed)
+        model = _build_model(config, train_ds.in_dim, train_ds.n_classes, init_model).to(dev)
+        model.train()
+        X, Y = train_ds.images.to(dev), train_ds.labels.to(dev)
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        reg = CurvatureRegularizer()
+        shuffle = torch.Generator().manual_seed(config.seed)
+        n = X.shape[0]
+        steps_per_epoch = math.ceil(n / config.batch_size)
+        total_steps = steps_per_epoch * config.epochs
+        if config.max_steps is not None:
+            total_steps = min(total_steps, config.max_steps)
+        gamma = config.gamma_used
+        step, stopped, metrics = 0, False, {}
+        for epoch in range(1, config.epochs + 1):
+            perm = torch.randperm(n, generator=shuffle).to(dev)
+            window, epoch_stats = _Window(), _Window()
+            for epoch_step in range(1, steps_per_epoch + 1):
+                if step >= total_steps:
+                    break
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    if window.n:  # report the steps done since the last event
+                        emit({"kind": "step", "step": step, "epoch": epoch, "epoch_step": epoch_step - 1,
+                              "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                              "seconds": time.perf_counter() - t_start, **window.means()})
+                    break
+                idx = perm[(epoch_step - 1) * config.batch_size: epoch_step * config.batch_size]
+                stats = _train_step(model, opt, reg, X[idx], Y[idx], config, gamma)
+                step += 1
+                window.add(**stats)
+                epoch_stats.add(**stats)
+                if step % config.log_every == 0 or epoch_step == steps_per_epoch or step == total_steps:
+                    emit({"kind": "step", "step": step, "epoch": epoch, "epoch_step": epoch_step,
+                          "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                          "seconds": time.perf_counter() - t_start, **window.means()})
+                    window = _Window()
+            if stopped or epoch_stats.n == 0:
+                break
+            means = epoch_stats.means()
+            metrics = {"epoch": epoch, "step": step, **evaluate(
+                model, test_ds, rho=config.eval_rho, eval_samples=config.eval_samples,
+                all_targets=config.eval_all_targets, mode=config.eval_mode)}
+            emit({"kind": "epoch", "epoch": epoch, "step": step, "seconds": time.perf_counter() - t_start,
+                  "train_loss": means["loss"], "train_accuracy": means["accuracy"], **metrics})
+            if step >= total_steps:
+                break
+    model.eval()
+    seconds = time.perf_counter() - t_start
+    emit({"kind": "done", "stopped": stopped, "step": step, "seconds": seconds, "metrics": dict(metrics)})
+    return TrainResult(model, history, metrics, stopped, seconds, step)
+
+
+def _train_step(model: MLP, opt: torch.optim.Optimizer, reg: CurvatureRegularizer, x: torch.Tensor,
+                y: torch.Tensor, config: TrainConfig, gamma: float) -> dict[str, float]:
+    """One optimizer step on a batch x (B, D), y (B,); returns scalar statistics for the logs."""
+    with torch.no_grad():
+        clean_logits = model(x)
+    t = runner_up(clean_logits, y)
+    if gamma > 0:
+        K = reg(model, y, t)  # (B,), differentiable
+    else:
+        with torch.no_grad():
+            K = reg(model, y, t)
+    stats: dict[str, float] = {"accuracy": float((clean_logits.argmax(1) == y).float().mean())}
+    x_in = x
+    if config.kind == "crt":
+        K_est = K.detach()
+        attack = curvature_attack(model, x, y, t, config.crt_eps, m=-K_est, K=K_est,
+                                  n_outer=config.attack_outer, n_inner=config.attack_inner)
+        x_in = attack.x
+        stats["attack_grads"] = float(attack.n_grad.float().mean())
+    logits = model(x_in)
+    ce = F.cross_entropy(logits, y)
+    loss = ce + gamma * K.mean() if gamma > 0 else ce
+    if not torch.isfinite(loss):
+        raise CRCError(
+            f"Training diverged: the loss became {float(loss.detach())} (cross-entropy {float(ce.detach())}, mean K "
+            f"{float(K.detach().mean())}). Lower the learning rate (now {config.lr:g}) or γ (now {gamma:g})."
+        )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    stats.update(loss=float(loss.detach()), ce=float(ce.detach()), mean_K=float(K.detach().mean()))
+    if config.kind == "crt":
+        stats["attack_accuracy"] = float((logits.detach().argmax(1) == y).float().mean())
+    return stats
+
+
+def parse_widths(spec: str | Sequence[int]) -> tuple[int, ...]:
+    """"256" / "1024,1024" / "2x1024" (depth x width, the paper's "2x[1024]") / [256] -> hidden widths tuple."""
+    if not isinstance(spec, str):
+        return tuple(int(w) for w in spec)
+    s = spec.strip().lower().replace("[", "").replace("]", "").replace(" ", "")
+    try:
+        if "x" in s:
+            depth, width = s.split("x", 1)
+            if int(depth) < 2:
+                raise CRCError(f"Depth in {spec!r} must be ≥ 2 (input layer + output layer).")
+            return tuple([int(width)] * (int(depth) - 1))
+        return tuple(int(w) for w in s.split(",") if w)
+    except ValueError:
+        raise CRCError(
+            f"Cannot read widths {spec!r}: write hidden widths like '256' or '1024,1024', or depth x width "
+            "like '2x1024' (the paper's 2x[1024])."
+        ) from None

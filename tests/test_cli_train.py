@@ -1,0 +1,120 @@
+"""`python -m crc_core train|info`: dry run writes a loadable checkpoint with its command; errors are readable."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import crc_core.train as train_mod
+from crc_core.checkpoints import load_checkpoint
+from crc_core.cli import COMMANDS, ProgressBar, main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_dry_run_writes_loadable_checkpoint_with_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "dry.pt"
+    argv = ["train", "--dry-run", "--kind", "crt", "--widths", "16", "--out", str(out), "--device", "cpu",
+            "--seed", "3"]
+    assert main(argv) == 0
+    model, meta = load_checkpoint(out)
+    assert model.config() == {"in_dim": 784, "widths": [16], "n_classes": 10, "activation": "softplus"}
+    assert meta["command"] == "python -m crc_core " + " ".join(argv)
+    assert meta["kind"] == "crt" and meta["gamma"] == 0.01 and meta["crt_eps"] == 0.5 and meta["dry_run"]
+    assert meta["config"]["seed"] == 3 and meta["config"]["max_steps"] <= 3
+    assert meta["epochs"] == 1 and not meta["stopped"]
+    assert 0 <= meta["metrics"]["test_accuracy"] <= 1
+    assert meta["history"]["steps"] and meta["history"]["epochs"]
+    assert (tmp_path / "dry.pt.json").is_file()
+    stdout, stderr = capsys.readouterr()
+    assert "saved" in stdout and "epoch 1:" in stderr  # progress goes to stderr
+
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "2x[16] softplus" in info and meta["command"] in info and "certified acc" in info
+    assert main(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["command"] == meta["command"]
+
+
+def test_standard_kind_records_gamma_zero(tmp_path: Path) -> None:
+    out = tmp_path / "std.pt"
+    assert main(["train", "--dry-run", "--kind", "standard", "--widths", "8", "--out", str(out), "--quiet",
+                 "--device", "cpu", "--eval-samples", "0"]) == 0
+    _, meta = load_checkpoint(out)
+    assert meta["gamma"] == 0.0 and meta["crt_eps"] is None and meta["metrics"]["certified_accuracy"] is None
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--kind", "standard", "--gamma", "0.1"], "Standard training has no curvature penalty"),
+    (["--eps", "-1"], "radius ε must be > 0"),
+    (["--widths", "abc"], "Cannot read widths"),
+    (["--activation", "tanh", "--gamma", "-1"], "must be ≥ 0"),
+])
+def test_bad_settings_exit_2_with_message(argv: list[str], match: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--dry-run", "--quiet", "--out", str(tmp_path / "x.pt"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and match in err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_info_on_missing_or_foreign_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["info", str(tmp_path / "nope.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(2)}, bad)
+    assert main(["info", str(bad)]) == 2
+    assert "not a CRC Explorer checkpoint" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_after_the_step_and_saves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    real_train = train_mod.train
+
+    def train_with_sigint(config, *, callback=None, should_stop=None, **kw):
+        os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C during training
+        assert should_stop is not None and should_stop()
+        return real_train(config, callback=callback, should_stop=should_stop, **kw)
+
+    monkeypatch.setattr(train_mod, "train", train_with_sigint)
+    out = tmp_path / "stopped.pt"
+    code = main(["train", "--dry-run", "--widths", "8", "--out", str(out), "--device", "cpu"])
+    assert code == 130
+    _, meta = load_checkpoint(out)
+    assert meta["stopped"] and meta["epochs"] == 0
+    assert meta["metrics"]["test_accuracy"] is not None  # evaluated after stopping
+    assert "stopping after this step" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_progress_bar_plain_lines_when_not_a_terminal() -> None:
+    buf = io.StringIO()
+    bar = ProgressBar(buf)
+    bar({"kind": "step", "step": 5, "total_steps": 10, "epoch": 1, "loss": 1.0, "ce": 0.9, "mean_K": 2.0,
+         "accuracy": 0.5, "attack_accuracy": 0.25, "seconds": 4.0})
+    bar({"kind": "epoch", "epoch": 1, "test_accuracy": 0.8, "certified_accuracy": 0.5,
+         "certified_accuracy_all": None, "eval_samples": 10, "eval_rho": 0.5, "mean_K_ub": 1.5, "seconds": 9.0})
+    bar({"kind": "done"})
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in buf.getvalue()
+    assert "[##############..............] 5/10" in lines[0] and "adv-acc 0.250" in lines[0]
+    assert "80.00%" in lines[1] and "n/a" in lines[1]
+
+
+def test_registry_has_train_and_info() -> None:
+    assert [name for name, _, _ in COMMANDS][:2] == ["train", "info"]
+
+
+def test_module_entry_point_help() -> None:
+    res = subprocess.run([sys.executable, "-m", "crc_core", "train", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0
+    assert "--dry-run" in res.stdout and "--eps" in res.stdout and "Ctrl-C" in res.stdout

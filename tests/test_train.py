@@ -1,0 +1,222 @@
+"""crc_core.train: one loop for standard / γ / CRT, callbacks, clean stop, seeds, validation (tiny and fast)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+import crc_core.train as train_mod
+from crc_core.bounds import curvature_bounds
+from crc_core.data import Dataset, load_dataset
+from crc_core.errors import CRCError
+from crc_core.models import MLP
+from crc_core.train import TrainConfig, TrainResult, evaluate, parse_widths, runner_up, train
+
+STEP_KEYS = {"kind", "step", "epoch", "epoch_step", "steps_per_epoch", "total_steps", "seconds", "loss", "ce",
+             "mean_K", "accuracy"}
+EPOCH_KEYS = {"kind", "epoch", "step", "seconds", "train_loss", "train_accuracy", "test_accuracy",
+              "certified_accuracy", "certified_accuracy_all", "mean_K_ub", "eval_rho", "eval_samples"}
+
+
+@functools.cache
+def tiny_data(n_train: int = 256, n_test: int = 64) -> tuple[Dataset, Dataset]:
+    return load_dataset("embedded", "train", limit=n_train), load_dataset("embedded", "test", limit=n_test)
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(widths=(16,), epochs=1, batch_size=64, eval_samples=4, log_every=2, device="cpu",
+                attack_outer=3, attack_inner=3, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(model: MLP) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("kind", ["standard", "gamma", "crt"])
+def test_all_kinds_run_and_emit_events(kind: str) -> None:
+    events: list[dict] = []
+    res = train(tiny(kind=kind), callback=events.append, data=tiny_data())
+    assert isinstance(res, TrainResult) and not res.stopped
+    assert res.history == events
+    steps = [e for e in events if e["kind"] == "step"]
+    epochs = [e for e in events if e["kind"] == "epoch"]
+    assert [e["kind"] for e in events][-1] == "done"
+    assert steps and all(e.keys() >= STEP_KEYS for e in steps)
+    assert ("attack_accuracy" in steps[0]) == (kind == "crt")
+    assert len(epochs) == 1 and epochs[0].keys() >= EPOCH_KEYS
+    assert res.steps == 4 and steps[-1]["step"] == 4 and steps[-1]["total_steps"] == 4
+    for e in steps:
+        assert all(torch.isfinite(torch.tensor(e[k])) for k in ("loss", "ce", "mean_K", "accuracy"))
+    m = res.metrics
+    assert 0 <= m["test_accuracy"] <= 1 and m["eval_samples"] == 4 and m["mean_K_ub"] > 0
+    assert 0 <= m["certified_accuracy_all"] <= m["certified_accuracy"] <= 1  # all-class radius ≤ runner-up radius
+    if kind == "standard":
+        assert all(abs(e["loss"] - e["ce"]) < 1e-6 for e in steps)
+    else:
+        assert all(e["loss"] > e["ce"] for e in steps)  # + γ K
+    assert not res.model.training
+
+
+def test_should_stop_between_steps_returns_usable_model() -> None:
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2  # allow exactly two steps
+
+    res = train(tiny(kind="crt", epochs=3), should_stop=should_stop, data=tiny_data())
+    assert res.stopped and res.steps == 2
+    assert res.metrics == {}  # stopped before the first epoch's evaluation
+    assert res.history[-1] == {**res.history[-1], "kind": "done", "stopped": True, "step": 2}
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
+    out = evaluate(res.model, tiny_data()[1], eval_samples=2)
+    assert 0 <= out["test_accuracy"] <= 1
+
+
+def test_seed_gives_identical_weights_and_leaves_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = train(tiny(kind="crt", eval_samples=0), data=tiny_data())
+    after = torch.rand(3)
+    b = train(tiny(kind="crt", eval_samples=0), data=tiny_data())
+    c = train(tiny(kind="crt", eval_samples=0, seed=1), data=tiny_data())
+    assert torch.equal(before, after)  # the caller's random stream is untouched
+    assert all(torch.equal(p, q) for p, q in zip(weights(a.model), weights(b.model)))
+    assert not all(torch.equal(p, q) for p, q in zip(weights(a.model), weights(c.model)))
+
+
+def test_gamma_regularization_reduces_curvature() -> None:
+    data = tiny_data(512, 64)
+    kw = dict(widths=(32,), epochs=8, batch_size=64, eval_samples=0, lr=3e-3)
+    std = train(tiny(kind="standard", **kw), data=data).model
+    reg = train(tiny(kind="gamma", gamma=1.0, **kw), data=data).model
+    k_std = float(curvature_bounds(std).K.mean())
+    k_reg = float(curvature_bounds(reg).K.mean())
+    assert k_reg < 0.5 * k_std, (k_reg, k_std)
+
+
+def test_crt_trains_on_attacked_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict] = []
+    real_attack = train_mod.curvature_attack
+    real_forward = MLP.forward
+    seen_inputs: list[torch.Tensor] = []
+
+    def spy_attack(model, x, y, t, rho, **kw):
+        res = real_attack(model, x, y, t, rho, **kw)
+        calls.append({"x0": x.clone(), "x": res.x.clone(), "y": y.clone(), "t": t.clone(), "rho": rho, **kw})
+        return res
+
+    def spy_forward(self, x):
+        if torch.is_grad_enabled():
+            seen_inputs.append(x.detach().clone())
+        return real_forward(self, x)
+
+    monkeypatch.setattr(train_mod, "curvature_attack", spy_attack)
+    monkeypatch.setattr(MLP, "forward", spy_forward)
+    train(tiny(kind="crt", crt_eps=0.7, eval_samples=0, attack_outer=4, attack_inner=2), data=tiny_data())
+    assert len(calls) == 4
+    c = calls[0]
+    assert c["rho"] == 0.7 and c["n_outer"] == 4 and c["n_inner"] == 2
+    assert torch.equal(c["m"], -c["K"]) and (c["K"] > 0).all() and not c["K"].requires_grad
+    assert (c["t"] != c["y"]).all()
+    d = (c["x"] - c["x0"]).norm(dim=1)
+    assert (d > 0).all() and (d <= 0.7 * (1 + 1e-4)).all()
+    # the gradient-carrying forward pass of each step saw the attacked batch, not the clean one
+    grad_inputs = [x for x in seen_inputs if x.shape == c["x"].shape]
+    assert any(torch.equal(x, calls[0]["x"]) for x in grad_inputs)
+    assert not any(torch.equal(x, calls[0]["x0"]) for x in grad_inputs)
+
+
+def test_gamma_and_standard_do_not_attack(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*a, **k):
+        raise AssertionError("attack called")
+
+    monkeypatch.setattr(train_mod, "curvature_attack", boom)
+    train(tiny(kind="gamma", eval_samples=0, epochs=1), data=tiny_data())
+    train(tiny(kind="standard", eval_samples=0, epochs=1), data=tiny_data())
+
+
+def test_init_model_is_copied_and_must_match() -> None:
+    torch.manual_seed(0)
+    base = MLP(784, [16], 10, "softplus")
+    before = weights(base)
+    res = train(tiny(kind="gamma", eval_samples=0), init_model=base, data=tiny_data())
+    assert all(torch.equal(p, q) for p, q in zip(before, weights(base)))
+    assert not all(torch.equal(p, q) for p, q in zip(before, weights(res.model)))
+    with pytest.raises(CRCError, match="init_model"):
+        train(tiny(widths=(32,)), init_model=base, data=tiny_data())
+
+
+def test_max_steps_and_limits() -> None:
+    res = train(tiny(kind="standard", epochs=5, max_steps=3, eval_samples=0, train_limit=200), data=tiny_data())
+    assert res.steps == 3 and not res.stopped
+    assert [e["kind"] for e in res.history].count("epoch") == 1  # epoch 1 (4 steps of 64) cut at step 3
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(gamma=-0.1), "gamma"),
+    (dict(crt_eps=0.0), "radius"),
+    (dict(crt_eps=float("nan")), "finite"),
+    (dict(lr=0), "learning rate"),
+    (dict(widths=()), "widths"),
+    (dict(widths=(0,)), "widths"),
+    (dict(epochs=0), "epochs"),
+    (dict(batch_size=2.5), "batch_size"),
+    (dict(kind="adversarial"), "kind"),
+    (dict(activation="relu"), "curvature"),
+    (dict(dataset="cifar10"), "dataset"),
+    (dict(eval_rho=-1), "ρ"),
+    (dict(eval_samples=-1), "eval_samples"),
+    (dict(attack_outer=0), "attack_outer"),
+    (dict(train_limit=0), "train_limit"),
+    (dict(eval_mode="slow"), "eval_mode"),
+])
+def test_config_validation(bad: dict, match: str) -> None:
+    with pytest.raises(CRCError, match=match):
+        TrainConfig(**bad)
+
+
+def test_config_round_trip_and_labels() -> None:
+    cfg = TrainConfig(widths=[1024, 1024], kind="gamma", gamma=0.05)
+    assert cfg.widths == (1024, 1024)
+    assert TrainConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
+    assert cfg.describe() == "3x[1024,1024] softplus, γ=0.05"
+    assert TrainConfig(kind="standard", gamma=0.3).gamma_used == 0.0
+    assert "CRT γ=0.01 ε=0.5" in TrainConfig().describe()
+
+
+def test_parse_widths() -> None:
+    assert parse_widths("256") == (256,)
+    assert parse_widths("1024,1024") == (1024, 1024)
+    assert parse_widths("2x1024") == (1024,)
+    assert parse_widths("4x[1024]") == (1024, 1024, 1024)
+    assert parse_widths([64, 32]) == (64, 32)
+    for bad in ("abc", "1x10"):
+        with pytest.raises(CRCError):
+            parse_widths(bad)
+
+
+def test_runner_up_is_strongest_other_class() -> None:
+    logits = torch.tensor([[0.0, 5.0, 3.0], [4.0, 1.0, 2.0], [1.0, 1.5, 9.0]])
+    y = torch.tensor([1, 1, 0])
+    assert runner_up(logits, y).tolist() == [2, 0, 2]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_on_gpu_matches_device() -> None:
+    events: list[dict] = []
+    res = train(tiny(kind="crt", device="cuda"), callback=events.append, data=tiny_data())
+    assert res.model.layers[0].weight.is_cuda
+    assert res.metrics["certified_accuracy"] is not None
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
+
+
+def test_divergence_is_reported_not_saved() -> None:
+    with pytest.raises(CRCError, match="diverged"):
+        train(tiny(kind="gamma", gamma=1e30, lr=1e30, epochs=3, eval_samples=0), data=tiny_data())
