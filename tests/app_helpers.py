@@ -1,0 +1,86 @@
+"""Shared by the app tests (AppTest and browser): small real models saved as checkpoints in a folder.
+
+The app reads its models from ``$CRC_MODELS_DIR`` and saves trained ones to ``$CRC_RUNS_DIR``; tests point both at
+temporary folders so they never depend on (or write to) the repository's assets/ and runs/.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crc_core.checkpoints import save_checkpoint
+from crc_core.models import MLP
+from crc_core.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "assets" / "models"
+
+
+def _train_small(widths: tuple[int, ...], kind: str, seed: int = 0) -> tuple[MLP, dict]:
+    cfg = TrainConfig(widths=widths, kind=kind, gamma=0.02, epochs=1, train_limit=3000, eval_samples=0,
+                      seed=seed, device="cpu")
+    res = train(cfg)
+    meta = {"dataset": "embedded", "kind": kind, "gamma": cfg.gamma_used, "crt_eps": None, "epochs": 1,
+            "metrics": res.metrics, "train_config": cfg.to_dict(), "command": "tests/app_helpers.py"}
+    return res.model, meta
+
+
+@functools.cache
+def model_dir() -> Path:
+    """A folder with three small checkpoints (built once per test session, ~2 s on a CPU):
+
+    ``small-crt.pt`` 2×[32] softplus γ-regularized (the picker's default: its name contains "crt"),
+    ``small-standard.pt`` 2×[32] softplus standard, ``small-deep.pt`` 3×[24,24] softplus standard.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="crc-app-models-"))
+    with torch.random.fork_rng():
+        for name, widths, kind in (("small-crt", (32,), "gamma"), ("small-standard", (32,), "standard"),
+                                   ("small-deep", (24, 24), "standard")):
+            model, meta = _train_small(widths, kind)
+            save_checkpoint(folder / f"{name}.pt", model, meta)
+    return folder
+
+
+def checkpoint_bytes(model: MLP, meta: dict | None = None) -> bytes:
+    """A valid checkpoint file's bytes (written through save_checkpoint)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_checkpoint(Path(tmp) / "m.pt", model, meta or {"dataset": "embedded"})
+        return path.read_bytes()
+
+
+def relu_checkpoint_bytes() -> bytes:
+    torch.manual_seed(0)
+    return checkpoint_bytes(MLP(784, [16], 10, "relu"))
+
+
+def state_dict_bytes() -> bytes:
+    """A plain torch.save(state_dict): a real PyTorch file, but not one of ours."""
+    buf = io.BytesIO()
+    torch.save(MLP(784, [16], 10).state_dict(), buf)
+    return buf.getvalue()
+
+
+def malicious_pickle_bytes(marker: Path) -> bytes:
+    """A pickle that would create ``marker`` if it were ever unpickled with code execution."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    return pickle.dumps({"format": "crc-explorer-checkpoint", "payload": Evil()})
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """(H, W) floats in [0, 1] -> PNG bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,401 @@
+"""The Streamlit app, page by page, through streamlit.testing.v1.AppTest (no browser; same process).
+
+Every test asserts that no exception box appears. Models come from small checkpoints in a temporary folder
+($CRC_MODELS_DIR), trained models go to another ($CRC_RUNS_DIR). The app helpers (registry, analysis, jobs) are
+tested directly at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("streamlit")
+pytest.importorskip("plotly")
+
+import app_helpers as H
+from streamlit.testing.v1 import AppTest
+
+from app_lib import analysis, jobs, registry
+from crc_core.data import load_dataset
+from crc_core.errors import CheckpointError, CRCError, DataError, UnsupportedActivationError
+from crc_core.train import TrainConfig
+
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: tiny per-image ops are much faster than with 2 contending threads."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path) -> Path:
+    """Shipped models: the small test checkpoints; trained models: a fresh folder (returned)."""
+    runs = tmp_path / "runs"
+    monkeypatch.setenv(registry.MODELS_ENV, str(H.model_dir()))
+    monkeypatch.setenv(registry.RUNS_ENV, str(runs))
+    return runs
+
+
+def _page(path: str) -> AppTest:
+    """Open the app at its entry point (as a browser does), then go to ``path``."""
+    at = AppTest.from_file(str(H.REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    _ok(at)
+    if path != "app.py":
+        at.switch_page(path).run()
+        _ok(at)
+    return at
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _charts(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+# ------------------------------------------------------------------------------------------------ home
+def test_home_shows_picker_device_dataset(app_env):
+    at = _page("app.py")
+    picker = at.sidebar.selectbox(key="_w_crc_model_id")
+    labels = " | ".join(picker.options)
+    for name in ("small-crt · 2×[32] softplus", "small-standard", "small-deep · 3×[24,24] softplus"):
+        assert name in labels
+    assert picker.value == "shipped:small-crt.pt"  # the default prefers a shipped CRT-named model
+    captions = " ".join(c.value for c in at.caption)
+    assert "Device in use: cpu" in captions and "Dataset in use" in captions
+    assert _charts(at) == 1 and not _errors(at)
+
+
+def test_home_upload_valid_and_refused_checkpoints(app_env, tmp_path):
+    at = _page("app.py")
+    up = at.file_uploader(key="crc_upload_ckpt")
+
+    torch.manual_seed(3)
+    good = H.checkpoint_bytes(registry.MLP(784, [8], 10), {"dataset": "embedded", "gamma": 0.0})
+    up.set_value(("mine.pt", good, "application/octet-stream"))
+    at.run()
+    _ok(at)
+    assert any("mine.pt" in s.value for s in at.success)
+    assert at.session_state["crc_model_id"].startswith("uploaded:mine-")
+
+    marker = tmp_path / "pwned"
+    cases = {
+        "relu.pt": (H.relu_checkpoint_bytes(), "relu"),
+        "foreign.pt": (H.state_dict_bytes(), "not a CRC Explorer checkpoint"),
+        "garbage.pt": (b"this is not a checkpoint", "not a readable PyTorch file"),
+        "evil.pt": (H.malicious_pickle_bytes(marker), "Refused"),
+        "empty.pt": (b"", "empty"),
+    }
+    for name, (data, expected) in cases.items():
+        at.file_uploader(key="crc_upload_ckpt").set_value((name, data, "application/octet-stream"))
+        at.run()
+        _ok(at)
+        errs = " ".join(_errors(at))
+        assert expected.lower() in errs.lower(), (name, errs)
+        assert "Traceback" not in errs
+    assert not marker.exists()  # nothing in the malicious file ran
+    # the app is still usable: the uploaded good model is still picked
+    assert at.session_state["crc_model_id"].startswith("uploaded:mine-")
+
+
+def test_upload_with_other_classes_is_explained_and_recoverable(app_env):
+    at = _page("app.py")
+    torch.manual_seed(1)
+    five = H.checkpoint_bytes(registry.MLP(784, [8], 5), {"dataset": "embedded"})
+    at.file_uploader(key="crc_upload_ckpt").set_value(("five.pt", five, "application/octet-stream"))
+    at.run()
+    _ok(at)
+    assert any("5 output classes" in e for e in _errors(at))
+    at.sidebar.selectbox(key="_w_crc_model_id").set_value("shipped:small-crt.pt").run()
+    _ok(at)
+    assert not _errors(at)
+
+
+def test_pages_without_any_model(monkeypatch, tmp_path):
+    monkeypatch.setenv(registry.MODELS_ENV, str(tmp_path / "none"))
+    monkeypatch.setenv(registry.RUNS_ENV, str(tmp_path / "runs"))
+    for page in ("app.py", "pages/2_Certify.py", "pages/3_Curvature.py", "pages/4_Hessian.py"):
+        at = _page(page)
+        assert not _errors(at)
+        assert any("train one" in i.value.lower() or "no model" in i.value.lower() for i in at.info), page
+
+
+def test_cuda_choice_without_a_gpu_falls_back(app_env):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    at = _page("app.py")
+    at.sidebar.selectbox(key="_w_crc_device").set_value("cuda").run()
+    _ok(at)
+    assert any("CUDA is not available" in w.value for w in at.sidebar.warning)
+    assert any("Device in use: cpu" in c.value for c in at.caption)
+
+
+# ------------------------------------------------------------------------------------------------ certify
+def test_certify_pick_image_filter_and_move_rho(app_env):
+    at = _page("pages/2_Certify.py")
+    m = _metrics(at)
+    assert float(m["certified radius"]) >= 0
+    assert float(m["runner-up radius"]) >= float(m["certified radius"]) - 1e-9
+    correct = m["prediction"] == m["true label"]
+    assert _charts(at) >= (5 if correct else 2) and not _errors(at)  # + x_b images, path, attack when correct
+
+    # pick another image from the gallery
+    ds = load_dataset("embedded", "test", limit=10)
+    at.button(key="pick_3").click().run()
+    _ok(at)
+    assert at.session_state["crc_image_index"] == 3
+    assert any(s.value.endswith("test image #3") for s in at.subheader)
+    assert _metrics(at)["true label"] == ds.class_names[int(ds.labels[3])]
+
+    # move ρ: the verdict at ρ follows the radius
+    for rho in (0.05, 3.0):
+        at.slider(key="_w_crc_rho").set_value(rho).run()
+        _ok(at)
+        m = _metrics(at)
+        if m["true label"] == m["prediction"]:
+            r = float(m["certified radius"])
+            assert m[f"certified at ρ = {rho:g}?"] == ("yes" if r >= rho else "no")
+            if m[f"certified at ρ = {rho:g}?"] == "yes":
+                assert m["attack changed the class?"] == "no"  # soundness, as the user sees it
+
+    # filters: wrong predictions only -> fewer matches, and each listed image is misclassified
+    def matches() -> int:
+        return int(next(c.value for c in at.caption if "test images match" in c.value).split()[0])
+
+    n_all = matches()
+    at.selectbox(key="crc_f_outcome").set_value("wrong").run()
+    _ok(at)
+    assert 0 < matches() < n_all
+    picks = [b.key for b in at.button if b.key and b.key.startswith("pick_")]
+    at.button(key=picks[0]).click().run()
+    _ok(at)
+    m = _metrics(at)
+    assert m["prediction"] != m["true label"] and float(m["certified radius"]) == 0
+
+
+def test_certify_uploaded_image_and_bad_uploads(app_env):
+    at = _page("pages/2_Certify.py")
+    img = load_dataset("embedded", "test", limit=5).images[4].reshape(28, 28).numpy()
+    at.file_uploader(key="crc_upload_image").set_value(("shoe.png", H.png_bytes(img), "image/png"))
+    at.run()
+    _ok(at)
+    assert any("uploaded image shoe.png" in s.value for s in at.subheader)
+    assert _metrics(at)["true label"] == "unknown"
+
+    for name, data, expected in (("big.png", H.png_bytes(np.zeros((32, 40))), "28×28"),
+                                 ("notes.png", b"hello", "not an image")):
+        at.file_uploader(key="crc_upload_image").set_value((name, data, "image/png"))
+        at.run()
+        _ok(at)
+        assert any(expected in e for e in _errors(at)), _errors(at)
+        assert at.metric  # the rest of the page still works (on the previously picked image)
+
+
+def test_certify_answers_quickly_once_cached(app_env):
+    at = _page("pages/2_Certify.py")
+    t0 = time.perf_counter()
+    at.button(key="pick_7").click().run()
+    _ok(at)
+    assert time.perf_counter() - t0 < 30  # generous: CI machines are slow and shared; ~1 s on a free CPU
+
+
+# ------------------------------------------------------------------------------------------------ curvature
+def test_curvature_page_tables_and_comparison(app_env):
+    at = _page("pages/3_Curvature.py")
+    m = _metrics(at)
+    assert "mean K_lb (measured)" in m
+    assert float(m["mean K_ub (Thm 3)"]) >= float(m["mean K_lb (measured)"]) * (1 - 1e-6)
+    assert _charts(at) >= 5 and not _errors(at)
+    table = at.dataframe[0].value
+    assert len(table) >= 3  # the default compares up to four models
+    assert (table["K_ub/K_lb"].dropna() >= 1 - 1e-6).all()  # a bound is never below a measurement
+
+    at.selectbox(key="_w_crc_curv_method").set_value("thm4").run()
+    _ok(at)
+
+
+# ------------------------------------------------------------------------------------------------ hessian
+def test_hessian_page_shallow_and_deep(app_env):
+    at = _page("pages/4_Hessian.py")
+    m = _metrics(at)
+    lam_max, M = float(m["largest eigenvalue here"]), float(m["bound M (Theorem 3)"])
+    lam_min, mm = float(m["smallest eigenvalue here"]), float(m["bound m (Theorem 3)"])
+    assert mm <= lam_min <= lam_max <= M
+    n_charts = _charts(at)
+    assert n_charts == 3 and not _errors(at)  # histogram, sorted, eigenvectors
+
+    first = at.selectbox(key="_w_crc_hess_target").value
+    at.selectbox(key="_w_crc_hess_target").select_index(1).run()
+    _ok(at)
+    assert at.selectbox(key="_w_crc_hess_target").value != first
+
+    at.sidebar.selectbox(key="_w_crc_model_id").set_value("shipped:small-deep.pt").run()
+    _ok(at)
+    assert _charts(at) == 4  # + Lemma 1 per-layer terms
+    assert "K (Theorem 4)" in _metrics(at)
+
+
+# ------------------------------------------------------------------------------------------------ train
+def _set_tiny(at: AppTest, epochs: int = 1, limit: int = 800) -> None:
+    at.number_input(key="tr_epochs").set_value(epochs)
+    at.selectbox(key="tr_width").set_value(16)
+    at.radio(key="tr_kind").set_value("standard")
+    at.number_input(key="tr_limit").set_value(limit)
+    at.number_input(key="tr_eval_samples").set_value(20)
+
+
+def _wait_job(at: AppTest, timeout: float = 90) -> jobs.TrainJob:
+    job = at.session_state["crc_train_job"]
+    assert job.wait(timeout), "training did not end in time"
+    at.run()
+    _ok(at)
+    return job
+
+
+def test_train_one_tiny_epoch_then_pick_it(app_env):
+    at = _page("pages/1_Train.py")
+    _set_tiny(at)
+    at.form_submit_button[0].click().run()
+    _ok(at)
+    job = _wait_job(at)
+    assert job.status == "done", job.error
+    assert job.path is not None and job.path.parent == app_env
+    assert any("Finished" in s.value for s in at.success)
+    assert at.session_state["crc_model_id"] == f"trained:{job.path.name}"
+    assert "test accuracy" in _metrics(at) and _charts(at) == 1
+    # the trained model is usable on another page
+    at.switch_page("pages/4_Hessian.py").run()
+    _ok(at)
+    assert at.sidebar.selectbox(key="_w_crc_model_id").value == f"trained:{job.path.name}"
+
+
+def test_train_stop_button_keeps_the_model(app_env):
+    at = _page("pages/1_Train.py")
+    _set_tiny(at, epochs=100, limit=2000)
+    at.form_submit_button[0].click().run()
+    _ok(at)
+    job = at.session_state["crc_train_job"]
+    deadline = time.time() + 60
+    while not job.step_events() and time.time() < deadline:  # let it take a few steps
+        time.sleep(0.1)
+    at.run()
+    _ok(at)
+    if job.running:
+        at.button(key="tr_stop").click().run()
+        _ok(at)
+    job = _wait_job(at)
+    assert job.status == "stopped" and job.path is not None
+    assert any("Stopped" in s.value for s in at.success)
+    # the second run could start now (the heavy-job lock was released)
+    assert not at.form_submit_button[0].disabled
+
+
+def test_train_second_run_while_busy_is_refused(app_env):
+    first = _page("pages/1_Train.py")
+    _set_tiny(first, epochs=100, limit=2000)
+    first.form_submit_button[0].click().run()
+    _ok(first)
+    job = first.session_state["crc_train_job"]
+    try:
+        second = _page("pages/1_Train.py")  # another browser tab / user of the same app process
+        _set_tiny(second)
+        second.form_submit_button[0].click().run()
+        _ok(second)
+        assert any("Another heavy job" in e for e in _errors(second))
+    finally:
+        job.stop()
+        assert job.wait(60)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def test_registry_describe_and_kinds():
+    meta = {"architecture": {"in_dim": 784, "widths": [256], "n_classes": 10, "activation": "softplus"},
+            "gamma": 0.01, "crt_eps": 0.5, "metrics": {"test_accuracy": 0.8}}
+    ref = registry.ModelRef("shipped:crt.pt", "shipped", Path("crt.pt"), "k")
+    assert registry.describe(ref, meta) == "crt · 2×[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"
+    assert registry.training_kind({"gamma": 0.0}) == "standard"
+    assert registry.training_kind({"gamma": 0.05}) == "gamma"
+    assert registry.training_kind({"kind": "crt"}) == "crt"
+    assert registry.training_kind({}) == "unknown"
+
+
+def test_registry_upload_checks():
+    with pytest.raises(UnsupportedActivationError, match="smooth"):
+        registry.load_upload(H.relu_checkpoint_bytes(), "r.pt")
+    with pytest.raises(CheckpointError, match=r"'x\.pt'"):
+        registry.load_upload(b"junk", "x.pt")
+    torch.manual_seed(0)
+    with pytest.raises(CheckpointError, match="784"):
+        registry.load_upload(H.checkpoint_bytes(registry.MLP(100, [8], 10)), "small.pt")
+
+
+def test_image_from_upload():
+    img = np.linspace(0, 1, 784).reshape(28, 28)
+    x = analysis.image_from_upload(H.png_bytes(img), "a.png")
+    assert x.shape == (784,) and x.dtype == torch.float32 and abs(float(x[-1]) - 1) < 1e-6
+    xi = analysis.image_from_upload(H.png_bytes(img), "a.png", invert=True)
+    assert torch.allclose(xi, 1 - x)
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, (img * 255).astype(np.uint8))
+    assert torch.allclose(analysis.image_from_upload(buf.getvalue(), "a.npy"), x, atol=1 / 255)
+    with pytest.raises(DataError, match="28×28"):
+        analysis.image_from_upload(H.png_bytes(np.zeros((10, 10))), "s.png")
+    with pytest.raises(DataError, match="empty"):
+        analysis.image_from_upload(b"", "e.png")
+
+
+def test_margin_line_matches_the_model():
+    torch.manual_seed(0)
+    model = registry.MLP(784, [8], 10).eval()
+    x0, d = torch.rand(784), torch.randn(784)
+    line = analysis.margin_line(model, x0, d, 1, 2, s_max=2.0, n=5)
+    z = model((x0 + 2.0 * d / d.norm())[None])[0]
+    assert abs(line.f_target[-1] - float((z[1] - z[2]).detach())) < 1e-4
+    assert line.s[0] == 0 and abs(line.s[-1] - 2.0) < 1e-6
+
+
+def test_train_job_stop_and_lock_release(tmp_path):
+    import threading
+
+    lock = threading.Lock()
+    cfg = TrainConfig(widths=(8,), kind="standard", epochs=50, train_limit=500, eval_samples=0, device="cpu")
+    job = jobs.TrainJob(cfg, name="t")
+    saved = []
+
+    def save(result):
+        saved.append(result)
+        return tmp_path / "m.pt"
+
+    job.start(lock, save)
+    with pytest.raises(CRCError, match="Another heavy job"):
+        jobs.TrainJob(cfg).start(lock, save)
+    deadline = time.time() + 30
+    while not job.step_events() and time.time() < deadline:
+        time.sleep(0.05)
+    job.stop()
+    assert job.wait(30)
+    assert job.status == "stopped" and saved and saved[0].stopped
+    assert lock.acquire(blocking=False)  # released by the worker
+    lock.release()

@@ -1,0 +1,196 @@
+"""A real browser against the running app: Playwright drives Debian's Chromium through every page.
+
+Starts ``streamlit run app.py`` on a free port (shipped models from assets/models when present, else small test
+checkpoints; trained models go to a temporary folder), visits every page, interacts (pick an image, move ρ, train
+a tiny model, stop a run, change image and target), asserts that no exception box and no error message appears,
+and saves one screenshot per page into test-artifacts/screenshots/. Skipped cleanly when Chromium is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+if not CHROMIUM.exists():
+    pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+
+import app_helpers as H  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    models = H.SHIPPED if any(H.SHIPPED.glob("*.pt")) else H.model_dir()
+    runs = tmp_path_factory.mktemp("runs")
+    port = _free_port()
+    env = dict(os.environ, CRC_MODELS_DIR=str(models), CRC_RUNS_DIR=str(runs), CRC_TORCH_THREADS="1",
+               PYTHONPATH=str(H.REPO), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    log = (tmp_path_factory.mktemp("log") / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+         str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
+        cwd=H.REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start (exit code {proc.poll()}); see {log.name}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(60_000)
+        yield pg
+        browser.close()
+
+
+def _idle(pg, settle: float = 0.8) -> None:
+    """Wait until the script run is over (Streamlit's 'running' status widget stays gone) and the page is calm."""
+    pg.wait_for_selector('[data-testid="stMain"]')
+    for _ in range(2):
+        time.sleep(0.5)
+        pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
+    time.sleep(settle)
+
+
+def _see(pg, text: str) -> None:
+    """Wait until ``text`` is visible (first match)."""
+    pg.get_by_text(text).first.wait_for(state="visible", timeout=60_000)
+
+
+def _charts(pg, n: int) -> int:
+    """Wait until at least ``n`` Plotly charts are drawn (the Plotly library loads lazily); return the count."""
+    pg.wait_for_function("n => Array.from(document.querySelectorAll('[data-testid=\"stPlotlyChart\"]'))"
+                         ".filter(c => c.querySelector('.main-svg')).length >= n", arg=n, timeout=60_000)
+    return pg.locator('[data-testid="stPlotlyChart"]').count()
+
+
+def _check(pg, name: str) -> None:
+    """No exception box, no error message; save a screenshot of the whole page."""
+    exc = pg.locator('[data-testid="stException"]')
+    assert exc.count() == 0, exc.first.inner_text()
+    err = pg.locator('[data-testid="stAlertContentError"]')
+    assert err.count() == 0, err.first.inner_text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    h = pg.evaluate("() => { const m = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
+                    " return m ? m.scrollHeight + 120 : 1000; }")
+    pg.set_viewport_size({"width": 1400, "height": max(1000, min(int(h), 7000))})
+    time.sleep(0.6)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    pg.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def _goto(pg, url: str, title: str) -> None:
+    """Open ``url`` and wait until its title is drawn and the script run is over."""
+    pg.goto(url)
+    pg.get_by_role("heading", name=title).first.wait_for(timeout=90_000)
+    _idle(pg)
+
+
+def test_every_page_in_a_real_browser(app_url, page):
+    pg = page
+    t0 = time.time()
+
+    # Home: explanation, picture, model table, upload box, links
+    _goto(pg, app_url, "CRC Explorer")
+    _see(pg, "What is a curvature certificate?")
+    assert _charts(pg, 1) == 1
+    _check(pg, "1-home")
+
+    # Certify: pick an image from the gallery, then move ρ with the keyboard
+    _goto(pg, f"{app_url}/Certify", "Certify: how far is this image from changing class?")
+    pg.get_by_role("button", name="#3", exact=True).click()
+    _idle(pg)
+    _see(pg, "The certificate of test image #3")
+    slider = pg.locator('[data-testid="stSlider"] input[type="range"]').first
+    slider.focus()
+    for _ in range(4):
+        slider.press("ArrowRight")
+    _idle(pg, settle=1.5)
+    _see(pg, "At ρ = 0.7")
+    assert _charts(pg, 3) >= 3
+    _check(pg, "3-certify")
+
+    # Curvature: the pair tables and the comparison across models
+    _goto(pg, f"{app_url}/Curvature", "Curvature: bounds vs reality")
+    _see(pg, "Across models")
+    assert _charts(pg, 5) >= 5
+    _check(pg, "4-curvature")
+
+    # Hessian: another test image
+    _goto(pg, f"{app_url}/Hessian", "Hessian: the curvature at one image")
+    box = pg.get_by_label("Test image #", exact=True)
+    box.fill("5")
+    box.press("Enter")
+    _idle(pg)
+    _see(pg, "test image #5")
+    assert _charts(pg, 3) >= 3
+    _check(pg, "5-hessian")
+
+    # Train: a tiny run to the end (live curves, saved model), then a default run stopped with the button
+    _goto(pg, f"{app_url}/Train", "Train a network")
+    pg.get_by_text("standard (cross-entropy only)").click()
+    pg.get_by_label("Epochs", exact=True).fill("2")
+    pg.get_by_text("Advanced").click()
+    pg.get_by_label("Training images (0 = all)", exact=True).fill("2000")
+    pg.get_by_label("Test images certified each epoch", exact=True).fill("50")
+    pg.get_by_role("button", name="Start training").click()
+    pg.get_by_text("Finished after").wait_for(timeout=90_000)
+    _idle(pg)
+    assert _charts(pg, 1) == 1
+    _check(pg, "2-train")
+
+    pg.get_by_text("CRT (curvature attack inputs + γ·K)").click()
+    pg.get_by_label("Training images (0 = all)", exact=True).fill("0")
+    pg.get_by_role("button", name="Start training").click()
+    stop = pg.get_by_role("button", name="Stop")
+    stop.wait_for(timeout=30_000)
+    pg.get_by_text(re.compile(r"epoch 1/2, step [1-9]")).first.wait_for(timeout=60_000)  # live progress
+    _charts(pg, 1)
+    stop.click()
+    pg.get_by_text("Stopped after").wait_for(timeout=60_000)
+    _see(pg, "it is now the model picked in the sidebar")
+    _idle(pg)
+    _check(pg, "2-train-stopped")
+
+    assert time.time() - t0 < 240  # the whole tour; about a minute on a free 2-core machine

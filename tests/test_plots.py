@@ -1,0 +1,151 @@
+"""crc_core.plots: pure figure builders (numbers in, go.Figure out, no Streamlit)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+go = pytest.importorskip("plotly.graph_objects")
+
+from crc_core import plots  # noqa: E402
+
+NAMES = [f"c{i}" for i in range(10)]
+
+
+def _types(fig) -> list[str]:
+    return [t.type for t in fig.data]
+
+
+def test_plots_does_not_import_streamlit():
+    code = "import sys, crc_core.plots; assert 'streamlit' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_as_numpy_and_spans_decades():
+    t = torch.tensor([1.0, 2.0], requires_grad=True)
+    assert plots.as_numpy(t).dtype == np.float64
+    assert plots.spans_decades([1e-3, 1.0, 10.0])
+    assert not plots.spans_decades([1.0, 50.0])
+    assert not plots.spans_decades([np.nan, 0.0, -1.0, 5.0])  # one positive finite value: no span
+
+
+def test_certificate_sketch_has_boundary_ball_and_points():
+    fig = plots.certificate_sketch()
+    names = " ".join(t.name or "" for t in fig.data)
+    assert "decision boundary" in names and "certified ball" in names and "x_b" in names
+
+
+def test_training_curves_from_train_events():
+    events = [
+        {"kind": "step", "step": 10, "epoch": 1, "epoch_step": 10, "steps_per_epoch": 20, "loss": 2.0, "ce": 1.9,
+         "mean_K": 100.0, "accuracy": 0.3},
+        {"kind": "step", "step": 20, "epoch": 1, "epoch_step": 20, "steps_per_epoch": 20, "loss": 1.0, "ce": 0.9,
+         "mean_K": 0.5, "accuracy": 0.6},
+        {"kind": "epoch", "epoch": 1, "test_accuracy": 0.7, "certified_accuracy": 0.4,
+         "certified_accuracy_all": 0.35, "mean_K_ub": 0.8},
+        {"kind": "done"},
+    ]
+    fig = plots.training_curves(events)
+    names = [t.name for t in fig.data]
+    assert {"total loss", "cross-entropy", "test accuracy", "certified at ρ (all classes)"} <= set(names)
+    loss = next(t for t in fig.data if t.name == "total loss")
+    assert list(loss.x) == [0.5, 1.0]  # fractional epochs
+    assert fig.layout.yaxis2.type == "log"  # K spans more than a decade
+    assert plots.training_curves([]).layout.annotations  # an empty run says what will appear
+
+
+def test_image_heatmaps_and_triptych():
+    x0 = torch.rand(784)
+    xb = x0 + 0.1
+    fig = plots.boundary_triptych(x0, xb)
+    assert _types(fig) == ["heatmap"] * 3
+    z = np.asarray(fig.data[2].z)
+    assert z.shape == (28, 28) and np.allclose(z, 0.1, atol=1e-6)
+    assert fig.data[2].zmid == 0  # the perturbation is diverging around 0
+    assert "ℓ2 norm 2.800" in fig.layout.annotations[2].text  # ‖0.1·1‖ over 784 pixels
+    with pytest.raises(ValueError, match="square"):
+        plots.image_heatmaps([np.zeros(10)], ["bad"])
+
+
+def test_radii_bar_marks_minimum_runner_up_and_rho():
+    r = np.array([np.nan, 0.9, 0.3, 1.2] + [2.0] * 6)
+    fig = plots.radii_bar(r, NAMES, pred=0, runner_up=3, rho=0.5, exact=[False, True] + [False] * 8)
+    bar = fig.data[0]
+    assert list(bar.x) == NAMES[1:]  # the predicted class has no bar
+    colors = list(bar.marker.color)
+    assert colors[1] == plots.COLORS["radius"]  # c2 has the smallest radius: the certificate
+    assert colors[2] == plots.COLORS["runner_up"]
+    assert "exact" in bar.customdata[0]
+    assert any(s.y0 == 0.5 for s in fig.layout.shapes)  # the ρ line
+    assert plots.radii_bar(np.full(10, np.nan), NAMES, pred=0).layout.annotations  # nothing computed
+
+
+def test_margin_along_path_marks_radius_rho_and_boundary():
+    s = np.linspace(0, 2, 21)
+    fig = plots.margin_along_path(s, 1 - s, 1 - 0.8 * s, radius=0.8, rho=0.5, boundary_distance=1.0,
+                                  target_name="c3")
+    assert len(fig.data) == 2
+    xs = sorted(float(sh.x0) for sh in fig.layout.shapes if sh.type == "line" and sh.x0 == sh.x1)
+    assert xs == [0.5, 0.8, 1.0]
+    assert any(sh.type == "rect" for sh in fig.layout.shapes)  # the certified band
+
+
+def test_pair_heatmap_log_scale_when_spanning_decades():
+    v = np.full((10, 10), np.nan)
+    v[0, 1], v[1, 0], v[2, 3] = 0.01, 1.0, 100.0
+    fig = plots.pair_heatmap(v, NAMES, title="K")
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert np.isclose(z[2, 3], 2.0) and np.isnan(z[0, 0])
+    assert fig.data[0].text[2][3] == "100"  # the text shows the value, not its log
+    lin = plots.pair_heatmap(np.where(np.isnan(v), np.nan, 1.0), NAMES, title="K")
+    assert "log" not in (lin.data[0].colorbar.title.text or "")
+
+
+def test_bounds_summary_bars_and_gamma_lines():
+    rows = [{"model": "std", "K_lb": 1.0, "K_ub_thm4": 1000.0, "K_ub_refined": 200.0},
+            {"model": "crt", "K_lb": 0.5, "K_ub_thm4": 0.9, "K_ub_refined": 0.7}]
+    fig = plots.bounds_summary(rows)
+    assert _types(fig) == ["bar"] * 3 and fig.layout.yaxis.type == "log"
+    lines = plots.bounds_summary([{"γ": 0.0, "K_lb": 1, "K_ub_thm4": 5}, {"γ": 0.01, "K_lb": 1, "K_ub_thm4": 2}],
+                                 x_key="γ")
+    assert _types(lines) == ["scatter"] * 2
+
+
+def test_spectrum_figures_draw_the_bounds():
+    ev = np.r_[np.zeros(700), np.linspace(-0.5, 0.8, 84)]
+    hist = plots.spectrum_histogram(ev, m=-1.0, M=1.2, K=3.0)
+    assert len(hist.data[0].x) == 84  # the 700 zeros are left out
+    assert "≈ 0 not shown" in hist.layout.title.text
+    xs = sorted(float(sh.x0) for sh in hist.layout.shapes)
+    assert xs == [-3.0, -1.0, 1.2, 3.0]
+    far = plots.spectrum_histogram(ev, m=-1.0, M=1.2, K=50.0)  # a loose K would squash the histogram
+    assert sorted(float(sh.x0) for sh in far.layout.shapes) == [-1.0, 1.2]
+    assert "±K = ±50 is off the chart" in far.layout.title.text
+    srt = plots.spectrum_sorted(ev, m=-1.0, M=1.2)
+    assert np.all(np.diff(np.asarray(srt.data[0].y)) >= 0)
+    assert sorted(float(sh.y0) for sh in srt.layout.shapes) == [-1.0, 1.2]
+
+
+def test_eigenvector_images_and_layer_terms():
+    vecs = [np.random.default_rng(i).standard_normal(784) for i in range(4)]
+    fig = plots.eigenvector_images(vecs, [2.0, 1.0, -1.0, -2.0], kinds=["top 1:", "top 2:", "bottom 1:", "bottom 2:"])
+    assert len(fig.data) == 4 and "top 1: λ = 2" in fig.layout.annotations[0].text
+    lt = plots.layer_terms([-0.1, -2.0], [0.3, 1.0], bound_per_layer=[1.0, 5.0])
+    assert len(lt.data) == 4
+
+
+def test_margins_bar_sorted_and_label_marked():
+    z = np.arange(10.0)[::-1]  # class 0 has the largest logit
+    fig = plots.margins_bar(z, NAMES, pred=0, label=5)
+    bar = fig.data[0]
+    assert bar.y[0] == "c1" and np.all(np.diff(bar.x) >= 0)
+    assert bar.marker.color[list(bar.y).index("c5")] == plots.COLORS["boundary"]
+
+
+def test_gallery_figure_grid():
+    fig = plots.gallery_figure([np.zeros(784)] * 10, [str(i) for i in range(10)], cols=4)
+    assert len(fig.data) == 10
