@@ -85,6 +85,8 @@ def test_ctrl_c_stops_after_the_step_and_saves(tmp_path: Path, monkeypatch: pyte
         return real_train(config, callback=callback, should_stop=should_stop, **kw)
 
     monkeypatch.setattr(train_mod, "train", train_with_sigint)
+    # CI may start us with SIGINT ignored (no terminal): install the normal handler for this test, restore after
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / "stopped.pt"
     code = main(["train", "--dry-run", "--widths", "8", "--out", str(out), "--device", "cpu"])
     assert code == 130
@@ -93,6 +95,7 @@ def test_ctrl_c_stops_after_the_step_and_saves(tmp_path: Path, monkeypatch: pyte
     assert meta["metrics"]["test_accuracy"] is not None  # evaluated after stopping
     assert "stopping after this step" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_progress_bar_plain_lines_when_not_a_terminal() -> None:
