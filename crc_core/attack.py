@@ -113,19 +113,18 @@ def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
     return AttackResult(xa, fa, da, success, fa < 0, eta, n_grad)
 
 
-def pgd_attack(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, rho: float, *,
+def pgd_attack(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, rho: float | torch.Tensor, *,
                target: torch.Tensor | None = None, steps: int = 50, restarts: int = 1,
                step_size: float | None = None, clamp: bool = True, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """L2 PGD (Madry et al.) on the margin: untargeted (minimise z_y - max_{j≠y} z_j) or targeted (z_y - z_target).
 
-    x0 (N, D), y (N,), target (N,) or None. Returns (x_adv (N, D) with ‖x_adv - x0‖ ≤ ρ, fooled (N,) bool),
-    keeping across restarts the point with the lowest margin. ``clamp`` keeps pixels in [0, 1].
+    x0 (N, D), y (N,), target (N,) or None, ρ a scalar or per row (N,). Returns (x_adv (N, D) with
+    ‖x_adv - x0‖ ≤ ρ, fooled (N,) bool), keeping across restarts (the first from x0, the others from random points
+    in the ball) the point with the lowest margin. ``clamp`` keeps pixels in [0, 1].
     """
     x0 = x0.reshape(x0.shape[0], -1).detach()
-    rho_f = float(rho)
-    if not (rho_f > 0 and rho_f < float("inf")):
-        raise CRCError(f"The radius ρ must be a positive finite number, got {rho!r}.")
-    step = step_size if step_size is not None else 2.5 * rho_f / steps
+    r = _check_rho(rho, x0.shape[0], x0)[:, None]  # (N, 1)
+    step = (torch.full_like(r, step_size) if step_size is not None else 2.5 * r / steps)
     g = torch.Generator(device="cpu").manual_seed(seed)
     best_x, best_score = x0.clone(), torch.full((x0.shape[0],), float("inf"), device=x0.device, dtype=x0.dtype)
 
@@ -137,27 +136,31 @@ def pgd_attack(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, rho: f
         other.scatter_(1, y[:, None], float("-inf"))
         return zy - other.max(1).values
 
-    for r in range(restarts):
-        if r == 0:
+    def keep_best(delta: torch.Tensor) -> None:
+        nonlocal best_x, best_score
+        s = score(model(x0 + delta))
+        better = s < best_score
+        best_x = torch.where(better[:, None], x0 + delta, best_x)
+        best_score = torch.where(better, s, best_score)
+
+    for k in range(restarts):
+        if k == 0:
             delta = torch.zeros_like(x0)
         else:
-            delta = torch.randn(x0.shape, generator=g).to(x0)
-            delta = delta / delta.norm(dim=1, keepdim=True) * rho_f * torch.rand(x0.shape[0], 1, generator=g).to(x0)
+            delta = torch.randn(x0.shape, generator=g, dtype=x0.dtype).to(x0.device)
+            delta = delta / delta.norm(dim=1, keepdim=True) * r * torch.rand(
+                x0.shape[0], 1, generator=g, dtype=x0.dtype).to(x0.device)
         for _ in range(steps):
             delta.requires_grad_(True)
             xa = (x0 + delta).clamp(0, 1) if clamp else x0 + delta
             with torch.enable_grad():
                 (grad,) = torch.autograd.grad(score(model(xa)).sum(), delta)  # CW-style margin loss
             with torch.no_grad():
-                gn = grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                delta = delta - step * grad / gn
-                n = delta.norm(dim=1, keepdim=True)
-                delta = delta * torch.clamp(rho_f / n.clamp_min(1e-12), max=1.0)
+                keep_best(delta.detach())
+                delta = delta.detach() - step * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                delta = delta * torch.clamp(r / delta.norm(dim=1, keepdim=True).clamp_min(1e-12), max=1.0)
                 if clamp:
                     delta = (x0 + delta).clamp(0, 1) - x0
-            with torch.no_grad():
-                s = score(model(x0 + delta))
-                better = s < best_score
-                best_x = torch.where(better[:, None], x0 + delta, best_x)
-                best_score = torch.where(better, s, best_score)
+        with torch.no_grad():
+            keep_best(delta)
     return best_x.detach(), best_score < 0

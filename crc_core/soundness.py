@@ -98,7 +98,7 @@ def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius
     every other class, and bisection along random directions, the margin gradients of every target, and any
     ``extra_dirs`` (N, k, D). Attacks run at ρ = radius·(1 - shrink); flips are judged on the float64 model.
     """
-    from .attack import curvature_attack
+    from .attack import curvature_attack, pgd_attack
     from .hessian import margin_and_grad
 
     keep = radius > 0
@@ -125,10 +125,9 @@ def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius
         n_points += x.shape[0]
 
     rows = torch.arange(N)
-    # 1. PGD (float64 model, no clamp)
-    for r in range(pgd_restarts):
-        xa = _pgd_rho(m64, x0d, pred, rho, pgd_steps, seed + r, r > 0)
-        judge(xa, rows)
+    # 1. PGD (float64 model, no clamp), restarts from x0 and from random points in the ball
+    xa, _ = pgd_attack(m64, x0d, pred, rho, steps=pgd_steps, restarts=pgd_restarts, clamp=False, seed=seed)
+    judge(xa, rows)
     # 2. Algorithm 2 against every target, and 3. bisection along directions
     C = model.n_classes
     dirs = [torch.randn(N, n_random_dirs, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)]
@@ -176,39 +175,3 @@ def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius
     n_points += int((~hit).sum())
     violations = int((closest < 1 - 1e-6).sum())
     return CertificateCheck(N, violations, float(closest.min()), n_points)
-
-
-def _pgd_rho(model: MLP, x0: torch.Tensor, y: torch.Tensor, rho: torch.Tensor, steps: int, seed: int,
-             random_start: bool) -> torch.Tensor:
-    """Untargeted L2 PGD on the margin with a per-row radius ρ (N,), no box constraint."""
-    g = torch.Generator().manual_seed(seed)
-    delta = torch.zeros_like(x0)
-    if random_start:
-        delta = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
-        delta = delta / delta.norm(dim=1, keepdim=True) * rho[:, None] * torch.rand(x0.shape[0], 1, generator=g,
-                                                                                   dtype=x0.dtype)
-    step = 2.5 * rho / steps
-    best = x0 + delta
-    best_s = torch.full((x0.shape[0],), float("inf"), dtype=x0.dtype)
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        with torch.enable_grad():
-            z = model(x0 + delta)
-            other = z.clone()
-            other.scatter_(1, y[:, None], float("-inf"))
-            s = z.gather(1, y[:, None])[:, 0] - other.max(1).values
-            (grad,) = torch.autograd.grad(s.sum(), delta)
-        with torch.no_grad():
-            better = s.detach() < best_s
-            best = torch.where(better[:, None], x0 + delta.detach(), best)
-            best_s = torch.where(better, s.detach(), best_s)
-            delta = delta.detach() - step[:, None] * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-300)
-            n = delta.norm(dim=1, keepdim=True)
-            delta = delta * torch.clamp(rho[:, None] / n.clamp_min(1e-300), max=1.0)
-    with torch.no_grad():
-        z = model(x0 + delta)
-        other = z.clone()
-        other.scatter_(1, y[:, None], float("-inf"))
-        s = z.gather(1, y[:, None])[:, 0] - other.max(1).values
-        best = torch.where((s < best_s)[:, None], x0 + delta, best)
-    return best
