@@ -27,6 +27,9 @@ def image_from_upload(data: bytes, filename: str, *, invert: bool = False) -> to
             arr = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as exc:
             raise DataError(f"{filename} is not a readable .npy array ({exc}).") from None
+        if arr.dtype.kind not in "biuf" or arr.size != 784:
+            raise DataError(f"{filename}: expected 28×28 numbers, got an array of {arr.dtype} with shape "
+                            f"{tuple(arr.shape)}.")
         arr = np.asarray(arr, dtype=np.float64).squeeze()
         if arr.size and arr.max() > 1.0:
             arr = arr / 255.0
@@ -37,8 +40,13 @@ def image_from_upload(data: bytes, filename: str, *, invert: bool = False) -> to
             raise DataError("Reading images needs the 'pillow' package.") from exc
         try:
             with Image.open(io.BytesIO(data)) as im:
+                if im.size != (28, 28):  # refuse before decoding: a tiny file can hold a huge image
+                    raise DataError(f"{filename} is {im.size[0]}×{im.size[1]} pixels; the models take 28×28 "
+                                    "grey-scale images (like Fashion-MNIST). Resize it to 28×28 pixels first.")
                 arr = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except DataError:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"{filename} is not an image file this app can read ({exc}).") from None
     if arr.shape != (28, 28):
         raise DataError(f"{filename} has shape {tuple(arr.shape)}; the models take 28×28 grey-scale images "

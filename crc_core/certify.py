@@ -408,6 +408,8 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
     if not torch.isfinite(x0).all():
         raise CRCError("Input images contain NaN or infinite values.")
     B, D = x0.shape
+    if B == 0:
+        raise CRCError("No images to certify (the batch is empty).")
     C = model.n_classes
     dev = x0.device
     with torch.no_grad():

@@ -68,6 +68,9 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -142,7 +145,7 @@ def _check_state_dict(state_dict: Any, cfg: dict[str, Any], where: str) -> None:
     try:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in MLP.from_config(cfg).state_dict().items()}
-    except CRCError as exc:
+    except (CRCError, RuntimeError, ValueError, TypeError, OverflowError) as exc:
         raise CheckpointError(f"{where}: unusable architecture {cfg}: {exc}") from exc
     missing = sorted(set(expected) - set(state_dict))
     extra = sorted(set(state_dict) - set(expected))

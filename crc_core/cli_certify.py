@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,20 @@ def cmd_certify(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    device = default_device(None if args.device == "auto" else args.device)
+    try:
+        device = default_device(None if args.device == "auto" else args.device)
+    except ValueError as exc:
+        raise CRCError(f"--device {args.device}: {exc}") from None
+    out = Path(args.out) if args.out else None
+    if out is not None:  # fail before the work, not after it
+        if out.is_dir():
+            raise CRCError(f"--out {out} is a folder; give a file name such as {out / 'results.csv'}.")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CRCError(f"--out {out}: cannot create its folder ({exc.strerror}).") from None
+        if not os.access(out.parent, os.W_OK):
+            raise CRCError(f"--out {out}: the folder {out.parent} is not writable.")
     model, _meta = load_checkpoint(args.checkpoint, map_location="cpu")
     model = model.to(device)
     ds = load_dataset(args.dataset, args.split, root=args.data_root, limit=args.limit)
@@ -78,14 +92,15 @@ def cmd_certify(args: argparse.Namespace) -> int:
     sys.stderr.write("\n")
     s = dict(res.summary, seconds=round(time.perf_counter() - t0, 3), checkpoint=str(args.checkpoint),
              dataset=ds.source, device=str(device), model=model.describe())
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if args.json:
-            out.write_text(json.dumps({"summary": s, "images": res.table.to_dict(orient="records")}, indent=1,
-                                      default=float))
-        else:
-            res.table.to_csv(out, index=False)
+    if out is not None:
+        try:
+            if args.json:
+                out.write_text(json.dumps({"summary": s, "images": res.table.to_dict(orient="records")}, indent=1,
+                                          default=float))
+            else:
+                res.table.to_csv(out, index=False)
+        except OSError as exc:
+            raise CRCError(f"could not write {out}: {exc}") from None
     sys.stdout.write(_summary_text(s) + "\n")
     return 0
 

@@ -1,0 +1,356 @@
+"""Concurrent users of one app process.
+
+Default suite (AppTest, same process, one thread per session): 3 sessions certify different images at the same time
+and get exactly the radii of a direct crc_core call; 2 sessions press "Start training" at the same time: one trains,
+the other gets the readable "Another heavy job" message (no exception), and its retry after the first run ends
+succeeds.
+
+``-m slow`` (browser): 10 Chromium sessions (Playwright) on one ``streamlit run`` server at the same time: 7 on the
+Certify page (each picks its own image; the radius shown must equal crc_core's), 3 on the Train page (all press
+Start together, then retry until each has trained once), one of them also uploads hostile files. No exception box
+anywhere, the server stays healthy, and its resident memory (sampled every 0.25 s) stays bounded. Numbers:
+docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("streamlit")
+
+import app_helpers as H
+from streamlit.testing.v1 import AppTest
+
+from crc_core.bounds import curvature_bounds
+from crc_core.certify import certify
+from crc_core.checkpoints import load_checkpoint
+from crc_core.data import load_dataset
+
+POOL = 120  # pages/2_Certify.py certifies the first POOL test images in one batch (the gallery)
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def reference_radii() -> torch.Tensor:
+    """Radii of the gallery images for the picker's default model (small-crt), computed as the page does."""
+    model, _ = load_checkpoint(H.model_dir() / "small-crt.pt")
+    ds = load_dataset("embedded", "test", limit=POOL)
+    with torch.no_grad():
+        return certify(model, ds.images, ds.labels, mode="fast", bounds=curvature_bounds(model)).radius
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path) -> Path:
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("CRC_MODELS_DIR", str(H.model_dir()))
+    monkeypatch.setenv("CRC_RUNS_DIR", str(runs))
+    return runs
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+# ------------------------------------------------------------------------------------------------ AppTest
+# AppTest keeps one global Runtime per run, so several AppTests cannot run in parallel threads: these tests interleave
+# live sessions instead (every session stays open while the others run). Real parallelism: the browser tests below.
+def _session(page: str) -> AppTest:
+    at = AppTest.from_file(str(H.REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page(page).run()
+    return at
+
+
+def test_interleaved_sessions_keep_their_own_state(app_env, reference_radii):
+    """Three open Certify sessions pick different images in turn; each keeps its own pick and shows crc_core's
+    radius for it (no state leaks between sessions through the shared caches)."""
+    images = (2, 5, 9)
+    sessions = [_session("pages/2_Certify.py") for _ in images]
+    for at, i in zip(sessions, images):
+        at.button(key=f"pick_{i}").click().run()
+    for at in sessions:  # another round for everyone, after all picked
+        at.slider(key="_w_crc_rho").set_value(0.3).run()
+    for at, i in zip(sessions, images):
+        assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+        assert at.session_state["crc_image_index"] == i
+        r = float(_metrics(at)["certified radius"])
+        assert abs(r - float(reference_radii[i])) <= 5.1e-5, (i, r, float(reference_radii[i]))
+
+
+def _tiny(at: AppTest) -> None:
+    at.number_input(key="tr_epochs").set_value(1)
+    at.selectbox(key="tr_width").set_value(16)
+    at.radio(key="tr_kind").set_value("standard")
+    at.number_input(key="tr_limit").set_value(600)
+    at.number_input(key="tr_eval_samples").set_value(0)
+
+
+def test_second_training_waits_for_the_first(app_env):
+    """Two sessions press Start one after the other while the first run is going: the second gets the readable
+    "Another heavy job" message (no exception); its retry once the first run has ended trains."""
+    first, second = _session("pages/1_Train.py"), _session("pages/1_Train.py")
+    for at in (first, second):
+        _tiny(at)
+    first.number_input(key="tr_epochs").set_value(30)  # long enough to still run when the second user presses
+    first.form_submit_button[0].click().run()
+    second.form_submit_button[0].click().run()
+    for at in (first, second):
+        assert not at.exception, [e.value for e in at.exception]
+    job = first.session_state["crc_train_job"]
+    assert any("Another heavy job" in e.value for e in second.error)
+    assert "crc_train_job" not in second.session_state
+    deadline = time.time() + TIMEOUT
+    while not job.step_events() and job.running and time.time() < deadline:  # a few steps, so there is a model
+        time.sleep(0.1)
+    job.stop()
+    assert job.wait(TIMEOUT) and job.status in ("stopped", "done"), job.error
+    assert job.path is not None
+    second.form_submit_button[0].click().run()
+    assert not second.exception and not second.error
+    job2 = second.session_state["crc_train_job"]
+    assert job2.wait(TIMEOUT) and job2.status == "done", job2.error
+    assert len(list(app_env.glob("*.pt"))) == 2
+
+
+# ------------------------------------------------------------------------------------------------ browser
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+METRIC_JS = """label => { for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
+    const l = m.querySelector('[data-testid="stMetricLabel"]');
+    if (l && l.innerText.trim() === label) return m.querySelector('[data-testid="stMetricValue"]').innerText; }
+  return null; }"""
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class _Sampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.samples, self.done = pid, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.samples.append(_rss_mb(self.pid))
+            except OSError:
+                return
+            time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run app.py` with the small test models; yields (url, pid, runs folder)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium")
+    pytest.importorskip("playwright.sync_api")
+    runs = tmp_path_factory.mktemp("runs")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, CRC_MODELS_DIR=str(H.model_dir()), CRC_RUNS_DIR=str(runs), CRC_TORCH_THREADS="1",
+               OMP_NUM_THREADS="1", PYTHONPATH=str(H.REPO), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    log = (tmp_path_factory.mktemp("log") / "streamlit.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--server.fileWatcherType", "none"],
+                            cwd=H.REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while not _healthy(url):
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start; see {log.name}")
+            time.sleep(0.3)
+        yield url, proc.pid, runs
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as r:
+            return r.read().strip() == b"ok"
+    except OSError:
+        return False
+
+
+def _idle(pg) -> None:
+    for _ in range(2):
+        time.sleep(0.5)
+        pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=300_000)
+
+
+def _no_exception(pg, name: str) -> None:
+    exc = pg.locator('[data-testid="stException"]')
+    assert exc.count() == 0, (name, exc.first.inner_text())
+
+
+@dataclass
+class Round:
+    """What one round of simultaneous browser sessions saw."""
+
+    radii: dict[int, tuple[float, float]] = field(default_factory=dict)  # image -> (shown, crc_core)
+    trainings: int = 0
+    refusals: int = 0
+    seconds: float = 0.0
+    rss_peak: float = 0.0
+
+
+def _browser_round(browser, url: str, reference: torch.Tensor, images: list[int], n_train: int, sampler: _Sampler,
+                   evil: Path | None = None) -> Round:
+    """Open len(images) Certify sessions and n_train Train sessions at once; certify / train; check every page."""
+    t0, first_sample = time.time(), len(sampler.samples)
+    contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in range(len(images) + n_train)]
+    pages = [c.new_page() for c in contexts]
+    for pg in pages:
+        pg.set_default_timeout(300_000)
+    cert_pages, train_pages = pages[:len(images)], pages[len(images):]
+    out = Round()
+    try:
+        for pg in cert_pages:  # everyone arrives at once
+            pg.goto(f"{url}/Certify", wait_until="commit")
+        for pg in train_pages:
+            pg.goto(f"{url}/Train", wait_until="commit")
+        for pg in train_pages:  # a tiny run: settings first, then all press Start together
+            pg.get_by_text("standard (cross-entropy only)").click()
+            pg.get_by_label("Epochs", exact=True).fill("1")
+            pg.get_by_text("Advanced").click()
+            pg.get_by_label("Training images (0 = all)", exact=True).fill("1500")
+            pg.get_by_label("Test images certified each epoch", exact=True).fill("20")
+        clicked = [time.time()] * len(train_pages)
+        for pg in train_pages:
+            pg.get_by_role("button", name="Start training").click()
+        for pg, i in zip(cert_pages, images):  # each Certify session picks its own image (while training runs)
+            pg.get_by_role("button", name=f"#{i}", exact=True).click()
+        for pg, i in zip(cert_pages, images):
+            pg.get_by_text(f"The certificate of test image #{i}").first.wait_for()
+            _idle(pg)
+            out.radii[i] = (float(pg.evaluate(METRIC_JS, "certified radius")), float(reference[i]))
+        if evil is not None:  # one Certify user also uploads a non-image while the others work
+            pg = cert_pages[0]
+            pg.get_by_role("tab", name="Upload your own 28×28 image").click()
+            pg.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+                files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image at all"}])
+            pg.get_by_text("is not an image file this app can read").first.wait_for()
+        trained = [False] * len(train_pages)
+        deadline = time.time() + 600
+        while not all(trained) and time.time() < deadline:  # refused users try again when told to wait
+            time.sleep(1.0)
+            for k, pg in enumerate(train_pages):
+                if trained[k] or time.time() - clicked[k] < 3:
+                    continue
+                if pg.get_by_text("Finished after").count():
+                    trained[k] = True
+                    continue
+                start = pg.get_by_role("button", name="Start training")
+                if pg.get_by_text("Another heavy job").count() and start.is_enabled():
+                    out.refusals += 1
+                    start.click()
+                    clicked[k] = time.time()
+        out.trainings = sum(trained)
+        if evil is not None:  # and a checkpoint carrying code on the Home page
+            pg = cert_pages[0]
+            pg.goto(url)
+            pg.get_by_role("heading", name="CRC Explorer").first.wait_for()
+            pg.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+                files=[{"name": "evil.pt", "mimeType": "application/octet-stream",
+                        "buffer": H.malicious_pickle_bytes(evil)}])
+            pg.get_by_text("Upload refused").first.wait_for()
+        for k, pg in enumerate(pages):
+            _no_exception(pg, f"session {k}")
+    finally:
+        for c in contexts:
+            c.close()
+    out.seconds = time.time() - t0
+    out.rss_peak = max(sampler.samples[first_sample:] or [0.0])
+    return out
+
+
+def _check_round(r: Round, n_train: int) -> None:
+    bad = {i: v for i, v in r.radii.items() if abs(v[0] - v[1]) > 5.1e-5}  # shown with 4 decimals
+    assert not bad, bad
+    assert r.trainings == n_train
+
+
+@pytest.mark.browser
+def test_three_browser_sessions_at_once(server, reference_radii, tmp_path):
+    """Default suite: 2 Certify sessions and 1 training at the same time on one server."""
+    from playwright.sync_api import sync_playwright
+
+    url, pid, runs = server
+    sampler = _Sampler(pid)
+    sampler.start()
+    n_before = len(list(runs.glob("*.pt")))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+            r = _browser_round(browser, url, reference_radii, [3, 7], 1, sampler)
+            browser.close()
+    finally:
+        sampler.done.set()
+    _check_round(r, 1)
+    assert _healthy(url)
+    assert len(list(runs.glob("*.pt"))) == n_before + 1
+    assert r.rss_peak < 3000
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_ten_browser_sessions_at_once(server, reference_radii, tmp_path):
+    """Two rounds of 10 simultaneous sessions (7 Certify, 3 Train, hostile uploads); memory after round 2 must not
+    keep growing like a leak."""
+    from playwright.sync_api import sync_playwright
+
+    url, pid, runs = server
+    evil = tmp_path / "PWNED"
+    sampler = _Sampler(pid)
+    sampler.start()
+    rss_start = _rss_mb(pid)
+    n_before = len(list(runs.glob("*.pt")))
+    rounds, rss_after = [], []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+            for images in ([1, 2, 4, 5, 6, 8, 9], [10, 11, 12, 13, 14, 15, 16]):
+                rounds.append(_browser_round(browser, url, reference_radii, images, 3, sampler, evil=evil))
+                time.sleep(5)
+                rss_after.append(_rss_mb(pid))
+            browser.close()
+    finally:
+        sampler.done.set()
+    for r in rounds:
+        _check_round(r, 3)
+    assert _healthy(url)
+    assert not evil.exists()
+    assert len(list(runs.glob("*.pt"))) == n_before + 6
+    for k, r in enumerate(rounds, 1):
+        print(f"\n[concurrency] round {k}: 10 browser sessions in {r.seconds:.0f} s; {len(r.radii)} radii equal to "
+              f"crc_core's; {r.trainings} trainings one at a time after {r.refusals} 'Another heavy job' refusals; "
+              f"server RSS peak {r.rss_peak:.0f} MB, 5 s after closing {rss_after[k - 1]:.0f} MB")
+    print(f"[concurrency] server RSS at start of the test {rss_start:.0f} MB")
+    peak = max(r.rss_peak for r in rounds)
+    assert peak < 3000, f"server RSS peaked at {peak:.0f} MB"
+    assert rss_after[1] < rss_after[0] + 300, f"RSS grew from {rss_after[0]:.0f} to {rss_after[1]:.0f} MB"
