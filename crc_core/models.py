@@ -17,6 +17,10 @@ from torch import nn
 from .activations import ACTIVATIONS, Activation, get_activation
 from .errors import CRCError
 
+# A generous cap: the paper's largest net (4x[1024]) has 2.9M parameters; this keeps a typo such as a width of 10^9
+# from reaching the allocator (or the OOM killer on a shared machine).
+MAX_PARAMETERS = 200_000_000
+
 # Forward-only activations (no curvature bound): allowed so such models can be loaded and rejected clearly.
 _FORWARD_ONLY = {"relu": F.relu, "gelu": F.gelu, "elu": F.elu, "leaky_relu": F.leaky_relu}
 
@@ -39,6 +43,14 @@ class MLP(nn.Module):
                 f"Invalid architecture: in_dim={in_dim}, widths={widths}, n_classes={n_classes} "
                 "(need in_dim >= 1, at least one hidden layer of width >= 1, and >= 2 classes)."
             )
+        dims_all = [int(in_dim), *widths, int(n_classes)]
+        n_params = sum((a + 1) * b for a, b in itertools.pairwise(dims_all))
+        if n_params > MAX_PARAMETERS:
+            raise CRCError(
+                f"The architecture {widths} on {in_dim} inputs has {n_params:,} parameters, more than this tool's "
+                f"limit of {MAX_PARAMETERS:,} (about {4 * MAX_PARAMETERS / 2**30:.1f} GiB of float32 weights, "
+                "before gradients and optimizer state). Use narrower or fewer layers "
+                "(the paper's largest is 4x[1024]).")
         act = str(activation).strip().lower().replace("-", "_")
         if act not in ACTIVATIONS and act not in _FORWARD_ONLY:
             get_activation(act)  # raises with a clear message
