@@ -72,6 +72,9 @@ class ProgressBar:
                 f"[{bar}] {done}/{total} epoch {event['epoch']} loss {event['loss']:.4f} ce {event['ce']:.4f} "
                 f"K {event['mean_K']:.4g} acc {event['accuracy']:.3f}{extra} "
                 f"{_fmt_seconds(event['seconds'])} (eta {_fmt_seconds(eta)})", final=False)
+        elif kind == "epoch" and event.get("test_accuracy") is None:
+            self._write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, train acc "
+                        f"{_fmt(event['train_accuracy'], True)} [{_fmt_seconds(event['seconds'])}]", final=True)
         elif kind == "epoch":
             self._write(
                 f"epoch {event['epoch']}: test acc {_fmt(event['test_accuracy'], True)}, certified acc at "
@@ -153,6 +156,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-eval-all", action="store_true",
                    help="report only the paper's runner-up certified accuracy, not the all-class one")
     g.add_argument("--eval-mode", default="fast", choices=["fast", "paper"], help="certificate solver mode")
+    g.add_argument("--eval-every", type=int, default=1, metavar="N",
+                   help="evaluate every N epochs (always after the last); default 1")
     g.add_argument("--test-limit", type=int, default=None, metavar="N", help="use only the first N test images")
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda; default auto")
@@ -202,7 +207,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device,
         attack_outer=args.attack_outer, attack_inner=args.attack_inner, eval_rho=args.eval_rho,
         eval_samples=args.eval_samples, eval_all_targets=not args.no_eval_all, eval_mode=args.eval_mode,
-        log_every=args.log_every, train_limit=args.train_limit, test_limit=args.test_limit,
+        eval_every=args.eval_every, log_every=args.log_every, train_limit=args.train_limit, test_limit=args.test_limit,
         max_steps=args.max_steps)
     if args.dry_run:
         settings.update(epochs=1, max_steps=min(3, args.max_steps or 3), train_limit=min(256, args.train_limit or 256),

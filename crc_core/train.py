@@ -50,6 +50,8 @@ __all__ = [
 
 Kind = Literal["standard", "gamma", "crt"]
 KINDS: tuple[str, ...] = ("standard", "gamma", "crt")
+_EVAL_KEYS = ("test_accuracy", "certified_accuracy", "certified_accuracy_all", "mean_K_ub", "eval_rho", "eval_samples",
+              "eval_seconds")
 EVAL_SAMPLE_SEED = 20200712  # fixed: every model is certified on the same test images
 Event = dict[str, Any]
 
@@ -75,6 +77,8 @@ class TrainConfig:
         eval_samples: size of the fixed test sample that is certified every epoch (0: skip certification).
         eval_all_targets: also report the all-class certified accuracy (min radius over every t ≠ y).
         eval_mode: certify's mode for the epoch metric ("fast" or "paper").
+        eval_every: evaluate every this many epochs (and always after the last one); other epochs' events carry
+            None for the evaluation keys.
         log_every: steps between "step" events.
         train_limit, test_limit: use only the first N examples of a split (None: all).
         max_steps: stop after this many steps in total (None: run all epochs); for dry runs.
@@ -98,6 +102,7 @@ class TrainConfig:
     eval_samples: int = 100
     eval_all_targets: bool = True
     eval_mode: str = "fast"
+    eval_every: int = 1
     log_every: int = 10
     train_limit: int | None = None
     test_limit: int | None = None
@@ -146,7 +151,7 @@ class TrainConfig:
             raise CRCError(f"The learning rate must be > 0, got {self.lr}.")
         if finite("eval_rho", self.eval_rho) <= 0:
             raise CRCError(f"The certification radius ρ must be > 0, got {self.eval_rho}.")
-        for name in ("epochs", "batch_size", "attack_outer", "attack_inner", "log_every"):
+        for name in ("epochs", "batch_size", "attack_outer", "attack_inner", "log_every", "eval_every"):
             positive_int(name, getattr(self, name))
         positive_int("eval_samples", self.eval_samples, allow_zero=True)
         positive_int("seed", self.seed, allow_zero=True)
@@ -345,7 +350,8 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
              "loss", "ce", "mean_K", "accuracy"[, "attack_accuracy", "attack_grads"]} every ``log_every`` steps
              (means over the window; accuracy on the clean batch; for CRT, attack_accuracy on x_attack and
              attack_grads = gradient evaluations per attacked image);
-            {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + :func:`evaluate` keys};
+            {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + :func:`evaluate` keys
+             (None on epochs skipped by ``eval_every``)};
             {"kind": "done", "stopped", "step", "seconds", "metrics"}.
         should_stop: polled before every step; when it returns True the loop ends after the current step and
             the result has ``stopped=True`` with the model as trained so far (usable, finite).
@@ -408,11 +414,16 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
             if stopped or epoch_stats.n == 0:
                 break
             means = epoch_stats.means()
-            metrics = {"epoch": epoch, "step": step, **evaluate(
-                model, test_ds, rho=config.eval_rho, eval_samples=config.eval_samples,
-                all_targets=config.eval_all_targets, mode=config.eval_mode)}
+            last = step >= total_steps or epoch == config.epochs
+            if last or epoch % config.eval_every == 0:
+                metrics = {"epoch": epoch, "step": step, **evaluate(
+                    model, test_ds, rho=config.eval_rho, eval_samples=config.eval_samples,
+                    all_targets=config.eval_all_targets, mode=config.eval_mode)}
+                shown = metrics
+            else:
+                shown = {"epoch": epoch, "step": step, **dict.fromkeys(_EVAL_KEYS)}
             emit({"kind": "epoch", "epoch": epoch, "step": step, "seconds": time.perf_counter() - t_start,
-                  "train_loss": means["loss"], "train_accuracy": means["accuracy"], **metrics})
+                  "train_loss": means["loss"], "train_accuracy": means["accuracy"], **shown})
             if step >= total_steps:
                 break
     model.eval()

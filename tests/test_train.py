@@ -220,3 +220,11 @@ def test_train_on_gpu_matches_device() -> None:
 def test_divergence_is_reported_not_saved() -> None:
     with pytest.raises(CRCError, match="diverged"):
         train(tiny(kind="gamma", gamma=1e30, lr=1e30, epochs=3, eval_samples=0), data=tiny_data())
+
+
+def test_eval_every_skips_epochs_but_always_evaluates_the_last() -> None:
+    res = train(tiny(kind="standard", epochs=3, eval_every=2, train_limit=64), data=tiny_data())
+    epochs = [e for e in res.history if e["kind"] == "epoch"]
+    assert [e["test_accuracy"] is not None for e in epochs] == [False, True, True]
+    assert epochs[0].keys() >= EPOCH_KEYS and epochs[0]["train_loss"] > 0
+    assert res.metrics["epoch"] == 3
