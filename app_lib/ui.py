@@ -261,12 +261,7 @@ def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bo
     ref = refs[pick]
     # model on device
     with guard("Loading the model"):
-        if ref.source == "uploaded":
-            _r, cpu_model, meta = uploads()[ref.id]
-        else:
-            cpu_model, meta = _load_file_model(ref.key, ref)
-        registry.check_usable(cpu_model)
-        model = cpu_model if device.type == "cpu" else _on_device(ref.key, str(device), cpu_model)
+        model, meta = _model_for(ref, device)
         # dataset
         names = dataset_names() or ["embedded"]
         trained_on = meta.get("dataset") if meta.get("dataset") in names else "embedded"
@@ -274,8 +269,8 @@ def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bo
                                        help=f"The model was trained on: {meta.get('dataset') or 'unknown'}.")
         sb.caption(f"Dataset in use: **{dataset}** (test split). Trained on: {meta.get('dataset') or 'unknown'}.")
         n_classes = cached_test_set(dataset).n_classes
-        if cpu_model.n_classes != n_classes:
-            raise CRCError(f"This model has {cpu_model.n_classes} output classes but the {dataset} images have "
+        if model.n_classes != n_classes:
+            raise CRCError(f"This model has {model.n_classes} output classes but the {dataset} images have "
                            f"{n_classes}: pick another model.")
         return Ctx(ref, model, meta, labels[pick], device, dataset)
     # guard caught an error: the page cannot go on with this model
@@ -326,13 +321,19 @@ def model_by_id(model_id: str, device: torch.device) -> tuple[ModelRef, MLP, dic
     if model_id not in refs:
         raise CRCError(errors.get(model_id, f"Model {model_id} is no longer available."))
     ref = refs[model_id]
+    model, meta = _model_for(ref, device)
+    return ref, model, meta
+
+
+def _model_for(ref: ModelRef, device: torch.device) -> tuple[MLP, dict[str, Any]]:
+    """The model behind a catalogue entry (uploaded or on disk), checked usable, on ``device``."""
     if ref.source == "uploaded":
         _r, cpu_model, meta = uploads()[ref.id]
     else:
         cpu_model, meta = _load_file_model(ref.key, ref)
     registry.check_usable(cpu_model)
     model = cpu_model if device.type == "cpu" else _on_device(ref.key, str(device), cpu_model)
-    return ref, model, meta
+    return model, meta
 
 
 @st.cache_resource(show_spinner=False)
