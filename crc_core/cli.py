@@ -18,6 +18,7 @@ import math
 import shlex
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -229,7 +230,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.message("stopping after this step (press Ctrl-C again to abort without saving) ...")
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals only work there
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
     try:
         if bar is not None:
             where = describe_device(default_device(config.device))
@@ -237,7 +239,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         f"{' (dry run)' if args.dry_run else ''}, device {where}")
         result = train(config, callback=bar, should_stop=lambda: stop["requested"])
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
 
     metrics = dict(result.metrics)
     if result.stopped or not metrics:  # evaluate what we have, so the saved metrics describe these weights

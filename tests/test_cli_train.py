@@ -121,3 +121,15 @@ def test_module_entry_point_help() -> None:
                          text=True, timeout=120)
     assert res.returncode == 0
     assert "--dry-run" in res.stdout and "--eps" in res.stdout and "Ctrl-C" in res.stdout
+
+
+def test_train_from_a_worker_thread(tmp_path: Path) -> None:
+    import threading
+
+    codes: list[int] = []
+    out = tmp_path / "t.pt"
+    th = threading.Thread(target=lambda: codes.append(main(
+        ["train", "--dry-run", "--quiet", "--widths", "8", "--eval-samples", "0", "--out", str(out)])))
+    th.start()
+    th.join(60)
+    assert codes == [0] and out.is_file()
