@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import glob
 import hashlib
 import json
 import os
 import pickle
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -59,12 +61,33 @@ def _crc_version() -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Atomic writes
 # ----------------------------------------------------------------------------------------------------------------
+STALE_TEMP_SECONDS = 15 * 60
+
+
+def _remove_stale_temps(path: Path, max_age: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete temp files of earlier saves of ``path`` that were killed mid-write; return what was removed.
+
+    Only names this module creates (``.<name>.<random>.tmp`` beside ``path``) and only those untouched for
+    ``max_age`` seconds: a save still in progress elsewhere writes its temp file within seconds, so it is kept.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if tmp.is_file() and not tmp.is_symlink() and now - tmp.stat().st_mtime > max_age:
+                    tmp.unlink()
+                    removed.append(tmp)
+    return removed
+
+
 def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(f)`` on a temp file next to ``path``, fsync it, then ``os.replace`` it onto ``path``.
 
     On any failure the temp file is removed and ``path`` is left as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:

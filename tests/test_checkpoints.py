@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import time
 import zipfile
 from pathlib import Path
 
@@ -133,6 +134,33 @@ def test_interrupted_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.pt.json"]
+
+
+def test_stale_temp_files_of_killed_saves_are_removed(tmp_path: Path) -> None:
+    """A save killed mid-write (SIGKILL: no cleanup runs) leaves a temp file; the next save of that path removes
+    it once it is stale, and leaves fresh temp files (a save in progress), other models' files and links alone."""
+    path = save_checkpoint(tmp_path / "m.pt", _model(seed=1), _meta())
+    old = time.time() - checkpoints.STALE_TEMP_SECONDS - 60
+    stale = [tmp_path / ".m.pt.abc123.tmp", tmp_path / ".m.pt.json.def456.tmp"]
+    fresh = tmp_path / ".m.pt.zzz999.tmp"
+    other = tmp_path / ".other.pt.abc123.tmp"
+    keep_names = ["notes.tmp", ".m.pt.keep"]
+    for p in [*stale, fresh, other, *(tmp_path / n for n in keep_names)]:
+        p.write_bytes(b"partial")
+    target = tmp_path / "outside.bin"
+    target.write_bytes(b"not ours")
+    link = tmp_path / ".m.pt.link.tmp"
+    link.symlink_to(target)
+    for p in [*stale, other, *(tmp_path / n for n in keep_names)]:
+        os.utime(p, (old, old))
+    os.utime(link, (old, old), follow_symlinks=False)
+
+    save_checkpoint(path, _model(seed=2), _meta())
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and other.exists() and link.is_symlink() and target.read_bytes() == b"not ours"
+    assert all((tmp_path / n).exists() for n in keep_names)
+    model, _ = load_checkpoint(path)
+    assert _same_weights(model, _model(seed=2))
 
 
 # ------------------------------------------------------------------------------------------ hostile / bad files
