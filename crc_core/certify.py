@@ -191,6 +191,10 @@ def _solve_fast(fg: MarginOracle, x0: torch.Tensor, y: torch.Tensor, t: torch.Te
     beta = torch.ones(N, dtype=dt, device=dev)
     prev_lb = torch.full((N,), -1.0, dtype=torch.float64, device=dev)
     open_rows = torch.ones(N, dtype=torch.bool, device=dev)
+    chasing = torch.ones(N, dtype=torch.bool, device=dev)
+    beyond = torch.zeros(N, dtype=torch.long, device=dev)  # consecutive steps whose η_p exceeds 1/|m|
+    eta_cap = -1.0 / torch.minimum(m, torch.full_like(m, -1e-12))
+    f_x0 = torch.full((N,), float("nan"), dtype=torch.float64, device=dev)
 
     def gap_open(x0s: torch.Tensor, xs: torch.Tensor, f: torch.Tensor, g: torch.Tensor, lb: torch.Tensor
                  ) -> torch.Tensor:
@@ -198,17 +202,23 @@ def _solve_fast(fg: MarginOracle, x0: torch.Tensor, y: torch.Tensor, t: torch.Te
         d = ((xs - x0s).norm(dim=1) + f.abs() / g.norm(dim=1).clamp_min(1e-30)).double()
         return d - (2 * lb.clamp_min(0)).sqrt() > gap_tol * (1 + d)
 
-    for _ in range(n_chase):
-        idx = open_rows.nonzero()[:, 0]
+    for step in range(n_chase):
+        idx = (open_rows & chasing).nonzero()[:, 0]
         if idx.numel() == 0:
             break
         xs, x0s = x[idx], x0[idx]
         f, g = fg(xs, idx)
         n_grad[idx] += 1
+        if step == 0:
+            f_x0[idx] = f.double()
         lb = tr.update(xs, x0s, f, g, m[idx], rows=idx)
         open_rows[idx] = gap_open(x0s, xs, f, g, tr.lb[idx])
         G = (g * g).sum(1).clamp_min(1e-30)
         eta_p = ((f + (g * (x0s - xs)).sum(1)) / G).clamp_min(0)
+        # the linearised KKT multiplier keeps exceeding the curvature's limit 1/|m|: the dual cannot close the
+        # gap (the certificate will not be exact), so the chase is over for this row and phase B takes it
+        beyond[idx] = torch.where(eta_p.double() >= eta_cap[idx], beyond[idx] + 1, torch.zeros_like(beyond[idx]))
+        chasing[idx] = beyond[idx] < 2
         target = x0s - eta_p[:, None] * g
         # damping: halve β where the bound got worse (oscillation), grow back otherwise
         worse = lb < prev_lb[idx] - 1e-12
@@ -220,17 +230,28 @@ def _solve_fast(fg: MarginOracle, x0: torch.Tensor, y: torch.Tensor, t: torch.Te
     # Phase B: accelerated dual solves for rows whose dual gap is still open
     idx = open_rows.nonzero()[:, 0]
     if idx.numel() > 0:
-        _dual_ascent(fg, x0, y, t, m, M, tr, idx, n_grad, budget=n_dual, group=group, protect=protect)
+        _dual_ascent(fg, x0, y, t, m, M, tr, idx, n_grad, budget=n_dual, f_x0=f_x0[idx], group=group,
+                     protect=protect)
     return tr.x_lb, tr.eta, n_grad
 
 
 def _dual_ascent(fg: MarginOracle, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, m: torch.Tensor, M: torch.Tensor,
-                 tr: _Track, idx: torch.Tensor, n_grad: torch.Tensor, *, budget: int, level_iters: int = 40,
-                 max_levels: int = 16, slack_tol: float = 1e-9, group: torch.Tensor | None = None,
+                 tr: _Track, idx: torch.Tensor, n_grad: torch.Tensor, *, budget: int, level_iters: int = 60,
+                 max_levels: int = 12, top_gap: float = 1e-6, gain_tol: float = 1e-9,
+                 f_x0: torch.Tensor | None = None, group: torch.Tensor | None = None,
                  protect: torch.Tensor | None = None) -> None:
-    """Dual ascent on rows ``idx``: at each level, Nesterov-accelerated minimisation of the μ-strongly convex,
-    L-smooth F_η (μ = 1 + ηm, L = 1 + ηM) until its slack ‖∇F‖²/(2μ) is negligible, then η moves by bisection
-    on the sign of f(x_η) (towards 1/|m| while f > 0, as in Algorithm 1). Every evaluation feeds the tracker."""
+    """Dual ascent on rows ``idx``, where the chase left a gap: maximise d(η) = min_x F_η(x) over η ∈ [0, 1/|m|).
+
+    d is concave with d'(η) = f(x_η), so the search is a root search of f(x_η) on a bracket [lo, hi]:
+    - the first level solves F_η at the top of the range, η = (1 - top_gap)/|m|. If f(x_η) > 0 there, d still
+      rises and its supremum is at most top_gap·f(x_η)/|m| above d(η): the row is done (the usual case when the
+      boundary lies beyond the curvature's reach, i.e. the certificate is not exact);
+    - otherwise η moves by regula falsi (Illinois) on f between lo (f > 0, starting at η = 0, x = x0) and hi,
+      until the possible gain (hi - lo)·f(lo) is negligible.
+    Each F_η is minimised by Nesterov's method with gradient restart and step 1/(1 + ηM) (M ⪰ ∇²f, so the step
+    is safe): it adapts to the local conditioning of F_η, which is far better than the global μ = 1 + ηm that
+    makes the sound slack ‖∇F‖²/(2μ) so demanding near the top of the range. Every evaluation feeds the tracker,
+    whose bound (*) is maximised over η at each point: the certificate never depends on where the search stops."""
     dt = x0.dtype
     n = idx.numel()
     dev = x0.device
@@ -238,13 +259,21 @@ def _dual_ascent(fg: MarginOracle, x0: torch.Tensor, y: torch.Tensor, t: torch.T
     ms = torch.minimum(ms_raw, torch.full_like(ms_raw, -1e-12))
     Ms = M[idx].clamp_min(0)
     eta_max = -1.0 / ms
-    eta = torch.maximum(tr.eta[idx], 0.5 * eta_max)
-    lo, hi = torch.zeros_like(eta), eta_max.clone()
+    top = eta_max * (1 - top_gap)
+    eta = top.clone()
+    lo, hi = torch.zeros_like(eta), top.clone()
+    if f_x0 is None or not torch.isfinite(f_x0).all():  # f(x0) (n,): known from the chase's first step
+        f_x0, _ = fg(x0s, idx)
+        n_grad[idx] += 1
+    f_lo, f_hi = f_x0.double(), torch.full_like(eta, float("nan"))
+    side = torch.zeros(n, dtype=torch.long, device=dev)  # Illinois: which end moved last (+1 lo, -1 hi)
     x = tr.x_lb[idx].clone()
     x_prev = x.clone()
+    mom = torch.ones(n, dtype=torch.float64, device=dev)  # FISTA's t_k
     it = torch.zeros(n, dtype=torch.long, device=dev)
     levels = torch.zeros(n, dtype=torch.long, device=dev)
     alive = torch.ones(n, dtype=torch.bool, device=dev)
+    g_tol = 30 * torch.finfo(dt).eps
 
     def irrelevant() -> torch.Tensor:
         """Rows whose bound already reaches a boundary distance found for their image (cannot be its minimum)."""
@@ -262,31 +291,50 @@ def _dual_ascent(fg: MarginOracle, x0: torch.Tensor, y: torch.Tensor, t: torch.T
         a = alive.nonzero()[:, 0]
         if a.numel() == 0:
             break
-        e, mu = eta[a], (1 + eta[a] * ms[a]).clamp_min(1e-12)
-        L = 1 + e * Ms[a]
-        q = ((L.sqrt() - mu.sqrt()) / (L.sqrt() + mu.sqrt())).to(dt)[:, None]
+        e = eta[a]
+        L = (1 + e * Ms[a]).to(dt)[:, None]
+        tk = mom[a]
+        t_next = (1 + (1 + 4 * tk * tk).sqrt()) / 2
+        beta = ((tk - 1) / t_next).to(dt)[:, None]
         xa, xp = x[a], x_prev[a]
-        yk = xa + q * (xa - xp)
+        yk = xa + beta * (xa - xp)
         f, g = fg(yk, idx[a])
         n_grad[idx[a]] += 1
         tr.update(yk, x0s[a], f, g, ms_raw[a], rows=idx[a], eta_c=e)
         gradF = (yk - x0s[a]) + e.to(dt)[:, None] * g
-        x_prev[a] = xa
-        x[a] = yk - gradF / L.to(dt)[:, None]
+        x_new = yk - gradF / L
+        restart = ((gradF * (x_new - xa)).sum(1) > 0)  # momentum points uphill: drop it (O'Donoghue & Candès)
+        mom[a] = torch.where(restart, torch.ones_like(tk), t_next)
+        x_prev[a] = torch.where(restart[:, None], x_new, xa)
+        x[a] = x_new
         it[a] += 1
-        # level finished: this η's problem is solved (negligible slack) or its iteration cap is reached
-        slack = (gradF.double() ** 2).sum(1) / (2 * mu)
-        done = (slack <= slack_tol) | (it[a] >= level_iters)
-        if done.any():
-            d = a[done]
-            pos = f[done] > 0
-            lo[d] = torch.where(pos, eta[d], lo[d])
-            hi[d] = torch.where(pos, hi[d], eta[d])
-            eta[d] = (lo[d] + hi[d]) / 2
-            x_prev[d] = x[d]
-            it[d] = 0
-            levels[d] += 1
-            alive[d] = (levels[d] < max_levels) & ((hi[d] - lo[d]) > 1e-9 * eta_max[d])
+        # level finished: F_η is minimised to working precision, or the level's iteration cap is reached
+        gn = gradF.norm(dim=1).double()
+        scale = 1 + (yk - x0s[a]).norm(dim=1).double()
+        slack = gn * gn / (2 * (1 + e * ms[a]).clamp_min(1e-300))
+        done = (gn <= g_tol * scale) | (slack <= gain_tol * scale) | (it[a] >= level_iters)
+        if not done.any():
+            continue
+        d = a[done]
+        fd = f[done].double()
+        pos = fd > 0
+        at_top = pos & (eta[d] >= top[d])
+        # move the bracket; Illinois halves the stale end's value so the false position keeps converging
+        lo[d] = torch.where(pos, eta[d], lo[d])
+        hi[d] = torch.where(pos, hi[d], eta[d])
+        f_lo[d] = torch.where(pos, fd, torch.where(side[d] == -1, f_lo[d] / 2, f_lo[d]))
+        f_hi[d] = torch.where(pos, torch.where(side[d] == 1, f_hi[d] / 2, f_hi[d]), fd)
+        side[d] = torch.where(pos, torch.ones_like(side[d]), -torch.ones_like(side[d]))
+        w = f_lo[d] / (f_lo[d] - f_hi[d])
+        w = torch.where(torch.isfinite(w), w.clamp(0.02, 0.98), torch.full_like(w, 0.5))
+        eta[d] = lo[d] + w * (hi[d] - lo[d])
+        mom[d] = 1.0
+        x_prev[d] = x[d]
+        it[d] = 0
+        levels[d] += 1
+        gain = (hi[d] - lo[d]) * f_lo[d].clamp_min(0) * torch.where(side[d] == -1, 2.0, 1.0)
+        finished = at_top | (levels[d] >= max_levels) | (gain <= gain_tol * (1 + tr.lb[d]))
+        alive[d] = ~finished
 
 
 # ------------------------------------------------------------------------------------------- public API
