@@ -432,20 +432,30 @@ def spectrum_sorted(eigenvalues: Any, *, m: float | None = None, M: float | None
 
 
 def layer_terms(lam_min: Any, lam_max: Any, *, bound_per_layer: Any | None = None) -> go.Figure:
-    """Lemma 1: the Hessian is a sum of one term per hidden layer; show each term's eigenvalue range."""
+    """Lemma 1: the Hessian is a sum of one term per hidden layer; show each term's eigenvalue range.
+
+    ``bound_per_layer`` (L−1,) ≥ 0: a bound b_I on each term's |eigenvalues| (e.g. Theorem 4's), drawn as markers
+    at ±b_I and labelled with how many times the measured range it is.
+    """
     lo, hi = as_numpy(lam_min), as_numpy(lam_max)
     names = [f"layer {i}" for i in range(1, lo.size + 1)]
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=names, y=hi, name="largest eigenvalue", marker_color=COLORS["lower"]))
-    fig.add_trace(go.Bar(x=names, y=lo, name="smallest eigenvalue", marker_color="#aec7e8"))
+    fig.add_trace(go.Bar(x=names, y=hi, name="largest eigenvalue", marker_color=COLORS["lower"],
+                         hovertemplate="%{x}: largest eigenvalue %{y:.4g}<extra></extra>"))
+    fig.add_trace(go.Bar(x=names, y=lo, name="smallest eigenvalue", marker_color="#aec7e8",
+                         hovertemplate="%{x}: smallest eigenvalue %{y:.4g}<extra></extra>"))
     if bound_per_layer is not None:
         b = as_numpy(bound_per_layer)
-        fig.add_trace(go.Scatter(x=names, y=b, mode="markers", name="+bound (Thm 4 term)",
-                                 marker=dict(symbol="line-ew-open", size=30, color=COLORS["bound"],
-                                             line=dict(width=3))))
-        fig.add_trace(go.Scatter(x=names, y=-b, mode="markers", name="−bound",
-                                 marker=dict(symbol="line-ew-open", size=30, color=COLORS["bound"],
-                                             line=dict(width=3)), showlegend=False))
+        measured = np.maximum(np.abs(lo), np.abs(hi))
+        ratio = [f"{bi / mi:.3g}× the measured range" if mi > 0 else "" for bi, mi in zip(b, measured)]
+        marker = dict(symbol="line-ew-open", size=30, color=COLORS["bound"], line=dict(width=3))
+        fig.add_trace(go.Scatter(x=names, y=b, mode="markers+text", name="± bound on the term (Thm 4)",
+                                 marker=marker, text=[f"±{bi:.3g}" for bi in b], textposition="top center",
+                                 customdata=ratio,
+                                 hovertemplate="%{x}: bound +%{y:.4g} (%{customdata})<extra></extra>"))
+        fig.add_trace(go.Scatter(x=names, y=-b, mode="markers", name="−bound", marker=marker, showlegend=False,
+                                 customdata=ratio,
+                                 hovertemplate="%{x}: bound %{y:.4g} (%{customdata})<extra></extra>"))
     fig.update_layout(title="Lemma 1 terms: each hidden layer's contribution to the Hessian",
                       barmode="overlay", yaxis_title="eigenvalue of the layer's term", height=360,
                       margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2))

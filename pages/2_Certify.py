@@ -69,7 +69,7 @@ with ui.guard("Certify"):
 
     # ------------------------------------------------------------------ pick an image
     st.subheader("1 · Pick an image")
-    tab_gallery, tab_upload = st.tabs(["Test-image gallery", "Upload your own 28×28 image"])
+    tab_gallery, tab_upload = st.tabs(["Test-image gallery", "Upload your own image"])
     with tab_gallery:
         pool, pool_certs = _pool(ctx.key, ctx.dataset, mode, str(dev), model, table)
         f1, f2, f3 = st.columns(3)
@@ -103,19 +103,36 @@ with ui.guard("Certify"):
         if sel.empty:
             st.info("No image matches these filters: loosen them.")
     with tab_upload:
-        st.caption("A 28×28 grey-scale image (PNG, JPEG, BMP, … or a .npy array) with a light object on a dark "
-                   "background, like Fashion-MNIST. Tick 'invert' for a dark drawing on white.")
+        st.caption(f"A picture of any size up to {analysis.MAX_PIXELS / 1e6:.0f} megapixels (PNG, JPEG, BMP, GIF, "
+                   "WebP, or a .npy array of grey values in [0, 1] or 0–255). The models take 28×28 grey images, "
+                   "so it is turned grey, padded to a square with its background colour (the shape is kept) and "
+                   "resized to 28×28. Fashion-MNIST objects are light on a dark background: 'auto' inverts a "
+                   "picture whose background is light, such as a dark drawing on white paper.")
         u1, u2 = st.columns([3, 1])
         up = u1.file_uploader("Image file", type=["png", "jpg", "jpeg", "bmp", "gif", "webp", "npy"],
                               key="crc_upload_image")
-        invert = u2.checkbox("invert", key="crc_invert")
+        colours = u2.radio("Colours", ["auto", "keep", "invert"], key="crc_invert_mode",
+                           help="auto: invert when the picture's background (its border) is light; keep: use the "
+                                "grey values as they are; invert: always swap light and dark.")
         if up is not None:
             with ui.guard("Upload refused"):
-                x_up = analysis.image_from_upload(up.getvalue(), up.name, invert=invert)
+                data = up.getvalue()
+                sig = (hashlib.sha1(data).hexdigest(), up.name, colours)
+                memo = st.session_state.get("crc_upload_prepared")
+                if memo is None or memo[0] != sig:  # decode once per file and colour choice, not on every rerun
+                    invert = {"auto": "auto", "keep": False, "invert": True}[colours]
+                    memo = (sig, analysis.read_upload(data, up.name, invert=invert))
+                    st.session_state["crc_upload_prepared"] = memo
+                done = memo[1]
+                x_up = done.x
                 prev = st.session_state.get(ui.UPLOAD_IMAGE_KEY)
                 if prev is None or prev[0] != up.name or not torch.equal(prev[1], x_up):
                     st.session_state[ui.UPLOAD_IMAGE_KEY] = (up.name, x_up)
                     st.session_state[ui.USE_UPLOAD_KEY] = True
+                p1, p2, p3 = st.columns([1, 1, 3])
+                p1.image(done.square, width="stretch", caption="your picture in grey, padded to a square")
+                p2.image(analysis.to_png_array(x_up), width="stretch", caption="what the model sees: 28×28")
+                p3.caption(done.note)
         if st.session_state.get(ui.UPLOAD_IMAGE_KEY) is not None:
             ui.persistent(st.toggle, "Analyse the uploaded image", ui.USE_UPLOAD_KEY, True)
 

@@ -202,13 +202,45 @@ def test_certify_uploaded_image_and_bad_uploads(app_env):
     assert any("uploaded image shoe.png" in s.value for s in at.subheader)
     assert _metrics(at)["true label"] == "unknown"
 
-    for name, data, expected in (("big.png", H.png_bytes(np.zeros((32, 40))), "28×28"),
-                                 ("notes.png", b"hello", "not an image")):
+    captions = " ".join(c.value for c in at.caption)
+    assert "shoe.png (28×28 pixels): not inverted (its background is dark)." in captions
+    assert "resized to 28×28" in captions  # the upload tab says what happens to other sizes
+    previews = [c for im in at.get("image") for c in im.captions]  # the padded picture and what the model sees
+    assert "what the model sees: 28×28" in previews and "your picture in grey, padded to a square" in previews
+
+    # any size is accepted: a 40×32 dark drawing on white is padded, shrunk and (auto) inverted
+    drawing = np.ones((32, 40))
+    drawing[8:24, 12:28] = 0
+    at.file_uploader(key="crc_upload_image").set_value(("big.png", H.png_bytes(drawing), "image/png"))
+    at.run()
+    _ok(at)
+    assert not _errors(at)
+    assert any("uploaded image big.png" in s.value for s in at.subheader)
+    note = next(c.value for c in at.caption if c.value.startswith("big.png (40×32 pixels)"))
+    assert "padded to a square" in note and "shrunk to 28×28" in note and "inverted because" in note
+    at.radio(key="crc_invert_mode").set_value("keep").run()
+    _ok(at)
+    assert any(c.value.startswith("big.png (40×32 pixels)") and "inverted" not in c.value for c in at.caption)
+
+    for name, data, expected in (("notes.png", b"hello", "not an image"),
+                                 ("huge.png", _png_header(8000, 6000), "48 megapixels")):
         at.file_uploader(key="crc_upload_image").set_value((name, data, "image/png"))
         at.run()
         _ok(at)
         assert any(expected in e for e in _errors(at)), _errors(at)
         assert at.metric  # the rest of the page still works (on the previously picked image)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares width×height RGB pixels, with (almost) no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 8)) + chunk(b"IEND", b""))
 
 
 def test_certify_reuses_cached_bounds(app_env, monkeypatch):
@@ -262,7 +294,23 @@ def test_hessian_page_shallow_and_deep(app_env):
     at.sidebar.selectbox(key="_w_crc_model_id").set_value("shipped:small-deep.pt").run()
     _ok(at)
     assert _charts(at) == 4  # + Lemma 1 per-layer terms
-    assert "K (Theorem 4)" in _metrics(at)
+    K = float(_metrics(at)["K (Theorem 4)"])
+    # the per-layer chart carries ± each layer's Theorem 4 bound, and they add up to K
+    import base64
+    import json
+
+    def values(y) -> np.ndarray:  # plotly sends numeric arrays as {"dtype": "f8", "bdata": base64}
+        return np.frombuffer(base64.b64decode(y["bdata"]), y["dtype"]) if isinstance(y, dict) else np.asarray(y)
+
+    spec = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    traces = {tr["name"]: values(tr["y"]).astype(float) for tr in spec["data"]}
+    plus, minus = traces["± bound on the term (Thm 4)"], traces["−bound"]
+    assert plus.shape == (2,) and (plus > 0).all() and np.allclose(minus, -plus)
+    assert abs(plus.sum() - K) <= 1e-3 * K  # K is shown with 4 significant digits
+    lo, hi = traces["smallest eigenvalue"], traces["largest eigenvalue"]
+    assert (-plus <= lo).all() and (lo <= hi).all() and (hi <= plus).all()
+    captions = " ".join(c.value for c in at.caption)
+    assert "Theorem 4 bounds each term separately" in captions and "layer 2:" in captions
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -370,8 +418,8 @@ def test_image_from_upload():
     buf = io.BytesIO()
     np.save(buf, (img * 255).astype(np.uint8))
     assert torch.allclose(analysis.image_from_upload(buf.getvalue(), "a.npy"), x, atol=1 / 255)
-    with pytest.raises(DataError, match="28×28"):
-        analysis.image_from_upload(H.png_bytes(np.zeros((10, 10))), "s.png")
+    small = analysis.image_from_upload(H.png_bytes(np.zeros((10, 10))), "s.png")  # any size: resized
+    assert small.shape == (784,) and float(small.abs().max()) == 0
     with pytest.raises(DataError, match="empty"):
         analysis.image_from_upload(b"", "e.png")
 

@@ -251,7 +251,7 @@ def _browser_round(browser, url: str, reference: torch.Tensor, images: list[int]
             out.radii[i] = (float(pg.evaluate(METRIC_JS, "certified radius")), float(reference[i]))
         if evil is not None:  # one Certify user also uploads a non-image while the others work
             pg = cert_pages[0]
-            pg.get_by_role("tab", name="Upload your own 28×28 image").click()
+            pg.get_by_role("tab", name="Upload your own image").click()
             pg.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
                 files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image at all"}])
             pg.get_by_text("is not an image file this app can read").first.wait_for()

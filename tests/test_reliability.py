@@ -306,6 +306,31 @@ def _png(side_w: int, side_h: int | None = None) -> bytes:
     return buf.getvalue()
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A ~70-byte PNG whose header declares width×height RGB pixels, with (almost) no pixel data: decoding it
+    would fail as truncated, so a size message proves the size was checked before decoding."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 8)) + chunk(b"IEND", b""))
+
+
+@functools.cache
+def _photo_jpeg() -> bytes:
+    """A 3000×2000 colour JPEG (a phone photo's size): a gradient with a light disc, ~150 KB."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:2000, 0:3000]
+    rgb = np.stack([xx * 0.08, yy * 0.1, np.full_like(xx, 90)], -1)
+    rgb[(yy - 1000) ** 2 + (xx - 1500) ** 2 < 500 ** 2] = 240
+    buf = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
 def _noise_png() -> bytes:
     """A 28×28 PNG of noise (~900 bytes, so cutting it removes pixel data, not only the end marker)."""
     return H.png_bytes(np.random.default_rng(0).random((28, 28)))
@@ -325,8 +350,7 @@ def _npy_huge_header() -> bytes:
 
 
 IMAGES: dict[str, tuple[str, Callable[[], bytes], str]] = {
-    "png-wrong-size": ("big.png", lambda: _png(40, 32), "28×28"),
-    "png-tiny": ("tiny.png", lambda: _png(1), "28×28"),
+    "png-over-limit": ("huge.png", lambda: _png_header(8000, 6000), "48 megapixels"),
     "pdf-named-png": ("doc.png", lambda: b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "not an image"),
     "text-named-jpg": ("notes.jpg", lambda: b"hello world\n" * 10, "not an image"),
     "svg": ("drawing.png", lambda: b"<svg xmlns='http://www.w3.org/2000/svg' width='28' height='28'/>",
@@ -335,7 +359,8 @@ IMAGES: dict[str, tuple[str, Callable[[], bytes], str]] = {
     "empty-file": ("empty.png", lambda: b"", "empty"),
     "npy-pickled-object": ("obj.npy", lambda: _npy(np.array([{"a": 1}], dtype=object), True), "not a readable"),
     "npy-huge-header": ("huge.npy", _npy_huge_header, "not a readable"),
-    "npy-wrong-shape": ("small.npy", lambda: _npy(np.zeros((10, 10))), "28×28"),
+    "npy-3d": ("stack.npy", lambda: _npy(np.zeros((3, 28, 28))), "2-D array of grey values"),
+    "npy-1d": ("row.npy", lambda: _npy(np.zeros(100)), "2-D array of grey values"),
     "npy-nan": ("nan.npy", lambda: _npy(np.full((28, 28), np.nan)), "finite"),
     "npy-negative": ("neg.npy", lambda: _npy(np.full((28, 28), -3.0)), "[0, 1]"),
     "npy-garbage": ("junk.npy", lambda: b"\x93NUMPY garbage", "not a readable"),
@@ -352,32 +377,78 @@ def test_hostile_image_library(kind):
     assert expected in str(info.value)
 
 
+# sizes that used to be refused ("resize it to 28×28 first") and are now resized like any picture
+ODD_SIZES: dict[str, tuple[str, Callable[[], bytes]]] = {
+    "png-wrong-size": ("big.png", lambda: _png(40, 32)),
+    "png-tiny": ("tiny.png", lambda: _png(1)),
+    "png-long-strip": ("strip.png", lambda: _png(5000, 1)),
+    "npy-small": ("small.npy", lambda: _npy(np.zeros((10, 10)))),
+    "npy-flat-784": ("flat.npy", lambda: _npy(np.zeros((1, 784)))),
+    "jpeg-photo-3000x2000": ("photo.jpg", _photo_jpeg),
+}
+
+
+@pytest.mark.parametrize("kind", list(ODD_SIZES))
+def test_images_of_other_sizes_are_resized(kind):
+    from app_lib.analysis import read_upload
+
+    name, build = ODD_SIZES[kind]
+    u = read_upload(build(), name)
+    assert u.x.shape == (784,) and u.x.dtype == torch.float32
+    assert torch.isfinite(u.x).all() and 0 <= float(u.x.min()) <= float(u.x.max()) <= 1
+    assert u.square.shape[0] == u.square.shape[1] <= 450  # a large picture is reduced before it is padded
+
+
 def test_npy_of_strings_is_a_data_error():
     from app_lib.analysis import image_from_upload
 
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="expected a 2-D array of grey values"):
         image_from_upload(_npy(np.array(["a"] * 784).reshape(28, 28)), "s.npy")
 
 
 def test_decompression_bomb_is_a_data_error():
     from app_lib.analysis import image_from_upload
 
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"40-megapixel limit.*decompression bomb"):
         image_from_upload(_png(14000), "bomb.png")
 
 
-def test_large_png_is_refused_before_decoding():
+def test_large_png_is_refused_before_decoding(monkeypatch):
+    """42 megapixels (a 40 KB blank PNG) is over the 40-megapixel limit: refused from the header, without
+    decoding (PIL's decoder is never called) and without allocating."""
+    from PIL import ImageFile
+
     from app_lib.analysis import image_from_upload
 
-    data = _png(5000)
+    data = _png(7000, 6000)
+
+    def no_decoding(self):
+        raise AssertionError("the picture was decoded before its size was checked")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     tracemalloc.start()
     try:
-        with pytest.raises(DataError, match="28×28"):
+        with pytest.raises(DataError, match="7000×6000 pixels \\(42 megapixels\\); pictures above 40 megapixels"):
             image_from_upload(data, "large.png")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 20e6, f"{peak / 1e6:.0f} MB allocated to refuse a {len(data) / 1e3:.0f} KB upload"
+    assert peak < 5e6, f"{peak / 1e6:.0f} MB allocated to refuse a {len(data) / 1e3:.0f} KB upload"
+    with pytest.raises(DataError, match="48 megapixels"):  # the header alone decides: there are no pixels
+        image_from_upload(_png_header(8000, 6000), "header-only.png")
+
+
+def test_npy_over_the_limit_is_refused_before_loading(monkeypatch):
+    from app_lib.analysis import image_from_upload
+
+    data = _npy(np.zeros((7000, 6000), np.uint8))  # 42 MB, 42 million values
+
+    def no_loading(*_a, **_k):
+        raise AssertionError("np.load called before the size check")
+
+    monkeypatch.setattr(np, "load", no_loading)
+    with pytest.raises(DataError, match="7000×6000 array \\(42 million values\\)"):
+        image_from_upload(data, "big.npy")
 
 
 def test_app_upload_of_every_hostile_image(vault, monkeypatch, tmp_path):
@@ -394,8 +465,9 @@ def test_app_upload_of_every_hostile_image(vault, monkeypatch, tmp_path):
     assert not at.exception
     radius = {m.label: m.value for m in at.metric}["certified radius"]
     cases = [(k, *v) for k, v in IMAGES.items()] + [
-        ("npy-strings", "s.npy", lambda: _npy(np.array(["a"] * 784).reshape(28, 28)), "expected 28×28 numbers"),
+        ("npy-strings", "s.npy", lambda: _npy(np.array(["a"] * 784).reshape(28, 28)), "expected a 2-D array"),
         ("png-bomb", "bomb.png", lambda: _png(14000), "bomb"),
+        ("png-over-limit-real", "large.png", lambda: _png(7000, 6000), "42 megapixels"),
     ]
     for kind, name, build, expected in cases:
         at.file_uploader(key="crc_upload_image").set_value((name, build(), "application/octet-stream"))
@@ -405,6 +477,13 @@ def test_app_upload_of_every_hostile_image(vault, monkeypatch, tmp_path):
         assert _says(errors, expected), (kind, errors)
         m = {x.label: x.value for x in at.metric}
         assert m["certified radius"] == radius, kind  # still the previously picked test image
+    # and a real phone-photo-sized picture afterwards is accepted, shrunk and certified
+    at.file_uploader(key="crc_upload_image").set_value(("photo.jpg", _photo_jpeg(), "image/jpeg"))
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("uploaded image photo.jpg" in s.value for s in at.subheader)
+    assert any(c.value.startswith("photo.jpg (3000×2000 pixels): converted to grey") for c in at.caption)
+    assert float({x.label: x.value for x in at.metric}["certified radius"]) >= 0
 
 
 # ============================================================================================== hostile datasets
