@@ -7,16 +7,15 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
 import torch
 
-from crc_core.bounds import _EPS64, _scaled_sq_norm, _theorem4_parts, spectral_norm_exact
+from crc_core.bounds import theorem4_terms
 from crc_core.errors import CRCError, DataError
 from crc_core.hessian import margin_hessian, margin_hessian_eigh
-from crc_core.models import MLP, require_curvature_model
+from crc_core.models import MLP
 
 # ------------------------------------------------------------------------------------------------ images
 SIDE = 28  # the models take SIDE×SIDE grey images (Fashion-MNIST)
@@ -307,25 +306,13 @@ def theorem4_layer_bounds(model: MLP, y: int, t: int, *, refined: bool = False) 
     :func:`crc_core.bounds.theorem4` for the pair (with ``refined`` alike), including the same round-off allowance;
     r and S come from the same helper as ``theorem4`` uses (exact float64 spectral norms, rounded up).
     """
-    act = require_curvature_model(model)
     C = model.n_classes
     y, t = int(y), int(t)
     if not (0 <= y < C and 0 <= t < C) or y == t:
         raise CRCError(f"Pairs must satisfy 0 <= y, t < {C} and y != t; got ({y}, {t}).")
-    Ws = [W.detach().to(torch.float64) for W in model.weights()]
-    w = (Ws[-1][y] - Ws[-1][t])[None]  # (1, N_{L-1})
-    weights = SimpleNamespace(depth=model.depth, weights=lambda: Ws)
-    r, S = _theorem4_parts(weights, w, act.g, lambda W, _i: spectral_norm_exact(W))
-    slack = 1.0 + 64 * model.depth * _EPS64 * max(W.shape[0] for W in Ws)  # theorem4's round-off allowance
-    out = []
-    for I in range(model.depth - 1):
-        if refined:
-            scale = 1.0 if I == 0 else (act.g * r[I - 1]) ** 2
-            term = act.h * _scaled_sq_norm(Ws[I], S[I]) * scale
-        else:
-            term = act.h * r[I] ** 2 * S[I].max(dim=1).values
-        out.append(float(term[0]) * slack)
-    return np.array(out)
+    dev = model.layers[0].weight.device
+    pair = torch.tensor([y], device=dev), torch.tensor([t], device=dev)
+    return theorem4_terms(model, *pair, refined=refined)[0].cpu().numpy()
 
 
 def pair_matrix(y: torch.Tensor, t: torch.Tensor, values: torch.Tensor, n_classes: int) -> np.ndarray:

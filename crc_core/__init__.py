@@ -21,6 +21,7 @@ from .bounds import (
                      spectral_norm_pi,
                      theorem3,
                      theorem4,
+                     theorem4_terms,
 )
 from .errors import CheckpointError, CRCError, DataError, UnsupportedActivationError
 from .hessian import margin_and_grad, margin_hessian, margin_hessian_eigh, margin_hessian_eigvals, margin_hvp
@@ -33,5 +34,5 @@ __all__ = [
     "CurvatureRegularizer", "DataError", "UnsupportedActivationError", "__version__", "all_pairs",
     "curvature_bounds", "get_activation", "margin_and_grad", "margin_hessian", "margin_hessian_eigh",
     "margin_hessian_eigvals", "margin_hvp", "power_iteration", "spectral_norm_exact", "spectral_norm_pi",
-    "theorem3", "theorem4", "validate_model",
+    "theorem3", "theorem4", "theorem4_terms", "validate_model",
 ]

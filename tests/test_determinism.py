@@ -48,7 +48,13 @@ def test_same_inputs_same_certificates_twice(depth, act, mode, targets):
     b = certify(model, x, y, targets=targets, mode=mode, seed=5)
     _same(a, b)
     c = certify(model, x, y, targets=targets, mode=mode, seed=5, bounds=curvature_bounds(model))
-    _same(a, c)  # a precomputed (cached) bounds table gives the same answer
+    # a precomputed (cached) all-pair table gives the same answer up to round-off: the verified eigenvalue
+    # bounds are computed batched over the pairs asked for, so other pairs in the batch can move the last bits
+    for name in ("pred", "target", "exact"):
+        assert torch.equal(getattr(a, name), getattr(c, name)), name
+    for name in ("radius", "radii", "x_boundary"):
+        torch.testing.assert_close(getattr(a, name).double(), getattr(c, name).double(), rtol=0, atol=1e-12,
+                                   equal_nan=True, msg=name)
 
 
 def test_same_seed_same_training_same_certificates():
