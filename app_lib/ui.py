@@ -2,7 +2,8 @@
 
 Conventions (docs/DESIGN.md §4): shipped models and datasets are cached with ``st.cache_resource`` (read-only,
 never mutate them); the picker's choice lives in ``st.session_state`` so every page sees the same model; one
-heavy job at a time per process (:func:`heavy_lock`); errors become readable ``st.error`` boxes (:func:`guard`).
+heavy job at a time per process (:func:`heavy_lock`; training runs wait in line for it,
+:func:`train_queue`); errors become readable ``st.error`` boxes (:func:`guard`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import streamlit as st
 import torch
 
-from app_lib import registry
+from app_lib import jobs, registry
 from app_lib.registry import ModelRef
 from crc_core.bounds import Bounds, curvature_bounds
 from crc_core.data import Dataset, available_datasets, load_dataset
@@ -62,13 +63,55 @@ def heavy_lock() -> threading.Lock:
     return threading.Lock()
 
 
+@st.cache_resource(show_spinner=False)
+def train_queue() -> jobs.TrainQueue:
+    """The process-wide first-come line of training runs waiting for :func:`heavy_lock` (at most
+    ``jobs.QUEUE_CAPACITY`` waiting)."""
+    return jobs.TrainQueue(heavy_lock())
+
+
+def session_alive() -> Callable[[], bool]:
+    """A check, callable from any thread, that this browser session is still connected to the server.
+
+    A session disconnected for longer than ``server.disconnectedSessionTTL`` is gone for good (the server may drop
+    it); a waiting training job uses this to leave the line (``orphan_after``). Outside a real server (AppTest,
+    bare mode) it always answers True.
+    """
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    session_id = ctx.session_id if ctx is not None else None
+
+    def alive() -> bool:
+        if session_id is None or not runtime.exists():
+            return True
+        return bool(runtime.get_instance().is_active_session(session_id))
+
+    return alive
+
+
+def orphan_after() -> float:
+    """Seconds a waiting job's session may stay disconnected (the server's reconnect window) before it leaves."""
+    try:
+        return float(st.get_option("server.disconnectedSessionTTL"))
+    except Exception:
+        return jobs.ORPHAN_AFTER
+
+
 @contextlib.contextmanager
 def heavy_job(what: str) -> Iterator[None]:
-    """Hold :func:`heavy_lock` for a job that runs in the script; raise a readable CRCError when busy."""
+    """Hold :func:`heavy_lock` for a job that runs in the script; raise a readable CRCError when busy.
+
+    Unlike training runs (which wait in :func:`train_queue`'s line), a job inside the script cannot wait: the
+    script would hold the user's page. It is refused, with the number of runs in the line.
+    """
     lock = heavy_lock()
     if not lock.acquire(timeout=0.5):
-        raise CRCError(f"Another heavy job (e.g. a training run) is using the machine, so {what} has to wait. "
-                       "Try again when it has finished, or stop it on the Train page.")
+        n = len(train_queue())
+        line = f", and {n} training run{'s wait' if n != 1 else ' waits'} in line after it" if n else ""
+        raise CRCError(f"Another heavy job (e.g. a training run) is using the machine{line}, so {what} has to "
+                       "wait. Try again when it has finished, or stop it on the Train page.")
     try:
         yield
     finally:

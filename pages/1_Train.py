@@ -1,5 +1,6 @@
 """Train: small standard / γ-regularized / CRT networks with live curves, a stop button, saved for other pages."""
 
+import time
 from typing import Any
 
 import streamlit as st
@@ -21,7 +22,7 @@ st.title("Train a network")
 st.caption("Train a small fully connected network on 28×28 images and watch its accuracy, curvature bound and "
            "certified accuracy evolve. The result is saved and appears in the model picker of every page.")
 ui.explain(
-    """
+    f"""
 * **Standard** training minimises the cross-entropy only. Its curvature bound K usually grows large, so
   certificates are small.
 * **γ-regularized** adds γ·K to the loss (paper eq. 7): K is the Theorem 4 curvature bound of the margin between the
@@ -33,6 +34,11 @@ ui.explain(
   paper's metric) and against all classes (the guarantee).
 * The defaults (2×[256] softplus, CRT, 3 epochs on the embedded Fashion-MNIST subset) take about a minute on a CPU.
   Stopping keeps the model trained so far.
+* **One run at a time, in line**: the app trains one network at a time for everyone using it. When another run (or
+  a curvature survey) is going, yours *waits in line* and starts by itself when the runs ahead of it have ended; the
+  page shows how many are ahead, and you may look at other pages meanwhile. **Cancel** takes it out of the line
+  (nothing is trained or saved). Each session has at most one run going or waiting, and at most
+  {jobs.QUEUE_CAPACITY} runs can wait at once.
 """
 )
 
@@ -74,7 +80,7 @@ def _save(job: jobs.TrainJob) -> Any:
 
 # ------------------------------------------------------------------------------------------------ settings
 job: jobs.TrainJob | None = st.session_state.get(JOB_KEY)
-busy = job is not None and job.running
+busy = job is not None and job.active  # running or waiting in line: one job per session
 with st.form("train_form", border=True):
     st.markdown("#### Settings")
     c1, c2, c3 = st.columns(3)
@@ -110,22 +116,27 @@ with st.form("train_form", border=True):
         eval_rho = a3.number_input("ρ for the certified accuracy", 0.05, 5.0, D.eval_rho, step=0.05,
                                    key="tr_eval_rho")
         name = st.text_input("Name of the saved model (optional)", key="tr_name", max_chars=40)
-    start = st.form_submit_button("Start training", type="primary", disabled=busy)
+    start = st.form_submit_button("Start training", type="primary", disabled=busy,
+                                  help="Starts at once when the machine is free; otherwise the run waits in line "
+                                       "and starts by itself.")
 
 with ui.guard("Training"):
     if start:
         if busy:
-            raise CRCError("A training run is already going: stop it first.")
+            raise CRCError("Your training run is still waiting in line: cancel it first." if job.waiting else
+                           "Your training run is still going: stop it first (one run per session).")
         config = TrainConfig(dataset=dataset, widths=(int(width),) * (int(depth) - 1), activation=activation,
                              kind=kind, gamma=float(gamma), crt_eps=float(crt_eps), epochs=int(epochs),
                              lr=float(lr), batch_size=int(batch), seed=int(seed), device=str(ui.current_device()),
                              eval_samples=int(eval_samples), eval_rho=float(eval_rho),
                              train_limit=int(limit) or None)
         new = jobs.TrainJob(config, name=name.strip())
-        new.start(ui.heavy_lock(), _save(new))
+        new.start(ui.train_queue(), _save(new), session_alive=ui.session_alive(), orphan_after=ui.orphan_after())
+        if job is not None and job.waiting:  # never orphan a job in the line: the session's job is replaced
+            job.stop()
         st.session_state[JOB_KEY] = new
         st.session_state.pop("crc_train_announced", None)
-        job, busy = new, True
+        st.rerun()  # redraw the form with Start disabled (one job per session) and the live view polling
 
 
 # ------------------------------------------------------------------------------------------------ live view
@@ -142,6 +153,21 @@ def live_view() -> None:
                                                         f"({registry.kind_text(ctx.meta)})"), key="saved_curves")
         return
     st.markdown(f"#### Run: {job.config.describe()}")
+    if job.waiting:
+        c1, c2 = st.columns([5, 1])
+        ahead = job.ahead() or 1
+        c1.info(f"Waiting for {ahead} run{'s' if ahead > 1 else ''} ahead of yours; it starts automatically.",
+                icon=":material/hourglass_top:")
+        c2.button("Cancel", key="tr_stop", on_click=job.stop, help="Leaves the line: nothing is trained or saved.")
+        st.caption(f"In line for {time.time() - job.queued:.0f} s. You can look at other pages meanwhile; the "
+                   "curves appear here when it starts.")
+        return
+    if job.status == "cancelled":
+        st.info(f"Cancelled: your run left the line before it started; nothing was trained or saved. "
+                f"{job.error or ''}".strip(), icon=":material/block:")
+        if busy:
+            st.rerun()  # redraw the form (start enabled)
+        return
     steps = job.step_events()
     last = steps[-1] if steps else None
     text = (f"epoch {last['epoch']}/{job.config.epochs}, step {last['step']}/{last['total_steps']}, "
@@ -176,7 +202,7 @@ def live_view() -> None:
         st.session_state["crc_train_announced"] = str(job.path)
         st.session_state[ui.MODEL_KEY] = f"trained:{job.path.name}"
         st.rerun()  # the whole page: the sidebar picker lists the new model
-    elif busy and not job.running:
+    elif busy and not job.active:
         st.rerun()  # the run ended without a model: redraw the form (start enabled)
 
 

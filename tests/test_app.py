@@ -7,6 +7,8 @@ tested directly at the end.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -368,21 +370,62 @@ def test_train_stop_button_keeps_the_model(app_env):
     assert not at.form_submit_button[0].disabled
 
 
-def test_train_second_run_while_busy_is_refused(app_env):
+def _infos(at: AppTest) -> list[str]:
+    return [i.value for i in at.info]
+
+
+def test_train_runs_wait_in_line_cancel_and_start_by_themselves(app_env):
+    """Three sessions press Start while the first one trains: the second and third wait in line (their position
+    shown, Start disabled: one job per session); cancelling the second takes it out and moves the third up; when
+    the first run ends, the third starts by itself and saves its model. Nothing is refused."""
     first = _page("pages/1_Train.py")
     _set_tiny(first, epochs=100, limit=2000)
     first.form_submit_button[0].click().run()
     _ok(first)
     job = first.session_state["crc_train_job"]
+    others: list[jobs.TrainJob] = []
     try:
-        second = _page("pages/1_Train.py")  # another browser tab / user of the same app process
-        _set_tiny(second)
-        second.form_submit_button[0].click().run()
+        assert job.running, job.status
+        second, third = _page("pages/1_Train.py"), _page("pages/1_Train.py")  # other users of the same process
+        for at in (second, third):
+            _set_tiny(at)
+            at.form_submit_button[0].click().run()
+            _ok(at)
+            assert not _errors(at), _errors(at)
+            others.append(at.session_state["crc_train_job"])
+        j2, j3 = others
+        assert j2.status == j3.status == "waiting"
+        assert (j2.ahead(), j3.ahead()) == (1, 2)
+        assert any("Waiting for 1 run ahead of yours; it starts automatically" in i for i in _infos(second))
+        assert any("Waiting for 2 runs ahead of yours" in i for i in _infos(third))
+        assert third.form_submit_button[0].disabled  # one job per session, waiting included
+        assert third.button(key="tr_stop").label == "Cancel"
+
+        second.button(key="tr_stop").click().run()  # Cancel: out of the line at once, nothing else happens
         _ok(second)
-        assert any("Another heavy job" in e for e in _errors(second))
+        assert j2.status == "cancelled" and j2.wait(5) and j2.path is None
+        assert any("left the line" in i for i in _infos(second)), _infos(second)
+        assert not second.form_submit_button[0].disabled
+        third.run()
+        _ok(third)
+        assert j3.ahead() == 1 and any("Waiting for 1 run ahead of yours" in i for i in _infos(third))
+
+        deadline = time.time() + 60
+        while not job.step_events() and time.time() < deadline:  # a few steps, so the first run saves a model
+            time.sleep(0.1)
+        first.button(key="tr_stop").click().run()
+        _ok(first)
+        assert job.wait(60) and job.status == "stopped" and job.path is not None
+        assert j3.wait(TIMEOUT) and j3.status == "done", (j3.status, j3.error)
+        assert j3.started >= job.finished and j3.path is not None
+        third.run()
+        _ok(third)
+        assert any("Finished" in s.value for s in third.success)
+        assert sorted(p.name for p in app_env.glob("*.pt")) == sorted([job.path.name, j3.path.name])
     finally:
-        job.stop()
-        assert job.wait(60)
+        for j in (job, *others):
+            j.stop()
+            assert j.wait(60)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -434,26 +477,155 @@ def test_margin_line_matches_the_model():
     assert line.s[0] == 0 and abs(line.s[-1] - 2.0) < 1e-6
 
 
-def test_train_job_stop_and_lock_release(tmp_path):
-    import threading
+TINY = TrainConfig(widths=(8,), kind="standard", epochs=1, train_limit=300, eval_samples=0, device="cpu")
 
-    lock = threading.Lock()
+
+class _Saver:
+    """A save function for TrainJob that records what it saved (and can be held back with ``gate``)."""
+
+    def __init__(self, folder: Path, name: str, gate=None) -> None:
+        self.folder, self.name, self.gate, self.results = folder, name, gate, []
+
+    def __call__(self, result):
+        if self.gate is not None:
+            assert self.gate.wait(60)
+        self.results.append(result)
+        path = self.folder / f"{self.name}.pt"
+        path.write_bytes(b"model")
+        return path
+
+
+def _line(capacity: int = jobs.QUEUE_CAPACITY):
+    return jobs.TrainQueue(threading.Lock(), capacity=capacity, poll=0.05)
+
+
+def _until(cond, timeout: float = 30) -> bool:
+    deadline = time.time() + timeout
+    while not cond() and time.time() < deadline:
+        time.sleep(0.02)
+    return cond()
+
+
+def test_train_job_stop_and_lock_release(tmp_path):
+    q = _line()
     cfg = TrainConfig(widths=(8,), kind="standard", epochs=50, train_limit=500, eval_samples=0, device="cpu")
     job = jobs.TrainJob(cfg, name="t")
-    saved = []
-
-    def save(result):
-        saved.append(result)
-        return tmp_path / "m.pt"
-
-    job.start(lock, save)
-    with pytest.raises(CRCError, match="Another heavy job"):
-        jobs.TrainJob(cfg).start(lock, save)
-    deadline = time.time() + 30
-    while not job.step_events() and time.time() < deadline:
-        time.sleep(0.05)
+    save = _Saver(tmp_path, "m")
+    job.start(q, save)
+    assert job.running and q.current is job
+    with pytest.raises(CRCError, match="already started"):
+        job.start(q, save)
+    assert _until(lambda: bool(job.step_events()))
     job.stop()
     assert job.wait(30)
-    assert job.status == "stopped" and saved and saved[0].stopped
-    assert lock.acquire(blocking=False)  # released by the worker
-    lock.release()
+    assert job.status == "stopped" and save.results and save.results[0].stopped
+    assert q.current is None and q.lock.acquire(blocking=False)  # released by the worker
+    q.lock.release()
+
+
+def test_two_jobs_back_to_back_the_second_waits_then_runs(tmp_path):
+    q, gate = _line(), threading.Event()
+    first, second = jobs.TrainJob(TINY, name="a"), jobs.TrainJob(TINY, name="b")
+    s1, s2 = _Saver(tmp_path, "a", gate), _Saver(tmp_path, "b")
+    first.start(q, s1)  # its save waits for the gate, so it holds the machine while we look
+    second.start(q, s2)
+    try:
+        assert first.running and first.ahead() is None
+        assert second.status == "waiting" and second.waiting and second.active and not second.running
+        assert second.ahead() == 1 and q.waiting() == [second] and len(q) == 1
+        time.sleep(0.3)  # several polls: it keeps waiting while the lock is held
+        assert second.status == "waiting" and not second.step_events()
+    finally:
+        gate.set()
+    assert first.wait(60) and first.status == "done", first.error
+    assert second.wait(60) and second.status == "done", second.error
+    assert second.started >= first.finished > 0
+    assert len(s1.results) == len(s2.results) == 1
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["a.pt", "b.pt"]
+    assert not q.waiting() and q.current is None and not q.lock.locked()
+
+
+def test_cancel_a_waiting_job_and_the_next_moves_up(tmp_path):
+    """Four runs wait while another heavy job holds the machine; the second is cancelled (out of the line at once,
+    the ones behind move up); when the machine frees, the other three run one at a time in the order they came."""
+    q = _line()
+    assert q.lock.acquire()  # another heavy job (e.g. a curvature survey) holds the machine
+    line = [jobs.TrainJob(TINY, name=n) for n in "abcd"]
+    savers = [_Saver(tmp_path, n) for n in "abcd"]
+    try:
+        for j, s in zip(line, savers):
+            j.start(q, s)
+        a, b, c, d = line
+        assert [j.status for j in line] == ["waiting"] * 4 and [j.ahead() for j in line] == [1, 2, 3, 4]
+        b.stop()  # Cancel: out of the line at once
+        assert b.status == "cancelled" and b.ahead() is None and not b.active
+        assert q.waiting() == [a, c, d] and (c.ahead(), d.ahead()) == (2, 3)
+        assert b.wait(5)  # its worker ends on its own
+    finally:
+        q.lock.release()
+    for j in (a, c, d):
+        assert j.wait(60) and j.status == "done", j.error
+    assert a.finished <= c.started and c.finished <= d.started  # first come, first served, one at a time
+    assert [len(s.results) for s in savers] == [1, 0, 1, 1]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["a.pt", "c.pt", "d.pt"]
+    assert b.status == "cancelled" and not q.waiting() and not q.lock.locked()
+
+
+def test_an_exception_in_a_run_releases_the_lock_for_the_next(tmp_path, monkeypatch):
+    real, gate = jobs.train, threading.Event()
+
+    def flaky(config, **kw):
+        if config.seed == 13:
+            assert gate.wait(60)
+            raise RuntimeError("boom")
+        return real(config, **kw)
+
+    monkeypatch.setattr(jobs, "train", flaky)
+    q = _line()
+    first = jobs.TrainJob(dataclasses.replace(TINY, seed=13))
+    second = jobs.TrainJob(TINY)
+    s1, s2 = _Saver(tmp_path, "first"), _Saver(tmp_path, "second")
+    first.start(q, s1)
+    second.start(q, s2)
+    assert second.status == "waiting"
+    gate.set()
+    assert first.wait(30) and first.status == "error" and "RuntimeError: boom" in first.error
+    assert second.wait(60) and second.status == "done", second.error
+    assert not s1.results and len(s2.results) == 1 and not q.lock.locked()
+
+
+def test_the_line_is_capped_with_a_clear_message(tmp_path):
+    q = _line(capacity=2)
+    assert q.lock.acquire()
+    line, extra = [jobs.TrainJob(TINY) for _ in range(2)], jobs.TrainJob(TINY)
+    try:
+        for j in line:
+            j.start(q, _Saver(tmp_path, "x"))
+        with pytest.raises(CRCError, match=r"line for training is full: 2 runs are already waiting .*at most 2"):
+            extra.start(q, _Saver(tmp_path, "x"))
+        assert extra.status == "created" and q.waiting() == line
+        line[0].stop()  # a place frees up: the next one is accepted
+        extra.start(q, _Saver(tmp_path, "x"))
+        assert q.waiting() == [line[1], extra]
+    finally:
+        for j in (*line, extra):
+            j.stop()
+        q.lock.release()
+    assert all(j.wait(10) and j.status == "cancelled" for j in (*line, extra))
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_a_waiting_job_whose_session_is_gone_leaves_the_line(tmp_path):
+    q = _line()
+    assert q.lock.acquire()
+    gone, kept = jobs.TrainJob(TINY), jobs.TrainJob(TINY)
+    try:
+        gone.start(q, _Saver(tmp_path, "gone"), session_alive=lambda: False, orphan_after=0.2)
+        kept.start(q, _Saver(tmp_path, "kept"), session_alive=lambda: True, orphan_after=0.2)
+        assert kept.ahead() == 2
+        assert gone.wait(10) and gone.status == "cancelled" and "session" in gone.error
+        assert q.waiting() == [kept] and kept.ahead() == 1
+    finally:
+        q.lock.release()
+    assert kept.wait(60) and kept.status == "done", kept.error
+    assert [p.name for p in tmp_path.glob("*.pt")] == ["kept.pt"]
