@@ -1,8 +1,11 @@
-"""Shared logic of the Streamlit app (pages stay thin; see docs/DESIGN.md section 4).
+"""Streamlit-side helpers of the app (pages import them; crc_core never does).
 
-- registry: where models come from (shipped, trained in the app, uploaded); no Streamlit.
-- analysis: small computations around crc_core for the pages (uploaded images, margin lines, spectra).
-- jobs: a training run in a worker thread with progress events and a real stop button; no Streamlit.
-- ui: Streamlit glue: page set-up and shared sidebar (model picker, device, dataset), caches, the heavy-job
-  lock, readable errors.
+Importing the whole ``crc_core`` package here, before any page touches one of its submodules, matters: Streamlit
+runs each browser session's script in its own thread, and two sessions opening their first pages at once would
+otherwise import ``crc_core.bounds`` in one thread while another is still running ``crc_core/__init__`` — Python
+then hands out a partially initialised module ("cannot import name 'Bounds' from partially initialized module"),
+or detects a deadlock. A plain ``import crc_core`` waits for a package another thread is initialising; importing
+a submodule while the package itself is half-initialised does not. Every page imports ``app_lib`` first.
 """
+
+import crc_core  # noqa: F401  (whole package first; see above)
