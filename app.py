@@ -80,16 +80,17 @@ with c2:
 
 st.divider()
 st.markdown("#### The tools")
-p1, p2, p3, p4 = st.columns(4)
-with p1:
-    st.page_link("pages/1_Train.py", label="Train", icon=":material/model_training:")
-    st.caption("Train a small network (standard, γ-regularized or CRT) with live curves; stop any time.")
-with p2:
-    st.page_link("pages/2_Certify.py", label="Certify", icon=":material/verified_user:")
-    st.caption("Pick a test image: its certified radius, closest boundary point, and an attack at ρ.")
-with p3:
-    st.page_link("pages/3_Curvature.py", label="Curvature", icon=":material/monitoring:")
-    st.caption("Curvature bounds K_ub vs the curvature measured at test images K_lb, per class pair.")
-with p4:
-    st.page_link("pages/4_Hessian.py", label="Hessian", icon=":material/scatter_plot:")
-    st.caption("All eigenvalues of the margin Hessian at one image, against the global bounds.")
+TOOLS = (
+    ("pages/1_Train.py", "Train", ":material/model_training:",
+     "Train a small network (standard, γ-regularized or CRT) with live curves; stop any time."),
+    ("pages/2_Certify.py", "Certify", ":material/verified_user:",
+     "Pick a test image: its certified radius, closest boundary point, and an attack at ρ."),
+    ("pages/3_Curvature.py", "Curvature", ":material/monitoring:",
+     "Curvature bounds K_ub vs the curvature measured at test images K_lb, per class pair."),
+    ("pages/4_Hessian.py", "Hessian", ":material/scatter_plot:",
+     "All eigenvalues of the margin Hessian at one image, against the global bounds."),
+)
+for col, (page, label, icon, text) in zip(st.columns(len(TOOLS)), TOOLS):
+    with col:
+        st.page_link(page, label=label, icon=icon)
+        st.caption(text)

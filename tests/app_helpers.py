@@ -6,9 +6,17 @@ temporary folders so they never depend on (or write to) the repository's assets/
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +92,46 @@ def png_bytes(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def streamlit_server(models: Path, runs: Path, log_path: Path, *, start_timeout: float = 90.0
+                     ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`streamlit run app.py` on a free local port with ``models`` / ``runs`` folders and 1 torch thread; yields
+    (url, process) once the health endpoint answers, and stops the server afterwards. Fails the test when the
+    server exits or does not answer within ``start_timeout`` seconds (its output is in ``log_path``)."""
+    import pytest
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, CRC_MODELS_DIR=str(models), CRC_RUNS_DIR=str(runs), CRC_TORCH_THREADS="1",
+               OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+             str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + start_timeout
+            while not healthy(url):
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"streamlit did not start (exit code {proc.poll()}); see {log_path}")
+                time.sleep(0.3)
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def healthy(url: str) -> bool:
+    """True when the Streamlit server at ``url`` answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as r:
+            return r.read().strip() == b"ok"
+    except OSError:
+        return False

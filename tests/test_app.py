@@ -30,15 +30,6 @@ from crc_core.train import TrainConfig
 TIMEOUT = 120
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: tiny per-image ops are much faster than with 2 contending threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def app_env(monkeypatch, tmp_path) -> Path:
     """Shipped models: the small test checkpoints; trained models: a fresh folder (returned)."""

@@ -8,13 +8,8 @@ and saves one screenshot per page into test-artifacts/screenshots/. Skipped clea
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,45 +28,12 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Pyt
 import app_helpers as H  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     models = H.SHIPPED if any(H.SHIPPED.glob("*.pt")) else H.model_dir()
     runs = tmp_path_factory.mktemp("runs")
-    port = _free_port()
-    env = dict(os.environ, CRC_MODELS_DIR=str(models), CRC_RUNS_DIR=str(runs), CRC_TORCH_THREADS="1",
-               PYTHONPATH=str(H.REPO), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    log = (tmp_path_factory.mktemp("log") / "streamlit.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
-         str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-        cwd=H.REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"streamlit did not start (exit code {proc.poll()}); see {log.name}")
-            time.sleep(0.3)
+    with H.streamlit_server(models, runs, tmp_path_factory.mktemp("log") / "streamlit.log") as (url, _proc):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,8 @@ docs/reliability.md.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,39 +165,8 @@ def server(tmp_path_factory):
         pytest.skip("Chromium is not installed at /usr/bin/chromium")
     pytest.importorskip("playwright.sync_api")
     runs = tmp_path_factory.mktemp("runs")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, CRC_MODELS_DIR=str(H.model_dir()), CRC_RUNS_DIR=str(runs), CRC_TORCH_THREADS="1",
-               OMP_NUM_THREADS="1", PYTHONPATH=str(H.REPO), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    log = (tmp_path_factory.mktemp("log") / "streamlit.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--server.fileWatcherType", "none"],
-                            cwd=H.REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while not _healthy(url):
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"streamlit did not start; see {log.name}")
-            time.sleep(0.3)
+    with H.streamlit_server(H.model_dir(), runs, tmp_path_factory.mktemp("log") / "streamlit.log") as (url, proc):
         yield url, proc.pid, runs
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as r:
-            return r.read().strip() == b"ok"
-    except OSError:
-        return False
 
 
 def _idle(pg) -> None:
@@ -318,7 +282,7 @@ def test_three_browser_sessions_at_once(server, reference_radii, tmp_path):
     finally:
         sampler.done.set()
     _check_round(r, 1)
-    assert _healthy(url)
+    assert H.healthy(url)
     assert len(list(runs.glob("*.pt"))) == n_before + 1
     assert r.rss_peak < 3000
 
@@ -350,7 +314,7 @@ def test_ten_browser_sessions_at_once(server, reference_radii, tmp_path):
     for r in rounds:
         _check_round(r, 3)
         assert r.queued >= 1  # three pressed Start together: the later ones were shown waiting in line
-    assert _healthy(url)
+    assert H.healthy(url)
     assert not evil.exists()
     assert len(list(runs.glob("*.pt"))) == n_before + 6
     for k, r in enumerate(rounds, 1):

@@ -13,15 +13,6 @@ from crc_core.errors import CRCError
 from crc_core.hessian import margin_hessian_eigvals
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matrices: one torch thread avoids oversubscription on small shared CI machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("depth", [2, 3])
 def test_power_iteration_matches_exact_max_abs_eigenvalue(depth):
     model = small_model(depth, "softplus", trained=True)
