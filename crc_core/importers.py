@@ -148,6 +148,26 @@ def _rebuild_parameter_stub(data: Any, *_rest: Any) -> Any:
     return data
 
 
+def _encode_stub(text: Any, encoding: str = "latin1") -> bytes:
+    """Stand-in for _codecs.encode (how protocol-2 pickles spell bytes): a bytes value, nothing more."""
+    return str(text).encode("latin1", errors="replace")
+
+
+# Everything a scanned pickle may refer to: plain containers and inert stand-ins for torch's rebuild functions.
+# (A subset of torch's weights_only list: no tensor subclasses, no quantization, no bytearray(n) allocations.)
+_INERT_GLOBALS: dict[str, Any] = {
+    "collections.OrderedDict": collections.OrderedDict,
+    "collections.Counter": collections.Counter,
+    "builtins.set": set,
+    "_codecs.encode": _encode_stub,
+    "torch.Size": lambda dims=(): tuple(dims),
+    "torch.device": lambda *args: str(args),
+    "torch._utils._rebuild_tensor_v2": _rebuild_tensor_stub,
+    "torch._utils._rebuild_parameter": _rebuild_parameter_stub,
+    "torch._utils._rebuild_parameter_with_state": _rebuild_parameter_stub,
+}
+
+
 class _ScanUnpickler(pickle.Unpickler):
     """Unpickles a torch pickle with inert stand-ins: tensors become shapes, storages become size records.
 
@@ -160,13 +180,10 @@ class _ScanUnpickler(pickle.Unpickler):
         self._on_storage = on_storage
 
     def find_class(self, module: str, name: str) -> Any:
+        module = "builtins" if module == "__builtin__" else module  # protocol 2 spells it the Python 2 way
         full = f"{module}.{name}"
-        if full == "collections.OrderedDict":
-            return collections.OrderedDict
-        if full == "torch._utils._rebuild_tensor_v2":
-            return _rebuild_tensor_stub
-        if full == "torch._utils._rebuild_parameter":
-            return _rebuild_parameter_stub
+        if full in _INERT_GLOBALS:
+            return _INERT_GLOBALS[full]
         if module == "torch" and name in _ITEMSIZE:
             return _StorageType(_ITEMSIZE[name])
         if module == "torch" and name in _DTYPE_ITEMSIZE:

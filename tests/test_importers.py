@@ -108,6 +108,22 @@ def test_sequential_layout_with_activation_gaps_and_prefixes(tmp_path: Path) -> 
     assert foreign.describe().startswith("784-20-12-10 (3 Linear layers")
 
 
+def test_a_training_checkpoint_with_parameters_and_optimizer_state_is_read(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(784, 12), nn.Tanh(), nn.Linear(12, 10))
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.rand(2, 784)).sum().backward()
+    opt.step()
+    payload = {"model": dict(net.named_parameters()), "optimizer": opt.state_dict(), "epoch": 3,
+               "input_shape": torch.Size([1, 28, 28]), "tag": b"run-7", "seen": {1, 2}, "device": torch.device("cpu")}
+    torch.save(payload, tmp_path / "train_state.pt")
+    model, meta = import_model(tmp_path / "train_state.pt", activation="tanh", dataset="mnist")
+    x = torch.rand(3, 784)
+    assert torch.equal(model(x), net(x))
+    assert meta["source"]["wrapper_key"] == "model"
+    assert "optimizer" in meta["source"]["ignored_entries"]
+
+
 def test_numbered_names_sort_numerically_and_unnumbered_names_chain_by_shape(tmp_path: Path) -> None:
     dims = [784, 9, 8, 7, 6, 5, 4, 3, 2, 11, 10]  # 10 layers: layers.10 must come after layers.9
     sd = {}
@@ -159,6 +175,10 @@ def test_arguments_override_the_name_and_the_name_is_checked(tmp_path: Path) -> 
         import_model(tmp_path / "weights.pt", dataset="mnist")
     with pytest.raises(CheckpointError, match="dataset"):
         import_model(tmp_path / "weights.pt", activation="softplus")
+    with pytest.raises(CheckpointError, match="swish"):
+        import_model(tmp_path / "weights.pt", activation="swish", dataset="mnist")
+    with pytest.raises(CheckpointError, match="not supported"):
+        import_model(tmp_path / "weights.pt", activation="softplus", dataset="cifar10")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,7 +289,21 @@ def test_a_pickle_carrying_code_is_refused_without_running_it(tmp_path: Path) ->
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("forge", ["zip-storage", "zip-view", "legacy"])
+def claim_record_size(path: Path, record: str, size: int) -> None:
+    """Patch the zip's central directory so ``record`` claims ``size`` uncompressed bytes (< 4 GiB)."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"PK\x01\x02")  # the first central directory header
+    while True:
+        name_len = int.from_bytes(data[at + 28:at + 30], "little")
+        if data[at + 46:at + 46 + name_len] == record.encode():
+            data[at + 24:at + 28] = size.to_bytes(4, "little")
+            break
+        extra_len, comment_len = (int.from_bytes(data[at + o:at + o + 2], "little") for o in (30, 32))
+        at = data.index(b"PK\x01\x02", at + 46 + name_len + extra_len + comment_len)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("forge", ["zip-storage", "zip-view", "zip-record", "legacy"])
 def test_a_header_claiming_a_10gb_tensor_is_refused_before_loading(tmp_path: Path, monkeypatch, forge) -> None:
     src = tmp_path / "huge.pt"
     big = 50_000  # 50000 x 50000 float32 = 10 GB
@@ -279,6 +313,10 @@ def test_a_header_claiming_a_10gb_tensor_is_refused_before_loading(tmp_path: Pat
     elif forge == "zip-view":  # a small storage viewed with zero strides as a 10 GB tensor
         write_forged_zip(src, 16, (big, big), (0, 0), record=64)
         match = f"more than the import limit of {MAX_IMPORT_BYTES:,}"
+    elif forge == "zip-record":  # the archive's directory says the record holds 4 GB
+        write_forged_zip(src, 16, (4, 4), (4, 1), record=64)
+        claim_record_size(src, "archive/data/0", 0xFFFF0000)
+        match = "claiming more than"
     else:
         write_forged_legacy(src, big * big)
         match = "declare 10,000,000,000 bytes, more than the file's"
