@@ -21,6 +21,14 @@ Then the layout is recognised (:func:`inspect_foreign`), checked against the dat
 written with :func:`crc_core.checkpoints.save_checkpoint` (:func:`import_checkpoint`), with a run record saying
 where it came from (``metadata["source"]``: file name, SHA-256, original key names, parsed name fields).
 Every refusal is a :class:`~crc_core.errors.CheckpointError` (a ValueError) naming the problem; nothing is written.
+
+Example::
+
+    from crc_core.importers import import_checkpoint, inspect_foreign
+    inspect_foreign("mnist_2_softplus_L2_1.58_EIGEN_0.005").describe()   # '784-1024-10 (2 Linear layers: fc1, fc2)'
+    result = import_checkpoint("mnist_2_softplus_L2_1.58_EIGEN_0.005", "runs/official.pt")  # name gives the rest
+    result = import_checkpoint("my_net.pth", "runs/mine.pt", activation="tanh", dataset="fashion-mnist")
+    print("\\n".join(result.summary_lines()))                                # what a CLI shows
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from typing import Any
 import torch
 
 from .checkpoints import FORMAT_TAG, save_checkpoint
+from .data import FASHION_MNIST_CLASSES, MNIST_CLASSES
 from .errors import CheckpointError, CRCError
 from .models import MLP
 
@@ -70,8 +79,9 @@ MAX_PICKLE_BYTES = 16 << 20
 # A state dict has a handful of records per layer; a zip with more entries than this is not one.
 MAX_ZIP_ENTRIES = 10_000
 
-# (input size, number of classes) of each dataset a model can be imported for: 28x28 grey images, 10 classes.
-DATASET_SHAPES: dict[str, tuple[int, int]] = {"mnist": (784, 10), "fashion-mnist": (784, 10)}
+# (input size, number of classes) of each dataset a model can be imported for: 28x28 grey images (raw pixels).
+DATASET_SHAPES: dict[str, tuple[int, int]] = {"mnist": (28 * 28, len(MNIST_CLASSES)),
+                                              "fashion-mnist": (28 * 28, len(FASHION_MNIST_CLASSES))}
 _DATASET_ALIASES = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist",
                     "embedded": "fashion-mnist", "cifar-10": "cifar10"}
 
