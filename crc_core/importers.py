@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from .activations import CURVATURE_ACTIVATIONS
 from .checkpoints import FORMAT_TAG, save_checkpoint
 from .data import FASHION_MNIST_CLASSES, MNIST_CLASSES
 from .errors import CheckpointError, CRCError
@@ -741,7 +742,12 @@ class ImportResult:
         if f.hints is not None:
             lines.append(f"Name fields: {f.hints.as_dict()}")
         if f.ignored:
-            lines.append(f"Ignored non-tensor entries: {', '.join(f.ignored)}")
+            lines.append(f"Ignored entries: {', '.join(f.ignored)}")
+        if f.dtype != "torch.float32":
+            lines.append(f"Note: the weights were {f.dtype}, stored as float32; certificates are for the stored model.")
+        if self.model.activation_name not in CURVATURE_ACTIVATIONS:
+            lines.append(f"Note: {self.model.activation_name} has no curvature bound; this model can be evaluated "
+                         "and attacked but not certified with CRC.")
         lines.append(f"Wrote {self.path} ({self.model.describe()}, name {self.metadata['name']!r})")
         return lines
 

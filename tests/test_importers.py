@@ -147,6 +147,15 @@ def test_legacy_torch_format_is_read(tmp_path: Path) -> None:
     assert meta["source"]["container"] == "legacy"
 
 
+def test_summary_notes_rounded_weights_and_uncertifiable_activations(tmp_path: Path) -> None:
+    sd = {k: v.double() for k, v in official_state_dict([784, 16, 10]).items()}
+    torch.save(sd, tmp_path / "mnist_2_relu")
+    result = import_checkpoint(tmp_path / "mnist_2_relu", tmp_path / "ours.pt")
+    lines = "\n".join(result.summary_lines())
+    assert "torch.float64, stored as float32" in lines and "relu has no curvature bound" in lines
+    assert result.metadata["source"]["original_dtype"] == "torch.float64"
+
+
 def test_official_names_are_parsed() -> None:
     h = parse_official_name(f"/some/dir/{OFFICIAL}")
     assert h is not None
