@@ -278,10 +278,12 @@ def _scan_zip(path: Path, data: bytes) -> tuple[Any, int]:
         bad = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
         big = [n for n, s in sizes.items() if s > MAX_IMPORT_BYTES]
         pkls = [n for n in sizes if n.count("/") == 1 and n.endswith("/data.pkl")]
-        if bad or big or len(pkls) != 1:
-            problem = (f"compressed entries {bad[:3]}" if bad else f"entries claiming more than "
-                       f"{MAX_IMPORT_BYTES:,} bytes: {big[:3]}" if big else "no single <archive>/data.pkl")
-            raise CheckpointError(f"{path} is not a PyTorch archive torch.save could have written ({problem}).")
+        problems = [f"compressed entries {bad[:3]}"] if bad else []
+        problems += [f"entries claiming more than {MAX_IMPORT_BYTES:,} bytes: {big[:3]}"] if big else []
+        problems += ["no single <archive>/data.pkl"] if len(pkls) != 1 else []
+        if problems:
+            raise CheckpointError(f"{path} is not a PyTorch archive torch.save could have written "
+                                  f"({'; '.join(problems)}).")
         root = pkls[0][: -len("data.pkl")]
         if sizes[pkls[0]] > MAX_PICKLE_BYTES:
             raise CheckpointError(f"{path}: its pickle is {sizes[pkls[0]]:,} bytes, too large for a state dict.")
@@ -395,7 +397,7 @@ class NameHints:
         return d
 
 
-_NAME_RE = re.compile(r"^(?P<dataset>[a-z0-9_-]+?)_(?P<depth>\d+)_(?P<activation>[a-z][a-z_]*?)(?:_(?P<rest>.+))?$",
+_NAME_RE = re.compile(r"^(?P<dataset>[a-z0-9_-]+?)_(?P<depth>\d+)_(?P<activation>[a-z]+)(?:_(?P<rest>.+))?$",
                       re.IGNORECASE)
 
 
@@ -422,15 +424,16 @@ def parse_official_name(name: str | os.PathLike[str]) -> NameHints | None:
         return None
     hints: dict[str, Any] = {"stem": stem, "dataset": normalize_dataset(m["dataset"]), "depth": int(m["depth"]),
                              "activation": m["activation"].lower()}
-    tokens = (m["rest"] or "").split("_") if m["rest"] else []
+    tokens = m["rest"].split("_") if m["rest"] else []
     extra: list[tuple[str, str]] = []
     for label, value in itertools.zip_longest(tokens[::2], tokens[1::2], fillvalue=""):
         try:
             number = float(value)
         except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
             extra.append((label, value))
-            continue
-        if re.fullmatch(r"L(\d+|INF)", label, re.IGNORECASE) and "attack_norm" not in hints:
+        elif re.fullmatch(r"L(\d+|INF)", label, re.IGNORECASE) and "attack_norm" not in hints:
             hints.update(attack_norm=label.upper(), attack_eps=number)
         elif label.upper() in ("EIGEN", "CURVATURE", "CRT") and "regularizer" not in hints:
             hints.update(regularizer=label.upper(), gamma=number)

@@ -165,8 +165,8 @@ def test_official_names_are_parsed() -> None:
     assert h is not None and (h.dataset, h.depth, h.activation, h.gamma) == ("fashion-mnist", 3, "sigmoid", 0.01)
     h = parse_official_name("fashion_mnist_4_tanh")
     assert h is not None and (h.dataset, h.depth, h.gamma, h.extra) == ("fashion-mnist", 4, None, ())
-    h = parse_official_name("mnist_2_softplus_FOO_bar")
-    assert h is not None and h.extra == (("FOO", "bar"),)
+    h = parse_official_name("mnist_2_softplus_FOO_bar_EIGEN_nan_L2_0.5")
+    assert h is not None and h.extra == (("FOO", "bar"), ("EIGEN", "nan")) and (h.gamma, h.attack_eps) == (None, 0.5)
     for other in ("my_model.pt", "model_1_final.pt", "mnist.pt", "checkpoint_best"):
         assert parse_official_name(other) is None, other
 
