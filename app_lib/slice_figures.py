@@ -22,6 +22,9 @@ __all__ = ["CIRCLE_POINTS", "SLICE_CAPTION", "class_colorscale", "slice_figure",
 
 CIRCLE_POINTS = 241  # vertices of the drawn circles: smooth at any zoom, the radius exact at every vertex
 BALL_FILL = "rgba(44,160,44,0.15)"  # the cartoon's certified-ball fill
+# x_b with a margin above this is not called a boundary point: the certifier's own "on the boundary" test accepts
+# |f| ≤ 1e-5·(1 + |f(x0)|), and logit margins of these nets are O(1–10).
+XB_ON_BOUNDARY = 1e-3
 SLICE_CAPTION = ("A slice through the image x0: the plane spanned by the direction to the closest boundary point "
                  "x_b and the chosen second direction, coloured by the class the model predicts. The certificate "
                  "holds in all 784 directions at once; a slice shows two of them. So the green disc (the certified "
@@ -56,7 +59,10 @@ def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool,
         raise ValueError(f"The slice has classes up to {int(classes.max())}, but {len(names)} class names were given.")
     r, xb = float(s.radius), tuple(float(v) for v in s.xb_ab)
     ball = f"certified ball, r = {r:.3f}" if values_in_names else "certified ball (radius r)"
-    near = f"closest boundary point x_b (distance {xb[0]:.3f})" if values_in_names else "closest boundary point x_b"
+    on_boundary = s.xb_margin <= XB_ON_BOUNDARY
+    near = "closest boundary point x_b" if on_boundary else "x_b: the certifier's point (no boundary point found)"
+    if values_in_names:
+        near += f" (distance {xb[0]:.3f})"
     x0_name = f"the image x0 ({names[s.y]})" if values_in_names else "the image x0"
     traces: list[go.BaseTraceType] = [
         go.Heatmap(x=a, y=b, z=classes.astype(np.uint8 if len(names) <= 256 else np.int32),
@@ -85,7 +91,8 @@ def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool,
     traces.append(go.Scatter(x=[xb[0]], y=[xb[1]], mode="markers", showlegend=legend, legendgroup="xb",
                              marker=dict(size=13, color=COLORS["boundary"], symbol="x"),
                              name=near,
-                             hovertemplate=f"x_b, at distance {xb[0]:.3f} from x0<extra></extra>"))
+                             hovertemplate=f"x_b, at distance {xb[0]:.3f} from x0, margin {s.xb_margin:.2g}"
+                                           "<extra></extra>"))
     return traces
 
 

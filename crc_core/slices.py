@@ -46,9 +46,10 @@ class DecisionSlice:
     a (G,), b (G,): in-plane coordinates (L2 distance along u and v, pixels in [0, 1]); grid point [i, j] is
     x0 + a[j]·u + b[i]·v (rows follow b, columns follow a, as an image / a Plotly heatmap expects).
     classes (G, G) int64: the predicted class; margin (G, G) float64: z_y − max_{j≠y} z_j, > 0 where y still wins.
-    x0_ab = (0, 0); xb_ab = (‖x_b − x0‖, 0); y: the class at x0; radius: the certified radius r and rho the attack
-    budget ρ, both passed through (rho may be None); u, v (D,) float64: the orthonormal axes; second: how v was
-    chosen (a label for captions).
+    x0_ab = (0, 0); xb_ab = (‖x_b − x0‖, 0); xb_margin: the margin at x_b itself (≈ 0 for a boundary point, > 0 when
+    the certifier found none and x_b is only its dual point); y: the class at x0; radius: the certified radius r and
+    rho the attack budget ρ, both passed through (rho may be None); u, v (D,) float64: the orthonormal axes;
+    second: how v was chosen (a label for captions).
     """
 
     a: torch.Tensor
@@ -57,6 +58,7 @@ class DecisionSlice:
     margin: torch.Tensor
     x0_ab: tuple[float, float]
     xb_ab: tuple[float, float]
+    xb_margin: float
     y: int
     radius: float
     rho: float | None
@@ -176,8 +178,10 @@ def decision_slice(model: MLP, x0: torch.Tensor, x_b: torch.Tensor, direction: t
         others = z.clone()
         others[:, yy] = float("-inf")
         margin[sl] = z[:, yy] - others.amax(1)
+    zb = model_logits64(model, (z0 + dist * zu)[None])[0]  # x_b = x0 + dist·u
+    xb_margin = float(zb[yy] - torch.cat([zb[:yy], zb[yy + 1:]]).max())
     return DecisionSlice(ax, ax.clone(), classes.reshape(grid, grid), margin.reshape(grid, grid), (0.0, 0.0),
-                         (dist, 0.0), yy, r, rh, u, v, second)
+                         (dist, 0.0), xb_margin, yy, r, rh, u, v, second)
 
 
 def slice_from_certificate(model: MLP, x0: torch.Tensor, cert: CertificateBatch, *, index: int = 0,

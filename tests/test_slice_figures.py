@@ -19,15 +19,16 @@ NAMES = [f"class {k}" for k in range(10)]
 MODEL = Path(__file__).resolve().parents[1] / "assets" / "models" / "crt-2x256.pt"
 
 
-def _toy_slice(radius: float = 0.8, rho: float | None = 0.5, grid: int = 31) -> DecisionSlice:
+def _toy_slice(radius: float = 0.8, rho: float | None = 0.5, grid: int = 31, xb_margin: float = 0.0
+              ) -> DecisionSlice:
     """Class 3 left of the line a = 1, class 7 right of it; margin 1 − a."""
     ax = torch.linspace(-2.0, 2.0, grid, dtype=torch.float64)
     A = ax[None, :].expand(grid, grid)
     margin = 1.0 - A
     classes = torch.where(margin > 0, 3, 7).long()
     e = torch.eye(4, dtype=torch.float64)
-    return DecisionSlice(ax, ax.clone(), classes, margin, (0.0, 0.0), (1.0, 0.0), 3, radius, rho, e[0], e[1],
-                         "random")
+    return DecisionSlice(ax, ax.clone(), classes, margin, (0.0, 0.0), (1.0, 0.0), xb_margin, 3, radius, rho, e[0],
+                         e[1], "random")
 
 
 def _named(fig, start: str) -> list:
@@ -61,6 +62,12 @@ def test_single_slice_figure_has_every_part():
     np.testing.assert_allclose(np.asarray(heat.customdata, dtype=float), s.margin.numpy(), rtol=1e-6)
     assert fig.layout.yaxis.scaleanchor == "x"  # equal scales: the circles are drawn round
     assert list(fig.layout.coloraxis.colorbar.ticktext) == NAMES
+
+
+def test_x_b_off_the_boundary_is_labelled_so():
+    fig = slice_figure(_toy_slice(xb_margin=0.7), NAMES)
+    assert _named(fig, "x_b: the certifier's point (no boundary point found)")
+    assert not _named(fig, "closest boundary point")
 
 
 def test_no_rho_circle_without_rho():

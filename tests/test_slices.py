@@ -123,6 +123,7 @@ def test_x_b_lies_on_the_zero_contour(setup):
         others = z.clone()
         others[s.y] = float("-inf")
         assert abs(float(z[s.y] - others.max())) < 1e-4  # margin at x_b itself: zero up to the certifier's tolerance
+        assert s.xb_margin == pytest.approx(float(z[s.y] - others.max()), abs=1e-9)
 
 
 def test_degenerate_directions_are_refused(setup):
