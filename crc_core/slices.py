@@ -14,6 +14,7 @@ three vectors of width N1 without ever building the G²×D points (bench/bench_s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Literal
 
 import torch
@@ -32,9 +33,15 @@ SECOND_DIRECTIONS: tuple[str, ...] = ("hessian-top", "hessian-bottom", "pgd", "t
 DEGENERATE_RTOL = 1e-3
 # x_b closer to x0 than this (in L2, pixels in [0, 1]) defines no direction: float64 round-off is ~1e-16 per pixel.
 MIN_BOUNDARY_DISTANCE = 1e-9
+# The logits of x0 must match the certificate's to this tolerance (float32 forward passes of one image may differ in
+# the last bits between batch sizes), or x0 is not the certified image.
+SAME_IMAGE_RTOL = 1e-4
 # Grids from 3×3 (the smallest with a centre point) up to 1001×1001 (~1M forward passes; larger is never needed
 # for a picture a few hundred pixels wide).
 MIN_GRID, MAX_GRID = 3, 1001
+# Default half side of the square, in units of the largest of ‖x_b − x0‖, r and ρ: x_b, both circles and some of
+# the region beyond the boundary stay in view.
+EXTENT = 1.6
 # Grid points per forward chunk: bounds memory to CHUNK·max(N_I) float64 numbers (~64 MiB for width 1024).
 CHUNK = 8192
 
@@ -146,20 +153,20 @@ def decision_slice(model: MLP, x0: torch.Tensor, x_b: torch.Tensor, direction: t
 
     x0, x_b, direction: (D,) (or (1, D)); radius: the certified radius r (≥ 0) and rho the budget ρ, shown as
     circles; y: the class whose margin is drawn (default: the prediction at x0); half_width defaults to
-    1.6 · max(‖x_b − x0‖, r, ρ). Grid odd or even; odd grids contain x0 itself at the centre.
+    EXTENT · max(‖x_b − x0‖, r, ρ). Grid odd or even; odd grids contain x0 itself at the centre.
     """
     require_curvature_model(model)
     D = model.in_dim
     r = _check_nonneg(radius, "The certified radius")
     rh = None if rho is None else _check_nonneg(rho, "ρ")
-    if isinstance(grid, bool) or not isinstance(grid, int) or not MIN_GRID <= grid <= MAX_GRID:
+    if isinstance(grid, bool) or not isinstance(grid, Integral) or not MIN_GRID <= grid <= MAX_GRID:
         raise CRCError(f"The grid size must be an integer in [{MIN_GRID}, {MAX_GRID}], got {grid!r}.")
     u, v = plane_basis(x0, x_b, direction)
     if u.numel() != D:
         raise CRCError(f"The images have {u.numel()} values, the model expects {D}.")
     x = _flat64(x0, "x0")
     dist = float((_flat64(x_b, "x_b") - x).norm())
-    h = 1.6 * max(dist, r, rh or 0.0) if half_width is None else _check_nonneg(half_width, "The half width")
+    h = EXTENT * max(dist, r, rh or 0.0) if half_width is None else _check_nonneg(half_width, "The half width")
     if not h > 0:
         raise CRCError("The slice's half width must be positive.")
     w1, b1 = (p.detach().to("cpu", torch.float64) for p in (model.layers[0].weight, model.layers[0].bias))
@@ -169,6 +176,7 @@ def decision_slice(model: MLP, x0: torch.Tensor, x_b: torch.Tensor, direction: t
         raise CRCError(f"The class y must lie in [0, {model.n_classes - 1}], got {y}.")
     ax = h * (2 * torch.arange(grid, dtype=torch.float64) - (grid - 1)) / (grid - 1)  # exactly 0 at an odd centre
     A, B = ax[None, :].expand(grid, grid).reshape(-1), ax[:, None].expand(grid, grid).reshape(-1)
+    grid = int(grid)
     classes = torch.empty(grid * grid, dtype=torch.long)
     margin = torch.empty(grid * grid, dtype=torch.float64)
     for s in range(0, grid * grid, CHUNK):
@@ -198,6 +206,11 @@ def slice_from_certificate(model: MLP, x0: torch.Tensor, cert: CertificateBatch,
     if not 0 <= i < cert.pred.shape[0]:
         raise CRCError(f"Image index {index} is out of range: the certificate holds {cert.pred.shape[0]} images.")
     y, t = int(cert.pred[i]), int(cert.target[i])
+    w = model.layers[0].weight
+    with torch.no_grad():
+        z = model(_flat64(x0, "x0").to(w)[None])[0]
+    if not torch.allclose(z, cert.logits[i].to(z), rtol=SAME_IMAGE_RTOL, atol=SAME_IMAGE_RTOL):
+        raise CRCError(f"x0 is not image {i} of this certificate (the model's scores differ): pass that image.")
     if t < 0 or not bool(cert.correct[i]):
         raise CRCError("This image is misclassified: it has no certificate, hence no boundary point to draw.")
     other = None

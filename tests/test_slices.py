@@ -170,6 +170,8 @@ def test_bad_input_is_refused(setup):
         second_direction(model, x0, "pgd", y=int(cert.pred[0]))
     with pytest.raises(CRCError, match="boundary point"):
         second_direction(model, x0, "target", y=int(cert.pred[0]))
+    with pytest.raises(CRCError, match="not image 0"):
+        slice_from_certificate(model, x[1], cert, index=0)
     with pytest.raises(CRCError, match="out of range"):
         slice_from_certificate(model, x0, cert, index=N_IMAGES)
     with pytest.raises(CRCError, match="another certified target"):
