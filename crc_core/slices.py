@@ -15,15 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from .attack import pgd_attack
-from .certify import CertificateBatch
 from .errors import CRCError
 from .hessian import margin_hessian_eigh
 from .models import MLP, require_curvature_model
+
+if TYPE_CHECKING:  # only a type: slices reads a certificate's public fields, it never runs the certifier
+    from .certify import CertificateBatch
 
 SecondDirection = Literal["hessian-top", "hessian-bottom", "pgd", "target", "random"]
 SECOND_DIRECTIONS: tuple[str, ...] = ("hessian-top", "hessian-bottom", "pgd", "target", "random")
