@@ -12,7 +12,7 @@ from crc_core.bounds import curvature_bounds
 from crc_core.data import Dataset, load_dataset
 from crc_core.errors import CRCError
 from crc_core.models import MLP
-from crc_core.train import TrainConfig, TrainResult, evaluate, parse_widths, runner_up, train
+from crc_core.train import TrainConfig, TrainResult, epoch_metrics, parse_widths, runner_up, train
 
 STEP_KEYS = {"kind", "step", "epoch", "epoch_step", "steps_per_epoch", "total_steps", "seconds", "loss", "ce",
              "mean_K", "accuracy"}
@@ -73,7 +73,7 @@ def test_should_stop_between_steps_returns_usable_model() -> None:
     assert res.metrics == {}  # stopped before the first epoch's evaluation
     assert res.history[-1] == {**res.history[-1], "kind": "done", "stopped": True, "step": 2}
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
-    out = evaluate(res.model, tiny_data()[1], eval_samples=2)
+    out = epoch_metrics(res.model, tiny_data()[1], eval_samples=2)
     assert 0 <= out["test_accuracy"] <= 1
 
 
