@@ -1,8 +1,13 @@
-"""Empirical soundness checks: exact Hessian spectra against curvature bounds.
+"""Testing harness (not used by the library itself): empirical soundness checks of bounds and certificates.
 
-Used by the test suite and the at-scale soundness scripts. A bound is *violated* when an exact eigenvalue of the
-margin Hessian (float64 eigvalsh of the Lemma 1 Hessian) falls outside [m, M] or outside [-K, K] beyond a
-round-off tolerance.
+Used by the test suite (tests/test_soundness_*.py, tests/test_evaluate.py) and scripts/soundness_at_scale.py.
+
+* :func:`check_bounds`: exact Hessian spectra against curvature bounds. A bound is *violated* when an exact
+  eigenvalue of the margin Hessian (float64 eigvalsh of the Lemma 1 Hessian) falls outside [m, M] or outside
+  [-K, K] beyond a round-off tolerance.
+* :func:`curvature_ascent_points`: points chosen to make the curvature large (the hardest places for a bound).
+* :func:`attack_certificates`: PGD, Algorithm 2 and line searches trying to change a prediction inside its
+  certified radius (a violation = a sound-looking certificate proved wrong).
 """
 
 from __future__ import annotations
@@ -12,8 +17,17 @@ from dataclasses import dataclass
 import torch
 
 from .bounds import Bounds
-from .hessian import _as_dtype, margin_hessian, margin_hessian_eigvals
+from .hessian import margin_hessian, margin_hessian_eigvals
 from .models import MLP
+
+
+def float64_copy(model: MLP) -> MLP:
+    """The model in float64 (itself when it already is): the harness judges in double precision."""
+    if model.layers[0].weight.dtype == torch.float64:
+        return model
+    m = MLP.from_config(model.config()).to(device=model.layers[0].weight.device, dtype=torch.float64)
+    m.load_state_dict({k: v.to(torch.float64) for k, v in model.state_dict().items()})
+    return m
 
 
 @dataclass
@@ -57,7 +71,7 @@ def curvature_ascent_points(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: to
     which: "max" (λ_max), "min" (-λ_min) or "absmax" (max |λ|). Returns detached points (N, D) in the model's
     dtype; they are not clamped to [0, 1] (the bounds are global over R^D).
     """
-    m64 = _as_dtype(model, torch.float64)
+    m64 = float64_copy(model)
     for p in m64.parameters():
         p.requires_grad_(False)
     x = x0.detach().to(torch.float64).clone().requires_grad_(True)
@@ -108,7 +122,7 @@ def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius
     N, D = x0.shape
     if N == 0:
         return CertificateCheck(0, 0, float("inf"), 0)
-    m64 = _as_dtype(model, torch.float64)
+    m64 = float64_copy(model)
     x0d = x0.double()
     rho = radius * (1 - shrink)
     closest = torch.full((N,), float("inf"), dtype=torch.float64)
