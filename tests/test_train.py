@@ -228,3 +228,37 @@ def test_eval_every_skips_epochs_but_always_evaluates_the_last() -> None:
     assert [e["test_accuracy"] is not None for e in epochs] == [False, True, True]
     assert epochs[0].keys() >= EPOCH_KEYS and epochs[0]["train_loss"] > 0
     assert res.metrics["epoch"] == 3
+
+
+def test_final_metrics_describe_the_weights_as_saved() -> None:
+    """Completed run: its last evaluation. Stopped run: the weights evaluated now, epoch None (as the CLI and the
+    Train page save them)."""
+    from crc_core.train import final_metrics
+
+    cfg = tiny(kind="standard")
+    done = train(cfg, data=tiny_data())
+    assert final_metrics(cfg, done) == done.metrics
+    calls = iter([False, True])
+    stopped = train(tiny(kind="standard", epochs=2), should_stop=lambda: next(calls, True), data=tiny_data())
+    assert stopped.stopped and stopped.metrics == {}
+    m = final_metrics(cfg, stopped, tiny_data()[1])
+    assert m["epoch"] is None and m["step"] == 1 and 0 <= m["test_accuracy"] <= 1
+    assert train_mod.evaluate is epoch_metrics  # the old name, until the Train page imports the new ones
+
+
+def test_run_epoch_and_event_log_are_the_loop() -> None:
+    """train() is run_epoch() per epoch plus EventLog: one epoch by hand gives the same events and weights."""
+    cfg = tiny(kind="gamma")
+    res = train(cfg, data=tiny_data())
+    log = train_mod.EventLog(None)
+    log.steps_per_epoch = log.total_steps = 4
+    with torch.random.fork_rng():
+        run = train_mod._start(cfg, tiny_data()[0], None, torch.device("cpu"))
+        stats = train_mod.run_epoch(run, 1, log, None)
+    assert stats.n == 4 and run.step == 4 and not run.stopped
+    steps = [e for e in res.history if e["kind"] == "step"]
+    assert [e["step"] for e in log.history] == [e["step"] for e in steps]
+    for a, b in zip(log.history, steps):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    for p, q in zip(run.model.parameters(), res.model.parameters()):
+        assert torch.allclose(p, q)
