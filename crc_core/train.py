@@ -550,13 +550,17 @@ def parse_widths(spec: str | Sequence[int]) -> tuple[int, ...]:
     s = spec.strip().lower().replace("[", "").replace("]", "").replace(" ", "")
     try:
         if "x" in s:
-            depth, width = s.split("x", 1)
-            if int(depth) < 2:
-                raise CRCError(f"Depth in {spec!r} must be ≥ 2 (input layer + output layer).")
-            return tuple([int(width)] * (int(depth) - 1))
-        return tuple(int(w) for w in s.split(",") if w)
+            depth_text, width_text = s.split("x", 1)
+            depth, width = int(depth_text), int(width_text)
+        else:
+            widths = tuple(int(w) for w in s.split(",") if w)
     except ValueError:
         raise CRCError(
             f"Cannot read widths {spec!r}: write hidden widths like '256' or '1024,1024', or depth x width "
             "like '2x1024' (the paper's 2x[1024])."
         ) from None
+    if "x" not in s:
+        return widths
+    if depth < 2:
+        raise CRCError(f"Depth in {spec!r} must be ≥ 2 (input layer + output layer).")
+    return tuple([width] * (depth - 1))

@@ -68,6 +68,14 @@ def test_threads_message_is_the_same_for_every_command(tmp_path: Path, capsys: p
     assert errors[0] == errors[1] == "error: --threads must be at least 1 (a whole number ≥ 1), got 0."
 
 
+def test_train_out_is_checked_before_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["train", "--dry-run", "--quiet", "--out", str(blocker / "m.pt")]) == 2
+    out, err = capsys.readouterr()
+    assert "cannot create its folder" in err and "training" not in err and out == ""
+
+
 def test_output_file_checks(tmp_path: Path) -> None:
     assert output_file(None, "x.csv") is None
     with pytest.raises(CRCError, match="is a folder"):

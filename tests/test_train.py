@@ -199,6 +199,8 @@ def test_parse_widths() -> None:
     for bad in ("abc", "1x10"):
         with pytest.raises(CRCError):
             parse_widths(bad)
+    with pytest.raises(CRCError, match="must be ≥ 2"):  # the specific message, not the generic one
+        parse_widths("1x64")
 
 
 def test_runner_up_is_strongest_other_class() -> None:

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     config = config_from_args(args)
-    out = output_file(args.out, "model.pt") or default_out(config)
+    out = output_file(args.out or str(default_out(config)), "model.pt", create_folder=True)  # checked before training
     progress = TrainProgress() if not args.quiet else None
     if progress is not None:
         progress.message(f"training {config.describe()} on {config.dataset}{' (dry run)' if args.dry_run else ''}, "
