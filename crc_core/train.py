@@ -69,7 +69,7 @@ class TrainConfig:
     Args:
         dataset: "embedded" (shipped Fashion-MNIST subset), "fashion-mnist" or "mnist" (see crc_core.data).
         data_root: folder of IDX files for fashion-mnist / mnist (None: found automatically).
-        widths: hidden widths; (256,) is the 2-layer net "2x[256]", (1024, 1024) is "3x[1024]".
+        widths: hidden widths; (256,) is the 2-layer net "2x[256]", (1024, 1024) is "3x[1024,1024]".
         activation: "softplus", "sigmoid" or "tanh" (curvature needs a smooth activation).
         kind: "standard", "gamma" (curvature-regularized) or "crt" (curvature attack inputs + regularizer).
         gamma: γ ≥ 0, weight of mean K in the loss (ignored for "standard").
