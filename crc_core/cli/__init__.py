@@ -15,7 +15,7 @@ one ``error:`` line (exit status 2).
 To add a command ``foo``: write ``crc_core/cli/foo.py`` with ``add_parser(sub)`` (which calls
 ``sub.add_parser("foo", ...)``) and ``run(args) -> int``, import it below and add
 ``Command("foo", foo.add_parser, foo.run)`` to :data:`COMMANDS` (a keyword such as ``import`` needs another module
-name, e.g. ``import_.py``). Keep heavy imports (torch, pandas) inside ``run`` so ``--help`` stays quick; validate
+name, e.g. ``import_.py``). Import what only ``run`` needs inside ``run`` (``--help`` stays quick); validate
 flags with cli/common.py before any work; print results to stdout and progress to stderr.
 """
 
