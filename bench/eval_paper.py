@@ -32,7 +32,7 @@ from crc_core.certify import certify
 from crc_core.checkpoints import load_checkpoint
 from crc_core.curvature_stats import measured_curvature
 from crc_core.data import load_dataset
-from crc_core.train import _fixed_sample
+from crc_core.train import fixed_eval_sample
 
 
 def evaluate_checkpoint(path: Path, dataset: str, rhos: list[float], samples: int, min_count: int,
@@ -44,7 +44,7 @@ def evaluate_checkpoint(path: Path, dataset: str, rhos: list[float], samples: in
     with torch.no_grad():
         acc = float(torch.cat([model(x_all[s:s + 2000]).argmax(1) for s in range(0, len(test), 2000)])
                     .eq(y_all).float().mean())
-    idx = _fixed_sample(len(test), samples)
+    idx = fixed_eval_sample(len(test), samples)
     x, y = x_all[idx], y_all[idx]
     bounds = curvature_bounds(model)  # all pairs, default method (certification grade)
     cert = certify(model, x, y, targets="all", mode="fast", bounds=bounds)

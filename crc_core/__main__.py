@@ -1,4 +1,4 @@
-"""``python -m crc_core <command>``: see crc_core/cli.py (train, info, ...)."""
+"""``python -m crc_core <command>``: see crc_core/cli/ (train, info, certify, ...)."""
 
 from .cli import main
 

@@ -19,18 +19,23 @@ import datetime as _dt
 import glob
 import hashlib
 import json
+import math
 import os
 import pickle
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 
+from .device import describe_device
 from .errors import CheckpointError, CRCError
-from .models import MLP
+from .models import MLP, format_architecture
+
+if TYPE_CHECKING:
+    from .train import TrainConfig, TrainResult
 
 __all__ = [
     "FORMAT_TAG",
@@ -38,6 +43,7 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict_file",
     "read_metadata",
+    "run_record",
     "save_checkpoint",
 ]
 
@@ -48,6 +54,7 @@ CONFIG_KEYS = ("in_dim", "widths", "n_classes", "activation")
 METADATA_KEYS = ("dataset", "gamma", "crt_eps", "epochs", "metrics", "command")
 
 MapLocation = str | torch.device | None
+HISTORY_STEPS = 200  # step events kept in a run record: enough for a smooth curve, small enough for the JSON
 
 
 def _crc_version() -> str:
@@ -191,8 +198,7 @@ def _check_state_dict(state_dict: Any, cfg: dict[str, Any], where: str) -> None:
 
 
 def _describe(cfg: Mapping[str, Any]) -> str:
-    dims = [cfg["in_dim"], *cfg["widths"], cfg["n_classes"]]
-    return f"{'-'.join(map(str, dims))} {cfg['activation']}"
+    return format_architecture(cfg["widths"], cfg["activation"], in_dim=cfg["in_dim"], n_classes=cfg["n_classes"])
 
 
 def _build(cfg: dict[str, Any], state_dict: Mapping[str, torch.Tensor], where: str) -> MLP:
@@ -364,3 +370,66 @@ def load_state_dict_file(
         payload = payload["state_dict"]
     _check_state_dict(payload, cfg, where)
     return _build(cfg, payload, where)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Run records: the metadata of a trained model (one schema for `crc_core train` and the app's Train page)
+# ----------------------------------------------------------------------------------------------------------------
+def thin_events(events: list[dict[str, Any]], n: int = HISTORY_STEPS) -> list[dict[str, Any]]:
+    """At most n evenly spaced events, always keeping the first and the last (a compact curve)."""
+    if len(events) <= n:
+        return list(events)
+    idx = sorted({round(i * (len(events) - 1) / (n - 1)) for i in range(n)})
+    return [events[i] for i in idx]
+
+
+def _round_floats(d: Mapping[str, Any], digits: int = 6) -> dict[str, Any]:
+    return {k: (float(f"{v:.{digits}g}") if isinstance(v, float) and math.isfinite(v) else v) for k, v in d.items()}
+
+
+def run_record(config: TrainConfig, result: TrainResult, *, source: str, metrics: Mapping[str, Any] | None = None,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint metadata of a training run; pass it to :func:`save_checkpoint` with ``result.model``.
+
+    Args:
+        config: the run's :class:`~crc_core.train.TrainConfig`.
+        result: what :func:`~crc_core.train.train` returned.
+        source: how the run was started, stored under ``"command"``: the exact command line for the CLI,
+            e.g. ``"python -m crc_core train --kind crt ..."``, or ``"CRC Explorer app, Train page"``.
+        metrics: the metrics describing these weights (default ``result.metrics``); for a stopped run pass
+            :func:`crc_core.train.final_metrics`, which evaluates the weights as they are.
+        extra: more keys to store (e.g. ``{"dry_run": True}``); they may not replace the keys below.
+
+    Returns a JSON-ready dict with the keys dataset, kind, gamma (0 for standard), crt_eps (None unless CRT),
+    epochs (completed), label (:meth:`TrainConfig.describe`), metrics, command, config (:meth:`TrainConfig.to_dict`),
+    stopped, train_seconds, device, torch_version and history = {"epochs": every epoch event, "steps": at most
+    ``HISTORY_STEPS`` step events, evenly thinned}; events lose their "kind" key, floats keep 6 significant digits.
+    ``save_checkpoint`` adds architecture, created and crc_core_version.
+    """
+    epochs_done = [e for e in result.history if e.get("kind") == "epoch"]
+    steps = [e for e in result.history if e.get("kind") == "step"]
+
+    def clean(e: Mapping[str, Any]) -> dict[str, Any]:
+        return _round_floats({k: v for k, v in e.items() if k != "kind"})
+
+    record: dict[str, Any] = {
+        "dataset": config.dataset,
+        "kind": config.kind,
+        "gamma": config.gamma_used,
+        "crt_eps": config.crt_eps if config.kind == "crt" else None,
+        "epochs": len(epochs_done),
+        "label": config.describe(),
+        "metrics": _round_floats(dict(result.metrics if metrics is None else metrics)),
+        "command": source,
+        "config": config.to_dict(),
+        "stopped": bool(result.stopped),
+        "train_seconds": round(result.seconds, 2),
+        "device": describe_device(result.model.layers[0].weight.device),
+        "torch_version": torch.__version__,
+        "history": {"epochs": [clean(e) for e in epochs_done], "steps": [clean(e) for e in thin_events(steps)]},
+    }
+    clash = sorted(set(extra or {}) & set(record))
+    if clash:
+        raise CRCError(f"run_record: extra keys {clash} would replace the record's own keys.")
+    record.update(extra or {})
+    return record

@@ -4,7 +4,9 @@ Every dataset is a :class:`Dataset`: ``images`` float32 (N, 784) in [0, 1], ``la
 Sources, in the order :func:`load_dataset` tries them:
 
 * ``"embedded"``: the stratified Fashion-MNIST subset shipped in ``assets/data/fashion-mnist-subset``
-  (always present, works offline);
+  (always present, works offline). An installed crc_core (``pip install .``) carries it as package data
+  ``crc_core.assets`` (pyproject.toml maps that package onto the repository's ``assets/`` folder) and finds it
+  through :mod:`importlib.resources`; a repository checkout reads ``assets/`` directly (:func:`embedded_dir`);
 * ``"fashion-mnist"`` / ``"mnist"``: an explicit ``root`` folder of IDX files; Debian's
   ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashion-mnist``, Fashion-MNIST only); a local
   cache folder (``$CRC_DATA_DIR`` or ``~/.cache/crc-explorer/data``); torchvision's download into that folder,
@@ -17,6 +19,7 @@ a missing, corrupt or truncated file gives a ``DataError`` and never a wrong arr
 from __future__ import annotations
 
 import gzip
+import importlib.resources
 import os
 import struct
 import zlib
@@ -34,11 +37,13 @@ __all__ = [
     "DATASET_NAMES",
     "DEBIAN_FASHION_MNIST",
     "EMBEDDED_DIR",
+    "EMBEDDED_SUBSET",
     "FASHION_MNIST_CLASSES",
     "MNIST_CLASSES",
     "Dataset",
     "DatasetInfo",
     "available_datasets",
+    "embedded_dir",
     "find_idx_files",
     "load_dataset",
     "load_idx_folder",
@@ -47,8 +52,24 @@ __all__ = [
     "write_idx",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EMBEDDED_DIR = REPO_ROOT / "assets" / "data" / "fashion-mnist-subset"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the repository, in a checkout (site-packages when installed)
+EMBEDDED_SUBSET = "fashion-mnist-subset"
+ASSETS_PACKAGE = "crc_core.assets"  # package data of an installed crc_core: the repository's assets/ folder
+
+
+def embedded_dir() -> Path:
+    """The folder of the embedded subset: the installed package data (``crc_core.assets/data/...``, found with
+    :mod:`importlib.resources`), else the checkout's ``assets/data/fashion-mnist-subset``."""
+    try:
+        folder = importlib.resources.files(ASSETS_PACKAGE) / "data" / EMBEDDED_SUBSET
+    except ModuleNotFoundError:  # a repository checkout: crc_core/assets does not exist, assets/ is beside it
+        folder = None
+    if isinstance(folder, Path) and folder.is_dir():
+        return folder
+    return REPO_ROOT / "assets" / "data" / EMBEDDED_SUBSET
+
+
+EMBEDDED_DIR = embedded_dir()
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 FASHION_MNIST_CLASSES = [
@@ -380,7 +401,7 @@ def load_dataset(
                 f"The embedded Fashion-MNIST subset is missing from {EMBEDDED_DIR}. Restore assets/ from git or "
                 "regenerate it with: python bench/make_embedded_subset.py"
             )
-        source = f"embedded Fashion-MNIST subset, assets/data/{EMBEDDED_DIR.name} ({split})"
+        source = f"embedded Fashion-MNIST subset, assets/data/{EMBEDDED_SUBSET} ({split})"
         return load_idx_folder(EMBEDDED_DIR, split, name="embedded", limit=limit, source=source)
 
     folders: list[Path] = []

@@ -25,6 +25,26 @@ MAX_PARAMETERS = 200_000_000
 _FORWARD_ONLY = {"relu": F.relu, "gelu": F.gelu, "elu": F.elu, "leaky_relu": F.leaky_relu}
 
 
+def format_architecture(widths: Sequence[int], activation: str, *, in_dim: int | None = None,
+                        n_classes: int | None = None) -> str:
+    """The one way crc_core writes an architecture: the paper's depth x [hidden widths] plus the activation.
+
+    ``format_architecture([256], "softplus")`` -> ``"2x[256] softplus"`` (L = len(widths) + 1 layers);
+    ``format_architecture([1024, 1024], "tanh", in_dim=784, n_classes=10)``
+    -> ``"3x[1024,1024] tanh (784 inputs, 10 classes)"``. For a file name, see :func:`architecture_slug`.
+    """
+    text = f"{len(widths) + 1}x[{','.join(str(int(w)) for w in widths)}] {activation}"
+    if in_dim is not None or n_classes is not None:
+        text += f" ({in_dim} inputs, {n_classes} classes)"
+    return text
+
+
+def architecture_slug(widths: Sequence[int], activation: str) -> str:
+    """:func:`format_architecture` made safe for file names: ``[256], "softplus"`` -> ``"2x256-softplus"``."""
+    return format_architecture(widths, activation).replace("[", "").replace("]", "").replace(",", "-").replace(
+        " ", "-")
+
+
 class MLP(nn.Module):
     """z^(I) = W^(I) a^(I-1) + b^(I), a^(I) = σ(z^(I)); the last layer has no activation.
 
@@ -89,7 +109,8 @@ class MLP(nn.Module):
             raise CRCError(f"Model config is missing the key {e.args[0]!r}: {cfg}") from None
 
     def describe(self) -> str:
-        return f"{self.depth}x[{','.join(map(str, self.widths))}] {self.activation_name}"
+        """Paper notation, e.g. ``"2x[256] softplus"`` (see :func:`format_architecture`)."""
+        return format_architecture(self.widths, self.activation_name)
 
     # --- forward ---------------------------------------------------------------------------------------------
     def flatten_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,15 +35,21 @@ from .certify import certify
 from .data import DATASET_NAMES, Dataset, load_dataset
 from .device import default_device
 from .errors import CRCError
-from .models import MLP
+from .models import MLP, format_architecture
 
 __all__ = [
     "KINDS",
     "Event",
+    "EventLog",
+    "RunState",
+    "StepStats",
     "TrainConfig",
     "TrainResult",
-    "evaluate",
+    "epoch_metrics",
+    "final_metrics",
+    "fixed_eval_sample",
     "parse_widths",
+    "run_epoch",
     "runner_up",
     "train",
 ]
@@ -63,7 +69,7 @@ class TrainConfig:
     Args:
         dataset: "embedded" (shipped Fashion-MNIST subset), "fashion-mnist" or "mnist" (see crc_core.data).
         data_root: folder of IDX files for fashion-mnist / mnist (None: found automatically).
-        widths: hidden widths; (256,) is the 2-layer net "2x[256]", (1024, 1024) is "3x[1024]".
+        widths: hidden widths; (256,) is the 2-layer net "2x[256]", (1024, 1024) is "3x[1024,1024]".
         activation: "softplus", "sigmoid" or "tanh" (curvature needs a smooth activation).
         kind: "standard", "gamma" (curvature-regularized) or "crt" (curvature attack inputs + regularizer).
         gamma: γ ≥ 0, weight of mean K in the loss (ignored for "standard").
@@ -171,7 +177,7 @@ class TrainConfig:
 
     def describe(self) -> str:
         """e.g. ``"2x[256] softplus, CRT γ=0.01 ε=0.5"``."""
-        arch = f"{len(self.widths) + 1}x[{','.join(map(str, self.widths))}] {self.activation}"
+        arch = format_architecture(self.widths, self.activation)
         if self.kind == "standard":
             return f"{arch}, standard"
         if self.kind == "gamma":
@@ -196,7 +202,7 @@ class TrainResult:
     """What :func:`train` returns.
 
     model: the trained MLP (eval mode, on the training device). history: every event emitted, in order.
-    metrics: the last evaluation (keys as in :func:`evaluate`, plus "epoch"); empty if stopped before the first
+    metrics: the last evaluation (keys as in :func:`epoch_metrics`, plus "epoch"); empty if stopped before the first
     epoch ended. stopped: True when ``should_stop`` ended the run early. seconds: wall time.
     """
 
@@ -221,8 +227,8 @@ def runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return z.argmax(dim=1)
 
 
-def _fixed_sample(n_total: int, n: int) -> torch.Tensor:
-    """Indices of the fixed certification sample: the same n test images for every model and seed."""
+def fixed_eval_sample(n_total: int, n: int) -> torch.Tensor:
+    """Indices (min(n, n_total),) of the fixed certification sample: the same test images for every model and seed."""
     g = torch.Generator().manual_seed(EVAL_SAMPLE_SEED)
     return torch.randperm(n_total, generator=g)[: min(n, n_total)]
 
@@ -252,18 +258,19 @@ def _certified_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, rho: float
     return float((cert.correct & (cert.radius >= rho)).float().mean()), None
 
 
-def evaluate(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, rho: float = 0.5,
-             eval_samples: int = 100, all_targets: bool = True, mode: str = "fast") -> dict[str, Any]:
-    """Epoch metrics of ``model`` on a test set (images (N, D) in [0, 1], labels (N,)).
+def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, rho: float = 0.5,
+                  eval_samples: int = 100, all_targets: bool = True, mode: str = "fast") -> dict[str, Any]:
+    """The metrics reported after a training epoch, on a test set (images (N, D) in [0, 1], labels (N,)).
 
     Returns a dict with
       test_accuracy: clean accuracy on all N images;
-      certified_accuracy: fraction of the fixed sample (``eval_samples`` images, see :func:`_fixed_sample`)
+      certified_accuracy: fraction of the fixed sample (``eval_samples`` images, see :func:`fixed_eval_sample`)
         correctly classified with a runner-up certificate ≥ ρ (the paper's metric); None if eval_samples = 0;
       certified_accuracy_all: the same with the all-class radius (min over every t ≠ y), None if not computed;
       mean_K_ub: mean certification-grade K (Theorems 3/4) over the sample's (prediction, runner-up) pairs;
       eval_rho, eval_samples, eval_seconds.
-    Follows the model's device; no gradients.
+    Follows the model's device; no gradients. (The per-image evaluation tables of the paper are
+    :func:`crc_core.evaluate.evaluate`.)
     """
     t0 = time.perf_counter()
     images, labels = (test.images, test.labels) if isinstance(test, Dataset) else test
@@ -275,7 +282,7 @@ def evaluate(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, r
                            "certified_accuracy_all": None, "mean_K_ub": None, "eval_rho": float(rho),
                            "eval_samples": 0}
     if eval_samples > 0 and images.shape[0] > 0:
-        idx = _fixed_sample(images.shape[0], eval_samples).to(dev)
+        idx = fixed_eval_sample(images.shape[0], eval_samples).to(dev)
         xs, ys = images[idx], labels[idx]
         with torch.no_grad():
             logits = model(xs)
@@ -291,6 +298,27 @@ def evaluate(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, r
     out["eval_seconds"] = time.perf_counter() - t0
     model.train(was_training)
     return out
+
+
+def config_epoch_metrics(model: MLP, config: TrainConfig, test: Dataset) -> dict[str, Any]:
+    """:func:`epoch_metrics` with the evaluation settings of ``config`` (eval_rho, eval_samples, ...)."""
+    return epoch_metrics(model, test, rho=config.eval_rho, eval_samples=config.eval_samples,
+                         all_targets=config.eval_all_targets, mode=config.eval_mode)
+
+
+def final_metrics(config: TrainConfig, result: TrainResult, test: Dataset | None = None) -> dict[str, Any]:
+    """The metrics that describe ``result.model`` as saved: ``result.metrics`` after a completed run; for a run
+    stopped early (or before its first evaluation) the weights are evaluated now, as after an epoch, with
+    "epoch" None. ``test`` defaults to config's test split (with its test_limit)."""
+    if result.metrics and not result.stopped:
+        return dict(result.metrics)
+    if test is None:
+        test = load_dataset(config.dataset, "test", root=config.data_root, limit=config.test_limit)
+    return {"epoch": None, "step": result.steps, **config_epoch_metrics(result.model, config, test)}
+
+
+# Deprecated name, kept until pages/1_Train.py imports epoch_metrics / final_metrics (then delete this line).
+evaluate = epoch_metrics
 
 
 def _build_model(config: TrainConfig, in_dim: int, n_classes: int, init_model: MLP | None) -> MLP:
@@ -319,7 +347,7 @@ def _load_data(config: TrainConfig, data: tuple[Dataset, Dataset] | None) -> tup
     return train_ds, test_ds
 
 
-class _Window:
+class StepStats:
     """Running means of step statistics between two "step" events."""
 
     def __init__(self) -> None:
@@ -336,8 +364,99 @@ class _Window:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The loop
+# Event emission
 # --------------------------------------------------------------------------------------------------------------
+class EventLog:
+    """Builds the events of one run (documented in :func:`train`), keeps them in ``history`` and passes each to
+    the callback. ``steps_per_epoch`` / ``total_steps`` are set once the data is known."""
+
+    def __init__(self, callback: Callable[[Event], None] | None) -> None:
+        self.callback = callback
+        self.history: list[Event] = []
+        self.t_start = time.perf_counter()
+        self.steps_per_epoch = 0
+        self.total_steps = 0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t_start
+
+    def emit(self, event: Event) -> None:
+        self.history.append(event)
+        if self.callback is not None:
+            self.callback(event)
+
+    def step(self, step: int, epoch: int, epoch_step: int, window: StepStats) -> None:
+        """A "step" event with the means of ``window`` (the steps since the last one)."""
+        self.emit({"kind": "step", "step": step, "epoch": epoch, "epoch_step": epoch_step,
+                   "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+                   "seconds": self.seconds(), **window.means()})
+
+    def epoch(self, epoch: int, step: int, train_means: dict[str, float], metrics: dict[str, Any] | None) -> None:
+        """An "epoch" event; ``metrics`` None for an epoch skipped by eval_every (its evaluation keys are None)."""
+        shown = metrics if metrics is not None else {"epoch": epoch, "step": step, **dict.fromkeys(_EVAL_KEYS)}
+        self.emit({"kind": "epoch", "epoch": epoch, "step": step, "seconds": self.seconds(),
+                   "train_loss": train_means["loss"], "train_accuracy": train_means["accuracy"], **shown})
+
+    def done(self, stopped: bool, step: int, metrics: dict[str, Any]) -> float:
+        """The "done" event; returns the run's wall time."""
+        seconds = self.seconds()
+        self.emit({"kind": "done", "stopped": stopped, "step": step, "seconds": seconds, "metrics": dict(metrics)})
+        return seconds
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loop: an epoch step, and train() around it
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class RunState:
+    """The state of one training run between epochs."""
+
+    config: TrainConfig
+    model: MLP
+    X: torch.Tensor
+    Y: torch.Tensor
+    opt: torch.optim.Optimizer
+    reg: CurvatureRegularizer
+    shuffle: torch.Generator
+    step: int = 0
+    stopped: bool = False
+
+
+def run_epoch(run: RunState, epoch: int, log: EventLog, should_stop: Callable[[], bool] | None) -> StepStats:
+    """One pass over the shuffled training set (or until total_steps / should_stop); emits "step" events every
+    ``log_every`` steps and at the end of the epoch. Returns the statistics of the epoch's steps (n = 0: none)."""
+    config, n = run.config, run.X.shape[0]
+    perm = torch.randperm(n, generator=run.shuffle).to(run.X.device)
+    window, epoch_stats = StepStats(), StepStats()
+    for epoch_step in range(1, log.steps_per_epoch + 1):
+        if run.step >= log.total_steps:
+            break
+        if should_stop is not None and should_stop():
+            run.stopped = True
+            if window.n:  # report the steps done since the last event
+                log.step(run.step, epoch, epoch_step - 1, window)
+            break
+        idx = perm[(epoch_step - 1) * config.batch_size: epoch_step * config.batch_size]
+        stats = _train_step(run.model, run.opt, run.reg, run.X[idx], run.Y[idx], config, config.gamma_used)
+        run.step += 1
+        window.add(**stats)
+        epoch_stats.add(**stats)
+        if run.step % config.log_every == 0 or epoch_step == log.steps_per_epoch or run.step == log.total_steps:
+            log.step(run.step, epoch, epoch_step, window)
+            window = StepStats()
+    return epoch_stats
+
+
+def _start(config: TrainConfig, train_ds: Dataset, init_model: MLP | None, dev: torch.device) -> RunState:
+    """Model, optimizer, regularizer and shuffling for a run (call inside the run's forked RNG)."""
+    torch.manual_seed(config.seed)
+    model = _build_model(config, train_ds.in_dim, train_ds.n_classes, init_model).to(dev)
+    model.train()
+    return RunState(config, model, train_ds.images.to(dev), train_ds.labels.to(dev),
+                torch.optim.Adam(model.parameters(), lr=config.lr), CurvatureRegularizer(),
+                torch.Generator().manual_seed(config.seed))
+
+
 def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = None,
           should_stop: Callable[[], bool] | None = None, init_model: MLP | None = None,
           data: tuple[Dataset, Dataset] | None = None) -> TrainResult:
@@ -350,8 +469,8 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
              "loss", "ce", "mean_K", "accuracy"[, "attack_accuracy", "attack_grads"]} every ``log_every`` steps
              (means over the window; accuracy on the clean batch; for CRT, attack_accuracy on x_attack and
              attack_grads = gradient evaluations per attacked image);
-            {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + :func:`evaluate` keys
-             (None on epochs skipped by ``eval_every``)};
+            {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + :func:`epoch_metrics`
+             keys (None on epochs skipped by ``eval_every``)};
             {"kind": "done", "stopped", "step", "seconds", "metrics"}.
         should_stop: polled before every step; when it returns True the loop ends after the current step and
             the result has ``stopped=True`` with the model as trained so far (usable, finite).
@@ -360,76 +479,32 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
     """
     if not isinstance(config, TrainConfig):
         raise CRCError(f"train() needs a TrainConfig, got {type(config).__name__}.")
-    t_start = time.perf_counter()
+    log = EventLog(callback)
     dev = default_device(config.device)
     train_ds, test_ds = _load_data(config, data)
     if len(train_ds) == 0:
         raise CRCError("The training set is empty.")
-    history: list[Event] = []
-
-    def emit(event: Event) -> None:
-        history.append(event)
-        if callback is not None:
-            callback(event)
-
+    log.steps_per_epoch = math.ceil(len(train_ds) / config.batch_size)
+    log.total_steps = min(log.steps_per_epoch * config.epochs, config.max_steps or math.inf)
+    metrics: dict[str, Any] = {}
     rng_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
-        torch.manual_seed(config.seed)
-        model = _build_model(config, train_ds.in_dim, train_ds.n_classes, init_model).to(dev)
-        model.train()
-        X, Y = train_ds.images.to(dev), train_ds.labels.to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-        reg = CurvatureRegularizer()
-        shuffle = torch.Generator().manual_seed(config.seed)
-        n = X.shape[0]
-        steps_per_epoch = math.ceil(n / config.batch_size)
-        total_steps = steps_per_epoch * config.epochs
-        if config.max_steps is not None:
-            total_steps = min(total_steps, config.max_steps)
-        gamma = config.gamma_used
-        step, stopped, metrics = 0, False, {}
+        run = _start(config, train_ds, init_model, dev)
         for epoch in range(1, config.epochs + 1):
-            perm = torch.randperm(n, generator=shuffle).to(dev)
-            window, epoch_stats = _Window(), _Window()
-            for epoch_step in range(1, steps_per_epoch + 1):
-                if step >= total_steps:
-                    break
-                if should_stop is not None and should_stop():
-                    stopped = True
-                    if window.n:  # report the steps done since the last event
-                        emit({"kind": "step", "step": step, "epoch": epoch, "epoch_step": epoch_step - 1,
-                              "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                              "seconds": time.perf_counter() - t_start, **window.means()})
-                    break
-                idx = perm[(epoch_step - 1) * config.batch_size: epoch_step * config.batch_size]
-                stats = _train_step(model, opt, reg, X[idx], Y[idx], config, gamma)
-                step += 1
-                window.add(**stats)
-                epoch_stats.add(**stats)
-                if step % config.log_every == 0 or epoch_step == steps_per_epoch or step == total_steps:
-                    emit({"kind": "step", "step": step, "epoch": epoch, "epoch_step": epoch_step,
-                          "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                          "seconds": time.perf_counter() - t_start, **window.means()})
-                    window = _Window()
-            if stopped or epoch_stats.n == 0:
+            epoch_stats = run_epoch(run, epoch, log, should_stop)
+            if run.stopped or epoch_stats.n == 0:
                 break
-            means = epoch_stats.means()
-            last = step >= total_steps or epoch == config.epochs
-            if last or epoch % config.eval_every == 0:
-                metrics = {"epoch": epoch, "step": step, **evaluate(
-                    model, test_ds, rho=config.eval_rho, eval_samples=config.eval_samples,
-                    all_targets=config.eval_all_targets, mode=config.eval_mode)}
-                shown = metrics
-            else:
-                shown = {"epoch": epoch, "step": step, **dict.fromkeys(_EVAL_KEYS)}
-            emit({"kind": "epoch", "epoch": epoch, "step": step, "seconds": time.perf_counter() - t_start,
-                  "train_loss": means["loss"], "train_accuracy": means["accuracy"], **shown})
-            if step >= total_steps:
+            finished = run.step >= log.total_steps or epoch == config.epochs
+            evaluated = None
+            if finished or epoch % config.eval_every == 0:
+                metrics = evaluated = {"epoch": epoch, "step": run.step,
+                                       **config_epoch_metrics(run.model, config, test_ds)}
+            log.epoch(epoch, run.step, epoch_stats.means(), evaluated)
+            if run.step >= log.total_steps:
                 break
-    model.eval()
-    seconds = time.perf_counter() - t_start
-    emit({"kind": "done", "stopped": stopped, "step": step, "seconds": seconds, "metrics": dict(metrics)})
-    return TrainResult(model, history, metrics, stopped, seconds, step)
+    run.model.eval()
+    seconds = log.done(run.stopped, run.step, metrics)
+    return TrainResult(run.model, log.history, metrics, run.stopped, seconds, run.step)
 
 
 def _train_step(model: MLP, opt: torch.optim.Optimizer, reg: CurvatureRegularizer, x: torch.Tensor,
@@ -475,13 +550,17 @@ def parse_widths(spec: str | Sequence[int]) -> tuple[int, ...]:
     s = spec.strip().lower().replace("[", "").replace("]", "").replace(" ", "")
     try:
         if "x" in s:
-            depth, width = s.split("x", 1)
-            if int(depth) < 2:
-                raise CRCError(f"Depth in {spec!r} must be ≥ 2 (input layer + output layer).")
-            return tuple([int(width)] * (int(depth) - 1))
-        return tuple(int(w) for w in s.split(",") if w)
+            depth_text, width_text = s.split("x", 1)
+            depth, width = int(depth_text), int(width_text)
+        else:
+            widths = tuple(int(w) for w in s.split(",") if w)
     except ValueError:
         raise CRCError(
             f"Cannot read widths {spec!r}: write hidden widths like '256' or '1024,1024', or depth x width "
             "like '2x1024' (the paper's 2x[1024])."
         ) from None
+    if "x" not in s:
+        return widths
+    if depth < 2:
+        raise CRCError(f"Depth in {spec!r} must be ≥ 2 (input layer + output layer).")
+    return tuple([width] * (depth - 1))

@@ -5,14 +5,14 @@ activation, standard / γ-regularized / CRT, trained with crc_core.train) and fr
 (tests/helpers.py's downsampled images: exact spectra are cheap), also depth 2-4 x every activation x every kind.
 
 1. Certificates: test images are certified against every other class (crc_core.certify, fast mode), then attacked
-   inside their radius by crc_core.soundness.attack_certificates: L2 PGD with 3 restarts, Algorithm 2 against every
+   inside their radius by crc_core.testing.attack_certificates: L2 PGD with 3 restarts, Algorithm 2 against every
    class, and bisection along random directions, every target's margin gradient and every target's reported
    boundary / dual point. A violation is a prediction change strictly inside a certified radius.
 2. Bounds: at data points, uniform points in [0,1]^D, wide Gaussian points and curvature-ascent iterates, the exact
    spectrum of the margin Hessian (float64 eigvalsh) for every other class t (100-input models; 2 pairs on the
    784-input ones) is checked against every bound that applies: Theorem 3 [m, M] (depth 2), Theorem 4 K and the
    refined Theorem 4 K. A violation is an eigenvalue outside a bound beyond 1e-9 relative round-off (the criterion
-   of crc_core.soundness.check_bounds, which re-checks a sample to make sure both agree).
+   of crc_core.testing.check_bounds, which re-checks a sample to make sure both agree).
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python scripts/soundness_at_scale.py              # >= 10k / 100k
     .venv/bin/python scripts/soundness_at_scale.py --certificates 300 --eig-points 3000 --quick  # smoke run
@@ -43,12 +43,12 @@ from crc_core.checkpoints import load_checkpoint  # noqa: E402
 from crc_core.data import Dataset, load_dataset  # noqa: E402
 from crc_core.hessian import margin_hessian_eigvals  # noqa: E402
 from crc_core.models import MLP  # noqa: E402
-from crc_core.soundness import attack_certificates, check_bounds, curvature_ascent_points  # noqa: E402
+from crc_core.testing import attack_certificates, check_bounds, curvature_ascent_points  # noqa: E402
 from crc_core.train import TrainConfig, train  # noqa: E402
 
 ACTS = ("softplus", "sigmoid", "tanh")
 KINDS = ("standard", "gamma", "crt")
-RTOL = 1e-9  # as crc_core.soundness.check_bounds
+RTOL = 1e-9  # as crc_core.testing.check_bounds
 
 
 def log(msg: str, t0: float = time.time()) -> None:

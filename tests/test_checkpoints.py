@@ -20,7 +20,7 @@ from crc_core.checkpoints import (
     read_metadata,
     save_checkpoint,
 )
-from crc_core.errors import CheckpointError
+from crc_core.errors import CheckpointError, CRCError
 from crc_core.models import MLP
 
 
@@ -354,3 +354,59 @@ def test_plain_state_dict_refusals(tmp_path: Path) -> None:
     ours = save_checkpoint(tmp_path / "ours.pt", model, _meta())
     with pytest.raises(CheckpointError, match="load_checkpoint"):
         load_state_dict_file(ours, model.config())
+
+
+# ------------------------------------------------------------------------------------------------ run records
+def test_format_architecture_is_the_one_format() -> None:
+    from crc_core.models import architecture_slug, format_architecture
+    from crc_core.train import TrainConfig
+
+    assert format_architecture([256], "softplus") == "2x[256] softplus"
+    assert format_architecture((1024, 1024), "tanh", in_dim=784, n_classes=10) == \
+        "3x[1024,1024] tanh (784 inputs, 10 classes)"
+    assert architecture_slug([1024, 1024], "tanh") == "3x1024-1024-tanh"
+    assert MLP(784, [16, 8], 10, "sigmoid").describe() == format_architecture([16, 8], "sigmoid")
+    assert TrainConfig(widths=(16, 8), activation="sigmoid", kind="standard").describe().startswith(
+        "3x[16,8] sigmoid")
+
+
+def _fake_result(n_steps: int, stopped: bool = False):
+    from crc_core.train import TrainResult
+
+    steps = [{"kind": "step", "step": i, "loss": 1.0 / (i + 1)} for i in range(1, n_steps + 1)]
+    epochs = [{"kind": "epoch", "epoch": 1, "step": n_steps, "test_accuracy": 0.123456789}]
+    metrics = {"epoch": 1, "test_accuracy": 0.123456789, "certified_accuracy": None}
+    return TrainResult(MLP(784, [8], 10), [*steps, *epochs, {"kind": "done"}], metrics, stopped, 3.14159, n_steps)
+
+
+def test_run_record_schema_and_thinning(tmp_path) -> None:
+    from crc_core.checkpoints import HISTORY_STEPS, run_record
+    from crc_core.train import TrainConfig
+
+    cfg = TrainConfig(widths=(8,), kind="crt", gamma=0.02, crt_eps=0.3)
+    res = _fake_result(HISTORY_STEPS * 3 + 7)
+    rec = run_record(cfg, res, source="python -m crc_core train --kind crt", extra={"dry_run": False})
+    assert set(rec) == {"dataset", "kind", "gamma", "crt_eps", "epochs", "label", "metrics", "command", "config",
+                        "stopped", "train_seconds", "device", "torch_version", "history", "dry_run"}
+    assert rec["kind"] == "crt" and rec["gamma"] == 0.02 and rec["crt_eps"] == 0.3 and rec["epochs"] == 1
+    assert rec["command"] == "python -m crc_core train --kind crt" and rec["label"] == cfg.describe()
+    assert rec["metrics"]["test_accuracy"] == 0.123457 and rec["train_seconds"] == 3.14
+    steps = rec["history"]["steps"]
+    assert len(steps) == HISTORY_STEPS and steps[0]["step"] == 1 and steps[-1]["step"] == HISTORY_STEPS * 3 + 7
+    assert all("kind" not in e for e in steps + rec["history"]["epochs"])
+    # it is what save_checkpoint stores
+    _, meta = load_checkpoint(save_checkpoint(tmp_path / "r.pt", res.model, rec))
+    assert {k: meta[k] for k in rec} == rec
+
+
+def test_run_record_standard_and_overrides() -> None:
+    from crc_core.checkpoints import run_record
+    from crc_core.train import TrainConfig
+
+    cfg = TrainConfig(widths=(8,), kind="standard", gamma=0.5)
+    rec = run_record(cfg, _fake_result(3, stopped=True), source="CRC Explorer app, Train page",
+                     metrics={"epoch": None, "test_accuracy": 0.5})
+    assert rec["gamma"] == 0.0 and rec["crt_eps"] is None and rec["stopped"]
+    assert rec["metrics"] == {"epoch": None, "test_accuracy": 0.5}
+    with pytest.raises(CRCError, match="replace"):
+        run_record(cfg, _fake_result(3), source="x", extra={"kind": "other"})

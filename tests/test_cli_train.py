@@ -15,7 +15,7 @@ import torch
 
 import crc_core.train as train_mod
 from crc_core.checkpoints import load_checkpoint
-from crc_core.cli import COMMANDS, ProgressBar, main
+from crc_core.cli import COMMANDS, TrainProgress, main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,8 +99,9 @@ def test_ctrl_c_stops_after_the_step_and_saves(tmp_path: Path, monkeypatch: pyte
 
 
 def test_progress_bar_plain_lines_when_not_a_terminal() -> None:
+    """In a log (not a terminal) every event is one plain line in tqdm's format, without carriage returns."""
     buf = io.StringIO()
-    bar = ProgressBar(buf)
+    bar = TrainProgress(buf)
     bar({"kind": "step", "step": 5, "total_steps": 10, "epoch": 1, "loss": 1.0, "ce": 0.9, "mean_K": 2.0,
          "accuracy": 0.5, "attack_accuracy": 0.25, "seconds": 4.0})
     bar({"kind": "epoch", "epoch": 1, "test_accuracy": 0.8, "certified_accuracy": 0.5,
@@ -108,7 +109,7 @@ def test_progress_bar_plain_lines_when_not_a_terminal() -> None:
     bar({"kind": "done"})
     lines = buf.getvalue().splitlines()
     assert len(lines) == 2 and "\r" not in buf.getvalue()
-    assert "[##############..............] 5/10" in lines[0] and "adv-acc 0.250" in lines[0]
+    assert "50%|##############              | 5/10 [00:04<00:04]" in lines[0] and "adv-acc 0.250" in lines[0]
     assert "80.00%" in lines[1] and "n/a" in lines[1]
 
 

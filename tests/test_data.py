@@ -218,6 +218,22 @@ def test_embedded_subset_is_small_and_licensed() -> None:
     assert "Zalando" in licence and "MIT" in licence and "Xiao" in licence
 
 
+def test_embedded_dir_in_a_checkout_is_the_repository_assets_folder() -> None:
+    """Without the installed package data (crc_core.assets), the checkout's assets/ folder is used; the installed
+    case is tests/test_install.py."""
+    repo_assets = Path(__file__).resolve().parent.parent / "assets" / "data" / "fashion-mnist-subset"
+    assert data.embedded_dir() == data.EMBEDDED_DIR == repo_assets
+
+
+def test_embedded_dir_prefers_package_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a package crc_core.assets on the path (as after `pip install .`), its data folder wins."""
+    pkg = tmp_path / "pkgroot" / "fake_assets"
+    (pkg / "data" / data.EMBEDDED_SUBSET).mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgroot"))
+    monkeypatch.setattr(data, "ASSETS_PACKAGE", "fake_assets")
+    assert data.embedded_dir() == pkg / "data" / data.EMBEDDED_SUBSET
+
+
 @pytest.mark.skipif(
     not (DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason="no Debian data"
 )

@@ -13,7 +13,7 @@ from crc_core.checkpoints import save_checkpoint
 from crc_core.errors import CRCError
 from crc_core.evaluate import curvature_table, evaluate
 from crc_core.local import local_lower_curvature, second_derivative_range
-from crc_core.soundness import attack_certificates
+from crc_core.testing import attack_certificates
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,8 @@
 One catalogue of bad inputs (checkpoints, images, datasets, numbers), each sent through every door that accepts
 it. Every case must end in a clear :class:`~crc_core.errors.CRCError` (library), exit code 2 with one ``error:``
 line and no traceback (CLI), or an error box with no exception and a page that keeps working (app). A pickle that
-would create a file must never run; no file in the model folder may change. Known bugs are recorded as strict
-``xfail`` tests (they turn into failures the day the bug is fixed, so the marker gets removed). Summary with counts:
-docs/reliability.md.
+would create a file must never run; no file in the model folder may change. The bugs this file found were recorded
+as strict ``xfail`` tests until fixed; all are fixed and no marker remains. Summary with counts: docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -453,8 +452,7 @@ def test_npy_over_the_limit_is_refused_before_loading(monkeypatch):
 
 def test_app_upload_of_every_hostile_image(vault, monkeypatch, tmp_path):
     """Certify page image upload: an error box for each bad file, no exception, and the page keeps certifying the
-    previously picked test image. Includes the decompression bomb (app stays up even though the message is
-    generic, see the xfail above)."""
+    previously picked test image. Includes the decompression bomb."""
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("CRC_MODELS_DIR", str(vault))

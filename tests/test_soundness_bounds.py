@@ -15,7 +15,7 @@ import torch
 from helpers import small_data, small_model
 
 from crc_core.bounds import Bounds, curvature_bounds
-from crc_core.soundness import BoundCheck, check_bounds, curvature_ascent_points
+from crc_core.testing import BoundCheck, check_bounds, curvature_ascent_points
 
 ACTS = ["softplus", "sigmoid", "tanh"]
 

@@ -12,7 +12,7 @@ import torch
 from helpers import small_data, small_model
 
 from crc_core.certify import certify
-from crc_core.soundness import CertificateCheck, attack_certificates
+from crc_core.testing import CertificateCheck, attack_certificates
 
 ACTS = ["softplus", "sigmoid", "tanh"]
 

@@ -12,7 +12,7 @@ from crc_core.bounds import curvature_bounds
 from crc_core.data import Dataset, load_dataset
 from crc_core.errors import CRCError
 from crc_core.models import MLP
-from crc_core.train import TrainConfig, TrainResult, evaluate, parse_widths, runner_up, train
+from crc_core.train import TrainConfig, TrainResult, epoch_metrics, parse_widths, runner_up, train
 
 STEP_KEYS = {"kind", "step", "epoch", "epoch_step", "steps_per_epoch", "total_steps", "seconds", "loss", "ce",
              "mean_K", "accuracy"}
@@ -73,7 +73,7 @@ def test_should_stop_between_steps_returns_usable_model() -> None:
     assert res.metrics == {}  # stopped before the first epoch's evaluation
     assert res.history[-1] == {**res.history[-1], "kind": "done", "stopped": True, "step": 2}
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
-    out = evaluate(res.model, tiny_data()[1], eval_samples=2)
+    out = epoch_metrics(res.model, tiny_data()[1], eval_samples=2)
     assert 0 <= out["test_accuracy"] <= 1
 
 
@@ -199,6 +199,8 @@ def test_parse_widths() -> None:
     for bad in ("abc", "1x10"):
         with pytest.raises(CRCError):
             parse_widths(bad)
+    with pytest.raises(CRCError, match="must be ≥ 2"):  # the specific message, not the generic one
+        parse_widths("1x64")
 
 
 def test_runner_up_is_strongest_other_class() -> None:
@@ -228,3 +230,37 @@ def test_eval_every_skips_epochs_but_always_evaluates_the_last() -> None:
     assert [e["test_accuracy"] is not None for e in epochs] == [False, True, True]
     assert epochs[0].keys() >= EPOCH_KEYS and epochs[0]["train_loss"] > 0
     assert res.metrics["epoch"] == 3
+
+
+def test_final_metrics_describe_the_weights_as_saved() -> None:
+    """Completed run: its last evaluation. Stopped run: the weights evaluated now, epoch None (as the CLI and the
+    Train page save them)."""
+    from crc_core.train import final_metrics
+
+    cfg = tiny(kind="standard")
+    done = train(cfg, data=tiny_data())
+    assert final_metrics(cfg, done) == done.metrics
+    calls = iter([False, True])
+    stopped = train(tiny(kind="standard", epochs=2), should_stop=lambda: next(calls, True), data=tiny_data())
+    assert stopped.stopped and stopped.metrics == {}
+    m = final_metrics(cfg, stopped, tiny_data()[1])
+    assert m["epoch"] is None and m["step"] == 1 and 0 <= m["test_accuracy"] <= 1
+    assert train_mod.evaluate is epoch_metrics  # the old name, until the Train page imports the new ones
+
+
+def test_run_epoch_and_event_log_are_the_loop() -> None:
+    """train() is run_epoch() per epoch plus EventLog: one epoch by hand gives the same events and weights."""
+    cfg = tiny(kind="gamma")
+    res = train(cfg, data=tiny_data())
+    log = train_mod.EventLog(None)
+    log.steps_per_epoch = log.total_steps = 4
+    with torch.random.fork_rng():
+        run = train_mod._start(cfg, tiny_data()[0], None, torch.device("cpu"))
+        stats = train_mod.run_epoch(run, 1, log, None)
+    assert stats.n == 4 and run.step == 4 and not run.stopped
+    steps = [e for e in res.history if e["kind"] == "step"]
+    assert [e["step"] for e in log.history] == [e["step"] for e in steps]
+    for a, b in zip(log.history, steps):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    for p, q in zip(run.model.parameters(), res.model.parameters()):
+        assert torch.allclose(p, q)

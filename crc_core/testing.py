@@ -1,8 +1,13 @@
-"""Empirical soundness checks: exact Hessian spectra against curvature bounds.
+"""Testing harness (not used by the library itself): empirical soundness checks of bounds and certificates.
 
-Used by the test suite and the at-scale soundness scripts. A bound is *violated* when an exact eigenvalue of the
-margin Hessian (float64 eigvalsh of the Lemma 1 Hessian) falls outside [m, M] or outside [-K, K] beyond a
-round-off tolerance.
+Used by the test suite (tests/test_soundness_*.py, tests/test_evaluate.py) and scripts/soundness_at_scale.py.
+
+* :func:`check_bounds`: exact Hessian spectra against curvature bounds. A bound is *violated* when an exact
+  eigenvalue of the margin Hessian (float64 eigvalsh of the Lemma 1 Hessian) falls outside [m, M] or outside
+  [-K, K] beyond a round-off tolerance.
+* :func:`curvature_ascent_points`: points chosen to make the curvature large (the hardest places for a bound).
+* :func:`attack_certificates`: PGD, Algorithm 2 and line searches trying to change a prediction inside its
+  certified radius (a violation = a sound-looking certificate proved wrong).
 """
 
 from __future__ import annotations
@@ -12,8 +17,20 @@ from dataclasses import dataclass
 import torch
 
 from .bounds import Bounds
-from .hessian import _as_dtype, margin_hessian, margin_hessian_eigvals
+from .hessian import margin_hessian, margin_hessian_eigvals
 from .models import MLP
+
+# A flip found at ≥ (1 − FLIP_RATIO_TOL)·radius is the bisection's round-off at the boundary, not a violation.
+FLIP_RATIO_TOL = 1e-6
+
+
+def float64_copy(model: MLP) -> MLP:
+    """The model in float64 (itself when it already is): the harness judges in double precision."""
+    if model.layers[0].weight.dtype == torch.float64:
+        return model
+    m = MLP.from_config(model.config()).to(device=model.layers[0].weight.device, dtype=torch.float64)
+    m.load_state_dict({k: v.to(torch.float64) for k, v in model.state_dict().items()})
+    return m
 
 
 @dataclass
@@ -57,7 +74,7 @@ def curvature_ascent_points(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: to
     which: "max" (λ_max), "min" (-λ_min) or "absmax" (max |λ|). Returns detached points (N, D) in the model's
     dtype; they are not clamped to [0, 1] (the bounds are global over R^D).
     """
-    m64 = _as_dtype(model, torch.float64)
+    m64 = float64_copy(model)
     for p in m64.parameters():
         p.requires_grad_(False)
     x = x0.detach().to(torch.float64).clone().requires_grad_(True)
@@ -69,6 +86,37 @@ def curvature_ascent_points(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: to
         (-obj.sum()).backward()
         opt.step()
     return x.detach().to(model.layers[0].weight.dtype)
+
+
+def line_search_flips(m64: MLP, x0: torch.Tensor, pred: torch.Tensor, radius: torch.Tensor, dirs: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Along each direction dirs (N, k, D) from x0 (N, D), the nearest point (within 3·radius) where the float64
+    model's prediction leaves pred (N,): a scan of s in (0, 3r] on a 60-step grid, then 40 bisection steps.
+
+    Returns (points (P, D) just past the first flip, their row in x0 (P,), number of directions without a flip).
+    """
+    N, k, D = dirs.shape
+    U = dirs / dirs.norm(dim=2, keepdim=True).clamp_min(1e-300)
+    xs = x0[:, None, :].expand(N, k, D).reshape(-1, D)
+    us = U.reshape(-1, D)
+    rr, pr = radius.repeat_interleave(k), pred.repeat_interleave(k)
+    ri = torch.arange(N).repeat_interleave(k)
+    valid = us.norm(dim=1) > 0
+    grid = torch.linspace(0, 3, 61, dtype=torch.float64)[1:]
+    first = torch.full((xs.shape[0],), float("inf"), dtype=torch.float64)
+    with torch.no_grad():
+        for s in grid.flip(0):
+            flip = (m64(xs + (s * rr)[:, None] * us).argmax(1) != pr) & valid
+            first = torch.where(flip, s * rr, first)
+        hit = torch.isfinite(first)
+        lo = (first - 3 / 60 * rr).clamp_min(0)
+        hi = first.clone()
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            flip = m64(xs + torch.where(hit, mid, 0 * mid)[:, None] * us).argmax(1) != pr
+            hi = torch.where(hit & flip, mid, hi)
+            lo = torch.where(hit & ~flip, mid, lo)
+    return xs[hit] + hi[hit][:, None] * us[hit], ri[hit], int((~hit).sum())
 
 
 @dataclass
@@ -108,7 +156,7 @@ def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius
     N, D = x0.shape
     if N == 0:
         return CertificateCheck(0, 0, float("inf"), 0)
-    m64 = _as_dtype(model, torch.float64)
+    m64 = float64_copy(model)
     x0d = x0.double()
     rho = radius * (1 - shrink)
     closest = torch.full((N,), float("inf"), dtype=torch.float64)
@@ -145,33 +193,9 @@ def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius
         dirs.append(gd)
     if extra_dirs is not None:
         dirs.append(extra_dirs.double())
-    U = torch.cat(dirs, 1)
-    U = U / U.norm(dim=2, keepdim=True).clamp_min(1e-300)
-    k = U.shape[1]
-    xs = x0d[:, None, :].expand(N, k, D).reshape(-1, D)
-    us = U.reshape(-1, D)
-    rr = radius.repeat_interleave(k)
-    pr = pred.repeat_interleave(k)
-    ri = rows.repeat_interleave(k)
-    valid = us.norm(dim=1) > 0
-    # scan s in (0, 3r] on a grid, then bisect the first flip
-    grid = torch.linspace(0, 3, 61, dtype=torch.float64)[1:]
-    first = torch.full((xs.shape[0],), float("inf"), dtype=torch.float64)
-    with torch.no_grad():
-        for s in grid.flip(0):
-            pts = xs + (s * rr)[:, None] * us
-            flip = (m64(pts).argmax(1) != pr) & valid
-            first = torch.where(flip, s * rr, first)
-        hit = torch.isfinite(first)
-        lo = (first - 3 / 60 * rr).clamp_min(0)
-        hi = first.clone()
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            flip = m64(xs + torch.where(hit, mid, 0 * mid)[:, None] * us).argmax(1) != pr
-            hi = torch.where(hit & flip, mid, hi)
-            lo = torch.where(hit & ~flip, mid, lo)
-    if hit.any():
-        judge(xs[hit] + hi[hit][:, None] * us[hit], ri[hit])
-    n_points += int((~hit).sum())
-    violations = int((closest < 1 - 1e-6).sum())
+    points, point_rows, n_missed = line_search_flips(m64, x0d, pred, radius, torch.cat(dirs, 1))
+    if point_rows.numel():
+        judge(points, point_rows)
+    n_points += n_missed
+    violations = int((closest < 1 - FLIP_RATIO_TOL).sum())
     return CertificateCheck(N, violations, float(closest.min()), n_points)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
-from pathlib import Path
+from typing import Any, get_args
+
+from ..bounds import Method as BoundMethod
+from ..certify import SOLVER_MODES, TARGET_MODES
+from ..data import DATASET_NAMES, SPLITS
+from ..errors import CRCError
+from .common import output_file, require_at_least_one, resolve_device, set_threads
+from .progress import Progress
 
 
-def add_certify(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "certify",
         help="certify test images of a checkpoint: provable L2 radii, attacks, accuracy table",
@@ -22,15 +27,15 @@ def add_certify(sub: argparse._SubParsersAction) -> None:
             "summary like the paper's tables."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by `python -m crc_core train`")
-    p.add_argument("--dataset", default="embedded", help="embedded | fashion-mnist | mnist")
+    p.add_argument("--dataset", default="embedded", help=" | ".join(DATASET_NAMES))
     p.add_argument("--data-root", default=None, help="folder with IDX files (default: search the usual places)")
-    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--rho", type=float, default=0.5, help="radius ρ for certified / empirical robust accuracy")
-    p.add_argument("--targets", default="all", choices=["all", "runner-up", "random", "least"],
+    p.add_argument("--targets", default="all", choices=TARGET_MODES,
                    help="'all' certifies the classifier; 'runner-up' is the paper's setting")
-    p.add_argument("--mode", default="fast", choices=["fast", "paper"],
+    p.add_argument("--mode", default="fast", choices=SOLVER_MODES,
                    help="solver: 'fast' (default) or 'paper' (Algorithm 1 as written: 30x20 steps)")
-    p.add_argument("--bounds", default="auto", choices=["auto", "thm3", "thm4", "refined"],
+    p.add_argument("--bounds", default="auto", choices=get_args(BoundMethod),
                    help="curvature bound: auto = Theorem 3 for 2 layers, refined Theorem 4 deeper")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--batch-size", type=int, default=256)
@@ -44,52 +49,32 @@ def add_certify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="write JSON (table + summary) instead of CSV")
 
 
-def cmd_certify(args: argparse.Namespace) -> int:
-    from .bounds import curvature_bounds
-    from .checkpoints import load_checkpoint
-    from .data import load_dataset
-    from .device import default_device
-    from .errors import CRCError
-    from .evaluate import evaluate
+def run(args: argparse.Namespace) -> int:
+    from ..bounds import curvature_bounds
+    from ..checkpoints import load_checkpoint
+    from ..data import load_dataset
+    from ..evaluate import evaluate
 
-    if args.limit is not None and args.limit < 1:
-        raise CRCError("--limit must be at least 1.")
-    if args.batch_size < 1:
-        raise CRCError("--batch-size must be at least 1.")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CRCError("--threads must be at least 1.")
-        import torch
-
-        torch.set_num_threads(args.threads)
-    try:
-        device = default_device(None if args.device == "auto" else args.device)
-    except ValueError as exc:
-        raise CRCError(f"--device {args.device}: {exc}") from None
-    out = Path(args.out) if args.out else None
-    if out is not None:  # fail before the work, not after it
-        if out.is_dir():
-            raise CRCError(f"--out {out} is a folder; give a file name such as {out / 'results.csv'}.")
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CRCError(f"--out {out}: cannot create its folder ({exc.strerror}).") from None
-        if not os.access(out.parent, os.W_OK):
-            raise CRCError(f"--out {out}: the folder {out.parent} is not writable.")
+    require_at_least_one("--limit", args.limit)
+    require_at_least_one("--batch-size", args.batch_size)
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    out = output_file(args.out, "results.csv", create_folder=True)  # fail before the work, not after it
     model, _meta = load_checkpoint(args.checkpoint, map_location="cpu")
     model = model.to(device)
     ds = load_dataset(args.dataset, args.split, root=args.data_root, limit=args.limit)
     if ds.in_dim != model.in_dim or ds.n_classes != model.n_classes:
         raise CRCError(f"The model expects {model.in_dim} inputs and {model.n_classes} classes; the dataset has "
-                         f"{ds.in_dim} and {ds.n_classes}.")
+                       f"{ds.in_dim} and {ds.n_classes}.")
     t0 = time.perf_counter()
-    _bar(0, len(ds), "curvature bounds")
-    bounds = curvature_bounds(model, method=args.bounds)
-    res = evaluate(model, ds.images.to(device), ds.labels.to(device), rho=args.rho, targets=args.targets,
-                   mode=args.mode, attacks=not args.no_attacks, bounds=bounds, batch_size=args.batch_size,
-                   local=args.local,
-                   progress=lambda d, n: _bar(d, n, "certifying"))
-    sys.stderr.write("\n")
+    progress = Progress(len(ds), "certifying", "img")
+    try:
+        bounds = curvature_bounds(model, method=args.bounds)
+        res = evaluate(model, ds.images.to(device), ds.labels.to(device), rho=args.rho, targets=args.targets,
+                       mode=args.mode, attacks=not args.no_attacks, bounds=bounds, batch_size=args.batch_size,
+                       local=args.local, progress=lambda done, _total: progress.update(done))
+    finally:
+        progress.close()
     s = dict(res.summary, seconds=round(time.perf_counter() - t0, 3), checkpoint=str(args.checkpoint),
              dataset=ds.source, device=str(device), model=model.describe())
     if out is not None:
@@ -101,18 +86,12 @@ def cmd_certify(args: argparse.Namespace) -> int:
                 res.table.to_csv(out, index=False)
         except OSError as exc:
             raise CRCError(f"could not write {out}: {exc}") from None
-    sys.stdout.write(_summary_text(s) + "\n")
+    print(summary_text(s))
     return 0
 
 
-def _bar(done: int, total: int, what: str, width: int = 28) -> None:
-    frac = done / total if total else 1.0
-    fill = int(width * frac)
-    sys.stderr.write(f"\r{what:<17} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
-    sys.stderr.flush()
-
-
-def _summary_text(s: dict) -> str:
+def summary_text(s: dict[str, Any]) -> str:
+    """The summary as a small table like the paper's (fractions as percentages)."""
     pct = lambda v: f"{100 * v:6.2f}%"  # noqa: E731
     lines = [f"model {s['model']} on {s['dataset']}, {s['n']} images, ρ = {s['rho']}, targets = {s['targets']}, "
              f"mode = {s['mode']}, bounds = {s['bound_method']}, device = {s['device']}",

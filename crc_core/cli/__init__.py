@@ -1,0 +1,79 @@
+"""Command line: ``python -m crc_core <command> ...``.
+
+One module per command, each with ``add_parser(subparsers)`` and ``run(args) -> exit code``, registered by one line
+in :data:`COMMANDS`:
+
+  train     train a standard / γ-regularized / CRT model with a progress bar and write a checkpoint (cli/train.py)
+  info      print a checkpoint's metadata: architecture, settings, metrics, the command that made it (cli/info.py)
+  certify   certified radii and attacks for test images of a checkpoint, to CSV / JSON (cli/certify.py)
+
+Shared argument checks live in cli/common.py, progress bars (tqdm) in cli/progress.py. This package (with
+``crc_core/__main__.py``) is the only place in crc_core that prints or parses arguments; the library functions it
+calls return values and raise :class:`~crc_core.errors.CRCError` with readable messages, which :func:`main` prints as
+one ``error:`` line (exit status 2).
+
+To add a command ``foo``: write ``crc_core/cli/foo.py`` with ``add_parser(sub)`` (which calls
+``sub.add_parser("foo", ...)``) and ``run(args) -> int``, import it below and add
+``Command("foo", foo.add_parser, foo.run)`` to :data:`COMMANDS` (a keyword such as ``import`` needs another module
+name, e.g. ``import_.py``). Import what only ``run`` needs inside ``run`` (``--help`` stays quick); validate
+flags with cli/common.py before any work; print results to stdout and progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from ..errors import CRCError
+from . import certify, info, train
+from .common import PROG
+from .progress import Progress, TrainProgress
+
+__all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "PROG", "Command", "Progress", "TrainProgress",
+           "build_parser", "main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+
+
+class Command(NamedTuple):
+    """A subcommand: its name, the function that adds its subparser, the function that runs it."""
+
+    name: str
+    add_parser: Callable[[argparse._SubParsersAction], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: list[Command] = [
+    Command("train", train.add_parser, train.run),
+    Command("info", info.add_parser, info.run),
+    Command("certify", certify.add_parser, certify.run),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="CRC Explorer: curvature-based robustness certificates and curvature-regularized training "
+                    "(Singla & Feizi 2020). Run a command with --help for its options.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+        sub.choices[command.name].set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the exit code (0 ok, 2 bad input or failure, 130 stopped by Ctrl-C)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return int(args._run(args))
+    except CRCError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("aborted.", file=sys.stderr)
+        return EXIT_INTERRUPTED

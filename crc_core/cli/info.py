@@ -1,0 +1,54 @@
+"""``python -m crc_core info``: a checkpoint's metadata (architecture, settings, metrics, the command that made it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..models import format_architecture
+from .progress import fmt
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show a checkpoint's metadata",
+                       description="Print what a checkpoint contains: architecture, how it was trained (the exact "
+                                   "command), and its metrics. The file is verified (SHA-256, weights only).")
+    p.add_argument("checkpoint", help="a .pt file written by `train` (e.g. assets/models/crt-2x256.pt)")
+    p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import read_metadata
+
+    path = Path(args.checkpoint)
+    meta = read_metadata(path)
+    if args.json:
+        print(json.dumps(meta, indent=2, sort_keys=True))
+        return 0
+    arch = meta["architecture"]  # read_metadata has checked it
+    m = meta.get("metrics") or {}
+    rho = m.get("eval_rho", "?")
+    rows = [
+        ("file", f"{path} ({path.stat().st_size / 1e6:.2f} MB)"),
+        ("model", format_architecture(arch["widths"], arch["activation"], in_dim=arch["in_dim"],
+                                      n_classes=arch["n_classes"])),
+        ("trained as", meta.get("label") or meta.get("kind")),
+        ("dataset", meta.get("dataset")),
+        ("gamma", meta.get("gamma")),
+        ("crt eps", meta.get("crt_eps")),
+        ("epochs", meta.get("epochs")),
+        ("test accuracy", fmt(m.get("test_accuracy"), True)),
+        (f"certified acc (rho={rho}, runner-up)", fmt(m.get("certified_accuracy"), True)),
+        (f"certified acc (rho={rho}, all classes)", fmt(m.get("certified_accuracy_all"), True)),
+        ("certified on", f"{m.get('eval_samples')} fixed test images" if m.get("eval_samples") else None),
+        ("mean K_ub", fmt(m.get("mean_K_ub"))),
+        ("stopped early", meta.get("stopped")),
+        ("created", meta.get("created")),
+        ("command", meta.get("command")),
+    ]
+    w = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        if v is not None:
+            print(f"{k:<{w}}  {v}")
+    return 0

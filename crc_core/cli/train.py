@@ -1,0 +1,168 @@
+"""``python -m crc_core train``: train a standard / γ-regularized / CRT model with a progress bar, save a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..activations import CURVATURE_ACTIVATIONS
+from ..certify import SOLVER_MODES
+from ..data import DATASET_NAMES
+from ..errors import CRCError
+from ..models import architecture_slug
+from ..train import KINDS
+from .common import PROG, output_file, set_threads
+from .progress import TrainProgress, fmt
+
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+examples:
+  # the shipped CRT model: 2 layers (one hidden layer of 256), softplus, gamma 0.01, attack radius 0.5
+  python -m crc_core train --dataset embedded --widths 256 --activation softplus --kind crt \\
+      --gamma 0.01 --eps 0.5 --epochs 3 --seed 0 --out assets/models/crt.pt
+  # the paper's 2x[1024] CRT (Table 9) on full Fashion-MNIST
+  python -m crc_core train --dataset fashion-mnist --widths 2x1024 --kind crt --gamma 0.01 --eps 0.5
+  # a quick check that everything works (a few steps on a few images)
+  python -m crc_core train --dry-run --out runs/dry.pt
+
+kinds:
+  standard  cross-entropy only
+  gamma     cross-entropy + gamma * K, K = the curvature bound of the margin (paper eq. 7)
+  crt       the same, computed at the curvature attack's worst-case point within radius --eps (CRT)
+
+Press Ctrl-C once to stop after the current step and still save the model; twice to abort.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a standard, curvature-regularized or CRT model and save a checkpoint",
+        description="Train an MLP on images and save it as a checkpoint (weights + metadata: settings, "
+                    "metrics and this exact command).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data and model")
+    g.add_argument("--dataset", default="embedded", choices=DATASET_NAMES,
+                   help="embedded = the Fashion-MNIST subset shipped with crc_core (default); fashion-mnist / "
+                        "mnist = the full sets (found automatically, or see --data-root)")
+    g.add_argument("--data-root", default=None, metavar="DIR", help="folder with the IDX files of the dataset")
+    g.add_argument("--widths", default="256", metavar="W",
+                   help="hidden layer widths: '256' (2 layers), '1024,1024' (3 layers) or depth x width "
+                        "like '2x1024' (the paper's 2x[1024]); default 256")
+    g.add_argument("--activation", default="softplus", choices=CURVATURE_ACTIVATIONS,
+                   help="smooth activation (curvature needs it); default softplus")
+    g = p.add_argument_group("training")
+    g.add_argument("--kind", default="crt", choices=KINDS, help="what to train (see below); default crt")
+    g.add_argument("--gamma", type=float, default=None,
+                   help="weight of the curvature penalty; default 0.01 for gamma/crt (not used by standard)")
+    g.add_argument("--eps", type=float, default=0.5,
+                   help="CRT attack radius (L2 distance in pixel units, images in [0,1]); default 0.5")
+    g.add_argument("--epochs", type=int, default=3, help="passes over the training set; default 3")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate; default 1e-3")
+    g.add_argument("--batch-size", type=int, default=128, help="default 128")
+    g.add_argument("--seed", type=int, default=0, help="same seed, same weights (on CPU); default 0")
+    g.add_argument("--attack-outer", type=int, default=8,
+                   help="CRT attack: bisection steps on the dual variable (paper: 30); default 8")
+    g.add_argument("--attack-inner", type=int, default=5,
+                   help="CRT attack: majorization-minimization steps per bisection step (paper: 20); default 5")
+    g.add_argument("--train-limit", type=int, default=None, metavar="N", help="use only the first N training images")
+    g.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps")
+    g = p.add_argument_group("evaluation after every epoch")
+    g.add_argument("--eval-rho", type=float, default=0.5, help="radius of the certified accuracy; default 0.5")
+    g.add_argument("--eval-samples", type=int, default=100, metavar="N",
+                   help="certify a fixed sample of N test images (0 = skip); default 100")
+    g.add_argument("--no-eval-all", action="store_true",
+                   help="report only the paper's runner-up certified accuracy, not the all-class one")
+    g.add_argument("--eval-mode", default="fast", choices=SOLVER_MODES, help="certificate solver mode")
+    g.add_argument("--eval-every", type=int, default=1, metavar="N",
+                   help="evaluate every N epochs (always after the last); default 1")
+    g.add_argument("--test-limit", type=int, default=None, metavar="N", help="use only the first N test images")
+    g = p.add_argument_group("running")
+    g.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda; default auto")
+    g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+    g.add_argument("--out", default=None, metavar="PATH",
+                   help="checkpoint to write (default runs/<kind>-<depth>x<width>-<activation>-<dataset>.pt)")
+    g.add_argument("--log-every", type=int, default=10, metavar="N", help="progress update every N steps")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--dry-run", action="store_true",
+                   help="a few steps on a few images, to check the set-up (writes a checkpoint)")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
+    """The validated TrainConfig the flags describe (--dry-run shrinks the run); CRCError for impossible ones."""
+    from ..train import TrainConfig, parse_widths
+
+    if args.kind == "standard" and args.gamma not in (None, 0.0):
+        raise CRCError("Standard training has no curvature penalty: drop --gamma, or use --kind gamma / crt.")
+    gamma = 0.0 if args.kind == "standard" else (0.01 if args.gamma is None else args.gamma)
+    settings: dict[str, Any] = dict(
+        dataset=args.dataset, data_root=args.data_root, widths=parse_widths(args.widths),
+        activation=args.activation, kind=args.kind, gamma=gamma, crt_eps=args.eps, epochs=args.epochs,
+        lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device,
+        attack_outer=args.attack_outer, attack_inner=args.attack_inner, eval_rho=args.eval_rho,
+        eval_samples=args.eval_samples, eval_all_targets=not args.no_eval_all, eval_mode=args.eval_mode,
+        eval_every=args.eval_every, log_every=args.log_every, train_limit=args.train_limit, test_limit=args.test_limit,
+        max_steps=args.max_steps)
+    if args.dry_run:
+        settings.update(epochs=1, max_steps=min(3, args.max_steps or 3), train_limit=min(256, args.train_limit or 256),
+                        test_limit=min(100, args.test_limit or 100), eval_samples=min(4, args.eval_samples),
+                        log_every=1)
+    return TrainConfig(**settings)
+
+
+def default_out(config: Any) -> Path:
+    """runs/<kind>-<depth>x<widths>-<activation>-<dataset>.pt, e.g. runs/crt-2x256-softplus-embedded.pt."""
+    return Path("runs") / f"{config.kind}-{architecture_slug(config.widths, config.activation)}-{config.dataset}.pt"
+
+
+def _train_with_ctrl_c(config: Any, progress: TrainProgress | None) -> Any:  # -> TrainResult
+    """Run training; the first Ctrl-C stops after the current step (the model is kept), the second aborts."""
+    from .. import train as train_mod  # looked up at call time (tests replace train_mod.train)
+
+    stop = {"requested": False}
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        if progress is not None:
+            progress.message("stopping after this step (press Ctrl-C again to abort without saving) ...")
+
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals only work there
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    try:
+        return train_mod.train(config, callback=progress, should_stop=lambda: stop["requested"])
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import run_record, save_checkpoint
+    from ..device import default_device, describe_device
+    from ..train import final_metrics
+
+    set_threads(args.threads)
+    config = config_from_args(args)
+    out = output_file(args.out or str(default_out(config)), "model.pt", create_folder=True)  # checked before training
+    progress = TrainProgress() if not args.quiet else None
+    if progress is not None:
+        progress.message(f"training {config.describe()} on {config.dataset}{' (dry run)' if args.dry_run else ''}, "
+                         f"device {describe_device(default_device(config.device))}")
+    result = _train_with_ctrl_c(config, progress)
+    if progress is not None and (result.stopped or not result.metrics):
+        progress.message("evaluating the stopped model ...")
+    metrics = final_metrics(config, result)  # a stopped run: these weights, evaluated now
+    record = run_record(config, result, source=f"{PROG} {shlex.join(args.argv)}", metrics=metrics,
+                        extra={"dry_run": bool(args.dry_run)})
+    path = save_checkpoint(out, result.model.cpu(), record)
+    print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB): {config.describe()}, "
+          f"test acc {fmt(metrics.get('test_accuracy'), True)}, certified acc at rho={config.eval_rho:g}: "
+          f"runner-up {fmt(metrics.get('certified_accuracy'), True)}, "
+          f"all-class {fmt(metrics.get('certified_accuracy_all'), True)}"
+          f"{' [stopped early]' if result.stopped else ''}")
+    return EXIT_INTERRUPTED if result.stopped else 0
