@@ -93,6 +93,16 @@ def test_sprocedure_exact_on_a_hyperplane_and_a_sphere():
     assert grid - 5e-3 <= d <= grid  # the S-procedure is exact for one quadratic constraint
 
 
+def test_an_unbounded_dual_still_proves_the_radius_asked_for():
+    W = torch.eye(3, dtype=torch.float64)
+    q = rq.MarginQuadratic(torch.ones(1, 3, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64),
+                           torch.tensor([0.5], dtype=torch.float64))  # Q = 0.5 + ‖δ‖² > 0 everywhere
+    for rho in (0.1, 3.0, 4.9):
+        d = rq.quadratic_distance_lower_bound(W, q, at_least=torch.tensor([rho], dtype=torch.float64))
+        assert d.item() >= rho
+    assert rq.quadratic_distance_lower_bound(W, q).item() >= 5.0
+
+
 def test_a_poor_dual_value_is_still_a_lower_bound(monkeypatch):
     W = torch.eye(2, dtype=torch.float64)
     q = rq.MarginQuadratic(torch.tensor([[-1.0, 0.5]], dtype=torch.float64), torch.tensor([[1.0, 0.3]],

@@ -45,6 +45,8 @@ LAMBDA_CAP = 1e8  # upper end of the λ search where ∇²Q ⪰ 0 leaves it unbo
 # (ROUNDOFF_RTOL relative), so its positive definiteness can be proved; costs ≤ ~1e-6 relative of the dual value
 DOMAIN_MARGIN = 1e-6
 MU_TRIES = (0.5, 1 / 64, 1 / 4096)  # fractions of the estimated μ = λ_min(I + λ∇²Q) tried in the Cholesky proof
+# aim the dual at (1 + margin)·ρ when only ρ must be proved: room for the round-off allowances, and a moderate λ
+TARGET_MARGIN = 1e-4
 CHUNK_ROWS = 32  # (image, target) rows per batched eigendecomposition (memory: rows · D² float64)
 
 
@@ -65,15 +67,17 @@ def require_two_layer_relu(model: nn.Module) -> MLP:
 
 # ------------------------------------------------------------------------------------------------ steps 1-3
 def preactivation_bounds(W1: torch.Tensor, b1: torch.Tensor, x0: torch.Tensor, rho: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eqs. (81)-(82): d ≤ W¹x + b¹ ≤ u for all ‖x − x0‖ ≤ ρ, widened by the round-off allowance.
 
-    W1 (H, D), b1 (H,), x0 (N, D), ρ (N,), all float64. Returns (z0 = W¹x0 + b¹, d, u), each (N, H).
+    W1 (H, D), b1 (H,), x0 (N, D), ρ (N,), all float64. Returns (z0 = W¹x0 + b¹ as computed, d, u, z0_err), each
+    (N, H), z0_err ≥ |computed z0 − exact z0|.
     """
     z0 = x0 @ W1.T + b1
     reach = rho[:, None] * torch.linalg.vector_norm(W1, dim=1)[None, :]
-    slack = ROUNDOFF_RTOL * (x0.abs() @ W1.abs().T + b1.abs() + reach)
-    return z0, z0 - reach - slack, z0 + reach + slack
+    z0_err = ROUNDOFF_RTOL * (x0.abs() @ W1.abs().T + b1.abs())
+    slack = z0_err + ROUNDOFF_RTOL * reach
+    return z0, z0 - reach - slack, z0 + reach + slack, z0_err
 
 
 def relu_quadratic_bounds(d: torch.Tensor, u: torch.Tensor, upper: torch.Tensor
@@ -113,17 +117,20 @@ class MarginQuadratic:
     gamma: torch.Tensor
 
 
-def margin_quadratic(W1: torch.Tensor, z0: torch.Tensor, d: torch.Tensor, u: torch.Tensor, w: torch.Tensor,
+def margin_quadratic(z0: torch.Tensor, d: torch.Tensor, u: torch.Tensor, z0_err: torch.Tensor, w: torch.Tensor,
                      c0: torch.Tensor) -> MarginQuadratic:
     """Step 3: f = Σ_i w_i relu(z_i) + c0 ≥ Q, with w = W²_y − W²_t (N, H), c0 = b²_y − b²_t (N,),
-    z = z0 + W¹δ; z0, d, u (N, H) from :func:`preactivation_bounds`. γ carries the round-off allowance."""
+    z = z0 + W¹δ; z0, d, u, z0_err (N, H) from :func:`preactivation_bounds`. γ carries the round-off allowance:
+    the coefficients' rounding (relative to |A|m² + |B|m + |C|, m = max(|d|, |u|)) and z0's error times the
+    quadratic's slope bound 2|A|m + |B| on [d, u]."""
     A, B, C = relu_quadratic_bounds(d, u, upper=w < 0)
     alpha = w * A
     beta = w * (2 * A * z0 + B)
     gamma = (w * ((A * z0 + B) * z0 + C)).sum(1) + c0
     m = torch.maximum(d.abs(), u.abs())
     scale = (w.abs() * (A.abs() * m * m + B.abs() * m + C.abs())).sum(1) + c0.abs()
-    return MarginQuadratic(alpha, beta, gamma - ROUNDOFF_RTOL * scale)
+    shift = (w.abs() * (2 * A.abs() * m + B.abs()) * z0_err).sum(1)
+    return MarginQuadratic(alpha, beta, gamma - ROUNDOFF_RTOL * scale - (1 + ROUNDOFF_RTOL) * shift)
 
 
 # ------------------------------------------------------------------------------------------------ step 4
@@ -142,6 +149,22 @@ def _dual_argmax(lam_eig: torch.Tensor, g2: torch.Tensor, c: torch.Tensor, lam_h
         up = slope(mid) > 0
         lo, hi = torch.where(up, mid, lo), torch.where(up, hi, mid)
     return torch.where(rising_at_end, lam_hi, lo)
+
+
+def _dual_value(lam_eig: torch.Tensor, g2: torch.Tensor, c: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """φ(λ) = λc − ½λ² Σ_i g2_i / (1 + λ e_i) (N,), unproved (the estimate that guides the search)."""
+    return lam * c - 0.5 * lam * lam * (g2 / (1 + lam[:, None] * lam_eig)).sum(1)
+
+
+def _smallest_lambda_reaching(lam_eig: torch.Tensor, g2: torch.Tensor, c: torch.Tensor, lam_max: torch.Tensor,
+                              target: torch.Tensor) -> torch.Tensor:
+    """The smallest λ ∈ [0, λ_max] with φ(λ) ≥ target (φ increases on [0, argmax]); λ_max where φ(λ_max) < target."""
+    lo, hi = torch.zeros_like(lam_max), lam_max.clone()
+    for _ in range(DUAL_BISECTION_STEPS):
+        mid = (lo + hi) / 2
+        up = _dual_value(lam_eig, g2, c, mid) >= target
+        lo, hi = torch.where(up, lo, mid), torch.where(up, mid, hi)
+    return hi
 
 
 def _proved_mu(W1: torch.Tensor, alpha: torch.Tensor, lam: torch.Tensor, mu_est: torch.Tensor) -> torch.Tensor:
@@ -188,12 +211,15 @@ def _proved_dual_value(W1: torch.Tensor, q: MarginQuadratic, lam: torch.Tensor, 
 
 
 def quadratic_distance_lower_bound(W1: torch.Tensor, q: MarginQuadratic, basis: torch.Tensor | None = None,
-                                   R: torch.Tensor | None = None) -> torch.Tensor:
-    """Step 4: a proved lower bound (N,) float64 on min ‖δ‖ subject to Q(δ) ≤ 0 (0 where Q(0) ≤ 0; may be inf
-    where the dual is proved beyond any useful size). W1 (H, D) float64; q per row (N rows).
+                                   R: torch.Tensor | None = None, *, at_least: torch.Tensor | None = None
+                                   ) -> torch.Tensor:
+    """Step 4: a proved lower bound (N,) float64 on min ‖δ‖ subject to Q(δ) ≤ 0 (0 where Q(0) ≤ 0). W1 (H, D)
+    float64; q per row (N rows).
 
     ``basis``, ``R``: a factorization W¹ᵀ = basis·R (basis (D, k) orthonormal columns, R (k, H)), e.g. from
     ``torch.linalg.qr(W1.T)``; it only chooses λ (k = min(H, D) sized eigenproblems), never the value proved.
+    ``at_least`` (N,): rows whose unproved dual estimate is below it are not proved and get 0 (a valid bound),
+    which saves the D×D proof where its result would not be used.
     """
     if basis is None or R is None:
         basis, R = torch.linalg.qr(W1.T)
@@ -206,13 +232,21 @@ def quadratic_distance_lower_bound(W1: torch.Tensor, q: MarginQuadratic, basis: 
     lam_hi = lam_hi.clamp_max(LAMBDA_CAP)
     gt = (V.transpose(1, 2) @ h[:, :, None])[:, :, 0]  # (N, k)
     lam = _dual_argmax(e, gt * gt, q.gamma, lam_hi)
+    if at_least is not None:  # the smallest λ that reaches at_least (with a margin): keeps the proof well scaled
+        lam = _smallest_lambda_reaching(e, gt * gt, q.gamma, lam, 0.5 * (at_least * (1 + TARGET_MARGIN)) ** 2)
     s = -(lam[:, None] * gt) / (1 + lam[:, None] * e)
-    delta = (V @ s[:, :, None])[:, :, 0] @ basis.T  # (N, D): the minimizer of ½‖δ‖² + λQ(δ)
-    mu = _proved_mu(W1, q.alpha, lam, 1 + lam * e_min)
-    val = _proved_dual_value(W1, q, lam, delta, mu)
-    # λ = 0 always gives inf = 0: the bound is never below that
-    dist = (2 * val.clamp_min(0)).sqrt()
-    return torch.where(q.gamma > 0, dist, torch.zeros_like(dist))
+    estimate = (2 * _dual_value(e, gt * gt, q.gamma, lam).clamp_min(0)).sqrt()  # sqrt(2φ(λ)), unproved
+    todo = (q.gamma > 0) & (estimate > 0)
+    if at_least is not None:
+        todo &= estimate >= at_least
+    dist = torch.zeros_like(q.gamma)
+    if todo.any():
+        qt = MarginQuadratic(q.alpha[todo], q.beta[todo], q.gamma[todo])
+        delta = (V[todo] @ s[todo, :, None])[:, :, 0] @ basis.T  # (n, D): the minimizer of ½‖δ‖² + λQ(δ)
+        mu = _proved_mu(W1, qt.alpha, lam[todo], 1 + lam[todo] * e_min[todo])
+        val = _proved_dual_value(W1, qt, lam[todo], delta, mu)
+        dist[todo] = (2 * val.clamp_min(0)).sqrt()  # λ = 0 gives inf = 0: the bound is never below that
+    return dist
 
 
 # ------------------------------------------------------------------------------------------------ step 5
@@ -222,8 +256,9 @@ class ReluCertificate:
 
     Per image (B,): pred, label, correct, radius (float64, min over the targets of the proven radii; 0 when
     misclassified), target (the arg-min class, −1 when misclassified). radii (B, C): per-target proven radius (nan
-    where not computed, e.g. t = y). Per (image, target) row in the order of targets_t (B, T): rho_low (the last ρ
-    the bisection proved), rho_high (the smallest ρ it failed to prove: NOT an upper bound on the true distance).
+    where not computed, e.g. t = y; targets dropped early keep the value proven then). Per (image, target) row in
+    the order of targets_t (B, T): rho_low (the last ρ the bisection proved), rho_high (the smallest ρ it failed to
+    prove: NOT an upper bound on the true distance).
     n_steps: bisection steps; targets: the target mode.
     """
 
@@ -244,19 +279,21 @@ class ReluCertificate:
         return self.correct & (self.radius >= rho)
 
 
-def relu_distance_at(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, rho: torch.Tensor
-                     ) -> torch.Tensor:
+def relu_distance_at(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, rho: torch.Tensor, *,
+                     at_least: torch.Tensor | None = None) -> torch.Tensor:
     """Steps 1-4 for N rows at one radius each: x0 (N, D) float64, y, t (N,), ρ (N,) > 0. Returns a proved lower
-    bound (N,) on the distance from x0 to {Q ≤ 0}; min(ρ, it) is a proven radius for (y, t) (f ≥ Q on the ρ-ball)."""
+    bound (N,) on the distance from x0 to {Q ≤ 0}; min(ρ, it) is a proven radius for (y, t) (f ≥ Q on the ρ-ball).
+    ``at_least`` (N,): see :func:`quadratic_distance_lower_bound`."""
     W1, b1 = model.layers[0].weight.double(), model.layers[0].bias.double()
     W2, b2 = model.layers[1].weight.double(), model.layers[1].bias.double()
     basis, R = torch.linalg.qr(W1.T)
     out = torch.empty(x0.shape[0], dtype=torch.float64, device=x0.device)
     for s in range(0, x0.shape[0], CHUNK_ROWS):
         sl = slice(s, s + CHUNK_ROWS)
-        z0, d, u = preactivation_bounds(W1, b1, x0[sl], rho[sl])
-        q = margin_quadratic(W1, z0, d, u, W2[y[sl]] - W2[t[sl]], b2[y[sl]] - b2[t[sl]])
-        out[sl] = quadratic_distance_lower_bound(W1, q, basis, R)
+        z0, d, u, z0_err = preactivation_bounds(W1, b1, x0[sl], rho[sl])
+        q = margin_quadratic(z0, d, u, z0_err, W2[y[sl]] - W2[t[sl]], b2[y[sl]] - b2[t[sl]])
+        out[sl] = quadratic_distance_lower_bound(W1, q, basis, R,
+                                                 at_least=None if at_least is None else at_least[sl])
     return out
 
 
@@ -280,8 +317,10 @@ def certify_relu(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None
 
     labels (B,): a misclassified image gets radius 0; without labels the prediction is certified. targets:
     "all" (default: min over t ≠ y, the radius of the classifier), "runner-up" (the paper's), "random", "least".
-    Bisection on ρ in [rho_low, rho_high] until the bracket is ≤ rho_tol; every step proves min(ρ, distance
-    bound) and the largest value proven is kept (≥ the last ρ proven). Radii are < rho_high.
+    Bisection on ρ in [rho_low, rho_high] until the bracket is ≤ rho_tol; the radius of a target is the last ρ
+    proven (rho_low). Radii are < rho_high. With several targets, a target is no longer refined once it is proven
+    beyond another target's failed ρ (it cannot be the minimum): its per-target radius is then still proven, but
+    not refined (radii (B, C) are lower bounds; ``radius`` is the exact outcome of the bisection).
     Guarantee: no x' with ‖x' − x0‖ < radius changes the prediction (exact arithmetic on the float64 model).
     Cost: per step one eigendecomposition of size min(H, D) and one Cholesky of size D per (image, target).
     """
@@ -310,13 +349,21 @@ def certify_relu(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None
     lo = torch.full((B * nT,), float(rho_low), dtype=torch.float64, device=dev)
     hi = torch.full_like(lo, float(rho_high))
     best = torch.zeros_like(lo)
+    active = correct[rows_b].clone()  # a misclassified image has no certificate: no work
     n_steps = max(1, math.ceil(math.log2((rho_high - rho_low) / rho_tol)))
     for _ in range(n_steps):
-        rho = (lo + hi) / 2
-        dist = relu_distance_at(model, xr, yy, tt, rho)
-        best = torch.maximum(best, torch.minimum(dist, rho))
+        idx = active.nonzero()[:, 0]
+        if idx.numel() == 0:
+            break
+        rho = (lo[idx] + hi[idx]) / 2
+        # only a proof of ρ itself is used (bisection on whether ρ is proved): others are not attempted
+        dist = relu_distance_at(model, xr[idx], yy[idx], tt[idx], rho, at_least=rho)
+        best[idx] = torch.maximum(best[idx], torch.minimum(dist, rho))
         ok = dist >= rho
-        lo, hi = torch.where(ok, rho, lo), torch.where(ok, hi, rho)
+        lo[idx], hi[idx] = torch.where(ok, rho, lo[idx]), torch.where(ok, hi[idx], rho)
+        # a target proven beyond another target's failed ρ (≥ that target's final radius) cannot be the minimum
+        min_hi = hi.reshape(B, nT).min(1).values[rows_b]
+        active &= best <= min_hi
     radT = torch.where(correct[:, None], best.reshape(B, nT), torch.zeros(B, nT, dtype=torch.float64, device=dev))
     j = radT.argmin(1)
     radii = torch.full((B, C), float("nan"), dtype=torch.float64, device=dev).scatter_(1, T, radT)
