@@ -170,22 +170,20 @@ def _smallest_lambda_reaching(lam_eig: torch.Tensor, g2: torch.Tensor, c: torch.
 def _proved_mu(W1: torch.Tensor, alpha: torch.Tensor, lam: torch.Tensor, mu_est: torch.Tensor) -> torch.Tensor:
     """The largest μ among MU_TRIES·μ_est with I + λ∇²Q − μI proved positive definite (Rump's Cholesky test),
     0 where none is. ∇²Q = 2 W¹ᵀ diag(α) W¹; the matrix is formed with its round-off covered by a diagonal shift."""
-    D = W1.shape[1]
-    K = W1.T @ ((2 * lam[:, None] * alpha)[:, :, None] * W1)  # (N, D, D) = λ∇²Q
-    # |computed − exact| entrywise ≤ ROUNDOFF_RTOL·(|W¹|ᵀ|2λα||W¹|), whose spectral norm ≤ its trace tr; the
+    c = 2 * lam[:, None] * alpha  # (N, H): λ∇²Q = W¹ᵀ diag(c) W¹
+    # |computed − exact| entrywise ≤ ROUNDOFF_RTOL·(|W¹|ᵀ|c||W¹|), whose spectral norm ≤ its trace tr; the
     # 4u(1 + tr) covers the rounding of adding the diagonal shift
-    tr = ((2 * lam[:, None] * alpha.abs()) * (W1 * W1).sum(1)[None, :]).sum(1)
+    tr = (c.abs() * (W1 * W1).sum(1)[None, :]).sum(1)
     err = ROUNDOFF_RTOL * tr + 4 * U64 * (1 + tr)
-    eye = torch.eye(D, dtype=W1.dtype, device=W1.device)
     mu = torch.zeros_like(lam)
     for frac in MU_TRIES:
-        todo = (mu == 0) & (mu_est > 0)
-        if not todo.any():
+        todo = ((mu == 0) & (mu_est > 0)).nonzero()[:, 0]
+        if todo.numel() == 0:
             break
         trial = frac * mu_est[todo]
-        Mt = K[todo] + ((1 - trial - err[todo])[:, None, None] * eye)
-        ok = cholesky_proves_pd(Mt)
-        mu[todo] = torch.where(ok, trial, mu[todo])
+        Mt = (W1.T * c[todo, None, :]) @ W1  # (n, D, D), one GEMM
+        Mt.diagonal(dim1=1, dim2=2).add_((1 - trial - err[todo])[:, None])
+        mu[todo] = torch.where(cholesky_proves_pd(Mt), trial, mu[todo])
     return mu
 
 
