@@ -157,6 +157,18 @@ def test_attacks_find_no_flip_inside_the_radius(dims):
     assert (radius["all"] <= radius["runner-up"] + 1e-12).all()  # the min over all targets includes the runner-up
 
 
+def test_attacks_on_a_briefly_trained_net_on_real_images():
+    from helpers import small_data, small_model
+
+    m = small_model(2, "relu", True).double()  # 2x[24] relu on 10x10 Fashion-MNIST images
+    x, y = small_data("test", 200)
+    x0 = x[:8].double()
+    res = rq.certify_relu(m, x0, y[:8])
+    assert res.correct.sum() >= 5 and (res.radius[res.correct] > 0).all()
+    flip = closest_flip(m, x0, res.radius)
+    assert (flip >= res.radius).all(), (flip, res.radius)
+
+
 def test_an_inflated_radius_is_caught():
     m = relu_net([[1.0, 0.0]], [0.0], [[0.5], [-0.5]], [-0.5, 0.5])
     x0 = torch.tensor([[3.0, 0.2]], dtype=torch.float64)
