@@ -10,12 +10,13 @@ For a ball ‖x − x0‖ ≤ ρ and a target t ≠ y (margin f = z_y − z_t):
    the lower one where w_i = W²_{y,i} − W²_{t,i} > 0, the upper one where w_i < 0, :func:`relu_quadratic_bounds`;
 3. hence f(x0 + δ) ≥ Q(δ) = Σ_i α_i (W¹δ)_i² + β·W¹δ + γ on the ball, :func:`margin_quadratic`;
 4. the distance from x0 to {Q ≤ 0} by the S-procedure: for every λ ≥ 0 with I + λ∇²Q ⪰ 0,
-   ½‖δ‖² ≥ inf_δ' ½‖δ'‖² + λ Q(δ') =: φ(λ) for all δ with Q(δ) ≤ 0 (weak duality). λ is chosen by maximizing
-   the exact one-dimensional dual through an eigendecomposition of ∇²Q; the value φ(λ) is then *proved* at that λ
+   ½‖δ‖² ≥ inf_δ' ½‖δ'‖² + λ Q(δ') =: φ(λ) for all δ with Q(δ) ≤ 0 (weak duality). λ is chosen on the exact
+   one-dimensional dual through an eigendecomposition of ∇²Q (its maximizer, or the smallest λ reaching the radius
+   to be proved, which is all the bisection needs); the value φ(λ) is then *proved* at that λ
    (Cholesky proof of I + λ∇²Q ⪰ μI, then inf ≥ L(δ̂) − ‖∇L(δ̂)‖²/(2μ) at the computed minimizer δ̂), so a poor
    eigendecomposition can only make the bound smaller, never wrong, :func:`quadratic_distance_lower_bound`;
 5. as Q ≤ f only on the ρ-ball, min(ρ, that distance) is a proven radius; bisection on ρ ∈ [ρ_low, ρ_high]
-   = [0, 5] (the paper's) keeps the largest value proven at any step (≥ the last ρ proven), :func:`certify_relu`.
+   = [0, 5] (the paper's) reports the last ρ proven (never a midpoint), :func:`certify_relu`.
 
 Guarantee: no x with ‖x − x0‖ < radius changes the prediction, in exact arithmetic on the float64 model; the
 float64 round-off of our own computation is covered by the named allowances below. The radius is capped below ρ_high.
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..certify import TARGET_MODES, choose_targets
 from ..errors import CRCError
 from ..models import MLP, validate_model
 from ..verified_eig import U64, cholesky_proves_pd
@@ -278,13 +280,15 @@ class ReluCertificate:
 
 
 def relu_distance_at(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, rho: torch.Tensor, *,
-                     at_least: torch.Tensor | None = None) -> torch.Tensor:
+                     at_least: torch.Tensor | None = None,
+                     factor: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Steps 1-4 for N rows at one radius each: x0 (N, D) float64, y, t (N,), ρ (N,) > 0. Returns a proved lower
     bound (N,) on the distance from x0 to {Q ≤ 0}; min(ρ, it) is a proven radius for (y, t) (f ≥ Q on the ρ-ball).
-    ``at_least`` (N,): see :func:`quadratic_distance_lower_bound`."""
+    ``at_least`` (N,), ``factor`` (the QR factors of W¹ᵀ, reused across calls): see
+    :func:`quadratic_distance_lower_bound`."""
     W1, b1 = model.layers[0].weight.double(), model.layers[0].bias.double()
     W2, b2 = model.layers[1].weight.double(), model.layers[1].bias.double()
-    basis, R = torch.linalg.qr(W1.T)
+    basis, R = torch.linalg.qr(W1.T) if factor is None else factor
     out = torch.empty(x0.shape[0], dtype=torch.float64, device=x0.device)
     for s in range(0, x0.shape[0], CHUNK_ROWS):
         sl = slice(s, s + CHUNK_ROWS)
@@ -296,8 +300,6 @@ def relu_distance_at(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
 
 
 def _check_options(targets: str, rho_low: float, rho_high: float, rho_tol: float) -> None:
-    from ..certify import TARGET_MODES
-
     if targets not in TARGET_MODES:
         raise CRCError(f"Unknown target mode {targets!r}; use one of {', '.join(TARGET_MODES)}.")
     vals = (rho_low, rho_high, rho_tol)
@@ -305,6 +307,33 @@ def _check_options(targets: str, rho_low: float, rho_high: float, rho_tol: float
             or rho_tol <= 0:
         raise CRCError(f"Need finite 0 ≤ rho_low < rho_high and rho_tol > 0, got rho_low={rho_low!r}, "
                        f"rho_high={rho_high!r}, rho_tol={rho_tol!r}.")
+
+
+def _bisect(model: MLP, xr: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor, active: torch.Tensor, n_images: int,
+            rho_low: float, rho_high: float, rho_tol: float
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Bisection on ρ for N = n_images·T rows (image-major): xr (N, D) float64, yy, tt (N,), active (N,) bool.
+    Returns (proven radius, last ρ proven, smallest ρ not proven, each (N,); steps). Only a proof of the tested ρ is
+    attempted (the bisection needs nothing else)."""
+    lo = torch.full((xr.shape[0],), float(rho_low), dtype=torch.float64, device=xr.device)
+    hi = torch.full_like(lo, float(rho_high))
+    best = torch.zeros_like(lo)
+    active = active.clone()
+    n_steps = max(1, math.ceil(math.log2((rho_high - rho_low) / rho_tol)))
+    basis, R = torch.linalg.qr(model.layers[0].weight.double().T)
+    for _ in range(n_steps):
+        idx = active.nonzero()[:, 0]
+        if idx.numel() == 0:
+            break
+        rho = (lo[idx] + hi[idx]) / 2
+        dist = relu_distance_at(model, xr[idx], yy[idx], tt[idx], rho, at_least=rho, factor=(basis, R))
+        best[idx] = torch.maximum(best[idx], torch.minimum(dist, rho))
+        ok = dist >= rho
+        lo[idx], hi[idx] = torch.where(ok, rho, lo[idx]), torch.where(ok, hi[idx], rho)
+        # a target proven beyond another target's failed ρ (≥ that target's final radius) cannot be the minimum
+        min_hi = hi.reshape(n_images, -1).min(1).values.repeat_interleave(xr.shape[0] // n_images)
+        active &= best <= min_hi
+    return best, lo, hi, n_steps
 
 
 @torch.no_grad()
@@ -316,14 +345,13 @@ def certify_relu(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None
     labels (B,): a misclassified image gets radius 0; without labels the prediction is certified. targets:
     "all" (default: min over t ≠ y, the radius of the classifier), "runner-up" (the paper's), "random", "least".
     Bisection on ρ in [rho_low, rho_high] until the bracket is ≤ rho_tol; the radius of a target is the last ρ
-    proven (rho_low). Radii are < rho_high. With several targets, a target is no longer refined once it is proven
-    beyond another target's failed ρ (it cannot be the minimum): its per-target radius is then still proven, but
-    not refined (radii (B, C) are lower bounds; ``radius`` is the exact outcome of the bisection).
+    proven (rho_low; rarely a little more, when a failed step still proved a distance above it); radii are
+    < rho_high. With several targets, a target is no longer refined once it is proven beyond another target's
+    failed ρ (it cannot be the minimum): its per-target radius (radii (B, C)) is then proven but not refined;
+    ``radius`` is unaffected.
     Guarantee: no x' with ‖x' − x0‖ < radius changes the prediction (exact arithmetic on the float64 model).
     Cost: per step one eigendecomposition of size min(H, D) and one Cholesky of size D per (image, target).
     """
-    from ..certify import choose_targets
-
     require_two_layer_relu(model)
     _check_options(targets, rho_low, rho_high, rho_tol)
     x0 = model.flatten_input(x).detach()
@@ -343,25 +371,8 @@ def certify_relu(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None
     T = choose_targets(logits, pred, targets)
     nT = T.shape[1]
     rows_b = torch.arange(B, device=dev).repeat_interleave(nT)
-    yy, tt, xr = pred[rows_b], T.reshape(-1), x0.double()[rows_b]
-    lo = torch.full((B * nT,), float(rho_low), dtype=torch.float64, device=dev)
-    hi = torch.full_like(lo, float(rho_high))
-    best = torch.zeros_like(lo)
-    active = correct[rows_b].clone()  # a misclassified image has no certificate: no work
-    n_steps = max(1, math.ceil(math.log2((rho_high - rho_low) / rho_tol)))
-    for _ in range(n_steps):
-        idx = active.nonzero()[:, 0]
-        if idx.numel() == 0:
-            break
-        rho = (lo[idx] + hi[idx]) / 2
-        # only a proof of ρ itself is used (bisection on whether ρ is proved): others are not attempted
-        dist = relu_distance_at(model, xr[idx], yy[idx], tt[idx], rho, at_least=rho)
-        best[idx] = torch.maximum(best[idx], torch.minimum(dist, rho))
-        ok = dist >= rho
-        lo[idx], hi[idx] = torch.where(ok, rho, lo[idx]), torch.where(ok, hi[idx], rho)
-        # a target proven beyond another target's failed ρ (≥ that target's final radius) cannot be the minimum
-        min_hi = hi.reshape(B, nT).min(1).values[rows_b]
-        active &= best <= min_hi
+    best, lo, hi, n_steps = _bisect(model, x0.double()[rows_b], pred[rows_b], T.reshape(-1), correct[rows_b], B,
+                                    rho_low, rho_high, rho_tol)
     radT = torch.where(correct[:, None], best.reshape(B, nT), torch.zeros(B, nT, dtype=torch.float64, device=dev))
     j = radT.argmin(1)
     radii = torch.full((B, C), float("nan"), dtype=torch.float64, device=dev).scatter_(1, T, radT)
