@@ -70,6 +70,29 @@ def test_relu_quadratic_bounds_hold_on_the_interval(rng):
         assert torch.allclose(q[:, -1], a[:, -1], atol=1e-9) or not upper
 
 
+@pytest.mark.parametrize("rho", [0.05, 0.5, 2.0])
+def test_the_margin_quadratic_is_below_the_margin_on_the_ball(rho):
+    torch.manual_seed(5)
+    m = MLP(6, [12], 4, "relu").double()
+    W1, b1 = m.layers[0].weight, m.layers[0].bias
+    W2, b2 = m.layers[1].weight, m.layers[1].bias
+    x0 = torch.rand(1, 6, dtype=torch.float64)
+    y, t = m(x0).argmax(1), (m(x0).argmax(1) + 1) % 4
+    z0, d, u, z0_err = rq.preactivation_bounds(W1, b1, x0, torch.tensor([rho], dtype=torch.float64))
+    q = rq.margin_quadratic(z0, d, u, z0_err, W2[y] - W2[t], b2[y] - b2[t])
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(20000, 6, generator=g, dtype=torch.float64)
+    r = rho * torch.rand(20000, 1, generator=g, dtype=torch.float64) ** (1 / 6)
+    delta = torch.cat([v / v.norm(dim=1, keepdim=True) * r, rho * v / v.norm(dim=1, keepdim=True)])  # inside + sphere
+    s = delta @ W1.T
+    Q = (q.alpha * s * s).sum(1) + (q.beta * s).sum(1) + q.gamma
+    with torch.no_grad():
+        z = m(x0 + delta)
+    margin = z[:, y[0]] - z[:, t[0]]
+    assert (margin + 1e-12 >= Q).all()
+    assert (margin - Q).min() < 0.1 * margin.abs().max()  # not vacuous: the bound comes close somewhere
+
+
 def test_sprocedure_exact_on_a_hyperplane_and_a_sphere():
     W = torch.eye(3, dtype=torch.float64)
     g = torch.tensor([[3.0, 4.0, 0.0]], dtype=torch.float64)
