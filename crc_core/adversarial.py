@@ -33,6 +33,15 @@ STEP_SIZE_FACTOR = 2.5  # default step size 2.5·ε/steps (Madry et al.): PGD ca
 TRADES_START_STD = 0.001  # TRADES' start x + 0.001·N(0, I): any nonzero start, since ∇KL = 0 at x' = x
 _NORM_FLOOR = 1e-12  # guards divisions by a zero gradient / perturbation norm
 
+# One-line explanations for the training kinds (CLI help, Train page)
+EXPLANATIONS: dict[str, str] = {
+    "pgd": "PGD adversarial training (Madry et al. 2018): each step trains on the worst point L2 PGD finds within "
+           "ε of every image. Empirical robustness only, no certificate.",
+    "trades": "TRADES (Zhang et al. 2019): cross-entropy on clean images plus β times the KL divergence between the "
+              "predictions at the image and at the point within ε (found by PGD) where they differ most. Larger β "
+              "trades clean accuracy for robustness. Empirical robustness only, no certificate.",
+}
+
 
 def validate_adversarial_options(*, eps: float, steps: int, step_size: float | None = None,
                                  beta: float | None = None) -> None:
