@@ -77,6 +77,7 @@ def tiny(**changes) -> dict:
     (tiny(evaluate__targets=["nearest"]), "unknown value 'nearest'"),
     (tiny(evaluate__images=0), "images must be a whole number ≥ 1"),
     (tiny(evaluate__attacks="yes"), "attacks must be true or false"),
+    (tiny(evaluate__mode=["fast", "paper"]), "mode must be one of"),
     (tiny(resources={"cpus_per_trial": 0}), "cpus_per_trial must be > 0"),
     (tiny(resources={"gpus_per_trial": -0.5}), "gpus_per_trial"),
 ])
@@ -105,6 +106,8 @@ def test_grid_expansion_ids_and_hash():
     assert all(t.config.epochs == 1 and t.config.eval_samples == 0 for t in cfg.trials)  # [train] + sweep defaults
     same = parse_sweep_config({**doc, "name": "renamed", "resources": {"cpus_per_trial": 2}})
     assert same.config_hash == cfg.config_hash  # name and resources do not change results
+    moved = parse_sweep_config(tiny(train__dataset="fashion-mnist", train__data_root="/elsewhere"))
+    assert moved.config_hash == parse_sweep_config(tiny(train__dataset="fashion-mnist")).config_hash
     other = parse_sweep_config(tiny(evaluate__images=21))
     assert other.config_hash != parse_sweep_config(tiny()).config_hash
 
@@ -149,6 +152,8 @@ def test_results_markdown_format():
 def test_other_configs_folder_is_refused(tmp_path):
     out = tmp_path / "out"
     SweepFolder(out, parse_sweep_config(tiny())).prepare(resume=False)
+    moved = parse_sweep_config(tiny(train__dataset="fashion-mnist", train__data_root="/elsewhere"))
+    assert moved.config_hash == parse_sweep_config(tiny(train__dataset="fashion-mnist")).config_hash
     other = parse_sweep_config(tiny(evaluate__images=21))
     for resume in (False, True):
         with pytest.raises(CRCError, match="another sweep config"):
@@ -200,10 +205,31 @@ def test_resources_per_trial(resources, cluster, expect):
 def test_resources_the_cluster_cannot_give_are_refused():
     from crc_core.sweep.runner import trial_slots
 
-    with pytest.raises(CRCError, match="asks for 1 GPUs but the Ray cluster has 0"):
+    with pytest.raises(CRCError, match=r"asks for 1 GPU\(s\) but the Ray cluster has 0"):
         trial_slots(_FakeRay(CPU=4), parse_sweep_config(tiny(resources={"gpus_per_trial": 1})))
-    with pytest.raises(CRCError, match="asks for 8 CPUs"):
+    with pytest.raises(CRCError, match=r"asks for 8 CPU\(s\)"):
         trial_slots(_FakeRay(CPU=4), parse_sweep_config(tiny(resources={"cpus_per_trial": 8})))
+
+
+def test_progress_counts_and_eta(monkeypatch):
+    from crc_core.sweep import runner
+
+    clock = [0.0]
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock[0])
+    seen = []
+    tr = runner.ProgressTracker(total=6, skipped=1, callback=seen.append)
+    tr.slots = 2
+    tr.start("a")
+    tr.start("b")
+    assert seen[-1].eta_seconds is None and (seen[-1].done, seen[-1].running, seen[-1].pending) == (1, 2, 3)
+    clock[0] = 10.0
+    tr.end("a")  # a took 10 s; b has run 10 s, so it should end now; 3 pending on 2 slots: 15 s
+    assert (seen[-1].done, seen[-1].running, seen[-1].pending) == (2, 1, 3) and seen[-1].eta_seconds == 15.0
+    tr.start("c")
+    clock[0] = 14.0
+    tr.end("b", error="boom")  # mean 12 s; c (4 s old) has 8 s left; 2 pending on 2 slots: 12 s
+    assert (seen[-1].failed, seen[-1].event, seen[-1].error) == (1, "trial_failed", "boom")
+    assert seen[-1].eta_seconds == 12.0 + 8.0
 
 
 # ----------------------------------------------------------------------------------------------------------------

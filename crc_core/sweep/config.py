@@ -171,6 +171,12 @@ def _string_list(value: Any, where: str, choices: tuple[str, ...]) -> tuple[str,
     return tuple(dict.fromkeys(items))
 
 
+def _one_of(value: Any, where: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise CRCError(f"{where} must be one of {', '.join(choices)}, got {value!r}.")
+    return value
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Sections
 # ----------------------------------------------------------------------------------------------------------------
@@ -224,7 +230,7 @@ def _parse_evaluate(table: dict[str, Any]) -> EvalSpec:
         rho=tuple(sorted({_number(r, "[evaluate] rho", positive=True) for r in rho})),
         targets=targets, methods=methods,
         images=_whole(table.get("images", d.images), "[evaluate] images"),
-        mode=_string_list(table.get("mode", d.mode), "[evaluate] mode", SOLVER_MODES)[0],
+        mode=_one_of(table.get("mode", d.mode), "[evaluate] mode", SOLVER_MODES),
         attacks=table.get("attacks", d.attacks), pgd_steps=_whole(table.get("pgd_steps", d.pgd_steps),
                                                                    "[evaluate] pgd_steps"),
         curvature=table.get("curvature", d.curvature),
@@ -254,9 +260,11 @@ def _digest(obj: Any) -> str:
 
 
 def trial_settings(config: TrainConfig) -> dict[str, Any]:
-    """The settings that identify a trial: the TrainConfig as a dict, without the device."""
+    """The settings that identify a trial: the TrainConfig as a dict, without the device and the data folder
+    (where the data lives does not change the experiment: fixing a wrong data_root keeps the sweep resumable)."""
     d = config.to_dict()
     d.pop("device", None)
+    d.pop("data_root", None)
     return d
 
 

@@ -26,7 +26,8 @@ from .folder import SweepFolder
 from .results import read_results, write_results
 from .trial import TrialOutput, execute_trial
 
-__all__ = ["SweepProgress", "SweepResult", "default_out", "run_sweep"]
+__all__ = ["ProgressTracker", "SweepProgress", "SweepResult", "check_address", "connect_ray", "default_out",
+           "run_sweep", "trial_slots"]
 
 CONNECT_TIMEOUT_S = 5.0  # TCP probe of a cluster address: fail fast instead of Ray's long connection retries
 WAIT_POLL_S = 1.0  # ray.wait timeout between progress checks
@@ -123,9 +124,9 @@ def trial_slots(ray: Any, config: SweepConfig) -> tuple[float, float, int]:
     cpus = r.cpus_per_trial
     gpus = (1.0 if have_gpu > 0 else 0.0) if r.gpus_per_trial is None else r.gpus_per_trial
     if cpus > have_cpu:
-        raise CRCError(f"Each trial asks for {cpus:g} CPUs but the Ray cluster has {have_cpu:g}.")
+        raise CRCError(f"Each trial asks for {cpus:g} CPU(s) but the Ray cluster has {have_cpu:g}.")
     if gpus > have_gpu:
-        raise CRCError(f"Each trial asks for {gpus:g} GPUs but the Ray cluster has {have_gpu:g}; set "
+        raise CRCError(f"Each trial asks for {gpus:g} GPU(s) but the Ray cluster has {have_gpu:g}; set "
                        "[resources] gpus_per_trial = 0 (or \"auto\").")
     n = int(have_cpu // cpus)
     if gpus > 0:
@@ -153,30 +154,54 @@ def _error_text(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------------------
-class _Tracker:
-    """Counts and ETA; emits :class:`SweepProgress` to the callback."""
+class ProgressTracker:
+    """Counts and ETA; emits :class:`SweepProgress` to the callback.
+
+    ETA = (pending trials / parallel slots + the longest remaining time of a running trial) x the mean duration
+    of the trials that ended in this run; None before the first one ends.
+    """
 
     def __init__(self, total: int, skipped: int, callback: Callable[[SweepProgress], None] | None) -> None:
         self.total, self.skipped, self.callback = total, skipped, callback
-        self.finished_now, self.failed, self.running = 0, 0, 0
+        self.finished_now, self.failed, self.slots = 0, 0, 1
+        self.started: dict[str, float] = {}  # running trial -> start time
+        self.durations: list[float] = []
         self.t0 = time.perf_counter()
+
+    def start(self, trial_id: str) -> None:
+        self.started[trial_id] = time.perf_counter()
+        self.emit("trial_started", trial_id)
+
+    def end(self, trial_id: str, error: str | None = None) -> None:
+        self.durations.append(time.perf_counter() - self.started.pop(trial_id))
+        if error is None:
+            self.finished_now += 1
+        else:
+            self.failed += 1
+        self.emit("trial_failed" if error else "trial_finished", trial_id, error)
+
+    def eta(self, pending: int) -> float | None:
+        if not self.durations:
+            return None
+        mean, now = sum(self.durations) / len(self.durations), time.perf_counter()
+        running_left = max((max(0.0, mean - (now - t)) for t in self.started.values()), default=0.0)
+        return pending / self.slots * mean + running_left
 
     def emit(self, event: str, trial_id: str | None = None, error: str | None = None) -> None:
         if self.callback is None:
             return
-        elapsed = time.perf_counter() - self.t0
+        running = len(self.started)
         done = self.skipped + self.finished_now
-        pending = self.total - done - self.failed - self.running
-        completed = self.finished_now + self.failed
-        eta = elapsed / completed * (pending + self.running) if completed else None
-        self.callback(SweepProgress(event, done, self.running, self.failed, pending, self.total, self.skipped,
-                                    elapsed, eta, trial_id, error))
+        pending = self.total - done - self.failed - running
+        self.callback(SweepProgress(event, done, running, self.failed, pending, self.total, self.skipped,
+                                    time.perf_counter() - self.t0, self.eta(pending), trial_id, error))
 
 
-def _run_trials(ray: Any, folder: SweepFolder, todo: list[Trial], tracker: _Tracker,
+def _run_trials(ray: Any, folder: SweepFolder, todo: list[Trial], tracker: ProgressTracker,
                 result: SweepResult) -> None:
     cfg = folder.config
     cpus, gpus, slots = trial_slots(ray, cfg)
+    tracker.slots = slots
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=TASK_MAX_RETRIES)(run_trial_task)
     queue, in_flight = list(todo), {}
     try:
@@ -185,12 +210,10 @@ def _run_trials(ray: Any, folder: SweepFolder, todo: list[Trial], tracker: _Trac
                 trial = queue.pop(0)
                 folder.mark(trial, "running", cpus=cpus, gpus=gpus)
                 in_flight[remote.remote(trial, cfg.evaluate, max(1, int(cpus)))] = trial
-                tracker.running += 1
-                tracker.emit("trial_started", trial.trial_id)
+                tracker.start(trial.trial_id)
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_POLL_S)
             for ref in ready:
                 trial = in_flight.pop(ref)
-                tracker.running -= 1
                 try:
                     out: TrialOutput = ray.get(ref)
                     folder.save_trial(trial, out.model, out.row, out.record)
@@ -198,13 +221,11 @@ def _run_trials(ray: Any, folder: SweepFolder, todo: list[Trial], tracker: _Trac
                     error = _error_text(exc)
                     folder.mark(trial, "failed", error=error)
                     result.failed[trial.trial_id] = error
-                    tracker.failed += 1
-                    tracker.emit("trial_failed", trial.trial_id, error)
+                    tracker.end(trial.trial_id, error)
                     continue
                 result.finished.append(trial.trial_id)
-                tracker.finished_now += 1
                 write_results(folder.root, folder.rows())
-                tracker.emit("trial_finished", trial.trial_id)
+                tracker.end(trial.trial_id)
     finally:  # interrupted (Ctrl-C) or crashed: stop what runs; those trials rerun on resume
         for ref, trial in in_flight.items():
             ray.cancel(ref, force=True)
@@ -243,7 +264,7 @@ def run_sweep(config_path: str | Path | SweepConfig, *, out: str | Path | None =
     skipped = [t.trial_id for t in config.trials if folder.is_finished(t)]
     todo = [t for t in config.trials if not folder.is_finished(t)]
     result = SweepResult(folder.root, None, skipped=skipped)
-    tracker = _Tracker(len(config.trials), len(skipped), progress)
+    tracker = ProgressTracker(len(config.trials), len(skipped), progress)
     tracker.emit("start")
     owns_ray = connect_ray(address, num_cpus=num_cpus, runtime_env=runtime_env) if todo else False
     try:

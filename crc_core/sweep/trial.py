@@ -1,10 +1,12 @@
 """One trial, as a Ray worker runs it: train, then evaluate. No Ray and no disk writes here (the driver owns the
 output folder, so a trial can run on any node of a cluster); :func:`execute_trial` returns everything to save.
 
-Epoch-level resume (phase 2) plugs in here: give :func:`execute_trial` the trial's last per-epoch checkpoint
-(read by the driver from ``trials/<id>/epoch.pt`` and shipped with the task) and pass it to ``train(...,
-resume_from=...)`` once crc_core.train offers it; the driver writes the epoch checkpoints it receives through a
-callback.
+Epoch-level resume (once crc_core.train writes per-epoch checkpoints and can resume from one) plugs in here:
+:func:`execute_trial` gains ``epoch_checkpoint: Path | None`` and hands it to ``train``, which saves after every
+epoch and continues from the file when it exists. The driver passes ``OUT/trials/<id>/last-epoch.pt`` when the
+output folder is visible to the workers (a local Ray, or a cluster on a shared filesystem) and None otherwise (then
+a killed trial reruns from its first epoch, as today). Nothing else in the sweep changes: a trial is still
+finished only when its result.json exists.
 """
 
 from __future__ import annotations
