@@ -147,6 +147,62 @@ def test_results_markdown_format():
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# One trial's evaluation, without Ray
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_model():
+    from crc_core.train import TrainConfig, train
+
+    config = TrainConfig(widths=(16,), kind="standard", epochs=1, batch_size=64, train_limit=400, test_limit=60,
+                         eval_samples=0, device="cpu")
+    return train(config).model, load_dataset("embedded", "test", limit=60)
+
+
+def test_evaluation_agrees_with_crc_core_evaluate(small_model):
+    from crc_core.evaluate import evaluate
+    from crc_core.sweep import EvalSpec, evaluate_trial
+    from crc_core.sweep.trial import fixed_sample
+
+    model, test = small_model
+    spec = EvalSpec(rho=(0.05, 0.3), targets=("runner-up", "all"), images=25, attacks=True, pgd_steps=10,
+                    curvature=True, curvature_min_images=2)
+    row = evaluate_trial(model, test, spec)
+    idx = fixed_sample(len(test), 25)
+    for target in spec.targets:  # the same numbers computed the other way
+        for rho in spec.rho:
+            ref = evaluate(model, test.images[idx], test.labels[idx], rho=rho, targets=target, attacks=False)
+            assert row[cert_column("crc", target, rho)] == pytest.approx(ref.summary["certified_accuracy"])
+    for rho in spec.rho:
+        assert row[cert_column("crc", "all", rho)] <= row[cert_column("crc", "runner-up", rho)]
+        assert row[cert_column("crc", "all", rho)] <= row[f"empirical_robust_{rho:g}"] <= 1
+        assert row[f"violations_crc_{rho:g}"] == 0
+    assert row[cert_column("crc", "all", 0.3)] <= row[cert_column("crc", "all", 0.05)]
+    assert 0 < row["K_lb"] <= row["K_ub"] and row["curvature_pairs"] >= 1 and row["n_images"] == 25
+
+
+def test_an_inflated_method_is_caught_by_the_attacks(small_model, monkeypatch):
+    from crc_core.sweep import CertificateMethod, EvalSpec, MethodResult, evaluate_trial
+    from crc_core.sweep.methods import crc_radii
+
+    def inflated(model, x, y, target, mode):  # 100x CRC's radii: certifies what attacks break
+        res = crc_radii(model, x, y, target, mode)
+        return MethodResult(res.radius * 100, res.extras)
+
+    monkeypatch.setitem(METHODS, "inflated", CertificateMethod(inflated, ("all",)))
+    spec = EvalSpec(rho=(1.0,), targets=("all",), methods=("crc", "inflated"), images=25, attacks=True,
+                    pgd_steps=10)
+    row = evaluate_trial(*small_model, spec)
+    assert row["violations_crc_1"] == 0 and row["violations_inflated_1"] > 0
+    assert "violations (inflated @1)" in results_markdown(results_frame_of(row))
+
+
+def results_frame_of(row):
+    import pandas as pd
+
+    return pd.DataFrame([{"widths": "16", "activation": "softplus", "kind": "standard", "epochs": 1, **row}])
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Output folder and address: refused before Ray starts
 # ----------------------------------------------------------------------------------------------------------------
 def test_other_configs_folder_is_refused(tmp_path):

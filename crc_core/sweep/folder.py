@@ -67,8 +67,13 @@ class SweepFolder:
 
     # -- claiming the folder --------------------------------------------------------------------------------
     def prepare(self, *, resume: bool) -> None:
-        """Create the folder, or check it belongs to this config. Refuses (CRCError) a folder made by another
-        config, a non-empty folder that is not a sweep's, and an existing sweep of this config without resume."""
+        """:meth:`check` then :meth:`claim`."""
+        self.check(resume=resume)
+        self.claim()
+
+    def check(self, *, resume: bool) -> None:
+        """Refuse (CRCError) a folder made by another config, a non-empty folder that is not a sweep's, and an
+        existing sweep of this config without ``resume``. Writes nothing."""
         meta_path = self.root / SWEEP_FILE
         if meta_path.is_file():
             try:
@@ -83,10 +88,15 @@ class SweepFolder:
             if not resume:
                 raise CRCError(f"{self.root} already holds this sweep ({self.n_finished()} of "
                                f"{len(self.config.trials)} trials finished): resume it, or choose another folder.")
-            return
-        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+        elif self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
             raise CRCError(f"{self.root} exists and is not a sweep folder (no {SWEEP_FILE}); choose an empty or "
                            "new folder.")
+
+    def claim(self) -> None:
+        """Create the folder with sweep.json and config.toml, unless it already holds this sweep."""
+        meta_path = self.root / SWEEP_FILE
+        if meta_path.is_file():
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         cfg = self.config
         write_atomic(self.root / "config.toml", cfg.text.encode())

@@ -39,10 +39,12 @@ RadiusFn = Callable[[MLP, torch.Tensor, torch.Tensor, str, str], MethodResult]
 
 @dataclass(frozen=True)
 class CertificateMethod:
-    """A table entry: ``radii(model, images, labels, target, mode)``, the target modes it supports, a note."""
+    """A table entry: ``radii(model, images, labels, target, mode)``, the target modes it supports, whether its
+    radii are deterministic proofs about the model itself (False for randomized smoothing), and a note."""
 
     radii: RadiusFn
     targets: tuple[str, ...]
+    deterministic: bool = True
     note: str = "deterministic: a proven lower bound on the L2 distance to the decision boundary"
 
 

@@ -122,6 +122,8 @@ def _columns(df) -> list[tuple[str, str, Any]]:
             cols.append((f"empirical robust@{c.rsplit('_', 1)[1]}", c, _pct))
         elif c.startswith("attack_success_"):
             cols.append((f"attack success@{c.rsplit('_', 1)[1]}", c, _pct))
+        elif c.startswith("violations_"):
+            cols.append((f"violations ({c.split('_', 1)[1].replace('_', ' @')})", c, str))
         elif c.startswith("certificate_success_"):
             cols.append((f"certificate success ({c.split('_', 2)[2].replace('_', ', ')})", c, _pct))
     cols += [(h, c, _fixed) for h, c in (("K_lb", "K_lb"), ("K_ub (ours)", "K_ub"), ("K_ub (Thm 4)", "K_ub_thm4"))

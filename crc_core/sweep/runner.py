@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import CRCError
 from .config import EvalSpec, SweepConfig, Trial, load_sweep_config
-from .folder import SweepFolder
+from .folder import SWEEP_FILE, SweepFolder
 from .results import read_results, write_results
 from .trial import TrialOutput, execute_trial
 
@@ -260,20 +260,22 @@ def run_sweep(config_path: str | Path | SweepConfig, *, out: str | Path | None =
         check_address(address)
     if address is None and not ray.is_initialized():
         _check_datasets(config)
-    folder.prepare(resume=resume)
+    folder.check(resume=resume)
     skipped = [t.trial_id for t in config.trials if folder.is_finished(t)]
     todo = [t for t in config.trials if not folder.is_finished(t)]
+    owns_ray = connect_ray(address, num_cpus=num_cpus, runtime_env=runtime_env) if todo else False
     result = SweepResult(folder.root, None, skipped=skipped)
     tracker = ProgressTracker(len(config.trials), len(skipped), progress)
-    tracker.emit("start")
-    owns_ray = connect_ray(address, num_cpus=num_cpus, runtime_env=runtime_env) if todo else False
     try:
+        folder.claim()
+        tracker.emit("start")
         if todo:
             _run_trials(ray, folder, todo, tracker, result)
     finally:
         if owns_ray:
             ray.shutdown()
-        result.files = write_results(folder.root, folder.rows())
+        if (folder.root / SWEEP_FILE).is_file():
+            result.files = write_results(folder.root, folder.rows())
     result.table = read_results(folder.root)
     result.seconds = time.perf_counter() - tracker.t0
     tracker.emit("done")

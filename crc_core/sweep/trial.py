@@ -62,21 +62,25 @@ def _accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
     return hits / max(1, x.shape[0])
 
 
-def _attack_metrics(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec) -> dict[str, float]:
+def _attacks(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec) -> tuple[dict[str, float],
+                                                                                   dict[float, torch.Tensor]]:
     """Per ρ: empirical robust accuracy (correct and fooled neither by L2 PGD nor by Algorithm 2 against the
-    runner-up; an upper bound on the true robust accuracy) and Algorithm 2's success rate (primal = dual)."""
+    runner-up; an upper bound on the true robust accuracy) and Algorithm 2's success rate (primal = dual).
+    Also returns, per ρ, the (N,) mask of images an attack moved to another class within ρ."""
     with torch.no_grad():
         logits = model(x)
     pred = logits.argmax(1)
     correct = pred == y
     n_ok = max(1, int(correct.sum()))
     out: dict[str, float] = {}
+    fooled_at: dict[float, torch.Tensor] = {}
     for rho in spec.rho:
         _, fooled = pgd_attack(model, x, y, rho, steps=spec.pgd_steps, clamp=True)
         ca = curvature_attack(model, x, pred, runner_up(logits, pred), rho)
-        out[f"empirical_robust_{rho:g}"] = float((correct & ~fooled & ~ca.fooled).float().mean())
+        fooled_at[rho] = fooled | ca.fooled
+        out[f"empirical_robust_{rho:g}"] = float((correct & ~fooled_at[rho]).float().mean())
         out[f"attack_success_{rho:g}"] = float((ca.success & correct).sum()) / n_ok
-    return out
+    return out, fooled_at
 
 
 def _curvature_metrics(model: MLP, x: torch.Tensor, spec: EvalSpec) -> dict[str, float | int]:
@@ -92,7 +96,9 @@ def evaluate_trial(model: MLP, test: Dataset, spec: EvalSpec) -> dict[str, Any]:
 
     test_accuracy on every test image; on the fixed sample of ``spec.images`` images: for each method and
     supported target, ``cert_<method>_<target>_<ρ>`` (fraction certified at ρ), ``mean_radius_<method>_<target>``
-    (over correctly classified images) and the method's extras; optionally attack and curvature columns.
+    (over correctly classified images) and the method's extras; optionally attack and curvature columns. With
+    attacks, ``violations_<method>_<ρ>`` counts images a deterministic method certified at ρ against every class
+    that an attack nevertheless fooled within ρ: it must be 0 (anything else is a soundness bug).
     """
     t0 = time.perf_counter()
     dev = model.layers[0].weight.device
@@ -103,6 +109,10 @@ def evaluate_trial(model: MLP, test: Dataset, spec: EvalSpec) -> dict[str, Any]:
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     row["n_images"] = int(x.shape[0])
+    fooled_at: dict[float, torch.Tensor] = {}
+    if spec.attacks:
+        attack_cols, fooled_at = _attacks(model, x, y, spec)
+        row.update(attack_cols)
     for name in spec.methods:
         method = METHODS[name]
         for target in spec.targets:
@@ -110,11 +120,12 @@ def evaluate_trial(model: MLP, test: Dataset, spec: EvalSpec) -> dict[str, Any]:
                 continue
             res = method.radii(model, x, y, target, spec.mode)
             for rho in spec.rho:
-                row[cert_column(name, target, rho)] = float((res.radius >= rho).float().mean())
+                certified = res.radius >= rho
+                row[cert_column(name, target, rho)] = float(certified.float().mean())
+                if target == "all" and method.deterministic and rho in fooled_at:  # certified yet fooled: a bug
+                    row[f"violations_{name}_{rho:g}"] = int((certified & fooled_at[rho]).sum())
             row[f"mean_radius_{name}_{target}"] = float(res.radius[correct].mean()) if correct.any() else 0.0
             row.update({f"{k}_{name}_{target}": v for k, v in res.extras.items()})
-    if spec.attacks:
-        row.update(_attack_metrics(model, x, y, spec))
     if spec.curvature:
         row.update(_curvature_metrics(model, x, spec))
     row["eval_seconds"] = time.perf_counter() - t0
