@@ -216,11 +216,14 @@ def test_other_configs_folder_is_refused(tmp_path):
             run_sweep(other, out=out, resume=resume)
     with pytest.raises(CRCError, match=r"already holds this sweep.*resume"):
         run_sweep(parse_sweep_config(tiny()), out=out)
+    with SweepFolder(out, parse_sweep_config(tiny())).lock(), pytest.raises(CRCError, match="Another process"):
+        run_sweep(parse_sweep_config(tiny()), out=out, resume=True)
     stranger = tmp_path / "stranger"
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     with pytest.raises(CRCError, match="not a sweep folder"):
         run_sweep(parse_sweep_config(tiny()), out=stranger)
+    assert sorted(p.name for p in stranger.iterdir()) == ["notes.txt"]  # nothing written into a refused folder
     assert not ray.is_initialized()
 
 
@@ -363,6 +366,7 @@ def test_two_trial_sweep_interrupt_failure_and_resume(local_ray, tmp_path):
     assert folder.status(cfg.trials[1])["state"] == "failed"
     table = read_results(out)
     assert list(table["trial_id"]) == [ok] and (out / "results.csv").is_file()
+    assert (out / table["checkpoint"][0]).is_file()
     assert 0 <= table[cert_column("crc", "all", 0.5)][0] <= table[cert_column("crc", "runner-up", 0.5)][0] <= 1
     from crc_core.checkpoints import load_checkpoint
     _, meta = load_checkpoint(out / "trials" / ok / "model.pt")

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = ["SWEEP_FILE", "SweepFolder"]
 SWEEP_FILE = "sweep.json"
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.pt"
+LOCK_FILE = ".lock"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -88,7 +90,7 @@ class SweepFolder:
             if not resume:
                 raise CRCError(f"{self.root} already holds this sweep ({self.n_finished()} of "
                                f"{len(self.config.trials)} trials finished): resume it, or choose another folder.")
-        elif self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+        elif self.root.exists() and (not self.root.is_dir() or any(p.name != LOCK_FILE for p in self.root.iterdir())):
             raise CRCError(f"{self.root} exists and is not a sweep folder (no {SWEEP_FILE}); choose an empty or "
                            "new folder.")
 
@@ -103,6 +105,26 @@ class SweepFolder:
         write_json(meta_path, {"name": cfg.name, "description": cfg.description, "config_hash": cfg.config_hash,
                                "source": cfg.source, "created": _now(), "trials": [t.trial_id for t in cfg.trials],
                                "crc_core_version": _version()})
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold OUT/.lock for the duration: a second process running the same folder gets a CRCError."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK_FILE, "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise CRCError(f"Another process is running a sweep in {self.root}; wait for it or stop it."
+                               ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     # -- per trial ------------------------------------------------------------------------------------------
     def trial_dir(self, trial: Trial) -> Path:
@@ -142,7 +164,8 @@ class SweepFolder:
                     "run_record": record}
         save_checkpoint(d / MODEL_FILE, model, metadata)
         write_json(d / "record.json", record)
-        write_json(d / RESULT_FILE, {**row, "finished": _now()}, sort_keys=False)  # column order
+        checkpoint = (d / MODEL_FILE).relative_to(self.root).as_posix()
+        write_json(d / RESULT_FILE, {**row, "checkpoint": checkpoint, "finished": _now()}, sort_keys=False)
         with contextlib.suppress(OSError):
             (d / "status.json").unlink()
 

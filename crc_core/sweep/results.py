@@ -117,15 +117,18 @@ def _columns(df) -> list[tuple[str, str, Any]]:
     for m, c in sorted(cert, key=lambda mc: (float(mc[0]["rho"]), mc[0]["target"] != "runner-up", mc[0]["method"])):
         suffix = f" ({m['method']})" if len(methods) > 1 else ""
         cols.append((f"cert@{m['rho']} {m['target']}{suffix}", c, _pct))
+    groups: dict[str, list[tuple[str, str, Any]]] = {"empirical": [], "attack": [], "certificate": [], "viol": []}
     for c in df.columns:
         if c.startswith("empirical_robust_"):
-            cols.append((f"empirical robust@{c.rsplit('_', 1)[1]}", c, _pct))
+            groups["empirical"].append((f"empirical robust@{c.rsplit('_', 1)[1]}", c, _pct))
         elif c.startswith("attack_success_"):
-            cols.append((f"attack success@{c.rsplit('_', 1)[1]}", c, _pct))
-        elif c.startswith("violations_"):
-            cols.append((f"violations ({c.split('_', 1)[1].replace('_', ' @')})", c, str))
+            groups["attack"].append((f"attack success@{c.rsplit('_', 1)[1]}", c, _pct))
         elif c.startswith("certificate_success_"):
-            cols.append((f"certificate success ({c.split('_', 2)[2].replace('_', ', ')})", c, _pct))
+            groups["certificate"].append((f"certificate success ({c.split('_', 2)[2].replace('_', ', ')})", c, _pct))
+        elif c.startswith("violations_"):
+            groups["viol"].append((f"violations ({c.split('_', 1)[1].replace('_', ' @')})", c, str))
+    for group in groups.values():
+        cols += group
     cols += [(h, c, _fixed) for h, c in (("K_lb", "K_lb"), ("K_ub (ours)", "K_ub"), ("K_ub (Thm 4)", "K_ub_thm4"))
              if c in df]
     return cols

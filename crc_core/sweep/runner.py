@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import CRCError
 from .config import EvalSpec, SweepConfig, Trial, load_sweep_config
-from .folder import SWEEP_FILE, SweepFolder
+from .folder import SweepFolder
 from .results import read_results, write_results
 from .trial import TrialOutput, execute_trial
 
@@ -248,8 +248,9 @@ def run_sweep(config_path: str | Path | SweepConfig, *, out: str | Path | None =
 
     Everything is validated before any trial starts: the config (CRCError naming the key), the output folder
     (another config's folder is refused; an existing one of this config needs ``resume=True``), the Ray address
-    (unreachable: CRCError within seconds) and, for local runs, the datasets. With ``resume``, finished trials are
-    skipped and every other trial (never started, failed, killed mid-way) runs from the start.
+    (unreachable: CRCError within seconds) and, when Ray is started here, the datasets; another process running
+    the same folder is refused. With ``resume``, finished trials are skipped and every other trial (never
+    started, failed, killed mid-way) runs from the start.
     ``progress`` receives a :class:`SweepProgress` at the start, at every trial start / finish / failure and at
     the end. ``num_cpus``: CPUs of a local Ray (default: all cores).
     """
@@ -260,22 +261,23 @@ def run_sweep(config_path: str | Path | SweepConfig, *, out: str | Path | None =
         check_address(address)
     if address is None and not ray.is_initialized():
         _check_datasets(config)
-    folder.check(resume=resume)
-    skipped = [t.trial_id for t in config.trials if folder.is_finished(t)]
-    todo = [t for t in config.trials if not folder.is_finished(t)]
-    owns_ray = connect_ray(address, num_cpus=num_cpus, runtime_env=runtime_env) if todo else False
-    result = SweepResult(folder.root, None, skipped=skipped)
-    tracker = ProgressTracker(len(config.trials), len(skipped), progress)
-    try:
-        folder.claim()
-        tracker.emit("start")
-        if todo:
-            _run_trials(ray, folder, todo, tracker, result)
-    finally:
-        if owns_ray:
-            ray.shutdown()
-        if (folder.root / SWEEP_FILE).is_file():
+    folder.check(resume=resume)  # before the lock, which would leave a .lock file in a refused folder
+    with folder.lock():
+        folder.check(resume=resume)
+        skipped = [t.trial_id for t in config.trials if folder.is_finished(t)]
+        todo = [t for t in config.trials if not folder.is_finished(t)]
+        owns_ray = connect_ray(address, num_cpus=num_cpus, runtime_env=runtime_env) if todo else False
+        result = SweepResult(folder.root, None, skipped=skipped)
+        tracker = ProgressTracker(len(config.trials), len(skipped), progress)
+        try:
+            folder.claim()
+            tracker.emit("start")
+            if todo:
+                _run_trials(ray, folder, todo, tracker, result)
             result.files = write_results(folder.root, folder.rows())
+        finally:
+            if owns_ray:
+                ray.shutdown()
     result.table = read_results(folder.root)
     result.seconds = time.perf_counter() - tracker.t0
     tracker.emit("done")
