@@ -68,6 +68,8 @@ def tiny(**changes) -> dict:
     (tiny(grid={"gamma": [0.01, -0.1]}, train__kind="crt"), "gamma=-0.1.*must be ≥ 0"),
     (tiny(grid={"widths": [[16], [16, 0]]}), "widths=\\(16, 0\\).*width ≥ 1"),
     (tiny(grid={"widths": [0]}), "width ≥ 1"),
+    (tiny(grid={"widths": [["a"]]}), "widths must be like"),
+    (tiny(grid={"widths": ["1x16"]}), "Cannot read widths '1x16'"),
     (tiny(grid={"kind": ["standard", "adversarial"]}), "Unknown training kind 'adversarial'"),
     (tiny(grid={"activation": ["relu"]}), "no curvature bound"),
     (tiny(train__epochs=0), "epochs must be"),
@@ -102,6 +104,7 @@ def test_grid_expansion_ids_and_hash():
     # grid 1: 2 widths x (standard once, since it ignores γ, + crt x 2 γ) = 6; grid 2: 2 seeds
     assert len(cfg.trials) == 6 + 2
     assert len({t.trial_id for t in cfg.trials}) == len(cfg.trials)
+    assert parse_sweep_config(tiny(train__lr=1)).config_hash == parse_sweep_config(tiny(train__lr=1.0)).config_hash
     assert {t.config.widths for t in cfg.trials} == {(16,), (16, 16), (32,)}
     assert all(t.config.epochs == 1 and t.config.eval_samples == 0 for t in cfg.trials)  # [train] + sweep defaults
     same = parse_sweep_config({**doc, "name": "renamed", "resources": {"cpus_per_trial": 2}})

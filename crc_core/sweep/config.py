@@ -12,7 +12,8 @@ A sweep file has five sections (every key is checked; an unknown one is an error
     lr = 1e-3
 
     [grid]                                 # the Cartesian product of these lists; or several [[grid]] tables,
-    widths = ["2x1024", "3x1024"]          # whose products are joined (keys override [train])
+    widths = ["2x1024", "3x1024"]          # whose products are joined (keys override [train]); a scalar is a
+                                           # one-value list; widths lists specs: 1024, "1024,1024", [1024, 1024]
     activation = ["softplus"]
     kind = ["crt"]
     gamma = [0.01]
@@ -66,6 +67,7 @@ __all__ = [
 TOP_KEYS = ("name", "description", "train", "grid", "evaluate", "resources")
 # Fields a sweep may set per trial: every TrainConfig field but the device, which Ray's GPU assignment decides.
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "device")
+FLOAT_KEYS = frozenset(f.name for f in fields(TrainConfig) if f.type in (float, "float"))
 # Sweep defaults that differ from TrainConfig's: the sweep certifies after training, so the per-epoch
 # certification sample is off (test accuracy is still logged every epoch).
 TRAIN_DEFAULTS: dict[str, Any] = {"eval_samples": 0, "log_every": 50}
@@ -181,15 +183,24 @@ def _one_of(value: Any, where: str, choices: tuple[str, ...]) -> str:
 # Sections
 # ----------------------------------------------------------------------------------------------------------------
 def _normalise_train_value(key: str, value: Any, where: str) -> Any:
-    """One [train] / grid value as TrainConfig wants it (widths parsed; TOML ints accepted for floats)."""
+    """One [train] / grid value as TrainConfig wants it: widths parsed, TOML integers made floats where
+    TrainConfig has a float (so γ = 0 and γ = 0.0 are the same trial)."""
     if key == "widths":
         if isinstance(value, int) and not isinstance(value, bool):
             return (value,)
-        if not isinstance(value, (str, list)):
-            raise CRCError(f"{where}: widths must be like \"2x1024\", \"1024,1024\" or [1024, 1024], got {value!r}.")
-        return parse_widths(value)
+        try:
+            if not isinstance(value, (str, list)):
+                raise TypeError
+            return parse_widths(value)
+        except CRCError as exc:
+            raise CRCError(f"{where}: {exc}") from None
+        except (TypeError, ValueError):
+            raise CRCError(f"{where}: widths must be like \"2x1024\", \"1024,1024\" or [1024, 1024], got "
+                           f"{value!r}.") from None
     if isinstance(value, (list, dict)):
         raise CRCError(f"{where}: {key} must be a single value here, got {value!r}.")
+    if key in FLOAT_KEYS and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     return value
 
 
