@@ -39,8 +39,9 @@ class SweepProgress:
     """One progress report. event: "start", "trial_started", "trial_finished", "trial_failed" or "done".
 
     done: finished trials (skipped ones included), running, failed, pending: counts; total: trials in the config;
-    skipped: finished before this run; eta_seconds: remaining time estimated from this run's throughput (None
-    until a trial finishes); trial_id / error: the trial and its one-line error for trial events.
+    skipped: finished before this run; eta_seconds: remaining time estimated from the mean duration of this
+    run's ended trials and the parallel slots (None until a trial ends; see :class:`ProgressTracker`);
+    trial_id / error: the trial and its one-line error for trial events.
     """
 
     event: str
