@@ -1,0 +1,185 @@
+"""A sweep's output folder: one config per folder, one subfolder per trial, the results table beside them.
+
+Layout::
+
+    OUT/sweep.json            name, config_hash, trial ids, created, crc_core version (identifies the sweep)
+    OUT/config.toml           the TOML text the sweep was started from
+    OUT/trials/<id>/status.json   {"state": "running" | "failed" | "interrupted", ...} while not finished
+    OUT/trials/<id>/model.pt      checkpoint (crc_core.checkpoints, metadata = settings + metrics + run record)
+    OUT/trials/<id>/record.json   run record: settings, timings, device, versions, per-epoch history
+    OUT/trials/<id>/result.json   the results row; written last, so it marks the trial finished
+    OUT/results.csv (+ results.parquet when pyarrow is installed, results.md)
+
+Every file is written atomically (temp file + rename): a sweep killed at any moment leaves each trial either
+finished (result.json and model.pt present) or not, and an unfinished trial is simply run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import CRCError
+from .config import SweepConfig, Trial
+
+__all__ = ["SWEEP_FILE", "SweepFolder"]
+
+SWEEP_FILE = "sweep.json"
+RESULT_FILE = "result.json"
+MODEL_FILE = "model.pt"
+LOCK_FILE = ".lock"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
+    """JSON (NaN allowed, odd types as strings), atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, default=str, allow_nan=True)
+    write_atomic(path, (text + "\n").encode())
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class SweepFolder:
+    """The output folder of one sweep config (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike[str], config: SweepConfig) -> None:
+        self.root = Path(root)
+        self.config = config
+
+    # -- claiming the folder --------------------------------------------------------------------------------
+    def prepare(self, *, resume: bool) -> None:
+        """:meth:`check` then :meth:`claim`."""
+        self.check(resume=resume)
+        self.claim()
+
+    def check(self, *, resume: bool) -> None:
+        """Refuse (CRCError) a folder made by another config, a non-empty folder that is not a sweep's, and an
+        existing sweep of this config without ``resume``. Writes nothing."""
+        meta_path = self.root / SWEEP_FILE
+        if meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise CRCError(f"{meta_path} is unreadable ({exc}); choose another output folder.") from None
+            if meta.get("config_hash") != self.config.config_hash:
+                raise CRCError(
+                    f"{self.root} holds the results of another sweep config ({meta.get('name')!r}, hash "
+                    f"{str(meta.get('config_hash'))[:12]}); results of different configs are never mixed: choose "
+                    "another output folder.")
+            if not resume:
+                raise CRCError(f"{self.root} already holds this sweep ({self.n_finished()} of "
+                               f"{len(self.config.trials)} trials finished): resume it, or choose another folder.")
+        elif self.root.exists() and (not self.root.is_dir() or any(p.name != LOCK_FILE for p in self.root.iterdir())):
+            raise CRCError(f"{self.root} exists and is not a sweep folder (no {SWEEP_FILE}); choose an empty or "
+                           "new folder.")
+
+    def claim(self) -> None:
+        """Create the folder with sweep.json and config.toml, unless it already holds this sweep."""
+        meta_path = self.root / SWEEP_FILE
+        if meta_path.is_file():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        cfg = self.config
+        write_atomic(self.root / "config.toml", cfg.text.encode())
+        write_json(meta_path, {"name": cfg.name, "description": cfg.description, "config_hash": cfg.config_hash,
+                               "source": cfg.source, "created": _now(), "trials": [t.trial_id for t in cfg.trials],
+                               "crc_core_version": _version()})
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold OUT/.lock for the duration: a second process running the same folder gets a CRCError."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK_FILE, "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise CRCError(f"Another process is running a sweep in {self.root}; wait for it or stop it."
+                               ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    # -- per trial ------------------------------------------------------------------------------------------
+    def trial_dir(self, trial: Trial) -> Path:
+        return self.root / "trials" / trial.trial_id
+
+    def is_finished(self, trial: Trial) -> bool:
+        d = self.trial_dir(trial)
+        return (d / RESULT_FILE).is_file() and (d / MODEL_FILE).is_file()
+
+    def n_finished(self) -> int:
+        return sum(self.is_finished(t) for t in self.config.trials)
+
+    def mark(self, trial: Trial, state: str, **info: Any) -> None:
+        """Record a trial's state ("running", "failed", "interrupted") in its status.json."""
+        write_json(self.trial_dir(trial) / "status.json", {"state": state, "time": _now(), **info})
+
+    def status(self, trial: Trial) -> dict[str, Any]:
+        """{"state": "finished"} or the last status.json ({"state": "pending"} when never started)."""
+        if self.is_finished(trial):
+            return {"state": "finished"}
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            return json.loads((self.trial_dir(trial) / "status.json").read_text(encoding="utf-8"))
+        return {"state": "pending"}
+
+    def save_trial(self, trial: Trial, model: Any, row: dict[str, Any], record: dict[str, Any]) -> None:
+        """Checkpoint (with the run record in its metadata), record.json, then result.json (the finished mark)."""
+        from ..checkpoints import save_checkpoint
+
+        cfg = trial.config
+        d = self.trial_dir(trial)
+        metadata = {"dataset": cfg.dataset, "kind": cfg.kind, "gamma": cfg.gamma_used,
+                    "crt_eps": cfg.crt_eps if cfg.kind == "crt" else None, "epochs": row.get("epochs_done"),
+                    "label": cfg.describe(), "metrics": row, "config": record.get("config"),
+                    "command": f"sweep {self.config.source or self.config.name} (trial {trial.trial_id})",
+                    "sweep": {"name": self.config.name, "config_hash": self.config.config_hash,
+                              "trial_id": trial.trial_id},
+                    "run_record": record}
+        save_checkpoint(d / MODEL_FILE, model, metadata)
+        write_json(d / "record.json", record)
+        checkpoint = (d / MODEL_FILE).relative_to(self.root).as_posix()
+        write_json(d / RESULT_FILE, {**row, "checkpoint": checkpoint, "finished": _now()}, sort_keys=False)
+        with contextlib.suppress(OSError):
+            (d / "status.json").unlink()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The results rows of the finished trials, in grid order."""
+        out = []
+        for t in self.config.trials:
+            if self.is_finished(t):
+                with contextlib.suppress(OSError, json.JSONDecodeError):
+                    out.append(json.loads((self.trial_dir(t) / RESULT_FILE).read_text(encoding="utf-8")))
+        return out
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,167 @@
+"""One trial, as a Ray worker runs it: train, then evaluate. No Ray and no disk writes here (the driver owns the
+output folder, so a trial can run on any node of a cluster); :func:`execute_trial` returns everything to save.
+
+Epoch-level resume (once crc_core.train writes per-epoch checkpoints and can resume from one) plugs in here:
+:func:`execute_trial` gains ``epoch_checkpoint: Path | None`` and hands it to ``train``, which saves after every
+epoch and continues from the file when it exists. The driver passes ``OUT/trials/<id>/last-epoch.pt`` when the
+output folder is visible to the workers (a local Ray, or a cluster on a shared filesystem) and None otherwise (then
+a killed trial reruns from its first epoch, as today). Nothing else in the sweep changes: a trial is still
+finished only when its result.json exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..attack import curvature_attack, pgd_attack
+from ..data import Dataset, load_dataset
+from ..device import describe_device
+from ..evaluate import curvature_table
+from ..models import MLP
+from ..train import EVAL_SAMPLE_SEED, TrainConfig, runner_up, train
+from .config import EvalSpec, Trial
+from .methods import METHODS
+
+__all__ = ["TrialOutput", "cert_column", "evaluate_trial", "execute_trial", "fixed_sample", "identity_columns"]
+
+ACCURACY_BATCH = 2000  # images per forward pass when measuring clean accuracy
+
+
+@dataclass
+class TrialOutput:
+    """What a finished trial sends back: the model (CPU, eval mode), its results row (flat, JSON-ready) and its
+    run record (settings, timings, device, versions, per-epoch history)."""
+
+    model: MLP
+    row: dict[str, Any]
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def cert_column(method: str, target: str, rho: float) -> str:
+    """Name of the certified-accuracy column, e.g. ``cert_crc_runner-up_0.5``."""
+    return f"cert_{method}_{target}_{rho:g}"
+
+
+def fixed_sample(n_total: int, n: int) -> torch.Tensor:
+    """Indices (min(n, n_total),) of the fixed certification sample: the same images for every model (the seed
+    is crc_core.train's, so a sweep certifies the images ``train --eval-samples`` does)."""
+    g = torch.Generator().manual_seed(EVAL_SAMPLE_SEED)
+    return torch.randperm(n_total, generator=g)[: min(n, n_total)]
+
+
+@torch.no_grad()
+def _accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
+    hits = sum(int((model(x[s:s + ACCURACY_BATCH]).argmax(1) == y[s:s + ACCURACY_BATCH]).sum())
+               for s in range(0, x.shape[0], ACCURACY_BATCH))
+    return hits / max(1, x.shape[0])
+
+
+def _attacks(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec) -> tuple[dict[str, float],
+                                                                                   dict[float, torch.Tensor]]:
+    """Per ρ: empirical robust accuracy (correct and fooled neither by L2 PGD nor by Algorithm 2 against the
+    runner-up; an upper bound on the true robust accuracy) and Algorithm 2's success rate (primal = dual).
+    Also returns, per ρ, the (N,) mask of images an attack moved to another class within ρ."""
+    with torch.no_grad():
+        logits = model(x)
+    pred = logits.argmax(1)
+    correct = pred == y
+    n_ok = max(1, int(correct.sum()))
+    out: dict[str, float] = {}
+    fooled_at: dict[float, torch.Tensor] = {}
+    for rho in spec.rho:
+        _, fooled = pgd_attack(model, x, y, rho, steps=spec.pgd_steps, clamp=True)
+        ca = curvature_attack(model, x, pred, runner_up(logits, pred), rho)
+        fooled_at[rho] = fooled | ca.fooled
+        out[f"empirical_robust_{rho:g}"] = float((correct & ~fooled_at[rho]).float().mean())
+        out[f"attack_success_{rho:g}"] = float((ca.success & correct).sum()) / n_ok
+    return out, fooled_at
+
+
+def _curvature_metrics(model: MLP, x: torch.Tensor, spec: EvalSpec) -> dict[str, float | int]:
+    """K_lb, K_ub (our default bound) and K_ub (Theorem 4) averaged over frequent pairs (App. H.1)."""
+    ours = curvature_table(model, x, min_images=spec.curvature_min_images, method="power")
+    thm4 = curvature_table(model, x, min_images=spec.curvature_min_images, method="power", bound_method="thm4")
+    return {"K_lb": ours.attrs["mean_K_lb"], "K_ub": ours.attrs["mean_K_ub"], "K_ub_thm4": thm4.attrs["mean_K_ub"],
+            "curvature_pairs": len(ours)}
+
+
+def evaluate_trial(model: MLP, test: Dataset, spec: EvalSpec) -> dict[str, Any]:
+    """The evaluation columns of a results row for ``model`` on ``test``.
+
+    test_accuracy on every test image; on the fixed sample of ``spec.images`` images: for each method and
+    supported target, ``cert_<method>_<target>_<ρ>`` (fraction certified at ρ), ``mean_radius_<method>_<target>``
+    (over correctly classified images) and the method's extras; optionally attack and curvature columns. With
+    attacks, ``violations_<method>_<ρ>`` counts images a deterministic method certified at ρ against every class
+    that an attack nevertheless fooled within ρ: it must be 0 (anything else is a soundness bug).
+    """
+    t0 = time.perf_counter()
+    dev = model.layers[0].weight.device
+    images, labels = test.images.to(dev), test.labels.to(dev)
+    row: dict[str, Any] = {"test_accuracy": _accuracy(model, images, labels)}
+    idx = fixed_sample(images.shape[0], spec.images).to(dev)
+    x, y = images[idx], labels[idx]
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    row["n_images"] = int(x.shape[0])
+    fooled_at: dict[float, torch.Tensor] = {}
+    if spec.attacks:
+        attack_cols, fooled_at = _attacks(model, x, y, spec)
+        row.update(attack_cols)
+    for name in spec.methods:
+        method = METHODS[name]
+        for target in spec.targets:
+            if target not in method.targets:
+                continue
+            res = method.radii(model, x, y, target, spec.mode)
+            for rho in spec.rho:
+                certified = res.radius >= rho
+                row[cert_column(name, target, rho)] = float(certified.float().mean())
+                if target == "all" and method.deterministic and rho in fooled_at:  # certified yet fooled: a bug
+                    row[f"violations_{name}_{rho:g}"] = int((certified & fooled_at[rho]).sum())
+            row[f"mean_radius_{name}_{target}"] = float(res.radius[correct].mean()) if correct.any() else 0.0
+            row.update({f"{k}_{name}_{target}": v for k, v in res.extras.items()})
+    if spec.curvature:
+        row.update(_curvature_metrics(model, x, spec))
+    row["eval_seconds"] = time.perf_counter() - t0
+    return row
+
+
+def identity_columns(config: TrainConfig) -> dict[str, Any]:
+    """The trial's settings as results columns (model label, dataset, architecture, training)."""
+    return {"label": config.describe(), "dataset": config.dataset, "depth": len(config.widths) + 1,
+            "widths": ",".join(map(str, config.widths)), "activation": config.activation, "kind": config.kind,
+            "gamma": config.gamma_used, "crt_eps": config.crt_eps if config.kind == "crt" else None,
+            "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed,
+            "train_limit": config.train_limit, "test_limit": config.test_limit}
+
+
+def execute_trial(trial: Trial, spec: EvalSpec, *, device: str = "cpu", threads: int | None = None) -> TrialOutput:
+    """Train ``trial.config`` on ``device`` (threads: torch intra-op threads), evaluate, return the output.
+
+    Raises whatever training or evaluation raises (a CRCError for bad data or a diverged run); the driver
+    records it as the trial's failure.
+    """
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
+    config = dataclasses.replace(trial.config, device=device)
+    started = time.time()
+    train_ds = load_dataset(config.dataset, "train", root=config.data_root, limit=config.train_limit)
+    test_ds = load_dataset(config.dataset, "test", root=config.data_root, limit=config.test_limit)
+    result = train(config, data=(train_ds, test_ds))
+    metrics = evaluate_trial(result.model, test_ds, spec)
+    epochs = [{k: v for k, v in e.items() if k != "kind"} for e in result.history if e["kind"] == "epoch"]
+    row = {"trial_id": trial.trial_id, **identity_columns(config), **metrics,
+           "epochs_done": len(epochs), "train_seconds": result.seconds,
+           "device": describe_device(result.model.layers[0].weight.device)}
+    record = {"trial_id": trial.trial_id, "config": config.to_dict(), "evaluate": dataclasses.asdict(spec),
+              "axes": trial.axes, "started_unix": started, "finished_unix": time.time(),
+              "train_seconds": result.seconds, "eval_seconds": metrics["eval_seconds"], "device": row["device"],
+              "host": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
+              "history": {"epochs": epochs}}
+    return TrialOutput(result.model.cpu().eval(), row, record)
