@@ -51,7 +51,7 @@ import torch
 
 from .activations import CURVATURE_ACTIVATIONS
 from .checkpoints import FORMAT_TAG, save_checkpoint
-from .data import FASHION_MNIST_CLASSES, MNIST_CLASSES
+from .data import FASHION_MNIST_CLASSES, MNIST_CLASSES, normalize_dataset_name
 from .errors import CheckpointError, CRCError
 from .models import MLP
 
@@ -83,8 +83,6 @@ MAX_ZIP_ENTRIES = 10_000
 # (input size, number of classes) of each dataset a model can be imported for: 28x28 grey images (raw pixels).
 DATASET_SHAPES: dict[str, tuple[int, int]] = {"mnist": (28 * 28, len(MNIST_CLASSES)),
                                               "fashion-mnist": (28 * 28, len(FASHION_MNIST_CLASSES))}
-_DATASET_ALIASES = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist",
-                    "embedded": "fashion-mnist", "cifar-10": "cifar10"}
 
 # Keys under which training scripts commonly wrap a state dict, most specific first.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "state")
@@ -411,9 +409,10 @@ def _model_stem(name: str) -> str:
 
 
 def normalize_dataset(name: str) -> str:
-    """'MNIST' -> 'mnist', 'fashion_mnist' / 'fmnist' / 'embedded' -> 'fashion-mnist' (others lower-cased)."""
-    key = str(name).strip().lower().replace("_", "-")
-    return _DATASET_ALIASES.get(key, key)
+    """The dataset a model is for: :func:`crc_core.data.normalize_dataset_name` ('MNIST' -> 'mnist', 'fmnist' ->
+    'fashion-mnist'), with 'embedded' (the shipped Fashion-MNIST subset) -> 'fashion-mnist'."""
+    key = normalize_dataset_name(name)
+    return "fashion-mnist" if key == "embedded" else key
 
 
 def parse_official_name(name: str | os.PathLike[str]) -> NameHints | None:
