@@ -50,13 +50,14 @@ from typing import Any
 import torch
 
 from .activations import CURVATURE_ACTIVATIONS
-from .checkpoints import FORMAT_TAG, save_checkpoint
+from .checkpoints import FORMAT_TAG, model_record, save_checkpoint
 from .data import FASHION_MNIST_CLASSES, MNIST_CLASSES, normalize_dataset_name
 from .errors import CheckpointError, CRCError
 from .models import MLP
 
 __all__ = [
     "DATASET_SHAPES",
+    "IMPORTED_KIND",
     "MAX_IMPORT_BYTES",
     "WRAPPER_KEYS",
     "FileScan",
@@ -70,6 +71,7 @@ __all__ = [
     "normalize_dataset",
     "parse_official_name",
     "scan_torch_file",
+    "training_from_name",
 ]
 
 # Far above the paper's largest net (4x[1024] on 784 inputs: 2.9M float32 parameters, 11.5 MB), far below what would
@@ -84,6 +86,9 @@ MAX_ZIP_ENTRIES = 10_000
 DATASET_SHAPES: dict[str, tuple[int, int]] = {"mnist": (28 * 28, len(MNIST_CLASSES)),
                                               "fashion-mnist": (28 * 28, len(FASHION_MNIST_CLASSES))}
 
+# metadata["kind"] of an imported model (trained models have "standard" / "gamma" / "crt"): crc_core did not train
+# it, so its training is only what the file name says (metadata["trained_kind"]).
+IMPORTED_KIND = "imported"
 # Keys under which training scripts commonly wrap a state dict, most specific first.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "state")
 
@@ -699,14 +704,27 @@ def _import(path: str | os.PathLike[str], activation: str | None, dataset: str |
     ds = normalize_dataset(ds)
     _check_fits(foreign, ds, hints.depth if hints else None)
     model = _build_model(foreign, tensors, act)
-    metadata: dict[str, Any] = {
-        "name": name or (hints.stem if hints else _model_stem(foreign.path.name)),
-        "dataset": ds,
-        "gamma": hints.gamma if hints else None,
-        "crt_eps": hints.attack_eps if hints and hints.attack_norm == "L2" else None,
-        "source": _source_record(foreign, act_from, ds_from),
-    }
+    trained_kind, gamma, crt_eps = training_from_name(hints)
+    training = (f"CRT γ={gamma:g} ε={crt_eps:g}" if trained_kind == "crt" and crt_eps is not None
+                else f"γ={gamma:g}" if gamma is not None else None)
+    label = (f"{model.describe()}, {training} (imported; training read from the file name)" if training
+             else f"{model.describe()} (imported; training unknown)")
+    metadata = model_record(
+        dataset=ds, kind=IMPORTED_KIND, label=label, command=None, gamma=gamma, crt_eps=crt_eps,
+        extra={"name": name or (hints.stem if hints else _model_stem(foreign.path.name)),
+               "trained_kind": trained_kind, "source": _source_record(foreign, act_from, ds_from)})
     return model, metadata, foreign
+
+
+def training_from_name(hints: NameHints | None) -> tuple[str | None, float | None, float | None]:
+    """(training kind, γ, CRT ε) an official file name states: ``..._L2_<eps>_EIGEN_<gamma>`` -> ("crt", gamma, eps)
+    (curvature-regularized training against l2 attacks of radius eps, the paper's CRT); a regularizer alone ->
+    ("gamma", gamma, None); anything else -> (None, None, None): unknown, never guessed as standard training."""
+    if hints is None or hints.gamma is None:
+        return None, None, None
+    if hints.attack_norm == "L2" and hints.attack_eps is not None:
+        return "crt", hints.gamma, hints.attack_eps
+    return "gamma", hints.gamma, None
 
 
 def import_model(path: str | os.PathLike[str], *, activation: str | None = None, dataset: str | None = None,
@@ -715,8 +733,13 @@ def import_model(path: str | os.PathLike[str], *, activation: str | None = None,
 
     ``activation`` / ``dataset`` default to the official file name's fields and are required when the name has
     none. The weights must fit the dataset (784 inputs, 10 classes for mnist / fashion-mnist) and the name's depth.
-    The metadata has ``dataset``, ``name`` (default: the file name without extension), ``gamma`` / ``crt_eps``
-    from the name when present, and ``source`` (see the module docstring). Raises CheckpointError; runs nothing.
+    The metadata is a :func:`crc_core.checkpoints.model_record` (the keys a trained model's record has) with
+    ``kind="imported"`` (how the model came here: it was not trained by crc_core), ``dataset``, ``label`` (e.g.
+    ``"2x[1024] softplus, CRT γ=0.005 ε=1.58 (imported; training read from the file name)"``), ``gamma`` /
+    ``crt_eps`` / ``trained_kind`` as the official name states them (:func:`training_from_name`; None = unknown),
+    ``command`` None (:func:`import_checkpoint`'s callers set it), ``epochs`` None, ``metrics`` {}, plus ``name``
+    (default: the file name without extension) and ``source`` (file, SHA-256, original keys...: see the module
+    docstring). Raises CheckpointError; runs nothing.
     """
     model, metadata, _ = _import(path, activation, dataset, name)
     return model, metadata
