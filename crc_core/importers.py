@@ -18,8 +18,10 @@ Safety, in this order, before any tensor is allocated or any pickle is run by to
 3. only then ``torch.load(weights_only=True)`` reads the file, and the tensors must match what the scan declared.
 
 Then the layout is recognised (:func:`inspect_foreign`), checked against the dataset (:func:`import_model`) and
-written with :func:`crc_core.checkpoints.save_checkpoint` (:func:`import_checkpoint`), with a run record saying
-where it came from (``metadata["source"]``: file name, SHA-256, original key names, parsed name fields).
+written with :func:`crc_core.checkpoints.save_checkpoint` (:func:`import_checkpoint`), with a record shaped like a
+trained model's (:func:`crc_core.checkpoints.model_record`, ``kind="imported"``, the training only as far as an
+official name states it) saying where it came from (``metadata["source"]``: file name, SHA-256, original key
+names, parsed name fields). ``python -m crc_core import`` (crc_core/cli/import_.py) is the command line for it.
 Every refusal is a :class:`~crc_core.errors.CheckpointError` (a ValueError) naming the problem; nothing is written.
 
 Example::
