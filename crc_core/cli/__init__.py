@@ -6,6 +6,7 @@ in :data:`COMMANDS`:
   train     train a standard / γ-regularized / CRT model with a progress bar and write a checkpoint (cli/train.py)
   info      print a checkpoint's metadata: architecture, settings, metrics, the command that made it (cli/info.py)
   certify   certified radii and attacks for test images of a checkpoint, to CSV / JSON (cli/certify.py)
+  import    a foreign MLP file (e.g. the paper's official checkpoints) as a checkpoint (cli/import_.py)
 
 Shared argument checks live in cli/common.py, progress bars (tqdm) in cli/progress.py. This package (with
 ``crc_core/__main__.py``) is the only place in crc_core that prints or parses arguments; the library functions it
@@ -27,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ..errors import CRCError
-from . import certify, info, train
+from . import certify, import_, info, train
 from .common import PROG
 from .progress import Progress, TrainProgress
 
@@ -49,6 +50,7 @@ COMMANDS: list[Command] = [
     Command("train", train.add_parser, train.run),
     Command("info", info.add_parser, info.run),
     Command("certify", certify.add_parser, certify.run),
+    Command("import", import_.add_parser, import_.run),
 ]
 
 
