@@ -1,4 +1,4 @@
-"""crc_core.plots: pure figure builders (numbers in, go.Figure out, no Streamlit)."""
+"""app_lib.plots: pure figure builders (numbers in, go.Figure out, no Streamlit); crc_core stays free of plotly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 go = pytest.importorskip("plotly.graph_objects")
 
-from crc_core import plots  # noqa: E402
+from app_lib import plots  # noqa: E402
 
 NAMES = [f"c{i}" for i in range(10)]
 
@@ -21,7 +21,18 @@ def _types(fig) -> list[str]:
 
 
 def test_plots_does_not_import_streamlit():
-    code = "import sys, crc_core.plots; assert 'streamlit' not in sys.modules"
+    code = "import sys, app_lib.plots; assert 'streamlit' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_crc_core_imports_neither_plotly_nor_streamlit():
+    """Every crc_core module imports without plotly or streamlit (the library is maths and I/O only)."""
+    code = ("import importlib, pkgutil, sys, crc_core\n"
+            "for m in pkgutil.walk_packages(crc_core.__path__, 'crc_core.'):\n"
+            "    if not m.name.endswith('__main__'):\n"
+            "        importlib.import_module(m.name)\n"
+            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('plotly', 'streamlit'))\n"
+            "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
