@@ -139,7 +139,7 @@ def _row(batch: CertificateBatch, i: int) -> CertificateBatch:
                                          if isinstance(getattr(batch, f.name), torch.Tensor)})
 
 
-def _closest_boundary(model, cert: CertificateBatch, pred: int) -> Boundary | None:
+def closest_boundary(model, cert: CertificateBatch, pred: int) -> Boundary | None:
     """The closest boundary point found over ALL targets (the arg-min of ``upper_t``), labelled with its class."""
     up = cert.upper_t[0].detach().cpu().double()
     if not bool(torch.isfinite(up).any()):
@@ -170,7 +170,7 @@ def _certificate(key: str, image_key: str, dataset: str, mode: str, device: str,
     pred, target = int(cert.pred[0]), int(cert.target[0])
     logits = cert.logits[0].detach().cpu().double()
     correct = bool(cert.correct[0])
-    boundary = _closest_boundary(model, cert, pred) if correct else None
+    boundary = closest_boundary(model, cert, pred) if correct else None
     if boundary is not None:
         toward, toward_class = boundary.x_b - x, boundary.cls
     else:  # no point where another class wins: the arg-min target's dual point, or down the gradient

@@ -26,6 +26,7 @@ __all__ = [
     "gallery_figure",
     "image_heatmaps",
     "layer_terms",
+    "log_ticks",
     "margin_along_path",
     "margins_bar",
     "pair_heatmap",
@@ -76,6 +77,22 @@ def wrap(text: str, width: int = 18) -> str:
         cur += p
     lines.append(cur.rstrip())
     return "<br>".join(line for line in lines if line)
+
+
+def log_ticks(values: Any) -> list[float]:
+    """Tick values for a log axis over the positive finite ``values``: 1-2-5 steps (every digit when that gives
+    fewer than three), so that each tick is labelled with its full value (not Plotly's bare minor digits)."""
+    v = as_numpy(values).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    if not v.size:
+        return []
+    lo, hi = float(v.min()), float(v.max())
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    for digits in ((1, 2, 5), tuple(range(1, 10))):
+        ticks = [d * 10.0**e for e in decades for d in digits if lo / 1.25 <= d * 10.0**e <= hi * 1.25]
+        if len(ticks) >= 3:
+            break
+    return ticks
 
 
 def spans_decades(values: Any, decades: float = 2.0) -> bool:
@@ -190,7 +207,8 @@ def training_curves(events: Sequence[Mapping[str, Any]], *, title: str = "Traini
     line(3, epochs, "certified_accuracy_all", "certified at ρ (all classes)", COLORS["rho"], markers="x",
          dash="dash", size=8)
     if spans_decades(ks, 1.0):
-        fig.update_yaxes(type="log", row=1, col=2)  # Plotly picks the ticks: at least two labels on any span
+        ticks = log_ticks(ks)
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], row=1, col=2)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=3)
     fig.update_xaxes(title_text="epoch")
     if not steps:
@@ -406,7 +424,8 @@ def bounds_summary(rows: Sequence[Mapping[str, Any]], *, x_key: str = "model", l
             fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=color,
                                  text=[f"{y:.3g}" for y in ys], textposition="outside", cliponaxis=False))
     if (log is None and spans_decades(allv, 1.0)) or log:
-        fig.update_yaxes(type="log", dtick=1)
+        ticks = log_ticks(allv)
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     fig.update_layout(title=title, barmode="group", xaxis_title=x_key, yaxis_title="curvature (mean over pairs)",
                       height=480, margin=dict(l=10, r=10, t=100, b=10),
                       legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"))

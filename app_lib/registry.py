@@ -117,19 +117,29 @@ def describe(ref: ModelRef, meta: Mapping[str, Any]) -> str:
     """One line for the picker, what tells models apart first.
 
     Shipped and uploaded: ``"crt-2x256 · 2×[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"``. Trained in
-    the app (file names differ only by a time stamp): ``"CRT γ=0.01 ε=0.5 · 2×[256] softplus · acc 81% · trained
-    Nov 30 08:52"``, plus the name given on the Train page, if any.
+    the app (file names differ only by a time stamp): ``"CRT γ=0.01 ε=0.5 · acc 81% · trained 08:52:43 ·
+    2×[256] softplus"`` (the date too when not today; the name given on the Train page, if any, after the time).
     """
     arch = meta.get("architecture") or {}
     acc = (meta.get("metrics") or {}).get("test_accuracy")
     acc_txt = f" · acc {acc:.0%}" if isinstance(acc, (int, float)) else ""
-    stamp = STAMP.match(ref.name) if ref.source == "trained" else None
+    stamp = trained_stamp(ref, meta)
     if stamp is None:
         return f"{ref.name} · {arch_text(arch)} · {kind_text(meta)}{acc_txt} ({ref.source})"
-    when = _dt.datetime.strptime(stamp[1] + stamp[2], "%Y%m%d%H%M%S").strftime("%b %d %H:%M:%S")
+    return f"{kind_text(meta)}{acc_txt} · {stamp} · {arch_text(arch)}"
+
+
+def trained_stamp(ref: ModelRef, meta: Mapping[str, Any]) -> str | None:
+    """For a model saved by the Train page: ``"trained 08:52:43"`` (``"trained Nov 30 08:52"`` before today),
+    plus the name given on the page, if any (None for other models)."""
+    stamp = STAMP.match(ref.name) if ref.source == "trained" else None
+    if stamp is None:
+        return None
+    at = _dt.datetime.strptime(stamp[1] + stamp[2], "%Y%m%d%H%M%S")
+    when = at.strftime("%H:%M:%S" if at.date() == _dt.date.today() else "%b %d %H:%M")
     name = stamp[3] or ""
     given = f" · {name}" if name and name != slug(str(meta.get("label") or "")) and name != "model" else ""
-    return f"{kind_text(meta)} · {arch_text(arch)}{acc_txt} · trained {when}{given}"
+    return f"trained {when}{given}"
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -86,12 +86,12 @@ with ui.guard("Curvature"):
                                      x_key="γ" if by_gamma else "model"), key="summary")
         table = pd.DataFrame(rows).rename(columns={"K_ub_thm3": "K_ub Thm 3", "K_ub_thm4": "K_ub Thm 4",
                                                    "K_ub_refined": "K_ub refined"})
-        table["model"] = table["model"].str.replace("<br>", " · ")
         number = st.column_config.NumberColumn
-        st.dataframe(table, hide_index=True, column_config={
-            "model": st.column_config.TextColumn(width="large"),
-            "test accuracy": number(format="percent", width="small"), "γ": number(width="small"),
-            **{c: number(format="%.4g", width="medium") for c in ("K_ub Thm 3", "K_ub Thm 4", "K_ub refined",
-                                                                  "K_lb", "K_ub/K_lb")}})
+        st.dataframe(table, hide_index=True, column_config={  # pixel widths: every column fits, no header is cut
+            "model": st.column_config.TextColumn(width=180), "architecture": st.column_config.TextColumn(width=130),
+            "training": st.column_config.TextColumn(width=130), "γ": number(width=50),
+            "test accuracy": number(format="percent", width=105),
+            **{c: number(format="%.4g", width=92) for c in ("K_ub Thm 3", "K_ub Thm 4", "K_ub refined", "K_lb",
+                                                            "K_ub/K_lb")}})
         st.caption("Means over the (y, t) pairs with enough test images, as in the paper's App. H.1. K_ub/K_lb uses "
                    "Theorem 3 for 2-layer nets and the refined Theorem 4 otherwise.")
