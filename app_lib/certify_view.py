@@ -160,8 +160,8 @@ def _certify_one(key: str, image_key: str, mode: str, device: str, _model, _x, _
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _certificate(key: str, image_key: str, dataset: str, mode: str, device: str, _ctx: ui.Ctx, _picked: ui.Picked
-                 ) -> Certificate:
+def _certificate(key: str, image_key: str, index: int | None, label: int | None, dataset: str, mode: str, device: str,
+                 _ctx: ui.Ctx, _picked: ui.Picked) -> Certificate:
     model, x = _ctx.model, _picked.x
     if _picked.index is not None and _picked.index < POOL:
         cert = _row(_pool(key, dataset, mode, device, model, _ctx.bounds("auto"))[1], _picked.index)
@@ -191,7 +191,8 @@ def _certificate(key: str, image_key: str, dataset: str, mode: str, device: str,
 
 def certificate(ctx: ui.Ctx, picked: ui.Picked, mode: str) -> Certificate:
     """The certificate of the picked image (from the gallery's batch when it is a gallery image)."""
-    return _certificate(ctx.key, picked.key, ctx.dataset, mode, str(ctx.device), ctx, picked)
+    return _certificate(ctx.key, picked.key, picked.index, picked.label, ctx.dataset, mode, str(ctx.device), ctx,
+                        picked)
 
 
 def margin_path(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, rho: float) -> analysis.Line:

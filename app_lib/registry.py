@@ -117,8 +117,9 @@ def describe(ref: ModelRef, meta: Mapping[str, Any]) -> str:
     """One line for the picker, what tells models apart first.
 
     Shipped and uploaded: ``"crt-2x256 · 2×[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"``. Trained in
-    the app (file names differ only by a time stamp): ``"CRT γ=0.01 ε=0.5 · acc 81% · trained 08:52:43 ·
-    2×[256] softplus"`` (the date too when not today; the name given on the Train page, if any, after the time).
+    the app (file names differ only by a time stamp): ``"CRT γ=0.01 ε=0.5 · 08:52:43 · acc 81% · 2×[256] softplus
+    (trained)"`` (the date too when not today; the name given on the Train page, if any, after the time): the
+    sidebar shows only the start of a label, so what tells runs apart comes first.
     """
     arch = meta.get("architecture") or {}
     acc = (meta.get("metrics") or {}).get("test_accuracy")
@@ -126,11 +127,11 @@ def describe(ref: ModelRef, meta: Mapping[str, Any]) -> str:
     stamp = trained_stamp(ref, meta)
     if stamp is None:
         return f"{ref.name} · {arch_text(arch)} · {kind_text(meta)}{acc_txt} ({ref.source})"
-    return f"{kind_text(meta)}{acc_txt} · {stamp} · {arch_text(arch)}"
+    return f"{kind_text(meta)} · {stamp}{acc_txt} · {arch_text(arch)} (trained)"
 
 
 def trained_stamp(ref: ModelRef, meta: Mapping[str, Any]) -> str | None:
-    """For a model saved by the Train page: ``"trained 08:52:43"`` (``"trained Nov 30 08:52"`` before today),
+    """For a model saved by the Train page: when it was saved, ``"08:52:43"`` (``"Nov 30 08:52"`` before today),
     plus the name given on the page, if any (None for other models)."""
     stamp = STAMP.match(ref.name) if ref.source == "trained" else None
     if stamp is None:
@@ -139,7 +140,7 @@ def trained_stamp(ref: ModelRef, meta: Mapping[str, Any]) -> str | None:
     when = at.strftime("%H:%M:%S" if at.date() == _dt.date.today() else "%b %d %H:%M")
     name = stamp[3] or ""
     given = f" · {name}" if name and name != slug(str(meta.get("label") or "")) and name != "model" else ""
-    return f"trained {when}{given}"
+    return f"{when}{given}"
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -72,9 +72,10 @@ TRAIN = f"""
   certificates use, per epoch: Theorem 3 for 2-layer nets, which is tighter, so it can sit below the first; both
   are upper bounds); test accuracy and the share of test images *certified* at distance ρ (radius ≥ ρ), against the
   runner-up class (the paper's metric) and against all classes (the guarantee).
-* **Time**: the defaults (2×[256] softplus, CRT, 3 epochs on the 10,000 embedded Fashion-MNIST images, 100 test
-  images certified per epoch) took 22 s in a run on a desktop CPU; a shared or small machine takes longer. The
-  page shows the elapsed time while it trains, and stopping keeps the model trained so far.
+* **Time**, measured for the defaults (2×[256] softplus, CRT, 3 epochs on the 10,000 embedded Fashion-MNIST
+  images, 100 test images certified per epoch): 22 s in one run on an idle machine, 177 s on a heavily loaded
+  2-core machine using one thread. The page shows the elapsed time while it trains, and stopping keeps the model
+  trained so far.
 * **One run at a time, in line**: the app trains one network at a time for everyone using it. When another run (or
   a curvature survey) is going, yours *waits in line* and starts by itself when the runs ahead of it have ended; the
   page shows how many are ahead, and you may look at other pages meanwhile. **Cancel** takes it out of the line

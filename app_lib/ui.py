@@ -343,8 +343,9 @@ def explain(text: str, title: str = "What am I looking at?", expanded: bool = Fa
 _THUMB_CSS = """<style>
 [class*="st-key-thumb_"] { position: relative; gap: 0; }
 [class*="st-key-thumb_"] [data-testid="stImage"] img { border-radius: 4px; }
-[class*="st-key-pick_"] { position: absolute; inset: 0; z-index: 2; }
-[class*="st-key-pick_"] > div, [class*="st-key-pick_"] button { width: 100% !important; height: 100%; }
+[class*="st-key-pick_"] { position: absolute; inset: 0; z-index: 2; width: 100% !important; height: 100%; }
+[class*="st-key-pick_"] > div, [class*="st-key-pick_"] [data-testid="stButton"], [class*="st-key-pick_"] button {
+  width: 100% !important; height: 100%; }
 [class*="st-key-pick_"] button { background: transparent; border: 2px solid transparent; align-items: flex-start;
   justify-content: flex-start; padding: 0 3px; min-height: 0; }
 [class*="st-key-pick_"] button p { font-size: 0.75rem; background: rgba(255,255,255,0.85); color: #333;

@@ -183,7 +183,7 @@ def pair_tables(ctx: ui.Ctx, n_images: int) -> PairTables:
 def short_name(ref: registry.ModelRef, meta: Mapping[str, Any]) -> str:
     """A model's name in a chart: the file name, or for a model trained in the app what tells it apart."""
     stamp = registry.trained_stamp(ref, meta)
-    return ref.name if stamp is None else f"{registry.kind_text(meta)} · {stamp}"
+    return ref.name if stamp is None else f"{registry.kind_text(meta)} · trained {stamp}"
 
 
 def contrasting_models(current: str, metas: Mapping[str, Mapping[str, Any]], n: int = 4) -> list[str]:

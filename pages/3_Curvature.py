@@ -88,10 +88,10 @@ with ui.guard("Curvature"):
                                                    "K_ub_refined": "K_ub refined"})
         number = st.column_config.NumberColumn
         st.dataframe(table, hide_index=True, column_config={  # pixel widths: every column fits, no header is cut
-            "model": st.column_config.TextColumn(width=180), "architecture": st.column_config.TextColumn(width=130),
-            "training": st.column_config.TextColumn(width=130), "γ": number(width=50),
-            "test accuracy": number(format="percent", width=105),
-            **{c: number(format="%.4g", width=92) for c in ("K_ub Thm 3", "K_ub Thm 4", "K_ub refined", "K_lb",
-                                                            "K_ub/K_lb")}})
+            "model": st.column_config.TextColumn(width=125), "architecture": st.column_config.TextColumn(width=140),
+            "training": st.column_config.TextColumn(width=120), "γ": number(width=45),
+            "test accuracy": number(format="percent", width=100), "K_lb": number(format="%.4g", width=65),
+            **{c: number(format="%.4g", width=w) for c, w in (("K_ub Thm 3", 85), ("K_ub Thm 4", 85),
+                                                                ("K_ub refined", 90), ("K_ub/K_lb", 80))}})
         st.caption("Means over the (y, t) pairs with enough test images, as in the paper's App. H.1. K_ub/K_lb uses "
                    "Theorem 3 for 2-layer nets and the refined Theorem 4 otherwise.")

@@ -752,8 +752,8 @@ def test_picker_labels_tell_trained_models_apart():
     ref = registry.ModelRef("trained:20261130-085243-2x-256-softplus-CRT.pt", "trained",
                             Path("20261130-085243-2x-256-softplus-CRT.pt"), "k")
     label = registry.describe(ref, meta)
-    assert label.startswith("CRT γ=0.01 ε=0.5 · acc 81% · trained ") and "08:52" in label
-    assert "20261130" not in label and "2×[256] softplus" in label
+    assert label.startswith("CRT γ=0.01 ε=0.5 · ") and "08:52" in label[:30]  # what tells runs apart comes first
+    assert "20261130" not in label and "acc 81%" in label and "2×[256] softplus" in label
     named = registry.ModelRef("trained:20261130-085243-my-run.pt", "trained", Path("20261130-085243-my-run.pt"), "k")
     assert "08:52" in registry.describe(named, meta) and " · my-run · " in registry.describe(named, meta)
 
