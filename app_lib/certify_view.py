@@ -21,6 +21,7 @@ from crc_core.attack import curvature_attack
 from crc_core.certify import CertificateBatch, certify
 from crc_core.errors import CRCError
 from crc_core.hessian import margin_and_grad
+from crc_core.models import MLP
 
 POOL = 120  # test images certified for the gallery (once per model)
 SHOW = 24  # thumbnails shown
@@ -139,8 +140,10 @@ def _row(batch: CertificateBatch, i: int) -> CertificateBatch:
                                          if isinstance(getattr(batch, f.name), torch.Tensor)})
 
 
-def closest_boundary(model, cert: CertificateBatch, pred: int) -> Boundary | None:
-    """The closest boundary point found over ALL targets (the arg-min of ``upper_t``), labelled with its class."""
+def closest_boundary(model: MLP, cert: CertificateBatch, pred: int) -> Boundary | None:
+    """The closest boundary point found over ALL targets of a one-image batch (the arg-min of ``upper_t``; its
+    distance is ``cert.upper``), labelled with the class that wins or ties with ``pred`` there; None when no
+    point where another class wins was found."""
     up = cert.upper_t[0].detach().cpu().double()
     if not bool(torch.isfinite(up).any()):
         return None

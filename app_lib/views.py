@@ -114,7 +114,7 @@ def hessian(ctx: ui.Ctx, picked: ui.Picked, y: int, t: int) -> HessianView:
 
 # ------------------------------------------------------------------------------------------------ curvature
 METHODS = {"thm3": "Theorem 3 (2-layer nets)", "thm4": "Theorem 4", "refined": "refined Theorem 4"}
-SHORT = {"thm3": "Thm 3", "thm4": "Thm 4", "refined": "refined Thm 4"}
+SHORT = {"thm3": "Thm 3", "thm4": "Thm 4", "refined": "refined"}
 
 
 def methods_for(model) -> list[str]:

@@ -189,8 +189,20 @@ def test_every_page_in_a_real_browser(app_url, page):
     stop.wait_for(timeout=30_000)
     pg.get_by_text(re.compile(r"epoch 1/2, step [1-9]")).first.wait_for(timeout=60_000)  # live progress
     _charts(pg, 1)
+    # finding 7: another user opens Curvature during the run (a survey nobody measured yet: 200 images): the page
+    # says the measurement waits its turn, with no error, and measures by itself when the run has ended
+    other = pg.context.browser.new_page(viewport={"width": 1400, "height": 1000})  # another session
+    other.set_default_timeout(60_000)
+    _goto(other, f"{app_url}/Curvature", "Curvature: bounds vs reality")
+    other.get_by_role("slider").first.press("ArrowLeft")  # 500 -> 200 test images
+    other.get_by_text("waits its turn").first.wait_for()
+    assert other.locator('[data-testid="stAlertContentError"]').count() == 0
     stop.click()
     pg.get_by_text("Stopped after").wait_for(timeout=60_000)
+    other.get_by_text("K_lb per pair (measured at 200 test images)").first.wait_for(timeout=120_000)
+    _idle(other)
+    _check(other, "4-curvature-after-waiting")
+    other.close()
     _see(pg, "it is now the model picked in the sidebar")
     _idle(pg)
     _check(pg, "2-train-stopped")
