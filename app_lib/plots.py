@@ -520,11 +520,15 @@ def layer_terms(lam_min: Any, lam_max: Any, *, bound_per_layer: Any | None = Non
         marker = dict(symbol="line-ew-open", size=30, color=COLORS["bound"], line=dict(width=3))
         fig.add_trace(go.Scatter(x=names, y=b, mode="markers+text", name="± bound on the term (Thm 4)",
                                  marker=marker, text=[f"±{bi:.3g}" for bi in b], textposition="top center",
+                                 cliponaxis=False,
                                  customdata=ratio,
                                  hovertemplate="%{x}: bound +%{y:.4g} (%{customdata})<extra></extra>"))
         fig.add_trace(go.Scatter(x=names, y=-b, mode="markers", name="−bound", marker=marker, showlegend=False,
                                  customdata=ratio,
                                  hovertemplate="%{x}: bound %{y:.4g} (%{customdata})<extra></extra>"))
+    top = max([float(np.max(np.abs(v))) for v in (lo, hi) if v.size] +
+              ([float(np.max(as_numpy(bound_per_layer)))] if bound_per_layer is not None else []) + [1e-12])
+    fig.update_yaxes(range=[-1.3 * top, 1.3 * top])  # room for the bound labels above the markers
     fig.update_layout(title="Lemma 1 terms: each hidden layer's contribution to the Hessian",
                       barmode="overlay", yaxis_title="eigenvalue of the layer's term", height=360,
                       margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2))

@@ -17,7 +17,7 @@ import torch
 
 from app_lib import analysis, registry, ui
 
-BOUND_NAMES = {"thm3": "Theorem 3", "refined": "refined Theorem 4", "thm4": "Theorem 4"}
+BOUND_NAMES = {"thm3": "Theorem 3", "refined": "refined Thm 4", "thm4": "Theorem 4"}  # short: metric labels
 NONZERO_REL = 1e-7  # eigenvalues below this fraction of the largest |eigenvalue| count as 0 (round-off)
 
 

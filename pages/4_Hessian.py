@@ -35,7 +35,7 @@ with ui.guard("Hessian"):
 
     hv = views.hessian(ctx, picked, tg.pred, t)
     ev = hv.spectrum.values
-    cols = st.columns(5)
+    cols = st.columns([1, 1, 1.3, 1.3, 1])  # the bound labels name their theorem
     cols[0].metric("largest eigenvalue here", f"{ev[-1]:.4g}")
     cols[1].metric("smallest eigenvalue here", f"{ev[0]:.4g}")
     cols[2].metric(f"bound M ({hv.method})", f"{hv.M:.4g}", help="No input anywhere has a larger eigenvalue.")
