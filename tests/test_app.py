@@ -2,7 +2,7 @@
 
 Every test asserts that no exception box appears. Models come from small checkpoints in a temporary folder
 ($CRC_MODELS_DIR), trained models go to another ($CRC_RUNS_DIR). The app helpers (registry, analysis, jobs) are
-tested directly at the end.
+tested directly at the end, followed by one test per finding of the browser walkthrough (issue 10).
 """
 
 from __future__ import annotations
