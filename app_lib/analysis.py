@@ -1,9 +1,10 @@
 """Small computations the pages need around crc_core (pure torch/numpy, no Streamlit): reading an uploaded
-image, the margin along a line, the spectrum of the margin Hessian, its per-layer (Lemma 1) terms and Theorem 4's
-bound on each of them."""
+image, the image cache key, the margin along a line, the spectrum of the margin Hessian, its per-layer (Lemma 1)
+terms and Theorem 4's bound on each of them."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from dataclasses import dataclass
@@ -134,8 +135,9 @@ def _decode_picture(data: bytes, filename: str, steps: list[str]):
                         f"was refused before decoding, as a possible decompression bomb ({exc}).") from None
     except MemoryError:
         raise DataError(f"{filename} is too large to read into memory. Upload a smaller picture.") from None
-    except Exception as exc:  # UnidentifiedImageError, truncated data (OSError), broken headers, …
-        raise DataError(f"{filename} is not an image file this app can read ({exc}).") from None
+    except Exception:  # UnidentifiedImageError, truncated data (OSError), broken headers, …: no internals shown
+        raise DataError(f"{filename} is not an image file this app can read: it is another kind of file, or a "
+                        "damaged picture. Upload a PNG, JPEG, BMP, GIF or WebP picture, or a .npy array.") from None
 
 
 def _to_grey(im, steps: list[str]):
@@ -227,6 +229,13 @@ def _fit_square(grey) -> tuple[np.ndarray, np.ndarray, float]:
     filt = Image.Resampling.BOX if s >= SIDE else Image.Resampling.LANCZOS
     small = np.asarray(Image.fromarray(sq.astype(np.float32)).resize((SIDE, SIDE), filt), dtype=np.float64)
     return np.clip(small, 0.0, 1.0), (sq * 255).round().astype(np.uint8), background
+
+
+def image_key(content: torch.Tensor | bytes) -> str:
+    """The one cache key of an image (its pixels) or of an uploaded file (its bytes): a content hash, stable
+    across processes (unlike Python's salted ``hash``). Everything computed for an image is cached under it."""
+    raw = content if isinstance(content, bytes) else content.detach().cpu().float().contiguous().numpy().tobytes()
+    return hashlib.sha1(raw).hexdigest()[:16]
 
 
 def to_png_array(x: torch.Tensor) -> np.ndarray:
