@@ -21,7 +21,7 @@ from typing import Any
 
 from crc_core.checkpoints import load_checkpoint, save_checkpoint
 from crc_core.errors import CheckpointError, UnsupportedActivationError
-from crc_core.models import MLP
+from crc_core.models import MLP, format_architecture
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_ENV = "CRC_MODELS_DIR"
@@ -90,9 +90,8 @@ def training_kind(meta: Mapping[str, Any]) -> str:
 
 
 def arch_text(arch: Mapping[str, Any]) -> str:
-    """e.g. ``"2×[256] softplus"``."""
-    widths = list(arch.get("widths", []))
-    return f"{len(widths) + 1}×[{','.join(map(str, widths))}] {arch.get('activation', '?')}"
+    """e.g. ``"2x[256] softplus"`` (crc_core's one architecture format)."""
+    return format_architecture(list(arch.get("widths", [])), str(arch.get("activation", "?")))
 
 
 def kind_text(meta: Mapping[str, Any]) -> str:
@@ -116,8 +115,8 @@ def slug(text: str) -> str:
 def describe(ref: ModelRef, meta: Mapping[str, Any]) -> str:
     """One line for the picker, what tells models apart first.
 
-    Shipped and uploaded: ``"crt-2x256 · 2×[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"``. Trained in
-    the app (file names differ only by a time stamp): ``"CRT γ=0.01 ε=0.5 · 08:52:43 · acc 81% · 2×[256] softplus
+    Shipped and uploaded: ``"crt-2x256 · 2x[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"``. Trained in
+    the app (file names differ only by a time stamp): ``"CRT γ=0.01 ε=0.5 · 08:52:43 · acc 81% · 2x[256] softplus
     (trained)"`` (the date too when not today; the name given on the Train page, if any, after the time): the
     sidebar shows only the start of a label, so what tells runs apart comes first.
     """

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from app_lib import jobs, registry, ui
-from crc_core.data import load_dataset
+from crc_core.checkpoints import run_record
 from crc_core.errors import CRCError
-from crc_core.train import TrainConfig, TrainResult, evaluate
+from crc_core.train import TrainConfig, TrainResult, final_metrics
 
 JOB_KEY = "crc_train_job"
 KINDS = {"standard": "standard (cross-entropy only)", "gamma": "γ-regularized (cross-entropy + γ·K)",
          "crt": "CRT (curvature attack inputs + γ·K)"}
 DEFAULTS = TrainConfig()  # 2×[256] softplus CRT γ=0.01 ε=0.5, 3 epochs
-HISTORY_STEPS = 200  # step events kept in a saved model's history (thinned evenly)
+APP_SOURCE = "CRC Explorer app, Train page"  # the run record's "command" for runs started here
 
 
 @dataclass(frozen=True)
@@ -80,26 +80,12 @@ def start(state: MutableMapping[str, Any], config: TrainConfig, name: str) -> jo
 
 
 def run_metadata(job: jobs.TrainJob, result: TrainResult) -> dict[str, Any]:
-    """The checkpoint metadata of an app run (the same keys as `python -m crc_core train` writes). A stopped run
-    is evaluated as it is, so that the saved metrics describe the saved weights."""
-    cfg = job.config
-    metrics = dict(result.metrics)
-    if result.stopped or not metrics:
-        metrics = {"epoch": None, "step": result.steps, **evaluate(
-            result.model, load_dataset(cfg.dataset, "test", root=cfg.data_root, limit=cfg.test_limit),
-            rho=cfg.eval_rho, eval_samples=cfg.eval_samples, all_targets=cfg.eval_all_targets, mode=cfg.eval_mode)}
-        job.metrics = metrics
-    epochs_done = [e for e in result.history if e.get("kind") == "epoch"]
-    steps = [e for e in result.history if e.get("kind") == "step"]
-    keep = steps[:: max(1, len(steps) // HISTORY_STEPS)]
-    return {
-        "dataset": cfg.dataset, "kind": cfg.kind, "gamma": cfg.gamma_used,
-        "crt_eps": cfg.crt_eps if cfg.kind == "crt" else None, "epochs": len(epochs_done), "label": cfg.describe(),
-        "metrics": metrics, "command": "CRC Explorer app, Train page", "config": cfg.to_dict(),
-        "stopped": result.stopped, "train_seconds": round(result.seconds, 2),
-        "history": {"epochs": [{k: v for k, v in e.items() if k != "kind"} for e in epochs_done],
-                    "steps": [{k: v for k, v in e.items() if k != "kind"} for e in keep]},
-    }
+    """The checkpoint metadata of an app run: :func:`crc_core.checkpoints.run_record`, the same record
+    `python -m crc_core train` writes. A stopped run is evaluated as it is (:func:`crc_core.train.final_metrics`),
+    so that the saved metrics describe the saved weights."""
+    metrics = final_metrics(job.config, result)
+    job.metrics = metrics
+    return run_record(job.config, result, source=APP_SOURCE, metrics=metrics)
 
 
 def save_run(job: jobs.TrainJob, result: TrainResult) -> Path:

@@ -317,10 +317,6 @@ def final_metrics(config: TrainConfig, result: TrainResult, test: Dataset | None
     return {"epoch": None, "step": result.steps, **config_epoch_metrics(result.model, config, test)}
 
 
-# Deprecated name, kept until pages/1_Train.py imports epoch_metrics / final_metrics (then delete this line).
-evaluate = epoch_metrics
-
-
 def _build_model(config: TrainConfig, in_dim: int, n_classes: int, init_model: MLP | None) -> MLP:
     if init_model is None:
         return MLP(in_dim, list(config.widths), n_classes, config.activation)

@@ -71,7 +71,7 @@ def test_home_shows_picker_device_dataset(app_env):
     at = _page("app.py")
     picker = at.sidebar.selectbox(key="_w_crc_model_id")
     labels = " | ".join(picker.options)
-    for name in ("small-crt · 2×[32] softplus", "small-standard", "small-deep · 3×[24,24] softplus"):
+    for name in ("small-crt · 2x[32] softplus", "small-standard", "small-deep · 3x[24,24] softplus"):
         assert name in labels
     assert picker.value == "shipped:small-crt.pt"  # the default prefers a shipped CRT-named model
     captions = " ".join(c.value for c in at.caption)
@@ -424,7 +424,7 @@ def test_registry_describe_and_kinds():
     meta = {"architecture": {"in_dim": 784, "widths": [256], "n_classes": 10, "activation": "softplus"},
             "gamma": 0.01, "crt_eps": 0.5, "metrics": {"test_accuracy": 0.8}}
     ref = registry.ModelRef("shipped:crt.pt", "shipped", Path("crt.pt"), "k")
-    assert registry.describe(ref, meta) == "crt · 2×[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"
+    assert registry.describe(ref, meta) == "crt · 2x[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"
     assert registry.training_kind({"gamma": 0.0}) == "standard"
     assert registry.training_kind({"gamma": 0.05}) == "gamma"
     assert registry.training_kind({"kind": "crt"}) == "crt"
@@ -753,7 +753,7 @@ def test_picker_labels_tell_trained_models_apart():
                             Path("20261130-085243-2x-256-softplus-CRT.pt"), "k")
     label = registry.describe(ref, meta)
     assert label.startswith("CRT γ=0.01 ε=0.5 · ") and "08:52" in label[:30]  # what tells runs apart comes first
-    assert "20261130" not in label and "acc 81%" in label and "2×[256] softplus" in label
+    assert "20261130" not in label and "acc 81%" in label and "2x[256] softplus" in label
     named = registry.ModelRef("trained:20261130-085243-my-run.pt", "trained", Path("20261130-085243-my-run.pt"), "k")
     assert "08:52" in registry.describe(named, meta) and " · my-run · " in registry.describe(named, meta)
 
