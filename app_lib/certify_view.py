@@ -17,6 +17,7 @@ import streamlit as st
 import torch
 
 from app_lib import analysis, ui
+from app_lib.drawing import Drawing, read_drawing
 from crc_core.attack import curvature_attack
 from crc_core.certify import CertificateBatch, certify
 from crc_core.errors import CRCError
@@ -162,14 +163,21 @@ def _certify_one(key: str, image_key: str, mode: str, device: str, _model, _x, _
         return certify(_model, _x[None].to(device), lab, mode=mode, bounds=_table)
 
 
+def certificate_batch(ctx: ui.Ctx, picked: ui.Picked, mode: str) -> CertificateBatch:
+    """The picked image's certificate as a one-image :class:`CertificateBatch` (cached; the gallery's row when it
+    is a gallery image)."""
+    if picked.index is not None and picked.index < POOL:
+        return _row(_pool(ctx.key, ctx.dataset, mode, str(ctx.device), ctx.model, ctx.bounds("auto"))[1],
+                    picked.index)
+    return _certify_one(ctx.key, picked.key, mode, str(ctx.device), ctx.model, picked.x, picked.label,
+                        ctx.bounds("auto"))
+
+
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _certificate(key: str, image_key: str, index: int | None, label: int | None, dataset: str, mode: str, device: str,
                  _ctx: ui.Ctx, _picked: ui.Picked) -> Certificate:
     model, x = _ctx.model, _picked.x
-    if _picked.index is not None and _picked.index < POOL:
-        cert = _row(_pool(key, dataset, mode, device, model, _ctx.bounds("auto"))[1], _picked.index)
-    else:
-        cert = _certify_one(key, image_key, mode, device, model, x, _picked.label, _ctx.bounds("auto"))
+    cert = certificate_batch(_ctx, _picked, mode)
     pred, target = int(cert.pred[0]), int(cert.target[0])
     logits = cert.logits[0].detach().cpu().double()
     correct = bool(cert.correct[0])
@@ -258,3 +266,107 @@ def attack(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, rho: float, class_
     """The curvature attack (Algorithm 2) at ρ against every other class (cached per image and ρ)."""
     return _attack(ctx.key, picked.key, float(rho), str(ctx.device), ctx.model, picked.x, cert.pred,
                    ctx.bounds("auto"), tuple(class_names))
+
+
+# ------------------------------------------------------------------------------------------------ 2-D slice
+SLICE_GRID = 201  # grid points per side of the slice (201×201 forward passes: about a second for a 2×[256] net)
+SLICE_DIRECTIONS = {
+    "hessian-top": "top eigenvector of the margin Hessian (where the margin curves up most)",
+    "hessian-bottom": "bottom eigenvector of the margin Hessian (where it curves down most)",
+    "pgd": "the PGD attack's direction at ρ",
+    "target": "towards another class's boundary point",
+    "random": "a random direction",
+}  # the second directions of crc_core.slices.SECOND_DIRECTIONS, in words
+
+
+@dataclass(frozen=True)
+class SliceView:
+    """The slice section: a Plotly figure (one panel, or two side by side) and the certified radius of each panel
+    (the radius of its green disc)."""
+
+    figure: object
+    radii: tuple[float, ...]
+
+
+@st.cache_resource(show_spinner="Computing the 2-D slice (201×201 forward passes)…", max_entries=32)
+def _slice(key: str, image_key: str, mode: str, device: str, second: str, other: int | None, rho: float,
+           half_width: float | None, _model, _x, _batch):
+    from crc_core.slices import slice_from_certificate
+
+    return slice_from_certificate(_model, _x.to(device), _batch, second=second, other_target=other, rho=rho,
+                                  grid=SLICE_GRID, half_width=half_width)
+
+
+def other_targets(cert: Certificate) -> list[int]:
+    """Classes whose boundary point can span the 'target' direction: certified, not the arg-min target."""
+    return [t for t in range(len(cert.radii)) if t not in (cert.pred, cert.target) and np.isfinite(cert.radii[t])]
+
+
+def slice_view(ctx: ui.Ctx, picked: ui.Picked, mode: str, rho: float, second: str, other: int | None,
+               class_names: list[str], compare: str | None = None) -> SliceView:
+    """The decision-region slice of the picked image (crc_core.slices) for the picked model, or, with
+    ``compare`` (a model id), the picked model and that one side by side on one scale. Raises CRCError (a
+    readable line) when the image is misclassified by a model, or the direction is unusable."""
+    from app_lib.slice_figures import slice_figure, slice_pair_figure
+
+    batch = certificate_batch(ctx, picked, mode)
+    if compare is None:
+        s = _slice(ctx.key, picked.key, mode, str(ctx.device), second, other, float(rho), None, ctx.model, picked.x,
+                   batch)
+        return SliceView(slice_figure(s, class_names), (s.radius,))
+    ref, model, _meta = ui.model_by_id(compare, ctx.device)
+    table = ui.bounds_table(ref.key, "auto", str(ctx.device), model)
+    batch2 = _certify_one(ref.key, picked.key, mode, str(ctx.device), model, picked.x, picked.label, table)
+    reach = [float(b.upper[0]) if bool(torch.isfinite(b.upper[0])) else float((b.x_boundary[0].cpu() - picked.x.cpu())
+             .norm()) for b in (batch, batch2)]
+    from crc_core.slices import EXTENT
+
+    h = EXTENT * max(*reach, float(batch.radius[0]), float(batch2.radius[0]), float(rho))
+    s1 = _slice(ctx.key, picked.key, mode, str(ctx.device), second, other, float(rho), h, ctx.model, picked.x, batch)
+    s2 = _slice(ref.key, picked.key, mode, str(ctx.device), second, other, float(rho), h, model, picked.x, batch2)
+    names = (ctx.label.split(" · ")[0], ui.catalogue_labels().get(compare, compare).split(" · ")[0])
+    return SliceView(slice_pair_figure(s1, s2, class_names, titles=names), (s1.radius, s2.radius))
+
+
+# ------------------------------------------------------------------------------------------------ local
+@dataclass(frozen=True)
+class LocalView:
+    """The global certified radius next to the local one (paper §7.4): local ≥ global, both proven."""
+
+    global_radius: float
+    local_radius: float
+
+
+@st.cache_resource(show_spinner="Local curvature certificate (section 7.4)…", max_entries=64)
+def _local(key: str, image_key: str, mode: str, device: str, _model, _x, _label, _table) -> float:
+    lab = None if _label is None else torch.tensor([_label], device=device)
+    with torch.no_grad():
+        return float(certify(_model, _x[None].to(device), lab, mode=mode, bounds=_table, local=True).radius[0])
+
+
+def local_view(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, mode: str) -> LocalView:
+    """The local certificate of the picked image (2-layer nets only: CRCError otherwise)."""
+    if ctx.model.depth != 2:
+        raise CRCError("Local certificates are available for 2-layer networks only (paper section 7.4): pick a "
+                       "2-layer model to compare them.")
+    r_loc = _local(ctx.key, picked.key, mode, str(ctx.device), ctx.model, picked.x, picked.label,
+                   ctx.bounds("auto"))
+    return LocalView(cert.radius, r_loc)
+
+
+# ------------------------------------------------------------------------------------------------ drawing
+CANVAS_SIDE = 280  # pixels: 10 canvas pixels per model pixel
+CANVAS_KEY = "crc_canvas"
+DRAWING_NAME = "your drawing"
+
+
+def draw_canvas(generation: int) -> Drawing:
+    """The drawing canvas (streamlit-drawable-canvas; it sends its pixels on mouse-up) -> :class:`Drawing` (its
+    28×28 image, or empty with a note). ``generation`` is part of the key: a new number gives a blank canvas."""
+    # imported only inside a running Streamlit: the component registers its manifest at run time
+    from streamlit_drawable_canvas import st_canvas
+
+    res = st_canvas(stroke_width=20, stroke_color="#ffffff", background_color="#000000", height=CANVAS_SIDE,
+                    width=CANVAS_SIDE, drawing_mode="freedraw", update_streamlit=True, return_image_data=True,
+                    key=f"{CANVAS_KEY}_{generation}")
+    return read_drawing(res.image_data, invert=False)

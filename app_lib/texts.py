@@ -82,3 +82,12 @@ TRAIN = f"""
   (nothing is trained or saved). Each session has at most one run going or waiting, and at most
   {QUEUE_CAPACITY} runs can wait at once.
 """
+
+DRAW = ("Draw with the mouse: light strokes on the dark square, like the Fashion-MNIST pictures (an object in the "
+        "middle, filling most of the square). Each stroke, when the mouse button is released, goes through the "
+        "same preprocessing as an uploaded picture and is certified below.")
+
+LOCAL = ("**Local** certificate (paper §7.4, App. C.6): the global certificate uses curvature bounds that hold "
+         "for *every* input; the local one uses bounds that hold only in a ball around this image (where the "
+         "neurons' pre-activations stay in narrow ranges), so they are tighter and the proven radius can only grow. "
+         "Both radii are proven lower bounds on the distance to the decision boundary.")

@@ -2,65 +2,35 @@
 
 import streamlit as st
 
-from app_lib import analysis, plots, texts, ui
+from app_lib import analysis, links, plots, texts, ui
+from app_lib import certify_sections as sections
 from app_lib import certify_view as cv
 
+links.sync(links.CERTIFY)  # a shared link opened: restore its view; then mirror the view into the address bar
 ctx = ui.page_setup("Certify", ":material/verified_user:")
 st.title("Certify: how far is this image from changing class?")
-st.caption("Pick an image. The certificate is a radius r with a proof that no change of the image smaller than r "
-           "(ℓ2 norm) can change the prediction; the attack looks for a change that does.")
-ui.explain(texts.CERTIFY)
+links.notes()
 
 with ui.guard("Certify"):
     names = ctx.test_set().class_names
-    top = st.columns([2, 1, 1])
+    top = st.columns([3, 2, 1.3], vertical_alignment="bottom")
     rho = ui.persistent(top[0].slider, "ρ: the attack budget (ℓ2 distance)", "crc_rho", 0.5, min_value=0.05,
                         max_value=3.0, step=0.05, help="The paper uses ρ = 0.5 for MNIST/Fashion-MNIST.")
     mode = ui.persistent(top[1].selectbox, "Certificate solver", "crc_mode", "fast", options=["fast", "paper"],
                          valid=lambda v: v in ("fast", "paper"), help="fast: our accelerated solver; paper: "
                          "Algorithm 1 as published (slower). Both give sound radii.")
+    links.copy_link(links.CERTIFY, top[2])
 
-    st.subheader("1 · Pick an image")
-    tab_gallery, tab_upload = st.tabs(["Test-image gallery", "Upload your own image"])
-    with tab_gallery:
-        pool = cv.gallery(ctx, mode)
-        f1, f2, f3 = st.columns(3)
-        sel = cv.filter_gallery(pool, names, f1.selectbox("Class", ["any", *names], key="crc_f_class"),
-                                f2.selectbox("Prediction", ["any", "correct", "wrong"], key="crc_f_outcome"),
-                                f3.selectbox(f"At ρ = {rho:g}", ["any", "certified", "not certified"],
-                                             key="crc_f_cert"), rho)
-        st.caption(f"{len(sel)} of the first {len(pool)} test images match; showing up to {cv.SHOW}. "
-                   "✓/✗: correct or wrong prediction; r: certified radius (all classes). Click an image to pick it.")
-        ui.clickable_thumbnails()
-        shown, picked_index = sel.head(cv.SHOW), st.session_state.get(ui.IMAGE_KEY)
-        for start in range(0, len(shown), 12):
-            for col, (_, row) in zip(st.columns(12, gap="small"), shown.iloc[start:start + 12].iterrows()):
-                i = int(row["index"])
-                with col.container(key=f"thumb_{i}"):
-                    st.image(analysis.to_png_array(ctx.test_set().images[i]), width="stretch",
-                             caption=f"{'✓' if row['correct'] else '✗'} r={row['radius']:.2f}")
-                    if st.button(f"#{i}", key=f"pick_{i}", type="primary" if i == picked_index else "secondary"):
-                        ui.pick_test_image(i)
-                        st.rerun()
-        if sel.empty:
-            st.info("No image matches these filters: loosen them.")
-    with tab_upload:
-        st.caption(texts.UPLOAD_IMAGE)
-        u1, u2 = st.columns([3, 1])
-        up = u1.file_uploader("Image file", type=["png", "jpg", "jpeg", "bmp", "gif", "webp", "npy"],
-                              key="crc_upload_image")
-        colours = u2.radio("Colours", ["auto", "keep", "invert"], key="crc_invert_mode",
-                           help="auto: invert when the picture's background (its border) is light; keep: use the "
-                                "grey values as they are; invert: always swap light and dark.")
-        if up is not None:
-            with ui.guard("Upload refused"):
-                done = cv.take_upload(up.getvalue(), up.name, colours)
-                p1, p2, p3 = st.columns([1, 1, 3])
-                p1.image(done.square, width="stretch", caption="your picture in grey, padded to a square")
-                p2.image(analysis.to_png_array(done.x), width="stretch", caption="what the model sees: 28×28")
-                p3.caption(done.note)
-        if st.session_state.get(ui.UPLOAD_IMAGE_KEY) is not None:
-            ui.persistent(st.toggle, "Analyse the uploaded image", ui.USE_UPLOAD_KEY, True)
+    now = ui.picked_image(ctx.test_set()).what  # the gallery folds away once an image is picked
+    chosen = ui.IMAGE_KEY in st.session_state or bool(st.session_state.get(ui.USE_UPLOAD_KEY))
+    with st.expander(f"1 · Pick an image (now: {now})", expanded=not chosen, icon=":material/photo_library:"):
+        tab_gallery, tab_upload = st.tabs(["Test-image gallery", "Upload your own image"])
+        with tab_gallery:
+            sections.gallery(ctx, mode, rho, names)
+        with tab_upload:
+            sections.upload()
+    with st.expander("Draw your own input", icon=":material/draw:"):
+        sections.draw()
 
     picked = ui.picked_image(ctx.test_set())
     cert = cv.certificate(ctx, picked, mode)
@@ -84,8 +54,13 @@ with ui.guard("Certify"):
                     help="The paper's radius: against the class with the second-highest score only.")
         m[1].metric("exact?", "yes" if cert.exact else "no",
                     help="Yes: a boundary point lies at exactly the certified distance (primal = dual).")
+        m[2].metric(f"verdict at ρ = {rho:g}", "certified" if cert.certified(rho) else "not certified",
+                    f"radius {'≥' if cert.certified(rho) else '<'} ρ" if cert.correct else "misclassified",
+                    delta_color="normal" if cert.certified(rho) else "inverse", delta_arrow="off")
         kind, text = cert.summary()
         getattr(st, kind)(text)
+    sections.local_section(ctx, picked, cert, mode)
+    ui.explain(texts.CERTIFY)
     c1, c2 = st.columns(2)
     with c1:
         ui.plot(plots.radii_bar(cert.radii, names, pred=cert.pred, runner_up=cert.runner_up, rho=rho,
@@ -112,7 +87,11 @@ with ui.guard("Certify"):
         st.caption("Along this straight line the margin reaches 0 at x_b. The green band is the certified radius: "
                    "inside it the margin cannot reach 0 in *any* direction, not only along this line.")
 
-    st.subheader(f"3 · At ρ = {rho:g}")
+        st.subheader("3 · The decision regions around the image: a 2-D slice")
+        sections.slice_section(ctx, picked, cert, mode, rho, names)
+
+    # (another certificate method's section goes here: one sections.<name>(ctx, picked, cert, mode, rho) call)
+    st.subheader(f"4 · At ρ = {rho:g}")
     if not cert.correct:
         st.info("Misclassified: not certified at any ρ.")
     else:
@@ -133,3 +112,5 @@ with ui.guard("Certify"):
             ui.plot(plots.image_heatmaps([picked.x, att.x, att.x - picked.x],
                                          ["x0", f"attack (target {names[att.target]})", "attack − x0"],
                                          diverging=[False, False, True]), key="attack_images")
+
+links.write(links.CERTIFY)  # the picked image may have changed during this run (a drawing): keep the address current
