@@ -126,8 +126,8 @@ CERTIFY = (*COMMON, IMAGE, RHO, SOLVER,
            Field("target", SLICE_TARGET_KEY, integer(0, 999, "the target class")),
            Field("local", LOCAL_KEY, _flag, lambda v: "1" if v else "0"))
 HESSIAN = (*COMMON, IMAGE, Field("target", "crc_hess_target", integer(0, 999, "the target class")))
-CURVATURE = (*COMMON, Field("kub", "crc_curv_method", str), Field("n", "crc_curv_n", integer(1, 100_000,
-                                                                                                "the image count")))
+CURVATURE = (*COMMON, Field("kub", "crc_curv_method", choice(("thm3", "thm4", "refined"), "the bound K_ub")),
+             Field("n", "crc_curv_n", integer(1, 10_000, "the number of test images")))
 TRAIN = COMMON
 
 

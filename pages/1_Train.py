@@ -4,15 +4,17 @@ import time
 
 import streamlit as st
 
-from app_lib import jobs, plots, registry, texts, ui
+from app_lib import jobs, links, plots, registry, texts, ui
 from app_lib import train_view as tv
 from crc_core.activations import CURVATURE_ACTIVATIONS
 from crc_core.train import TrainConfig
 
 D = tv.DEFAULTS
 
+links.sync(links.TRAIN)  # a shared link: restore the model and dataset, then mirror them into the address bar
 ctx = ui.page_setup("Train", ":material/model_training:", require_model=False)
 st.title("Train a network")
+links.notes()
 st.caption("Train a small fully connected network on 28×28 images and watch its accuracy, curvature bound and "
            "certified accuracy evolve. The result is saved and appears in the model picker of every page.")
 ui.explain(texts.TRAIN)

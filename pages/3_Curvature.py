@@ -7,13 +7,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_lib import plots, texts, ui, views
+from app_lib import links, plots, texts, ui, views
 
+links.sync(links.CURVATURE)  # a shared link: restore its view, then mirror the view into the address bar
 ctx = ui.page_setup("Curvature", ":material/monitoring:")
 st.title("Curvature: bounds vs reality")
+links.notes()
 st.caption("Certificates are only as good as the curvature bounds behind them. Here the bound K_ub, which holds for "
            "every possible input, meets K_lb, the largest curvature actually measured near test images.")
 ui.explain(texts.CURVATURE)
+links.copy_link(links.CURVATURE)
 
 with ui.guard("Curvature"):
     ds = ctx.test_set()

@@ -2,13 +2,16 @@
 
 import streamlit as st
 
-from app_lib import analysis, plots, texts, ui, views
+from app_lib import analysis, links, plots, texts, ui, views
 
+links.sync(links.HESSIAN)  # a shared link: restore its view, then mirror the view into the address bar
 ctx = ui.page_setup("Hessian", ":material/scatter_plot:")
 st.title("Hessian: the curvature at one image")
+links.notes()
 st.caption("How strongly does the margin between two classes bend around this image, and how close are the "
            "global bounds m, M and K (which hold for every possible input) to what happens here?")
 ui.explain(texts.HESSIAN)
+links.copy_link(links.HESSIAN)
 
 with ui.guard("Hessian"):
     ds = ctx.test_set()

@@ -9,10 +9,9 @@ import io
 import json
 from pathlib import Path
 
+import app_helpers as H
 import numpy as np
 import pytest
-
-import app_helpers as H
 from streamlit.testing.v1 import AppTest
 
 from app_lib import registry
@@ -30,9 +29,9 @@ def app_env(monkeypatch, tmp_path) -> Path:
     return tmp_path
 
 
-def _open(query: dict[str, str] | None = None) -> AppTest:
-    """The Certify page as a browser opens it, with ``query`` as the link's query string."""
-    at = AppTest.from_file(str(H.REPO / PAGE), default_timeout=TIMEOUT)
+def _open(query: dict[str, str] | None = None, page: str = PAGE) -> AppTest:
+    """A page (Certify by default) as a browser opens it, with ``query`` as the link's query string."""
+    at = AppTest.from_file(str(H.REPO / page), default_timeout=TIMEOUT)
     at.query_params.update(query or {})
     at.run()
     _ok(at)
@@ -143,7 +142,7 @@ def test_a_bad_link_opens_the_page_with_a_note_and_defaults(app_env, query, says
     at = _open(query)
     notes = [w.value for w in at.warning if "This link could not be restored" in w.value]
     assert notes and says in notes[0], [w.value for w in at.warning]
-    assert at.subheader and "test image #0" in at.subheader[0].value or "#" in at.subheader[0].value
+    assert any(s.value.endswith("The certificate of test image #0") for s in at.subheader)
     assert 0.05 <= at.slider(key="_w_crc_rho").value <= 3.0
     at.run()  # the note is shown once; the page stays usable
     _ok(at)
@@ -191,3 +190,14 @@ def test_local_toggle_gives_a_radius_at_least_the_global_one(app_env):
 
     deep = _open({"model": "shipped:small-deep.pt", "local": "1"})
     assert any("2-layer networks only" in c.value for c in deep.caption) and "global radius" not in _metrics(deep)
+
+
+def test_the_hessian_page_restores_its_link_too(app_env):
+    at = _open({"img": "5", "target": "3"}, page="pages/4_Hessian.py")
+    assert at.session_state["crc_image_index"] == 5
+    assert any("test image #5" in m.value for m in at.markdown)
+    assert at.query_params["img"] == "5" and at.query_params["model"] == "shipped:small-crt.pt"
+    if at.session_state["crc_hess_target"] == 3:  # 3 is a valid target unless it is this image's prediction
+        assert at.query_params["target"] == "3"
+    bad = _open({"img": "5000000"}, page="pages/4_Hessian.py")
+    assert any("test image #5000000 does not exist" in w.value for w in bad.warning)
