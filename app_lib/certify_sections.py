@@ -59,12 +59,14 @@ def upload() -> None:
         ui.persistent(st.toggle, "Analyse the uploaded image", ui.USE_UPLOAD_KEY, True)
 
 
-def draw() -> None:
-    """The drawing canvas: every stroke (on mouse-up) makes the drawing the picked image, certified below."""
+def draw(ctx: ui.Ctx, mode: str, rho: float, names: list[str]) -> None:
+    """The drawing canvas: every stroke (on mouse-up) makes the drawing the picked image; its certificate is shown
+    beside the canvas (and in full below)."""
     gen = int(st.session_state.get(CLEAR_KEY, 0))
     c1, c2 = st.columns([1, 2])
     with c1:
-        d = cv.draw_canvas(gen)
+        st.caption("Draw here (the toolbar: undo, redo, erase all).")  # keeps the canvas's toolbar off the header
+        d = cv.draw_canvas(gen)  # a canvas the preprocessing refuses raises a one-line CRCError (page guard)
     with c2:
         st.caption(texts.DRAW)
         if st.button("Clear the drawing", icon=":material/ink_eraser:", key="crc_canvas_clear"):
@@ -75,10 +77,14 @@ def draw() -> None:
             st.rerun()
         if d.empty:
             st.info(d.note, icon=":material/draw:")
-        else:
-            ui.use_uploaded_image(cv.DRAWING_NAME, d.x)
-            st.image(analysis.to_png_array(d.x), width=112, caption="what the model sees: 28×28")
-            st.caption(d.note)
+            return
+        ui.use_uploaded_image(cv.DRAWING_NAME, d.x)
+        cert = cv.certificate(ctx, ui.picked_image(ctx.test_set()), mode)
+        i1, i2 = st.columns([1, 3])
+        i1.image(analysis.to_png_array(d.x), width="stretch", caption="the model sees")
+        i2.markdown(f"Predicted **{names[cert.pred]}** ({cert.prob:.0%}), certified radius **{cert.radius:.4f}**: "
+                    f"{'certified' if cert.certified(rho) else 'not certified'} at ρ = {rho:g}.")
+        i2.caption(d.note)
 
 
 def slice_section(ctx: ui.Ctx, picked: ui.Picked, cert: cv.Certificate, mode: str, rho: float,

@@ -114,6 +114,18 @@ def _flag(text: str) -> bool:
     return text == "1"
 
 
+SURVEY_SIZES = (100, 200, 500, 1000, 2000, 5000, 10000)  # the Curvature page's choices of test-image counts
+
+
+def _survey_size(text: str) -> int:
+    n = integer(1, max(SURVEY_SIZES), "the number of test images")(text)
+    size = len(ui.cached_test_set(st.session_state.get(ui.DATASET_KEY) or "embedded"))
+    if n not in SURVEY_SIZES or n > size:
+        allowed = ", ".join(str(k) for k in SURVEY_SIZES if k <= size)
+        raise LinkError(f"{n} test images is not one of the choices ({allowed}); showing the default")
+    return n
+
+
 MODEL = Field("model", ui.MODEL_KEY, _model)
 DATASET = Field("dataset", ui.DATASET_KEY, _dataset)
 IMAGE = Field("img", ui.IMAGE_KEY, _image)
@@ -127,7 +139,7 @@ CERTIFY = (*COMMON, IMAGE, RHO, SOLVER,
            Field("local", LOCAL_KEY, _flag, lambda v: "1" if v else "0"))
 HESSIAN = (*COMMON, IMAGE, Field("target", "crc_hess_target", integer(0, 999, "the target class")))
 CURVATURE = (*COMMON, Field("kub", "crc_curv_method", choice(("thm3", "thm4", "refined"), "the bound K_ub")),
-             Field("n", "crc_curv_n", integer(1, 10_000, "the number of test images")))
+             Field("n", "crc_curv_n", _survey_size))
 TRAIN = COMMON
 
 

@@ -118,7 +118,7 @@ def slice_figure(s: DecisionSlice, class_names: Sequence[str], *, title: str | N
                       title=title or f"Class regions around x0 in the plane of x_b and {s.second or 'a direction'}",
                       xaxis=dict(title=xt, range=[-lim, lim], constrain="domain"),
                       yaxis=dict(title=yt, range=[-lim, lim], scaleanchor="x", scaleratio=1),
-                      legend=dict(orientation="h", x=0, y=-0.12, yanchor="top"))
+                      legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"))
     return fig
 
 
@@ -141,5 +141,5 @@ def slice_pair_figure(left: DecisionSlice, right: DecisionSlice, class_names: Se
         fig.update_yaxes(title_text=yt, range=[-lim, lim], scaleanchor="x" if col == 1 else "x2", scaleratio=1,
                          row=1, col=col)
     fig.update_layout(coloraxis=_coloraxis(class_names), height=height, margin=dict(l=10, r=10, t=60, b=10),
-                      legend=dict(orientation="h", x=0, y=-0.15, yanchor="top"))
+                      legend=dict(orientation="h", x=0, y=-0.22, yanchor="top"))
     return fig

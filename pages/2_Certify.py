@@ -30,7 +30,7 @@ with ui.guard("Certify"):
         with tab_upload:
             sections.upload()
     with st.expander("Draw your own input", icon=":material/draw:"):
-        sections.draw()
+        sections.draw(ctx, mode, rho, names)
 
     picked = ui.picked_image(ctx.test_set())
     cert = cv.certificate(ctx, picked, mode)

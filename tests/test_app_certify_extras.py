@@ -201,3 +201,26 @@ def test_the_hessian_page_restores_its_link_too(app_env):
         assert at.query_params["target"] == "3"
     bad = _open({"img": "5000000"}, page="pages/4_Hessian.py")
     assert any("test image #5000000 does not exist" in w.value for w in bad.warning)
+
+
+def test_link_parsers_refuse_garbage_with_a_sentence():
+    """The parsers behind every page's link fields: good text gives the value, garbage a LinkError (a note)."""
+    from app_lib import links
+
+    assert links.choice(("a", "b"), "x")("b") == "b"
+    assert links.integer(0, 9, "n")("7") == 7
+    for parse, text in ((links.choice(("a", "b"), "x"), "c"), (links.integer(0, 9, "n"), "10"),
+                        (links.integer(0, 9, "n"), "1e3"), (links.RHO.parse, "nan"), (links.RHO.parse, "inf"),
+                        (links.RHO.parse, ""), (links.SOLVER.parse, "FAST")):
+        with pytest.raises(links.LinkError):
+            parse(text)
+    assert links.RHO.parse("0.71") == 0.7 and links.RHO.show(0.7) == "0.7"
+
+
+def test_the_curvature_page_restores_its_link_and_refuses_bad_values(app_env):
+    at = _open({"kub": "thm4", "n": "100"}, page="pages/3_Curvature.py")
+    assert at.session_state["crc_curv_method"] == "thm4" and at.session_state["crc_curv_n"] == 100
+    assert at.query_params["kub"] == "thm4" and at.query_params["n"] == "100"
+    bad = _open({"kub": "magic", "n": "300"}, page="pages/3_Curvature.py")
+    notes = " ".join(w.value for w in bad.warning)
+    assert "the bound K_ub 'magic' is unknown" in notes and "300 test images is not one of the choices" in notes

@@ -8,6 +8,7 @@ and saves one screenshot per page into test-artifacts/screenshots/. Skipped clea
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
@@ -206,3 +207,91 @@ def test_every_page_in_a_real_browser(app_url, page):
     _see(pg, "it is now the model picked in the sidebar")
     _idle(pg)
     _check(pg, "2-train-stopped")
+
+
+def _shot(pg, name: str) -> None:
+    """Save a screenshot of what the viewport shows now (no resizing: what a projector shows)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def test_certify_extras_projector_link_slice_and_drawing(app_url, browser_page_720):
+    """Issue 14: a shared link opens the view it names; at 1280×720 the certificate (image, prediction, radius,
+    verdict at ρ) is visible without scrolling; the 2-D slice; a stroke drawn with the mouse gets a certificate;
+    a garbage link opens the page with a note."""
+    pg = browser_page_720
+    _goto(pg, f"{app_url}/Certify?img=3&rho=0.5&dir=random", "Certify: how far is this image from changing class?")
+    _see(pg, "The certificate of test image #3")
+    _charts(pg, 2)
+    for label in ("prediction", "certified radius", "verdict at ρ = 0.5"):
+        box = pg.locator('[data-testid="stMetric"]').filter(has_text=label).first.bounding_box()
+        assert box and box["y"] + box["height"] <= 720, (label, box)
+    img = pg.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.bounding_box()
+    assert img and img["y"] + img["height"] <= 720, img
+    _shot(pg, "6-certify-from-link-1280x720")
+
+    # the link shown by "Share this view" names this view
+    pg.get_by_role("button", name="Share this view").click()
+    code = pg.locator('[data-testid="stPopoverBody"] code').first
+    code.wait_for()
+    link = code.inner_text().strip()
+    assert "/Certify?" in link and "img=3" in link and "dir=random" in link and "rho=0.5" in link, link
+    pg.keyboard.press("Escape")
+
+    # the slice
+    chart = pg.locator('[data-testid="stPlotlyChart"]').filter(has_text="certified ball").first
+    chart.scroll_into_view_if_needed()
+    chart.locator(".main-svg").first.wait_for()
+    time.sleep(1.0)
+    chart.screenshot(path=str(SHOTS / "7-certify-slice.png"))
+
+    # draw a stroke with the mouse: the drawing becomes the picked image and is certified
+    pg.get_by_text("Draw your own input").click()
+    frame = pg.locator('[data-testid="stMain"] canvas.upper-canvas').first  # fabric.js: the canvas taking events
+    frame.wait_for(timeout=60_000)
+    frame.scroll_into_view_if_needed()
+    time.sleep(1.0)
+    box = frame.bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2
+    pg.mouse.move(x0, y0)
+    pg.mouse.down()
+    for k in range(1, 21):
+        pg.mouse.move(x0 + 10 * math.sin(k / 3), y0 + k * box["height"] * 0.03, steps=2)
+    pg.mouse.up()
+    _idle(pg)
+    _see(pg, "The certificate of uploaded image your drawing")
+    frame.scroll_into_view_if_needed()
+    _shot(pg, "8-certify-drawing")
+    _check(pg, "8-certify-drawing-full")
+    pg.set_viewport_size({"width": 1280, "height": 720})
+
+    # a garbage link: the page opens with a note and the defaults
+    _goto(pg, f"{app_url}/Certify?img=99999&rho=lots&model=nope", "Certify: how far is this image from changing "
+          "class?")
+    pg.set_viewport_size({"width": 1280, "height": 720})
+    _see(pg, "This link could not be restored in full")
+    _see(pg, "The certificate of test image #0")
+    _shot(pg, "9-certify-bad-link-1280x720")
+
+    # the projector flow: pick an image in the open gallery -> the gallery folds away, the certificate is in view
+    pg.locator(".st-key-thumb_3 img").first.scroll_into_view_if_needed()
+    thumb = pg.locator(".st-key-thumb_3 img").first.bounding_box()  # a click on the picture (the button lies over it)
+    pg.mouse.click(thumb["x"] + thumb["width"] / 2, thumb["y"] + thumb["height"] / 2)
+    _idle(pg)
+    _see(pg, "The certificate of test image #3")
+    pg.evaluate("() => window.scrollTo(0, 0)")
+    pg.locator('[data-testid="stMain"]').evaluate("m => m.scrollTo && m.scrollTo(0, 0)")
+    time.sleep(0.5)
+    box = pg.locator('[data-testid="stMetric"]').filter(has_text="verdict at ρ").first.bounding_box()
+    assert box and box["y"] + box["height"] <= 720, box
+    assert pg.locator(".st-key-thumb_3 img").first.is_hidden()  # folded away
+    _shot(pg, "10-certify-picked-1280x720")
+
+
+@pytest.fixture
+def browser_page_720(page):
+    """A new browser session (same browser as ``page``) with a 1280×720 window: a projector."""
+    pg = page.context.browser.new_page(viewport={"width": 1280, "height": 720})
+    pg.set_default_timeout(60_000)
+    yield pg
+    pg.close()
