@@ -65,7 +65,7 @@ def draw(ctx: ui.Ctx, mode: str, rho: float, names: list[str]) -> None:
     gen = int(st.session_state.get(CLEAR_KEY, 0))
     c1, c2 = st.columns([1, 2])
     with c1:
-        st.caption("Draw here (the toolbar: undo, redo, erase all).")  # keeps the canvas's toolbar off the header
+        st.caption("Draw here:")  # a line above the canvas keeps its toolbar (undo, redo, erase) off the header
         d = cv.draw_canvas(gen)  # a canvas the preprocessing refuses raises a one-line CRCError (page guard)
     with c2:
         st.caption(texts.DRAW)

@@ -138,8 +138,8 @@ def slice_pair_figure(left: DecisionSlice, right: DecisionSlice, class_names: Se
             fig.add_trace(tr, row=1, col=col)
         xt, yt = _axes_titles(s)
         fig.update_xaxes(title_text=xt, range=[-lim, lim], constrain="domain", row=1, col=col)
-        fig.update_yaxes(title_text=yt, range=[-lim, lim], scaleanchor="x" if col == 1 else "x2", scaleratio=1,
-                         row=1, col=col)
+        fig.update_yaxes(title_text=yt if col == 1 else None, range=[-lim, lim],  # one title: none over panel 1
+                         scaleanchor="x" if col == 1 else "x2", scaleratio=1, row=1, col=col)
     fig.update_layout(coloraxis=_coloraxis(class_names), height=height, margin=dict(l=10, r=10, t=60, b=10),
                       legend=dict(orientation="h", x=0, y=-0.22, yanchor="top"))
     return fig

@@ -245,6 +245,16 @@ def test_certify_extras_projector_link_slice_and_drawing(app_url, browser_page_7
     time.sleep(1.0)
     chart.screenshot(path=str(SHOTS / "7-certify-slice.png"))
 
+    # side by side with a standard model (the same image): two panels, two discs
+    pg.get_by_role("combobox", name="Side by side with (same image)").click()
+    pg.get_by_role("option", name=re.compile("standard")).first.click()
+    _idle(pg)
+    pair = pg.locator('[data-testid="stPlotlyChart"]').filter(has_text=re.compile(r"standard.*: r = ")).first
+    pair.wait_for(timeout=90_000)
+    pair.scroll_into_view_if_needed()
+    time.sleep(1.0)
+    pair.screenshot(path=str(SHOTS / "7-certify-slice-side-by-side.png"))
+
     # draw a stroke with the mouse: the drawing becomes the picked image and is certified
     pg.get_by_text("Draw your own input").click()
     frame = pg.locator('[data-testid="stMain"] canvas.upper-canvas').first  # fabric.js: the canvas taking events
