@@ -105,7 +105,9 @@ def slice_section(ctx: ui.Ctx, picked: ui.Picked, cert: cv.Certificate, mode: st
                               format_func=lambda t: names[t], valid=lambda v: v in options)
     labels = ui.catalogue_labels()
     others = [i for i in labels if i != st.session_state.get(ui.MODEL_KEY)]
-    compare = s3.selectbox("Side by side with (same image)", [None, *others], key="crc_slice_compare",
+    if st.session_state.get(links.COMPARE_KEY) not in others:  # e.g. it has just become the picked model
+        st.session_state[links.COMPARE_KEY] = None
+    compare = s3.selectbox("Side by side with (same image)", [None, *others], key=links.COMPARE_KEY,
                            format_func=lambda i: "— one model only —" if i is None else labels[i],
                            help="E.g. a standard and a CRT model: the certified disc grows.")
     with ui.guard("Slice"):

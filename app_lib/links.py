@@ -32,6 +32,7 @@ RHO_STEP = 0.05
 SLICE_DIR_KEY = "crc_slice_dir"
 SLICE_TARGET_KEY = "crc_slice_target"
 LOCAL_KEY = "crc_local"
+COMPARE_KEY = "crc_slice_compare"  # the second model of the side-by-side slice (None: one model)
 
 
 class LinkError(ValueError):
@@ -136,7 +137,8 @@ CERTIFY = (*COMMON, IMAGE, RHO, SOLVER,
            Field("dir", SLICE_DIR_KEY, choice(("hessian-top", "hessian-bottom", "pgd", "target", "random"),
                                               "the slice direction")),
            Field("target", SLICE_TARGET_KEY, integer(0, 999, "the target class")),
-           Field("local", LOCAL_KEY, _flag, lambda v: "1" if v else "0"))
+           Field("local", LOCAL_KEY, _flag, lambda v: "1" if v else "0"),
+           Field("vs", COMPARE_KEY, _model))
 HESSIAN = (*COMMON, IMAGE, Field("target", "crc_hess_target", integer(0, 999, "the target class")))
 CURVATURE = (*COMMON, Field("kub", "crc_curv_method", choice(("thm3", "thm4", "refined"), "the bound K_ub")),
              Field("n", "crc_curv_n", _survey_size))

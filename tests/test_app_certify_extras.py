@@ -106,6 +106,12 @@ def test_slice_side_by_side_with_a_second_model(app_env):
     radii = _disc_radii(_slice_spec(at))
     assert len(radii) == 2 and abs(radii[0] - float(_metrics(at)["certified radius"])) <= RADIUS_TOL
     assert any("each panel is the plane of its own model" in c.value for c in at.caption)
+    assert at.query_params["vs"] == "shipped:small-standard.pt"
+    opened = _open(dict(at.query_params))  # the link restores the pair
+    assert len(_disc_radii(_slice_spec(opened))) == 2
+    at.selectbox(key="_w_crc_model_id").set_value("shipped:small-standard.pt").run()  # now the picked model itself
+    _ok(at)
+    assert at.selectbox(key="crc_slice_compare").value is None and len(_disc_radii(_slice_spec(at))) == 1
 
 
 def test_a_shared_link_restores_the_view(app_env):
