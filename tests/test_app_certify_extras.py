@@ -224,9 +224,16 @@ def test_link_parsers_refuse_garbage_with_a_sentence():
 
 
 def test_the_curvature_page_restores_its_link_and_refuses_bad_values(app_env):
-    at = _open({"kub": "thm4", "n": "100"}, page="pages/3_Curvature.py")
+    from app_lib import ui
+
+    lock = ui.heavy_lock()  # held: the page does not measure (nor cache) a survey that other tests expect unmeasured
+    assert lock.acquire(timeout=60)
+    try:
+        at = _open({"kub": "thm4", "n": "100"}, page="pages/3_Curvature.py")
+        bad = _open({"kub": "magic", "n": "300"}, page="pages/3_Curvature.py")
+    finally:
+        lock.release()
     assert at.session_state["crc_curv_method"] == "thm4" and at.session_state["crc_curv_n"] == 100
     assert at.query_params["kub"] == "thm4" and at.query_params["n"] == "100"
-    bad = _open({"kub": "magic", "n": "300"}, page="pages/3_Curvature.py")
     notes = " ".join(w.value for w in bad.warning)
     assert "the bound K_ub 'magic' is unknown" in notes and "300 test images is not one of the choices" in notes
