@@ -15,6 +15,7 @@ read the value). :func:`sync`, called before the page draws its widgets, does tw
 from __future__ import annotations
 
 import math
+import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ NOTES_KEY = "crc_links_notes"  # notes about the link just opened, shown once
 UPLOAD_PARAM = "upload"  # the uploaded image's content hash (only meaningful in the session that uploaded it)
 RHO_RANGE = (0.05, 3.0)  # the ρ slider's range and step on the Certify page
 RHO_STEP = 0.05
+MAX_VALUE = 100  # characters: longer query values are garbage (model ids and hashes are far shorter)
 SLICE_DIR_KEY = "crc_slice_dir"
 SLICE_TARGET_KEY = "crc_slice_target"
 LOCAL_KEY = "crc_local"
@@ -156,9 +158,12 @@ def restore(fields: tuple[Field, ...], query: dict[str, str]) -> list[str]:
     by_name = {f.name: f for f in fields}
     for name in query:
         if name not in by_name and name != UPLOAD_PARAM:
-            notes.append(f"'{name}' is not something this page can restore; ignored")
+            notes.append(f"'{name[:MAX_VALUE]}' is not something this page can restore; ignored")
     for f in fields:  # in order: the dataset is set before the image index is checked against it
         if f.name not in query:
+            continue
+        if len(query[f.name]) > MAX_VALUE:
+            notes.append(f"the value of '{f.name}' is too long to be real; ignored")
             continue
         try:
             st.session_state[f.key] = f.parse(query[f.name])
@@ -217,8 +222,10 @@ def write(fields: tuple[Field, ...]) -> dict[str, str]:
 def notes() -> None:
     """Show (once) what could not be restored from the link just opened."""
     got = st.session_state.pop(NOTES_KEY, None)
-    if got:
-        st.warning("This link could not be restored in full: " + "; ".join(got) + ".", icon=":material/link_off:")
+    if got:  # the notes quote the link's text: escaped, so a crafted link cannot show Markdown (links, images)
+        text = "This link could not be restored in full: " + "; ".join(got) + "."
+        text = re.sub(r"([\\`*_\[\]<>!|~$])", r"\\\1", " ".join(text.split()))
+        st.warning(text, icon=":material/link_off:")
 
 
 def link(fields: tuple[Field, ...]) -> str:

@@ -134,8 +134,8 @@ def test_every_page_in_a_real_browser(app_url, page):
     pg.mouse.click(thumb["x"] + thumb["width"] / 2, thumb["y"] + thumb["height"] / 2)
     _idle(pg)
     _see(pg, "The certificate of test image #3")
-    _set_slider(pg, 0.7)
-    _see(pg, "At ρ = 0.7")
+    _set_slider(pg, 0.7, label="4 · At ρ = {:g}")  # the section's title (the gallery's filter has folded away)
+    _see(pg, "4 · At ρ = 0.7")
     assert _charts(pg, 3) >= 3
     text = pg.locator('[data-testid="stMain"]').inner_text()  # finding 1: one story about the distance
     interval = re.search(r"lies in \[([\d.]+), ([\d.]+)\]", text)
