@@ -94,7 +94,8 @@ def slice_section(ctx: ui.Ctx, picked: ui.Picked, cert: cv.Certificate, mode: st
     second = ui.persistent(s1.selectbox, "Second direction of the plane", links.SLICE_DIR_KEY, "hessian-top",
                            options=list(cv.SLICE_DIRECTIONS), format_func=cv.SLICE_DIRECTIONS.get,
                            valid=lambda v: v in cv.SLICE_DIRECTIONS,
-                           help="The first direction always points to the closest boundary point x_b.")
+                           help="The first direction always points to the closest boundary point x_b. The Hessian "
+                                "eigenvectors are where the margin curves up most (top) or down most (bottom).")
     other = None
     if second == "target":
         options = cv.other_targets(cert)
@@ -106,12 +107,12 @@ def slice_section(ctx: ui.Ctx, picked: ui.Picked, cert: cv.Certificate, mode: st
     labels = ui.catalogue_labels()
     others = [i for i in labels if i != st.session_state.get(ui.MODEL_KEY)]
     if st.session_state.get(links.COMPARE_KEY) not in others:  # e.g. it has just become the picked model
-        st.session_state[links.COMPARE_KEY] = None
-    compare = s3.selectbox("Side by side with (same image)", [None, *others], key=links.COMPARE_KEY,
-                           format_func=lambda i: "— one model only —" if i is None else labels[i],
+        st.session_state[links.COMPARE_KEY] = ""
+    compare = s3.selectbox("Side by side with (same image)", ["", *others], key=links.COMPARE_KEY,
+                           format_func=lambda i: labels[i] if i else "— one model only —",
                            help="E.g. a standard and a CRT model: the certified disc grows.")
     with ui.guard("Slice"):
-        view = cv.slice_view(ctx, picked, mode, rho, second, other, names, compare)
+        view = cv.slice_view(ctx, picked, mode, rho, second, other, names, compare or None)
         ui.plot(view.figure, key="slice")
         st.caption(SLICE_CAPTION + (" Side by side, each panel is the plane of its own model's x_b."
                                     if compare else ""))

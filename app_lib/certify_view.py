@@ -271,10 +271,10 @@ def attack(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, rho: float, class_
 # ------------------------------------------------------------------------------------------------ 2-D slice
 SLICE_GRID = 201  # grid points per side of the slice (201×201 forward passes: about a second for a 2×[256] net)
 SLICE_DIRECTIONS = {
-    "hessian-top": "top eigenvector of the margin Hessian (where the margin curves up most)",
-    "hessian-bottom": "bottom eigenvector of the margin Hessian (where it curves down most)",
-    "pgd": "the PGD attack's direction at ρ",
-    "target": "towards another class's boundary point",
+    "hessian-top": "top Hessian eigenvector",
+    "hessian-bottom": "bottom Hessian eigenvector",
+    "pgd": "PGD attack direction (at ρ)",
+    "target": "to another class's boundary point",
     "random": "a random direction",
 }  # the second directions of crc_core.slices.SECOND_DIRECTIONS, in words
 
@@ -313,7 +313,8 @@ def slice_view(ctx: ui.Ctx, picked: ui.Picked, mode: str, rho: float, second: st
     if compare is None:
         s = _slice(ctx.key, picked.key, mode, str(ctx.device), second, other, float(rho), None, ctx.model, picked.x,
                    batch)
-        return SliceView(slice_figure(s, class_names), (s.radius,))
+        title = f"Class regions around x0 in the plane of x_b and the {SLICE_DIRECTIONS[second].lower()}"
+        return SliceView(slice_figure(s, class_names, title=title), (s.radius,))
     ref, model, _meta = ui.model_by_id(compare, ctx.device)
     table = ui.bounds_table(ref.key, "auto", str(ctx.device), model)
     batch2 = _certify_one(ref.key, picked.key, mode, str(ctx.device), model, picked.x, picked.label, table)

@@ -34,7 +34,7 @@ MAX_VALUE = 100  # characters: longer query values are garbage (model ids and ha
 SLICE_DIR_KEY = "crc_slice_dir"
 SLICE_TARGET_KEY = "crc_slice_target"
 LOCAL_KEY = "crc_local"
-COMPARE_KEY = "crc_slice_compare"  # the second model of the side-by-side slice (None: one model)
+COMPARE_KEY = "crc_slice_compare"  # the second model of the side-by-side slice ("": one model)
 
 
 class LinkError(ValueError):
@@ -189,7 +189,7 @@ def current(fields: tuple[Field, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for f in fields:
         v = st.session_state.get(f.key)
-        if v is not None and not (f is IMAGE and st.session_state.get(ui.USE_UPLOAD_KEY)):
+        if v not in (None, "") and not (f is IMAGE and st.session_state.get(ui.USE_UPLOAD_KEY)):
             out[f.name] = f.show(v)
     up = st.session_state.get(ui.UPLOAD_IMAGE_KEY)
     if any(f is IMAGE for f in fields) and up is not None and st.session_state.get(ui.USE_UPLOAD_KEY):
