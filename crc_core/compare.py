@@ -23,7 +23,7 @@ from .baselines.common import as_net64
 from .baselines.crown import crown_radius
 from .baselines.lipschitz import hidden_lipschitz, lipschitz_radius
 from .baselines.smoothing import SMOOTHING_GUARANTEE, Smooth, check_smoothing_args
-from .certify import certify, choose_targets
+from .certify import certify
 from .errors import CRCError
 from .models import MLP, require_curvature_model
 
@@ -57,7 +57,8 @@ class MethodResult:
 @dataclass
 class ComparisonResult:
     """Per image (B,): pred, label, correct; ``methods`` name -> :class:`MethodResult`; attack_upper (distance of
-    the closest prediction change found, inf if none: an upper bound on the true distance); best_sound (largest
+    the closest prediction change found, inf if none: an upper bound on the true distance; with targets
+    "runner-up", of the closest point where the runner-up class reaches the prediction); best_sound (largest
     deterministic radius); violation (a deterministic radius above attack_upper: a bug, never expected)."""
 
     pred: torch.Tensor
@@ -117,6 +118,15 @@ def _check_methods(model: MLP, methods: Sequence[str], targets: str, smoothing: 
     return methods
 
 
+def _targets(logits: torch.Tensor, pred: torch.Tensor, targets: str) -> torch.Tensor:
+    """(B, T): every class but the prediction (T = C - 1), or the runner-up (T = 1)."""
+    B, C = logits.shape
+    if targets == "runner-up":
+        return logits.scatter(1, pred[:, None], float("-inf")).argmax(1, keepdim=True)
+    ar = torch.arange(C, device=logits.device).expand(B, C)
+    return ar[ar != pred[:, None]].reshape(B, C - 1)
+
+
 def _timed(fn, dev: torch.device):
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -165,11 +175,13 @@ def _run_smoothing(model, x0, label, opts) -> MethodResult:
                         f"{', binary y-vs-t' if binary else ''})", flags)
 
 
-def attack_upper_bound(model: MLP, x0: torch.Tensor, pred: torch.Tensor, *, start: torch.Tensor | float = 0.5,
-                       grow_steps: int = 6, bisect_steps: int = 8, pgd_steps: int = 50, seed: int = 0
-                       ) -> torch.Tensor:
+def attack_upper_bound(model: MLP, x0: torch.Tensor, pred: torch.Tensor, *, target: torch.Tensor | None = None,
+                       start: torch.Tensor | float = 0.5, grow_steps: int = 6, bisect_steps: int = 8,
+                       pgd_steps: int = 50, seed: int = 0) -> torch.Tensor:
     """Distance (B,) float64 of the closest point found whose float64 prediction differs from ``pred`` (inf if
-    none): an upper bound on the true distance to the decision boundary, in R^D (no box constraint).
+    none): an upper bound on the true distance to the decision boundary, in R^D (no box constraint). With
+    ``target`` (B,), the closest point found where z_target ≥ z_pred instead (the boundary a targeted certificate,
+    e.g. the paper's runner-up one, is about).
 
     Untargeted L2 PGD (:func:`crc_core.attack.pgd_attack`) at ρ = start, doubled until a flip is found (at most
     ``grow_steps`` times), then ``bisect_steps`` bisections of ρ below the closest flip. Call it with gradients
@@ -183,9 +195,15 @@ def attack_upper_bound(model: MLP, x0: torch.Tensor, pred: torch.Tensor, *, star
     lo = torch.zeros_like(hi)
 
     def attack(rows: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-        xa, _ = pgd_attack(model, x0[rows], pred[rows], rho.to(x0.dtype), steps=pgd_steps, clamp=False, seed=seed)
+        tg = None if target is None else target[rows]
+        xa, _ = pgd_attack(model, x0[rows], pred[rows], rho.to(x0.dtype), target=tg, steps=pgd_steps, clamp=False,
+                           seed=seed)
         with torch.no_grad():
-            flipped = net.forward(xa.double()).argmax(1) != pred[rows]
+            z = net.forward(xa.double())
+            if tg is None:
+                flipped = z.argmax(1) != pred[rows]
+            else:
+                flipped = z.gather(1, tg[:, None])[:, 0] >= z.gather(1, pred[rows, None])[:, 0]
         d = torch.where(flipped, (xa.double() - x0[rows].double()).norm(dim=1), torch.inf)
         upper[rows] = torch.minimum(upper[rows], d)
         return flipped
@@ -233,7 +251,7 @@ def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | Non
     if label.shape[0] != x0.shape[0] or ((label < 0) | (label >= model.n_classes)).any():
         raise CRCError(f"Need one label in [0, {model.n_classes - 1}] per image.")
     correct = pred == label
-    T = choose_targets(logits, pred, targets)
+    T = _targets(logits, pred, targets)
     out: dict[str, MethodResult] = {}
     for name in methods:
         if name == "crc":
@@ -248,7 +266,8 @@ def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | Non
     best = torch.stack(sound).max(0).values if sound else torch.zeros(x0.shape[0], dtype=torch.float64)
     upper = torch.full_like(best, float("inf"))
     if attack:
-        opts = {"start": (1.5 * best).clamp_min(0.1).to(dev), **(attack_options or {})}
+        opts = {"start": (1.5 * best).clamp_min(0.1).to(dev), "target": T[:, 0] if targets == "runner-up" else None,
+                **(attack_options or {})}
         upper = attack_upper_bound(model, x0, pred, **opts).cpu()
         if "crc" in out:
             upper = torch.minimum(upper, out["crc"].flags["upper"])

@@ -54,6 +54,10 @@ def test_all_targets_never_exceed_the_runner_up():
     for name in ("crown", "lipschitz"):
         assert (a.radius(name) <= r.radius(name) + 1e-12).all()
     assert torch.isinf(a.attack_upper[a.correct]).all()  # no attack asked
+    # runner-up radii are bracketed by a targeted attack (an untargeted flip to a third class may come closer)
+    r = compare_certificates(model, x, y, methods=("crc", "crown"), targets="runner-up")
+    assert not r.violation.any()
+    assert torch.isfinite(r.attack_upper[r.correct]).all()
 
 
 def test_relu_models_run_the_methods_that_apply_and_refuse_crc_before_any_work():
@@ -86,3 +90,20 @@ def test_bad_input_is_refused_up_front():
         compare_certificates(model, x, torch.tensor([0, 11]))
     with pytest.raises(CRCError, match="gelu"):
         compare_certificates(MLP(100, [4], 10, "gelu"), x, y, methods=("crown",))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_follows_the_models_device_and_agrees_with_the_cpu():
+    model = small_model(3, "tanh", trained=True)
+    x, y = _data(6)
+    cpu = compare_certificates(model, x, y, methods=("crc", "crown", "lipschitz"), attack=False)
+    model.to("cuda")  # the cached model is shared: moved back below
+    try:
+        gpu = compare_certificates(model, x, y, methods=METHODS, smoothing_options=FAST_SMOOTHING)
+    finally:
+        model.to("cpu")
+    for name in ("crown", "lipschitz"):
+        assert torch.allclose(cpu.radius(name), gpu.radius(name), rtol=1e-6)
+    assert torch.allclose(cpu.radius("crc"), gpu.radius("crc"), rtol=1e-3)
+    assert not gpu.violation.any()
