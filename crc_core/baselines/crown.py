@@ -171,7 +171,8 @@ def _spec(net: Net64, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return eye[y][:, None, :] - eye[t]
 
 
-def _rows(model: MLP, x0, y, t, rho=None):
+def _rows(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, rho: float | torch.Tensor | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Validated rows: (x0 float64, y (N,), t (N, T), ρ (N,) or None)."""
     t = torch.as_tensor(t)
     t2 = t.reshape(t.shape[0], -1) if t.dim() > 0 else t.reshape(1, 1)
@@ -181,10 +182,10 @@ def _rows(model: MLP, x0, y, t, rho=None):
         raise CRCError(f"Targets must lie in [0, {model.n_classes - 1}] and differ from y.")
     if rho is None:
         return x0, y, t2, None
-    r = torch.as_tensor(rho, dtype=torch.float64, device=x0.device).reshape(-1).expand(x0.shape[0])
-    if not torch.isfinite(r).all() or (r < 0).any():
-        raise CRCError(f"The radius ρ must be a finite number ≥ 0, got {rho!r}.")
-    return x0, y, t2, r
+    r = torch.as_tensor(rho, dtype=torch.float64, device=x0.device).reshape(-1)
+    if r.numel() not in (1, x0.shape[0]) or not torch.isfinite(r).all() or (r < 0).any():
+        raise CRCError(f"The radius ρ must be finite and ≥ 0, one value or one per row, got {rho!r}.")
+    return x0, y, t2, r.expand(x0.shape[0])
 
 
 @torch.no_grad()
@@ -228,7 +229,7 @@ class CrownResult:
 
 @torch.no_grad()
 def crown_radius(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, rho_start: float = 0.5,
-                 grow_steps: int = 30, bisect_steps: int = 20, batch_size: int = 64) -> CrownResult:
+                 grow_steps: int = 30, bisect_steps: int = 20, batch_size: int = 32) -> CrownResult:
     """CROWN radius for rows x0 (N, D), y (N,), t (N,) or (N, T) (a row is proven when all T margins are).
 
     Doubling from ``rho_start`` until a ρ fails (at most ``grow_steps`` times), then ``bisect_steps`` bisections;
