@@ -1,6 +1,6 @@
 """Attack harness for the baseline certificates (first-order, CROWN), shared by their tests and soundness suites.
 
-Smooth activations use :func:`crc_core.soundness.attack_certificates` (PGD, Algorithm 2 against every class,
+Smooth activations use :func:`crc_core.testing.attack_certificates` (PGD, Algorithm 2 against every class,
 bisection along random and gradient directions); ReLU nets, which Algorithm 2 and the analytic gradients refuse,
 get targeted and untargeted PGD with restarts plus bisection along random and autograd-gradient directions.
 """
@@ -11,7 +11,7 @@ import torch
 
 from crc_core.attack import pgd_attack
 from crc_core.models import MLP
-from crc_core.soundness import CertificateCheck, attack_certificates
+from crc_core.testing import CertificateCheck, attack_certificates
 
 SHRINK = 1e-4  # attack at ρ(1 - SHRINK): a flip must lie strictly inside the certified ball
 

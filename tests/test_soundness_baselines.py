@@ -11,7 +11,7 @@ from baseline_helpers import attack_radii
 from helpers import small_data, small_model
 
 from crc_core.compare import compare_certificates
-from crc_core.soundness import CertificateCheck
+from crc_core.testing import CertificateCheck
 
 ACTS = ("softplus", "sigmoid", "tanh", "relu")
 
