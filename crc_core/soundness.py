@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .bounds import Bounds
-from .hessian import _as_dtype, margin_hessian, margin_hessian_eigvals
+from .hessian import as_dtype, margin_hessian, margin_hessian_eigvals
 from .models import MLP
 
 
@@ -57,7 +57,7 @@ def curvature_ascent_points(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: to
     which: "max" (λ_max), "min" (-λ_min) or "absmax" (max |λ|). Returns detached points (N, D) in the model's
     dtype; they are not clamped to [0, 1] (the bounds are global over R^D).
     """
-    m64 = _as_dtype(model, torch.float64)
+    m64 = as_dtype(model, torch.float64)
     for p in m64.parameters():
         p.requires_grad_(False)
     x = x0.detach().to(torch.float64).clone().requires_grad_(True)
@@ -108,7 +108,7 @@ def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius
     N, D = x0.shape
     if N == 0:
         return CertificateCheck(0, 0, float("inf"), 0)
-    m64 = _as_dtype(model, torch.float64)
+    m64 = as_dtype(model, torch.float64)
     x0d = x0.double()
     rho = radius * (1 - shrink)
     closest = torch.full((N,), float("inf"), dtype=torch.float64)

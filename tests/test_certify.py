@@ -4,9 +4,10 @@ import pytest
 import torch
 from helpers import small_data, small_model
 
-from crc_core.certify import TARGET_MODES, certify, dual_lower_bound
+from crc_core.certify import TARGET_MODES, certify
+from crc_core.dual import dual_lower_bound
 from crc_core.errors import CRCError, UnsupportedActivationError
-from crc_core.hessian import margin_and_grad
+from crc_core.hessian import as_dtype, margin_and_grad
 from crc_core.models import MLP
 
 
@@ -82,8 +83,7 @@ def test_exact_boundary_points_lie_on_the_boundary_and_flip_just_beyond(model, d
     c = certify(model, x, lab, targets="all")
     rows = (c.exact & c.correct).nonzero()[:, 0]
     assert rows.numel() > 0.5 * c.correct.sum()
-    m64 = MLP.from_config(model.config()).double()
-    m64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    m64 = as_dtype(model, torch.float64)
     for i in rows.tolist():
         xb, x0 = c.x_boundary[i].double(), x[i].double()
         f, _ = margin_and_grad(m64, xb[None], c.pred[i:i + 1], c.target[i:i + 1])

@@ -1,7 +1,9 @@
 """Radii never shrink: certify() against the radii stored before the issue-9 rebuild (tests/data/).
 
-On the same inputs every radius (per image, and the runner-up's) must equal the stored one to 1e-6 or be larger (a sound, tighter certificate);
-soundness itself is checked by tests/test_soundness_certify.py. Shipped models in paper mode run under -m slow.
+On the same inputs every radius (per image, and the runner-up's) must equal the stored one to 1e-6 or be
+larger (a sound, tighter certificate);
+soundness itself is checked by tests/test_soundness_certify.py.
+Shipped models in paper mode run under -m slow.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
-from make_certify_reference import cases  # noqa: E402
+from make_certify_reference import cases
 
-from crc_core.certify import certify  # noqa: E402
+from crc_core.certify import certify
 
 REF_PATH = Path(__file__).resolve().parent / "data" / "certify_reference.pt"
 TOL = 1e-6  # the issue's allowance: equal to 1e-6 or larger

@@ -48,7 +48,7 @@ def cases() -> list[tuple[str, MLP, torch.Tensor, torch.Tensor | None]]:
     for name in SHIPPED:
         model, _ = load_checkpoint(ROOT / "assets" / "models" / f"{name}.pt")
         out.append((name, model.eval(), ds.images, ds.labels))
-    x, lab = small_data("test", N_TINY)
+    x, _ = small_data("test", N_TINY)
     for act, depth, seed in TINY:
         out.append((f"tiny-{act}-{depth}-s{seed}", tiny_model(act, depth, seed), x, None))  # certify the prediction
     return out
