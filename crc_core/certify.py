@@ -22,7 +22,7 @@ import torch
 from .bounds import Bounds, Method, curvature_bounds
 from .dual import BoundTracker, bound_at
 from .errors import CRCError
-from .hessian import MarginOracle, as_dtype, margin_and_grad, runner_up
+from .hessian import MarginOracle, as_dtype, runner_up
 from .models import MLP, require_curvature_model
 from .solvers.fast import Rows, solve_fast
 from .solvers.paper import solve_paper
@@ -230,13 +230,13 @@ def finalise(model: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: 
     """Recompute (*) in float64 on a float64 copy of the model at each row's best point; decide exactness."""
     m64 = as_dtype(model, torch.float64)
     x0d, xb = rows.x0.double(), tracker.x_lb.double()
-    f, g = margin_and_grad(m64, xb, y, t)
+    f, g = MarginOracle(m64, y, t)(xb)
     lb, eta = bound_at(xb, x0d, f, g, rows.m, tracker.eta)
-    f0, _ = margin_and_grad(m64, x0d, y, t)
+    f0 = _margins(m64, x0d, y, t, rows.group)
     rad = (2 * torch.where(f0 > 0, lb.clamp_min(0), torch.zeros_like(lb))).sqrt()
     # exact (primal = dual): one Newton step puts x on the boundary within the certified radius
     x_on = xb - (f / (g * g).sum(1).clamp_min(TINY_F64))[:, None] * g
-    f_on, _ = margin_and_grad(m64, x_on, y, t)
+    f_on = _margins(m64, x_on, y, t)
     d_on = (x_on - x0d).norm(dim=1)
     exact = ((f_on.abs() <= EXACT_MARGIN_RTOL * (1 + f0.abs())) & (d_on - rad <= EXACT_DIST_RTOL * (1 + d_on))
              & (rad > 0))
@@ -244,6 +244,19 @@ def finalise(model: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: 
     x_show = torch.where(exact[:, None], x_on, torch.where(found, tracker.x_up.double(), xb))
     return RowCertificates(rad, exact, eta, torch.where(exact, f_on, f), torch.where(exact, d_on, tracker.d_up),
                            x_show, xb, n_grad + FINAL_EVALS)
+
+
+def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, group: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """f = z_y - z_t (N,) at rows x (N, D) by a forward pass only; with ``group`` (N,) the rows of one image share
+    one point, so each image is evaluated once (x[first row of each image])."""
+    if group is None:
+        z = model(x)
+        return z.gather(1, y[:, None])[:, 0] - z.gather(1, t[:, None])[:, 0]
+    first = torch.ones_like(group, dtype=torch.bool)
+    first[1:] = group[1:] != group[:-1]
+    z = model(x[first])[torch.cumsum(first.long(), 0) - 1]
+    return z.gather(1, y[:, None])[:, 0] - z.gather(1, t[:, None])[:, 0]
 
 
 def _refine_locally(model: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, res: RowCertificates) -> None:

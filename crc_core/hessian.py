@@ -11,6 +11,7 @@ torch.func's autograd Hessian is the test reference (tests/test_hessian.py).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -193,9 +194,7 @@ def as_dtype(model: MLP, dtype: torch.dtype = torch.float64) -> MLP:
     The float64 copy is where certificates are finalised and Hessians are checked."""
     if model.layers[0].weight.dtype == dtype:
         return model
-    m = MLP.from_config(model.config()).to(device=model.layers[0].weight.device, dtype=dtype)
-    m.load_state_dict({k: v.to(dtype) for k, v in model.state_dict().items()})
-    return m.eval()
+    return copy.deepcopy(model).to(dtype).eval()  # a copy, not a fresh (randomly initialised) model
 
 
 def runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
