@@ -32,7 +32,6 @@ TargetMode = Literal["all", "runner-up", "random", "least"]
 SolverMode = Literal["fast", "paper"]
 TARGET_MODES: tuple[str, ...] = get_args(TargetMode)
 SOLVER_MODES: tuple[str, ...] = get_args(SolverMode)
-FINAL_EVALS = 3  # float64 finalisation per row: ∇f at the best point, f at x0, f after the Newton step
 
 
 @dataclass
@@ -236,14 +235,16 @@ def finalise(model: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: 
     rad = (2 * torch.where(f0 > 0, lb.clamp_min(0), torch.zeros_like(lb))).sqrt()
     # exact (primal = dual): one Newton step puts x on the boundary within the certified radius
     x_on = xb - (f / (g * g).sum(1).clamp_min(TINY_F64))[:, None] * g
-    f_on = _margins(m64, x_on, y, t)
     d_on = (x_on - x0d).norm(dim=1)
-    exact = ((f_on.abs() <= EXACT_MARGIN_RTOL * (1 + f0.abs())) & (d_on - rad <= EXACT_DIST_RTOL * (1 + d_on))
-             & (rad > 0))
+    near = (d_on - rad <= EXACT_DIST_RTOL * (1 + d_on)) & (rad > 0)  # only these can be exact: evaluate them
+    f_on = f.clone()
+    if near.any():
+        f_on[near] = _margins(m64, x_on[near], y[near], t[near])
+    exact = near & (f_on.abs() <= EXACT_MARGIN_RTOL * (1 + f0.abs()))
     found = torch.isfinite(tracker.d_up)[:, None]
     x_show = torch.where(exact[:, None], x_on, torch.where(found, tracker.x_up.double(), xb))
-    return RowCertificates(rad, exact, eta, torch.where(exact, f_on, f), torch.where(exact, d_on, tracker.d_up),
-                           x_show, xb, n_grad + FINAL_EVALS)
+    return RowCertificates(rad, exact, eta, f_on.where(exact, f), torch.where(exact, d_on, tracker.d_up),
+                           x_show, xb, n_grad + 1 + near.long())  # + the float64 ∇f, the Newton check's f
 
 
 def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, group: torch.Tensor | None = None

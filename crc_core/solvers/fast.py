@@ -54,13 +54,37 @@ class Rows:
 
 def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_chase: int = CHASE_STEPS,
                n_dual: int = DUAL_BUDGET) -> torch.Tensor:
-    """Both phases on all rows; returns gradient evaluations per row (N,)."""
+    """Both phases on all rows; returns gradient evaluations per row (N,).
+
+    With several targets per image (``group``) the chase runs in two stages: first every row's step at x0 (its
+    bound there is already a certificate) and the chase of the protected rows (the runner-up: usually the
+    image's minimum); then rows whose certified radius already reaches a boundary point found for their image
+    are left as they are (they cannot be its minimum; their radius stays a valid lower bound), and the others
+    are chased."""
     n_grad = torch.zeros(rows.x0.shape[0], dtype=torch.long, device=rows.x0.device)
-    open_rows, f_x0 = chase(oracle, rows, tracker, n_grad, n_chase)
-    idx = open_rows.nonzero()[:, 0]
+    ch = Chase(oracle, rows, tracker, n_grad)
+    if rows.group is None or rows.protect is None:
+        ch.run(None, n_chase)
+    else:
+        ch.run(None, 1)
+        ch.run(rows.protect, n_chase)
+        ch.open &= ~(irrelevant_rows(rows, tracker) & ~rows.protect)
+        ch.run(None, n_chase)
+    idx = ch.open.nonzero()[:, 0]
     if idx.numel() > 0:
-        DualAscent(oracle, rows, tracker, idx, n_grad, f_x0[idx]).run(n_dual)
+        DualAscent(oracle, rows, tracker, idx, n_grad, ch.f_x0[idx]).run(n_dual)
     return n_grad
+
+
+def irrelevant_rows(rows: Rows, tracker: BoundTracker, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows (all, or ``idx``) whose certified radius already reaches the distance of a boundary point found for
+    their image (any target): they cannot be the image's minimum. All False without ``group``."""
+    sel = torch.arange(rows.x0.shape[0], device=rows.x0.device) if idx is None else idx
+    if rows.group is None:
+        return torch.zeros(sel.shape[0], dtype=torch.bool, device=sel.device)
+    U = torch.full((int(rows.group.max()) + 1,), float("inf"), dtype=torch.float64, device=sel.device)
+    U.scatter_reduce_(0, rows.group, tracker.d_up, reduce="amin")
+    return (2 * tracker.lb[sel].clamp_min(0)).sqrt() >= U[rows.group[sel]]
 
 
 def _gap_open(x0: torch.Tensor, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
@@ -69,40 +93,55 @@ def _gap_open(x0: torch.Tensor, x: torch.Tensor, f: torch.Tensor, g: torch.Tenso
     return d - (2 * lb.clamp_min(0)).sqrt() > GAP_RTOL * (1 + d)
 
 
-def chase(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, n_grad: torch.Tensor, n_steps: int
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Phase A. Adds to ``n_grad`` in place; returns (rows whose gap is still open (N,) bool, f(x0) (N,) float64)."""
-    x0, m = rows.x0, rows.m
-    N, dev = x0.shape[0], x0.device
-    x = x0.clone()
-    beta = torch.ones(N, dtype=x0.dtype, device=dev)  # damping
-    prev_lb = torch.full((N,), -1.0, dtype=torch.float64, device=dev)
-    open_rows = torch.ones(N, dtype=torch.bool, device=dev)
-    chasing = torch.ones(N, dtype=torch.bool, device=dev)
-    beyond = torch.zeros(N, dtype=torch.long, device=dev)  # consecutive steps whose η_p exceeds 1/|m|
-    eta_cap = -1.0 / torch.minimum(m, torch.full_like(m, -CURVATURE_FLOOR))
-    f_x0 = torch.full((N,), float("nan"), dtype=torch.float64, device=dev)
-    for step in range(n_steps):
-        idx = (open_rows & chasing).nonzero()[:, 0]
-        if idx.numel() == 0:
-            break
-        xs, x0s = x[idx], x0[idx]
-        f, g = oracle(xs, idx)
-        n_grad[idx] += 1
-        if step == 0:
-            f_x0[idx] = f.double()
-        lb = tracker.update(xs, x0s, f, g, m[idx], rows=idx)
-        open_rows[idx] = _gap_open(x0s, xs, f, g, tracker.lb[idx])
+class Chase:
+    """Phase A state per row: the point x, damping β, steps taken, whether the row is still open (gap) and still
+    chasing (η_p within reach), and f(x0) (recorded at the first step)."""
+
+    def __init__(self, oracle: MarginOracle, rows: Rows, tracker: BoundTracker, n_grad: torch.Tensor) -> None:
+        self.oracle, self.rows, self.tracker, self.n_grad = oracle, rows, tracker, n_grad
+        x0, m = rows.x0, rows.m
+        N, dev = x0.shape[0], x0.device
+        self.x = x0.clone()
+        self.beta = torch.ones(N, dtype=x0.dtype, device=dev)
+        self.prev_lb = torch.full((N,), -1.0, dtype=torch.float64, device=dev)
+        self.open = torch.ones(N, dtype=torch.bool, device=dev)
+        self.chasing = torch.ones(N, dtype=torch.bool, device=dev)
+        self.steps = torch.zeros(N, dtype=torch.long, device=dev)
+        self.beyond = torch.zeros(N, dtype=torch.long, device=dev)  # consecutive steps with η_p ≥ 1/|m|
+        self.eta_cap = -1.0 / torch.minimum(m, torch.full_like(m, -CURVATURE_FLOOR))
+        self.f_x0 = torch.full((N,), float("nan"), dtype=torch.float64, device=dev)
+
+    def run(self, eligible: torch.Tensor | None, n_steps: int) -> None:
+        """Step the open, chasing rows (among ``eligible``) until each has taken ``n_steps`` steps in total."""
+        while True:
+            live = self.open & self.chasing & (self.steps < n_steps)
+            if eligible is not None:
+                live &= eligible
+            idx = live.nonzero()[:, 0]
+            if idx.numel() == 0:
+                return
+            self.step(idx)
+
+    def step(self, idx: torch.Tensor) -> None:
+        """x ← x + β (x0 - η_p ∇f(x) - x) for rows ``idx``; every evaluation feeds the tracker."""
+        xs, x0s, tr = self.x[idx], self.rows.x0[idx], self.tracker
+        f, g = self.oracle(xs, idx)
+        self.n_grad[idx] += 1
+        first = self.steps[idx] == 0
+        self.f_x0[idx] = torch.where(first, f.double(), self.f_x0[idx])
+        self.steps[idx] += 1
+        lb = tr.update(xs, x0s, f, g, self.rows.m[idx], rows=idx)
+        self.open[idx] = _gap_open(x0s, xs, f, g, tr.lb[idx])
         eta_p = ((f + (g * (x0s - xs)).sum(1)) / (g * g).sum(1).clamp_min(TINY_NORM)).clamp_min(0)
         # η_p keeps exceeding the curvature's limit 1/|m|: the dual cannot close the gap, phase B takes the row
-        beyond[idx] = torch.where(eta_p.double() >= eta_cap[idx], beyond[idx] + 1, torch.zeros_like(beyond[idx]))
-        chasing[idx] = beyond[idx] < BEYOND_STEPS
-        worse = lb < prev_lb[idx] - WORSE_SLACK  # oscillation: halve β, else grow it back
-        b = torch.where(worse, beta[idx] * 0.5, (beta[idx] * 1.5).clamp(max=1.0))
-        beta[idx] = b
-        prev_lb[idx] = torch.maximum(prev_lb[idx], lb)
-        x[idx] = xs + b[:, None] * ((x0s - eta_p[:, None] * g) - xs)
-    return open_rows, f_x0
+        over = eta_p.double() >= self.eta_cap[idx]
+        self.beyond[idx] = torch.where(over, self.beyond[idx] + 1, torch.zeros_like(self.beyond[idx]))
+        self.chasing[idx] = self.beyond[idx] < BEYOND_STEPS
+        worse = lb < self.prev_lb[idx] - WORSE_SLACK  # oscillation: halve β, else grow it back
+        b = torch.where(worse, self.beta[idx] * 0.5, (self.beta[idx] * 1.5).clamp(max=1.0))
+        self.beta[idx] = b
+        self.prev_lb[idx] = torch.maximum(self.prev_lb[idx], lb)
+        self.x[idx] = xs + b[:, None] * ((x0s - eta_p[:, None] * g) - xs)
 
 
 class DualAscent:
@@ -144,13 +183,8 @@ class DualAscent:
                 self.next_level(a[done], f[done].double())
 
     def irrelevant(self) -> torch.Tensor:
-        """Rows whose bound already reaches a boundary distance found for their image (cannot be its minimum)."""
-        group, tr = self.rows.group, self.tracker
-        if group is None:
-            return torch.zeros_like(self.alive)
-        U = torch.full((int(group.max()) + 1,), float("inf"), dtype=torch.float64, device=group.device)
-        U.scatter_reduce_(0, group, tr.d_up, reduce="amin")
-        out = (2 * tr.lb[self.idx].clamp_min(0)).sqrt() >= U[group[self.idx]]
+        """Rows that cannot be their image's minimum (see :func:`irrelevant_rows`), unless protected."""
+        out = irrelevant_rows(self.rows, self.tracker, self.idx)
         return out if self.rows.protect is None else out & ~self.rows.protect[self.idx]
 
     def nesterov_step(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
