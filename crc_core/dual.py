@@ -16,70 +16,39 @@ from dataclasses import dataclass
 
 import torch
 
-from .tolerances import (
-    ETA_GRID,
-    ETA_LOCAL_DECADES,
-    ETA_LOCAL_POINTS,
-    ETA_REFINE,
-    ETA_TOP_CLOSEST,
-    ETA_UNBOUNDED,
-    TINY_F64,
-)
-
-GOLDEN = (5 ** 0.5 - 1) / 2
+from .tolerances import ETA_TOP_CLOSEST, ETA_UNBOUNDED, TINY_F64
 
 
 def dual_lower_bound(R: torch.Tensor, f: torch.Tensor, v2: torch.Tensor, vg: torch.Tensor, grad_sq: torch.Tensor,
-                     eta_c: torch.Tensor, m: torch.Tensor, *, n_grid: int = ETA_GRID, n_refine: int = ETA_REFINE
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     eta_c: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """max over η ∈ [0, 1/|m|) of (*) at a point x, from scalars (all (N,), float64):
 
     R = ‖x - x0‖², f = f(x), grad_sq = ‖∇f(x)‖², and, for a centre η_c, v = ∇F_{η_c}(x) = (x - x0) + η_c ∇f(x)
-    with v2 = ‖v‖², vg = v·∇f(x), so ‖∇F_η(x)‖² = v2 + 2(η - η_c) vg + (η - η_c)² grad_sq without cancellation
-    near η_c. m = lower curvature bound (≤ 0). Returns (a lower bound on ½ dist² (N,), the η attaining it (N,)).
-    Any returned value is valid: the η search only decides how good it is.
+    with v2 = ‖v‖², vg = v·∇f(x), so ‖∇F_η(x)‖² = q(η) = v2 + 2(η - η_c) vg + (η - η_c)² grad_sq without
+    cancellation near η_c. m = lower curvature bound (≤ 0). Returns (a lower bound on ½ dist² (N,), its η (N,)).
+
+    (*) = ½R + ηf - q(η)/(2μ(η)) is concave in η (q/μ is a quadratic over a positive affine function), so its
+    maximiser is its stationary point clipped to the range. Writing μ_c = 1 + η_c m, the stationarity condition
+    2fμ² = q'μ - qm reduces to μ*² = μ_c² - m·c/k with k = 2fm - ‖∇f‖², c = 2fμ_c² - 2vg·μ_c + m·v2, i.e.
+    η* - η_c = -c / (k (μ* + μ_c)) (no cancellation; m = 0 gives (f - vg)/‖∇f‖²). The value is evaluated at η*,
+    η_c and both ends, and the best is returned: any returned value is a valid bound whatever the rounding.
     """
     m = torch.minimum(m, torch.zeros_like(m))
     eta_max = torch.where(m < 0, -1.0 / m.clamp(max=-TINY_F64), torch.full_like(m, ETA_UNBOUNDED))
-
-    def value(eta: torch.Tensor) -> torch.Tensor:
-        mu = 1.0 + eta * m[:, None]
-        de = eta - eta_c[:, None]
-        gF_sq = v2[:, None] + 2 * de * vg[:, None] + de * de * grad_sq[:, None]
-        return 0.5 * R[:, None] + eta * f[:, None] - gF_sq.clamp_min(0) / (2 * mu)
-
-    frac = _eta_grid(f, vg, grad_sq, eta_c, eta_max, n_grid)
-    etas = eta_max[:, None] * frac
-    vals = value(etas)
-    best = vals.argmax(dim=1)
-    k = frac.shape[1]
-    a = frac.gather(1, (best - 1).clamp(min=0)[:, None])[:, 0]
-    b = frac.gather(1, (best + 1).clamp(max=k - 1)[:, None])[:, 0]
-    best_val, best_eta = vals.gather(1, best[:, None])[:, 0], etas.gather(1, best[:, None])[:, 0]
-    for _ in range(n_refine):  # golden-section refinement inside the bracketing grid cells
-        c1, c2 = b - GOLDEN * (b - a), a + GOLDEN * (b - a)
-        v = value(eta_max[:, None] * torch.stack([c1, c2], 1))
-        left = v[:, 0] >= v[:, 1]
-        b = torch.where(left, c2, b)
-        a = torch.where(left, a, c1)
-        cand_val = torch.where(left, v[:, 0], v[:, 1])
-        better = cand_val > best_val
-        best_val = torch.where(better, cand_val, best_val)
-        best_eta = torch.where(better, eta_max * torch.where(left, c1, c2), best_eta)
-    return best_val, best_eta
-
-
-def _eta_grid(f: torch.Tensor, vg: torch.Tensor, grad_sq: torch.Tensor, eta_c: torch.Tensor, eta_max: torch.Tensor,
-              n_grid: int) -> torch.Tensor:
-    """Sorted fractions of η_max (N, K): uniform, a geometric approach to the open end (where μ → 0), the centre
-    η_c, and a multiplicative neighbourhood of the stationary point ignoring μ's dependence on η."""
-    u = torch.linspace(0, 1, n_grid, dtype=f.dtype, device=f.device)
-    geo = 1 - torch.logspace(-1, -12, n_grid // 2, dtype=f.dtype, device=f.device)
-    frac = torch.cat([u[:-1], geo]).expand(f.shape[0], -1)
-    eta_st = (eta_c + (f - vg) / grad_sq.clamp_min(TINY_F64)).clamp_min(0)
-    mult = torch.logspace(-ETA_LOCAL_DECADES, ETA_LOCAL_DECADES, ETA_LOCAL_POINTS, dtype=f.dtype, device=f.device)
-    local = torch.cat([eta_c[:, None], eta_st[:, None] * mult[None, :]], 1) / eta_max[:, None]
-    return torch.sort(torch.cat([frac, local.clamp(0, 1 - ETA_TOP_CLOSEST)], 1), dim=1)[0]
+    top = eta_max * (1 - ETA_TOP_CLOSEST)
+    mu_c = 1 + eta_c * m
+    k = 2 * f * m - grad_sq
+    c = 2 * f * mu_c * mu_c - 2 * vg * mu_c + m * v2
+    mu_star = (mu_c * mu_c - m * c / k).clamp_min(0).sqrt()
+    eta_star = torch.nan_to_num(eta_c - c / (k * (mu_star + mu_c)), nan=0.0, posinf=0.0, neginf=0.0)
+    etas = torch.stack([eta_star, eta_c, torch.zeros_like(top), top], 1)
+    etas = torch.minimum(etas.clamp_min(0), top[:, None])
+    mu = 1.0 + etas * m[:, None]
+    de = etas - eta_c[:, None]
+    q = v2[:, None] + 2 * de * vg[:, None] + de * de * grad_sq[:, None]
+    vals = 0.5 * R[:, None] + etas * f[:, None] - q.clamp_min(0) / (2 * mu)
+    best = vals.argmax(1, keepdim=True)
+    return vals.gather(1, best)[:, 0], etas.gather(1, best)[:, 0]
 
 
 def bound_at(x: torch.Tensor, x0: torch.Tensor, f: torch.Tensor, g: torch.Tensor, m: torch.Tensor,

@@ -16,11 +16,7 @@ CURVATURE_FLOOR = 1e-12  # |m|, M, K floor where 1/|m| or 1/M is needed: a curva
 ETA_UNBOUNDED = 1e12  # top of the η range when m ≥ 0 (F_η convex for every η ≥ 0): large, yet finite in float64
 
 # --------------------------------------------------------------------------------------------------- dual bound (*)
-ETA_GRID = 48  # uniform grid points over [0, 1/|m|) in the 1-D maximisation of (*) over η
-ETA_REFINE = 24  # golden-section steps inside the best grid cell (cell width × 0.618^24 ≈ 1e-5 of it)
-ETA_TOP_CLOSEST = 1e-12  # closest approach of the geometric grid to the open end 1/|m| (μ = 1 + ηm → 0 there)
-ETA_LOCAL_DECADES = 2  # the local grid spans η* · 10^(±2) around the stationary point η* ...
-ETA_LOCAL_POINTS = 17  # ... with this many multiplicative steps
+ETA_TOP_CLOSEST = 1e-12  # the largest η tried is (1 - this)/|m|: μ = 1 + ηm stays positive after rounding
 
 # --------------------------------------------------------------------------------------------------- exactness
 EXACT_MARGIN_RTOL = 1e-5  # |f| after the Newton step, relative to 1 + |f(x0)|: the point is on the boundary

@@ -132,3 +132,30 @@ def test_bad_input(model, data):
     bad.layers[0].bias.data[0] = float("nan")
     with pytest.raises(CRCError, match="NaN"):
         certify(bad, x[:2])
+
+
+def test_dual_lower_bound_maximises_over_eta_like_a_dense_grid():
+    """The closed-form maximiser of the concave (*) in η matches a dense grid (and is never beaten by it)."""
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    R = torch.rand(n, generator=g, dtype=torch.float64)
+    f = torch.randn(n, generator=g, dtype=torch.float64)
+    G = torch.rand(n, generator=g, dtype=torch.float64) * 3 + 1e-3
+    r_g = (2 * torch.rand(n, generator=g, dtype=torch.float64) - 1) * (R * G).sqrt()  # |(x - x0)·∇f| ≤ √(R G)
+    m = -torch.rand(n, generator=g, dtype=torch.float64) * 2
+    m[:50] = 0.0
+    eta_c = torch.rand(n, generator=g, dtype=torch.float64) * torch.where(m < 0, -1 / m, torch.ones_like(m)) * 0.9
+    v2 = R + 2 * eta_c * r_g + eta_c ** 2 * G
+    vg = r_g + eta_c * G
+    lb, eta = dual_lower_bound(R, f, v2, vg, G, eta_c, m)
+    top = torch.where(m < 0, -1 / m, torch.full_like(m, 50.0)) * (1 - 1e-9)
+    grid = top[:, None] * torch.linspace(0, 1, 20001, dtype=torch.float64)[None, :]
+    mu = 1 + grid * m[:, None]
+    q = R[:, None] + 2 * grid * r_g[:, None] + grid ** 2 * G[:, None]
+    val = 0.5 * R[:, None] + grid * f[:, None] - q / (2 * mu)
+    best = val.max(1).values
+    bad = lb < best - 1e-9 * (1 + best.abs())
+    assert not bad.any(), (lb[bad], best[bad], m[bad], f[bad], eta[bad])
+    mu_e = 1 + eta * m
+    again = 0.5 * R + eta * f - (R + 2 * eta * r_g + eta ** 2 * G) / (2 * mu_e)
+    torch.testing.assert_close(lb, again, rtol=1e-6, atol=1e-9)  # the same value, uncentred (rounding near μ → 0)
