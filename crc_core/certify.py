@@ -23,6 +23,7 @@ from .bounds import Bounds, Method, curvature_bounds
 from .dual import BoundTracker, bound_at
 from .errors import CRCError
 from .hessian import MarginOracle, as_dtype, runner_up
+from .local import local_certificate
 from .models import MLP, require_curvature_model
 from .solvers.fast import Rows, solve_fast
 from .solvers.paper import solve_paper
@@ -262,8 +263,6 @@ def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, grou
 
 def _refine_locally(model: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, res: RowCertificates) -> None:
     """Section 7.4 on the rows that are not exact (2-layer nets): res.radius only ever grows (in place)."""
-    from .local import local_certificate
-
     todo = ~res.exact & (res.radius > 0)
     if todo.any():
         r_loc = local_certificate(as_dtype(model, torch.float64), rows.x0.double()[todo], y[todo], t[todo],
