@@ -119,6 +119,16 @@ class MarginOracle:
         p = _forward_backward_unchecked(self.model, self.act, x, y2, t2, second=False)
         return _f_and_g(self.model, p, y2, t2)
 
+    def at_images(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All N rows when they are B images × P targets in image-major order, each image's rows at one point:
+        x (B, D) -> (f (N,), ∇f (N, D)). One forward pass per image serves its P targets (one backward row each)."""
+        B = x.shape[0]
+        y2, t2 = self.y.reshape(B, -1)[:, :1], self.t.reshape(B, -1)
+        p = _forward_backward_unchecked(self.model, self.act, x, y2, t2, second=False)
+        f = p.logits.gather(1, y2) - p.logits.gather(1, t2)  # (B, P)
+        g = (p.rows[0] * p.d1[0][:, None, :]) @ self.model.layers[0].weight  # (B, P, D)
+        return f.reshape(-1), g.reshape(-1, x.shape[1])
+
 
 def margin_hessian(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, per_layer: bool = False
                    ) -> torch.Tensor:

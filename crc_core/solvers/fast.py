@@ -66,7 +66,7 @@ def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_cha
     if rows.group is None or rows.protect is None:
         ch.run(None, n_chase)
     else:
-        ch.run(None, 1)
+        ch.step(torch.arange(rows.x0.shape[0], device=rows.x0.device), images=per_image_points(rows))
         ch.run(rows.protect, n_chase)
         ch.open &= ~(irrelevant_rows(rows, tracker) & ~rows.protect)
         ch.run(None, n_chase)
@@ -85,6 +85,18 @@ def irrelevant_rows(rows: Rows, tracker: BoundTracker, idx: torch.Tensor | None 
     U = torch.full((int(rows.group.max()) + 1,), float("inf"), dtype=torch.float64, device=sel.device)
     U.scatter_reduce_(0, rows.group, tracker.d_up, reduce="amin")
     return (2 * tracker.lb[sel].clamp_min(0)).sqrt() >= U[rows.group[sel]]
+
+
+def per_image_points(rows: Rows) -> torch.Tensor | None:
+    """x0 of each image (B, D) when the rows are B images × P targets in image-major order, else None."""
+    if rows.group is None:
+        return None
+    B = int(rows.group[-1]) + 1
+    N = rows.group.shape[0]
+    P = N // B
+    if B * P != N or not torch.equal(rows.group, torch.arange(B, device=rows.group.device).repeat_interleave(P)):
+        return None
+    return rows.x0[::P]
 
 
 def _gap_open(x0: torch.Tensor, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
@@ -122,10 +134,11 @@ class Chase:
                 return
             self.step(idx)
 
-    def step(self, idx: torch.Tensor) -> None:
-        """x ← x + β (x0 - η_p ∇f(x) - x) for rows ``idx``; every evaluation feeds the tracker."""
+    def step(self, idx: torch.Tensor, images: torch.Tensor | None = None) -> None:
+        """x ← x + β (x0 - η_p ∇f(x) - x) for rows ``idx``; every evaluation feeds the tracker. ``images`` (B, D):
+        all rows are at their image's point (the first step), so one forward pass per image serves its targets."""
         xs, x0s, tr = self.x[idx], self.rows.x0[idx], self.tracker
-        f, g = self.oracle(xs, idx)
+        f, g = self.oracle(xs, idx) if images is None else self.oracle.at_images(images)
         self.n_grad[idx] += 1
         first = self.steps[idx] == 0
         self.f_x0[idx] = torch.where(first, f.double(), self.f_x0[idx])
