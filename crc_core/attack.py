@@ -23,6 +23,7 @@ from .tolerances import (
     ATTACK_SUCCESS_RTOL,
     CURVATURE_FLOOR,
     MM_STATIONARY_TOL,
+    PGD_STEP_SCALE,
     TINY_NORM,
 )
 
@@ -125,7 +126,7 @@ def pgd_attack(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, rho: f
     """
     x0 = x0.reshape(x0.shape[0], -1).detach()
     r = _check_rho(rho, x0.shape[0], x0)[:, None]  # (N, 1)
-    step = (torch.full_like(r, step_size) if step_size is not None else 2.5 * r / steps)
+    step = (torch.full_like(r, step_size) if step_size is not None else PGD_STEP_SCALE * r / steps)
     g = torch.Generator(device="cpu").manual_seed(seed)
     best_x, best_score = x0.clone(), torch.full((x0.shape[0],), float("inf"), device=x0.device, dtype=x0.dtype)
 

@@ -21,7 +21,14 @@ from .dual import bound_at
 from .errors import CRCError
 from .hessian import MarginOracle
 from .models import MLP, require_curvature_model
-from .tolerances import LOCAL_BISECT_RTOL, LOCAL_D2_ABS, LOCAL_D2_REL, LOCAL_SPREAD_ROUND, TINY_NORM
+from .tolerances import (
+    LOCAL_BISECT_RTOL,
+    LOCAL_D2_ABS,
+    LOCAL_D2_REL,
+    LOCAL_MIN_RADIUS,
+    LOCAL_SPREAD_ROUND,
+    TINY_NORM,
+)
 
 # points where σ'' has its extrema (besides interval ends): softplus σ'' peaks at 0; sigmoid σ'' = S(1-S)(1-2S)
 # peaks at ±ln(2+√3); tanh σ'' = -2T(1-T²) at ±atanh(1/√3).
@@ -69,7 +76,7 @@ def local_certificate(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Te
     """
     x0 = model.flatten_input(x0)
     r_global = r_global.double()
-    hi = torch.where(torch.isfinite(upper), upper.double(), 2 * r_global.clamp_min(1e-6))
+    hi = torch.where(torch.isfinite(upper), upper.double(), 2 * r_global.clamp_min(LOCAL_MIN_RADIUS))
     best = r_global.clone()
     lo = r_global.clone()
     fg = MarginOracle(model, y, t)

@@ -27,12 +27,14 @@ MM_STATIONARY_TOL = 1e-5  # the paper's inner-loop stopping tolerance on ‖∇F
 ATTACK_SOLVED_TOL = 1e-4  # Algorithm 2's inner problem counts as solved below this residual (with the one above)
 ATTACK_SUCCESS_RTOL = 1e-3  # Algorithm 2's success: ‖x - x0‖ = ρ within this relative tolerance
 ATTACK_ETA_TOP = 20.0  # Algorithm 2 searches η ∈ [-m, 20 (1 - m)] (App. C.3: a generous multiple of the curvature)
+PGD_STEP_SCALE = 2.5  # default PGD step = 2.5 ρ / steps (Madry et al.'s rule of thumb)
 
 # --------------------------------------------------------------------------------------------------- fast solver
 CHASE_STEPS = 12  # KKT fixed-point steps of the fast solver's phase A
 GAP_RTOL = 1e-6  # a row's gap (boundary distance estimate - certified radius) is closed below this, relative
 BEYOND_STEPS = 2  # consecutive chase steps with η > 1/|m| that end the chase (the dual cannot close the gap)
 WORSE_SLACK = 1e-12  # a bound below the previous one by more than this halves the chase's damping
+DAMP_DOWN, DAMP_UP = 0.5, 1.5  # the chase's step factor β: × DAMP_DOWN after a worse bound, else × DAMP_UP (≤ 1)
 DUAL_BUDGET = 400  # gradient evaluations the accelerated dual ascent (phase B) may spend per row
 DUAL_LEVEL_ITERS = 60  # Nesterov iterations per η level
 DUAL_MAX_LEVELS = 12  # η levels (regula falsi steps) per row
@@ -43,6 +45,7 @@ FALSE_POSITION_CLAMP = (0.02, 0.98)  # regula falsi's new η stays inside this p
 STATIONARY_EPS_MULT = 30  # ‖∇F_η‖ ≤ this × machine ε × (1 + ‖x - x0‖): minimised to working precision
 
 # --------------------------------------------------------------------------------------------------- local bounds
+LOCAL_MIN_RADIUS = 1e-6  # with no boundary point found, the ball search starts at 2·max(r_global, this)
 LOCAL_BISECT_RTOL = 1e-6  # ball-radius bisection of the local certificate stops at this relative width
 LOCAL_SPREAD_ROUND = 1e-12  # relative widening of pre-activation intervals (round-off in z0 ± R‖W_i‖)
 LOCAL_D2_ABS, LOCAL_D2_REL = 1e-12, 1e-9  # widening of σ'' ranges: absolute, and relative to max |σ''|

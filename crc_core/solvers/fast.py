@@ -25,6 +25,8 @@ from ..tolerances import (
     BEYOND_STEPS,
     CHASE_STEPS,
     CURVATURE_FLOOR,
+    DAMP_DOWN,
+    DAMP_UP,
     DUAL_BUDGET,
     DUAL_CHECK_EVERY,
     DUAL_GAIN_RTOL,
@@ -151,7 +153,7 @@ class Chase:
         self.beyond[idx] = torch.where(over, self.beyond[idx] + 1, torch.zeros_like(self.beyond[idx]))
         self.chasing[idx] = self.beyond[idx] < BEYOND_STEPS
         worse = lb < self.prev_lb[idx] - WORSE_SLACK  # oscillation: halve β, else grow it back
-        b = torch.where(worse, self.beta[idx] * 0.5, (self.beta[idx] * 1.5).clamp(max=1.0))
+        b = torch.where(worse, self.beta[idx] * DAMP_DOWN, (self.beta[idx] * DAMP_UP).clamp(max=1.0))
         self.beta[idx] = b
         self.prev_lb[idx] = torch.maximum(self.prev_lb[idx], lb)
         self.x[idx] = xs + b[:, None] * ((x0s - eta_p[:, None] * g) - xs)
