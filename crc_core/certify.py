@@ -25,7 +25,7 @@ from .errors import CRCError
 from .hessian import MarginOracle, as_dtype, runner_up
 from .local import local_certificate
 from .models import MLP, require_curvature_model
-from .solvers.fast import Rows, solve_fast
+from .solvers.fast import Rows, per_image_points, solve_fast
 from .solvers.paper import solve_paper
 from .tolerances import EXACT_DIST_RTOL, EXACT_MARGIN_RTOL, TINY_F64
 
@@ -230,9 +230,8 @@ def finalise(model: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: 
     """Recompute (*) in float64 on a float64 copy of the model at each row's best point; decide exactness."""
     m64 = as_dtype(model, torch.float64)
     x0d, xb = rows.x0.double(), tracker.x_lb.double()
-    f, g = MarginOracle(m64, y, t)(xb)
+    f0, f, g = _margins_and_grads(MarginOracle(m64, y, t), rows, x0d, xb)
     lb, eta = bound_at(xb, x0d, f, g, rows.m, tracker.eta)
-    f0 = _margins(m64, x0d, y, t, rows.group)
     rad = (2 * torch.where(f0 > 0, lb.clamp_min(0), torch.zeros_like(lb))).sqrt()
     # exact (primal = dual): one Newton step puts x on the boundary within the certified radius
     x_on = xb - (f / (g * g).sum(1).clamp_min(TINY_F64))[:, None] * g
@@ -246,6 +245,21 @@ def finalise(model: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: 
     x_show = torch.where(exact[:, None], x_on, torch.where(found, tracker.x_up.double(), xb))
     return RowCertificates(rad, exact, eta, f_on.where(exact, f), torch.where(exact, d_on, tracker.d_up),
                            x_show, xb, n_grad + 1 + near.long())  # + the float64 ∇f, the Newton check's f
+
+
+def _margins_and_grads(oracle: MarginOracle, rows: Rows, x0: torch.Tensor, xb: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """f(x0) (N,), f(xb) (N,) and ∇f(xb) (N, D) in the oracle's dtype. Rows whose best point is still x0 (targets
+    settled by their first step) take f and ∇f from one forward pass per image (one Jacobian row per target)."""
+    images = per_image_points(Rows(x0, rows.m, rows.M, group=rows.group))
+    if images is None or images.shape[0] == x0.shape[0]:  # one target per image: nothing to share
+        return _margins(oracle.model, x0, oracle.y[:, 0], oracle.t[:, 0], rows.group), *oracle(xb)
+    f0, g0 = oracle.at_images(images)
+    moved = (xb != x0).any(1).nonzero()[:, 0]
+    f, g = f0.clone(), g0
+    if moved.numel():
+        f[moved], g[moved] = oracle(xb[moved], moved)
+    return f0, f, g
 
 
 def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, group: torch.Tensor | None = None
