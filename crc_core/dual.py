@@ -51,19 +51,26 @@ def dual_lower_bound(R: torch.Tensor, f: torch.Tensor, v2: torch.Tensor, vg: tor
     return vals.gather(1, best)[:, 0], etas.gather(1, best)[:, 0]
 
 
+def point_scalars(x: torch.Tensor, x0: torch.Tensor, g: torch.Tensor, eta_c: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, ...]:
+    """The scalars (*) needs at points x (N, D) with ∇f(x) = g (N, D), all float64 (N,):
+    (R = ‖x - x0‖², v2 = ‖v‖², vg = v·∇f, grad_sq = ‖∇f‖², η_c) with v = (x - x0) + η_c ∇f computed directly
+    (no cancellation near the centre). ``eta_c`` defaults to the η minimising ‖∇F_η(x)‖."""
+    r, gd = (x - x0).double(), g.double()
+    R, grad_sq = (r * r).sum(1), (gd * gd).sum(1)
+    if eta_c is None:
+        eta_c = (-(r * gd).sum(1) / grad_sq.clamp_min(TINY_F64)).clamp_min(0)
+    eta_c = eta_c.double()
+    v = r + eta_c[:, None] * gd
+    return R, (v * v).sum(1), (v * gd).sum(1), grad_sq, eta_c
+
+
 def bound_at(x: torch.Tensor, x0: torch.Tensor, f: torch.Tensor, g: torch.Tensor, m: torch.Tensor,
              eta_c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(*) maximised over η at points x (N, D) with f(x) (N,), ∇f(x) (N, D); float64 results (N,) (bound, η).
     ``eta_c`` centres the expansion (default: the η minimising ‖∇F_η(x)‖)."""
-    r = x - x0
-    grad_sq = (g.double() ** 2).sum(1)
-    if eta_c is None:
-        eta_c = (-(r.double() * g.double()).sum(1) / grad_sq.clamp_min(TINY_F64)).clamp_min(0)
-    v = r + eta_c.to(x.dtype)[:, None] * g
-    eta_c = eta_c.to(x.dtype).double()  # the centre actually used in v
-    vd = v.double()
-    return dual_lower_bound((r.double() ** 2).sum(1), f.double(), (vd * vd).sum(1), (vd * g.double()).sum(1),
-                            grad_sq, eta_c, m)
+    R, v2, vg, grad_sq, eta_c = point_scalars(x, x0, g, eta_c)
+    return dual_lower_bound(R, f.double(), v2, vg, grad_sq, eta_c, m)
 
 
 @dataclass
@@ -90,8 +97,9 @@ class BoundTracker:
     def update(self, x: torch.Tensor, x0: torch.Tensor, f: torch.Tensor, g: torch.Tensor, m: torch.Tensor,
                rows: torch.Tensor | None = None, eta_c: torch.Tensor | None = None) -> torch.Tensor:
         """Evaluate (*) at x (n, D) for the given rows (all when None); returns the new bound of those rows (n,)."""
-        lb, eta = bound_at(x, x0, f, g, m, eta_c)
-        d = ((x - x0).double() ** 2).sum(1).sqrt()
+        R, v2, vg, grad_sq, eta_c = point_scalars(x, x0, g, eta_c)
+        lb, eta = dual_lower_bound(R, f.double(), v2, vg, grad_sq, eta_c, m)
+        d = R.sqrt()
         closer = f <= 0
         if rows is None:
             better = lb > self.lb
