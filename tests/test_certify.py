@@ -159,3 +159,18 @@ def test_dual_lower_bound_maximises_over_eta_like_a_dense_grid():
     mu_e = 1 + eta * m
     again = 0.5 * R + eta * f - (R + 2 * eta * r_g + eta ** 2 * G) / (2 * mu_e)
     torch.testing.assert_close(lb, again, rtol=1e-6, atol=1e-9)  # the same value, uncentred (rounding near μ → 0)
+
+
+def test_per_class_and_per_row_names_are_the_stored_fields(model, data):
+    """(B, C) per class vs (B, T) per target row: the explicit names are the public fields, shapes as documented."""
+    x, lab = data
+    c = certify(model, x[:6], lab[:6], targets="all")
+    B, C, T, D = 6, 10, 9, x.shape[1]
+    assert c.radius_by_class is c.radii and c.radii.shape == (B, C)
+    assert c.exact_by_class is c.exact_t and c.n_grad_by_class is c.n_grad_t and c.exact_t.shape == (B, C)
+    assert c.target_by_row is c.targets_t and c.targets_t.shape == (B, T)
+    assert c.x_boundary_by_row is c.x_boundary_t and c.x_boundary_t.shape == (B, T, D)
+    for name in ("eta_by_row", "margin_by_row", "upper_by_row"):
+        assert getattr(c, name).shape == (B, T)
+    rows = torch.arange(B)[:, None].expand(B, T)
+    assert not torch.isnan(c.radius_by_class[rows, c.target_by_row]).any()  # each row's class has a radius
