@@ -179,6 +179,7 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
     x0, label = _validate(model, x, labels, targets=targets, mode=mode, local=local)
     logits = model(x0)
     pred = logits.argmax(1)
+    label = pred.clone() if label is None else label  # without labels the prediction is certified
     T = choose_targets(logits, pred, targets, seed=seed)  # (B, T)
     image = torch.arange(x0.shape[0], device=x0.device).repeat_interleave(T.shape[1])  # image of each row (N,)
     y_row, t_row = pred[image], T.reshape(-1)
@@ -200,8 +201,8 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
 
 
 def _validate(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, *, targets: str, mode: str, local: bool
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every check before any work: returns images x0 (B, D) in the model's dtype and labels (B,)."""
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every check before any work: returns images x0 (B, D) in the model's dtype and labels (B,) (or None)."""
     require_curvature_model(model)
     if local and model.depth != 2:
         raise CRCError("Local curvature certificates are available for 2-layer networks only (paper section 7.4).")
@@ -216,7 +217,7 @@ def _validate(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, *, targe
     if B == 0:
         raise CRCError("No images to certify (the batch is empty).")
     if labels is None:
-        return x0, model(x0).argmax(1)
+        return x0, None
     label = torch.as_tensor(labels, device=x0.device).long().reshape(-1)
     if label.shape[0] != B:
         raise CRCError(f"Got {B} images but {label.shape[0]} labels.")
