@@ -35,6 +35,7 @@ from .certify import certify
 from .data import DATASET_NAMES, Dataset, load_dataset
 from .device import default_device
 from .errors import CRCError
+from .hessian import runner_up
 from .models import MLP, format_architecture
 
 __all__ = [
@@ -217,16 +218,6 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------------------------
 # Pieces of the loop
 # --------------------------------------------------------------------------------------------------------------
-def runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The strongest class other than y: argmax_{t ≠ y} logits[t]. logits (B, C), y (B,) -> t (B,) long.
-
-    For a correctly classified input this is the second-largest logit (the paper's attack target).
-    """
-    z = logits.detach().clone()
-    z.scatter_(1, y.reshape(-1, 1), float("-inf"))
-    return z.argmax(dim=1)
-
-
 def fixed_eval_sample(n_total: int, n: int) -> torch.Tensor:
     """Indices (min(n, n_total),) of the fixed certification sample: the same test images for every model and seed."""
     g = torch.Generator().manual_seed(EVAL_SAMPLE_SEED)
