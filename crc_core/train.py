@@ -109,6 +109,8 @@ class TrainConfig:
             (paper: 30 and 20; fewer is much faster and still finds strong attacks, see docs/benchmarks.md).
         eval_rho: ρ of the certified and empirical robust accuracy reported every epoch.
         eval_samples: size of the fixed test sample that is attacked and certified every epoch (0: skip both).
+            The App. G proofs of a 2-layer ReLU net are slower than CRC: ~0.5 s per image with all classes on
+            one loaded CPU thread (500 images: 4 min), so prefer a smaller sample or eval_every for ReLU.
         eval_all_targets: also report the all-class certified accuracy (min radius over every t ≠ y).
         eval_mode: certify's mode for the epoch metric ("fast" or "paper").
         eval_every: evaluate every this many epochs (and always after the last one); other epochs' events carry
@@ -560,9 +562,10 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
         config: a validated :class:`TrainConfig`.
         callback: called with each event dict (also collected in ``history``):
             {"kind": "step", "step", "epoch", "epoch_step", "steps_per_epoch", "total_steps", "seconds",
-             "loss", "ce", "mean_K", "accuracy"[, "attack_accuracy", "attack_grads"]} every ``log_every`` steps
-             (means over the window; accuracy on the clean batch; for CRT, attack_accuracy on x_attack and
-             attack_grads = gradient evaluations per attacked image);
+             "loss", "ce", "mean_K", "accuracy"[, "attack_accuracy", "attack_grads", "robust_kl"]} every
+             ``log_every`` steps (means over the window; accuracy on the clean batch; mean_K absent for ReLU nets;
+             ce is TRADES' natural loss; attack_accuracy on the attacked batch for CRT, PGD and TRADES;
+             attack_grads = gradient evaluations per attacked image for CRT; robust_kl for TRADES);
             {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + :func:`epoch_metrics`
              keys (None on epochs skipped by ``eval_every``)};
             {"kind": "done", "stopped", "step", "seconds", "metrics"}.
