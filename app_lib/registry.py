@@ -75,10 +75,11 @@ def discover() -> list[ModelRef]:
 
 # ------------------------------------------------------------------------------------------------ descriptions
 def training_kind(meta: Mapping[str, Any]) -> str:
-    """"standard" | "gamma" | "crt" | "unknown" from a checkpoint's metadata (tolerant of older layouts)."""
+    """"standard" | "gamma" | "crt" | "pgd" | "trades" | "unknown" from a checkpoint's metadata (tolerant of older
+    layouts)."""
     cfg = meta.get("train_config") or meta.get("config") or {}
     kind = meta.get("kind") or (cfg.get("kind") if isinstance(cfg, Mapping) else None)
-    if kind in ("standard", "gamma", "crt"):
+    if kind in ("standard", "gamma", "crt", "pgd", "trades"):
         return str(kind)
     if meta.get("crt_eps"):
         return "crt"
@@ -101,6 +102,11 @@ def kind_text(meta: Mapping[str, Any]) -> str:
         return f"CRT γ={g:g} ε={eps:g}" if isinstance(g, (int, float)) and isinstance(eps, (int, float)) else "CRT"
     if kind == "gamma":
         return f"γ={g:g}" if isinstance(g, (int, float)) else "γ-regularized"
+    if kind in ("pgd", "trades"):  # kind_settings of crc_core.train.TrainConfig: ε (and β for TRADES)
+        ks = meta.get("kind_settings") or {}
+        num = {k: v for k, v in ks.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        beta = f" β={num['beta']:g}" if kind == "trades" and "beta" in num else ""
+        return f"{kind.upper()}{beta}" + (f" ε={num['eps']:g}" if "eps" in num else "")
     return {"standard": "standard", "unknown": "training unknown"}[kind]
 
 
@@ -150,10 +156,12 @@ def load(ref: ModelRef) -> tuple[MLP, dict[str, Any]]:
     return load_checkpoint(ref.path, map_location="cpu")
 
 
-def check_usable(model: MLP) -> None:
-    """Raise a readable CRCError unless the app can work with ``model`` (28×28 inputs, smooth activation)."""
+def check_usable(model: MLP, *, allow_relu: bool = False) -> None:
+    """Raise a readable CRCError unless the app can work with ``model`` (28×28 inputs, smooth activation, or ReLU
+    with ``allow_relu``: the pages without curvature and the App. G certificate of 2-layer ReLU nets)."""
     try:
-        _ = model.activation
+        if not (allow_relu and model.activation_name == "relu"):
+            _ = model.activation
     except UnsupportedActivationError as exc:
         raise UnsupportedActivationError(
             f"This checkpoint uses the {model.activation_name!r} activation. Curvature certificates need a smooth "

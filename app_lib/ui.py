@@ -448,7 +448,7 @@ def _model_for(ref: ModelRef, device: torch.device) -> tuple[MLP, dict[str, Any]
         _r, cpu_model, meta = uploads()[ref.id]
     else:
         cpu_model, meta = _load_file_model(ref.key, ref)
-    registry.check_usable(cpu_model)
+    registry.check_usable(cpu_model, allow_relu=True)
     model = cpu_model if device.type == "cpu" else _on_device(ref.key, str(device), cpu_model)
     return model, meta
 

@@ -10,6 +10,10 @@ st.caption("How strongly does the margin between two classes bend around this im
            "global bounds m, M and K (which hold for every possible input) to what happens here?")
 ui.explain(texts.HESSIAN)
 
+if not views.has_curvature(ctx.model):
+    st.info(texts.RELU_NO_HESSIAN, icon=":material/block:")
+    st.stop()
+
 with ui.guard("Hessian"):
     ds = ctx.test_set()
     names = ds.class_names
