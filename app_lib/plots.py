@@ -213,7 +213,10 @@ def training_curves(events: Sequence[Mapping[str, Any]], *, title: str = "Traini
          COLORS["boundary"],
          markers="square", dash="dot", size=7)
     if steps and not ks:
-        fig.add_annotation(text=no_curvature, showarrow=False, xref="x2 domain", yref="y2 domain", x=0.5, y=0.5)
+        lo, hi = fig.layout.xaxis2.domain  # the middle of the empty panel, in paper coordinates
+        fig.add_annotation(text=no_curvature.replace(" (", "<br>("), showarrow=False, xref="paper", yref="paper",
+                           x=(lo + hi) / 2, y=0.5)
+        fig.update_xaxes(showticklabels=False, row=1, col=2)
         fig.update_yaxes(showticklabels=False, row=1, col=2)
     if spans_decades(ks, 1.0):
         ticks = log_ticks(ks)

@@ -74,7 +74,9 @@ FIELDS = {
 
 def check_fields(state: MutableMapping[str, Any]) -> list[str]:
     """Seed missing fields with their defaults; put every value outside its range (or not a finite number) back
-    to its default. Returns one sentence per field put back (empty: all fine). Call before drawing the form."""
+    to its default; write every value back (Streamlit drops the value of a widget not drawn on a run, e.g. β while
+    PGD is chosen, unless the script sets it). Returns one sentence per field put back (empty: all fine). Call
+    before drawing the form."""
     problems = []
     for key, f in FIELDS.items():
         v = state.get(key)
@@ -83,8 +85,8 @@ def check_fields(state: MutableMapping[str, Any]) -> list[str]:
             allowed = f"{f.low:g} to {f.high:g}" if not f.whole else f"{int(f.low):,} to {int(f.high):,}"
             problems.append(f"{f.label} must be {'a whole number ' if f.whole else ''}from {allowed}; {v!r} was put "
                             f"back to {f.default:g}.")
-        if v is None or not ok:
-            state[key] = int(f.default) if f.whole else float(f.default)
+        # set every run, also a valid value: a field the form hides for another kind keeps its value
+        state[key] = v if ok else int(f.default) if f.whole else float(f.default)
     return problems
 
 

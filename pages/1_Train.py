@@ -20,7 +20,7 @@ ui.explain(texts.TRAIN)
 job: jobs.TrainJob | None = st.session_state.get(tv.JOB_KEY)
 busy = job is not None and job.active  # running or waiting in line: one job per session
 problems = tv.check_fields(st.session_state)  # before the form: bad values are put back, and said so below
-k1, k2 = st.columns([2, 1])  # outside the form: the form shows the fields of the chosen kind at once
+k1, k2 = st.columns([3, 1])  # outside the form: the form shows the fields of the chosen kind at once
 kind = k1.radio("Training kind", list(tv.KINDS), index=list(tv.KINDS).index(D.kind), format_func=tv.KINDS.get,
                 key="tr_kind", horizontal=True)
 k1.caption(tv.KIND_EXPLANATIONS[kind])

@@ -113,6 +113,15 @@ def test_kind_fields_follow_the_kind(app_env):
     shown = {n.key for n in at.number_input}
     assert "tr_gamma" in shown and not shown & {"tr_eps", "tr_adv_eps", "tr_beta"}
     assert "relu" in at.selectbox(key="tr_activation").options
+    at.radio(key="tr_kind").set_value("trades").run()
+    at.number_input(key="tr_beta").set_value(3.0)
+    at.number_input(key="tr_epochs").set_value(0)  # submitted, not started
+    at.form_submit_button[0].click().run()
+    assert "Not started" in _errors(at) and tv.JOB_KEY not in at.session_state
+    at.radio(key="tr_kind").set_value("pgd").run()
+    at.radio(key="tr_kind").set_value("trades").run()
+    _ok(at)
+    assert at.number_input(key="tr_beta").value == 3.0  # kept while hidden
 
 
 def test_relu_with_crt_is_refused_with_the_reason(app_env):
@@ -177,7 +186,7 @@ def test_pgd_relu_run_trains_and_is_picked(app_env):
     names = {t.get("name") for t in spec["data"]}
     assert "robust to PGD at ρ (empirical, an upper bound)" in names
     assert not any("K penalised" in (n or "") for n in names)
-    assert tv.NO_CURVATURE_RELU in [a["text"] for a in spec["layout"]["annotations"]]
+    assert any("no curvature bound" in a["text"] for a in spec["layout"]["annotations"])
     assert any("ReLU network: no curvature curves" in c.value for c in at.caption)
 
 
@@ -254,6 +263,7 @@ def test_training_curves_without_curvature_or_certificates():
     names = {t.name for t in fig.data}
     assert "robust to PGD at ρ (empirical, an upper bound)" in names and "test accuracy" in names
     assert not any("certified" in n or "K" in n for n in names)
-    assert "none here" in [a.text for a in fig.layout.annotations]
+    note = next(a for a in fig.layout.annotations if a.text == "none here")
+    assert note.xref == "paper" and fig.layout.xaxis2.domain[0] < note.x < fig.layout.xaxis2.domain[1]
     with_k = plots.training_curves([{**s, "mean_K": 2.0} for s in steps] + [epoch], no_curvature="none here")
     assert "none here" not in [a.text for a in with_k.layout.annotations]
