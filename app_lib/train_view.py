@@ -20,7 +20,6 @@ from crc_core.errors import CRCError
 from crc_core.train import (
     ADVERSARIAL_KINDS,
     CURVATURE_KINDS,
-    RELU_KINDS,
     TRAIN_ACTIVATIONS,
     TrainConfig,
     TrainResult,
@@ -68,7 +67,7 @@ FIELDS = {
     "tr_seed": Field("Seed", 0, 2**31 - 1, DEFAULTS.seed, True),
     "tr_limit": Field("Training images", 0, 1_000_000, 0, True),
     "tr_eval_samples": Field("Test images certified each epoch", 0, 2000, DEFAULTS.eval_samples, True),
-    "tr_eval_rho": Field("ρ for the certified accuracy", 0.05, 5.0, DEFAULTS.eval_rho),
+    "tr_eval_rho": Field("ρ for the robust and certified accuracies", 0.05, 5.0, DEFAULTS.eval_rho),
 }
 
 
@@ -91,11 +90,12 @@ def check_fields(state: MutableMapping[str, Any]) -> list[str]:
 
 
 def kind_problem(kind: str, activation: str) -> str | None:
-    """One sentence saying why ``activation`` cannot be trained with ``kind`` (None when it can)."""
-    if activation == "relu" and kind in CURVATURE_KINDS:
-        return (f"{KINDS[kind].split(' (')[0]} needs a smooth activation (softplus, sigmoid or tanh): its curvature "
-                "penalty bounds the Hessian, and ReLU's Hessian is zero almost everywhere and undefined at its kinks. "
-                f"Train ReLU with {', '.join(RELU_KINDS)}.")
+    """One sentence saying why ``activation`` cannot be trained with ``kind`` (None when it can): the library's own
+    check (:meth:`crc_core.train.TrainConfig.validate_kind`), e.g. ReLU with γ or CRT."""
+    try:
+        TrainConfig(kind=kind, activation=activation, device="cpu")
+    except CRCError as exc:
+        return str(exc)
     return None
 
 
