@@ -27,6 +27,7 @@ from crc_core.activations import CURVATURE_ACTIVATIONS
 from crc_core.checkpoints import load_checkpoint, read_metadata, save_checkpoint
 from crc_core.errors import CheckpointError, UnsupportedActivationError
 from crc_core.importers import (
+    DATASET_SHAPES,
     IMPORTED_KIND,
     ForeignModel,
     import_checkpoint,
@@ -247,9 +248,14 @@ def open_upload(data: bytes, filename: str) -> tuple[ModelRef, MLP, dict[str, An
             if not str(exc).startswith(f"{path} is not a CRC Explorer checkpoint"):
                 raise CheckpointError(_plain(str(exc), str(path), filename)) from None
             try:
-                return ForeignUpload(filename, data, inspect_foreign(path))
+                foreign = inspect_foreign(path)
             except CheckpointError as exc2:
                 raise CheckpointError(_plain(str(exc2), str(path), filename)) from None
+            if (foreign.in_dim, foreign.n_classes) not in DATASET_SHAPES.values():
+                raise CheckpointError(
+                    f"{filename!r} holds a network with {foreign.in_dim} inputs and {foreign.n_classes} outputs "
+                    f"({foreign.describe()}), but the app's images have 28×28 = 784 pixels and 10 classes.") from None
+            return ForeignUpload(filename, data, foreign)
     check_usable(model)
     sha = hashlib.sha256(data).hexdigest()[:12]
     stem = slug(Path(filename).stem) or "upload"
@@ -329,6 +335,8 @@ def _plain(msg: str, path: str, filename: str) -> str:
     if code and code["path"] == path:
         return (f"{filename!r} was refused unopened: it refers to {code['what']}, not only to tensors, so it could "
                 "carry code (nothing in it was run; save and upload model.state_dict() instead).")
+    if msg.startswith(f"Refused {path}: "):  # the scan's other refusals: oversized or forged declarations
+        return f"{filename!r} was refused unopened (nothing in it was run or allocated): {msg[len(path) + 10:]}"
     if msg.startswith(f"{path} is not a readable PyTorch file"):
         return f"{filename!r} is not a readable PyTorch file: it is corrupt or truncated."
     if msg.startswith(f"{path} is corrupt or truncated"):
