@@ -75,14 +75,15 @@ def found_rows(upload: registry.ForeignUpload) -> dict[str, str]:
     """What the file holds, property -> value (the prompt's table)."""
     f = upload.foreign
     keys = [k for layer in f.layers for k in (layer.weight_key, layer.bias_key)]
-    layout = ", ".join(keys) if len(keys) <= 8 else f"{', '.join(keys[:6])}, … ({len(keys)} tensors)"
+    shown = keys if len(keys) <= 8 else [*keys[:6], "…"]
+    layout = ", ".join(f"`{k}`" for k in shown) + ("" if len(keys) <= 8 else f" ({len(keys)} tensors)")
     if f.wrapper_key:
         layout += f" (under {f.wrapper_key!r})"
     rows = {
+        "File": f"`{upload.filename}` ({f.scan.format} torch file, {f.scan.size_bytes:,} bytes, "
+                f"{f.dtype.removeprefix('torch.')} weights, sha256 `{f.scan.sha256[:12]}…`)",
         "Architecture": f.describe(),
         "Key layout": layout,
-        "File": f"{f.scan.format} torch file, {f.scan.size_bytes:,} bytes, weights {f.dtype.removeprefix('torch.')}, "
-                f"sha256 {f.scan.sha256[:12]}…",
         "File name says": name_hints_text(f.hints),
     }
     if f.ignored:
@@ -104,10 +105,9 @@ def import_prompt(upload: registry.ForeignUpload) -> None:
     """What was found in a foreign upload and the form that imports it (activation, dataset, name)."""
     act, ds, _name = defaults(upload)
     with st.container(border=True, key="crc_import_prompt"):
-        st.markdown(f"##### Import `{upload.filename}`?")
+        st.markdown("##### Import a network")
         st.info(texts.IMPORT_FOUND, icon=":material/input:")
-        rows = found_rows(upload)
-        st.dataframe({"found": list(rows), "value": list(rows.values())}, hide_index=True, width="stretch")
+        st.markdown("\n".join(f"- **{k}:** {v}" for k, v in found_rows(upload).items()))
         hints = upload.foreign.hints
         if hints is not None and hints.activation not in CURVATURE_ACTIVATIONS:
             st.warning(f"The file name says {hints.activation}, which has no curvature bound: the app certifies "
@@ -138,8 +138,9 @@ def _do_import(upload: registry.ForeignUpload, activation: str, dataset: str, na
             ref, new = ui.import_upload(upload, activation=activation, dataset=dataset, name=name)
         st.session_state.pop(PENDING_KEY, None)
         where = "" if new else " (imported before with the same activation and dataset: that model is picked)"
-        st.session_state[FLASH_KEY] = (f"Imported {upload.filename} as {ref.name}{where}: it is now the picked model "
-                                       f"on every page ({_missing_data_note(dataset)}).")
+        named = "" if ref.name == registry.upload_stem(upload.filename) else f" as {ref.name}"
+        st.session_state[FLASH_KEY] = (f"Imported {upload.filename}{named}{where}: it is now the picked model on "
+                                       f"every page ({_missing_data_note(dataset)}).")
         st.rerun()
 
 
@@ -160,7 +161,7 @@ def _prefill_caption(act: str | None, ds: str | None) -> str:
 
 def _dataset_option(name: str) -> str:
     found = any(normalize_dataset(n) == name for n in ui.dataset_names())
-    title = {"mnist": "MNIST, digits", "fashion-mnist": "Fashion-MNIST, clothing"}.get(name, name)
+    title = ui.DATASET_TITLES.get(name, name)
     return f"{name} ({title}{'' if found else '; not found on this machine'})"
 
 

@@ -187,14 +187,6 @@ def uploads() -> dict[str, tuple[ModelRef, MLP, dict[str, Any]]]:
     return st.session_state.setdefault(UPLOADS_KEY, {})
 
 
-def add_upload(data: bytes, filename: str) -> ModelRef:
-    """Validate and keep an uploaded CRC Explorer checkpoint in this session; make it the picked model."""
-    got = open_upload(data, filename)
-    if isinstance(got, registry.ForeignUpload):
-        raise CRCError(f"{filename!r} is not a CRC Explorer checkpoint; import it on the Home page.")
-    return got
-
-
 def open_upload(data: bytes, filename: str) -> ModelRef | registry.ForeignUpload:
     """An uploaded file: our checkpoint is kept in this session and becomes the picked model (its ref comes back);
     a foreign MLP file comes back as a :class:`registry.ForeignUpload` to confirm and import

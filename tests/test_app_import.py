@@ -31,6 +31,7 @@ from crc_core.errors import CheckpointError
 TIMEOUT = 120
 OFFICIAL = "mnist_2_softplus_L2_1.58_EIGEN_0.005"  # the paper's naming: dataset, depth, activation, CRT ε, γ
 IMPORTED_ID = f"imported:{OFFICIAL}.pt"
+PROMPT = "Import a network"  # the import prompt's title
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -158,8 +159,8 @@ def test_official_file_prompt_import_and_every_page(app_env, tmp_path):
     _upload(at, OFFICIAL, official_bytes())
     assert not _errors(at)
     text = _prompt_text(at)
-    assert f"Import `{OFFICIAL}`?" in text and "784-32-10 (2 Linear layers: fc1, fc2)" in text
-    assert "fc1.weight, fc1.bias, fc2.weight, fc2.bias" in text and "CRT training, γ=0.005, ε=1.58" in text
+    assert PROMPT in text and f"`{OFFICIAL}`" in text and "784-32-10 (2 Linear layers: fc1, fc2)" in text
+    assert "`fc1.weight`, `fc1.bias`, `fc2.weight`, `fc2.bias`" in text and "CRT training, γ=0.005, ε=1.58" in text
     assert at.selectbox(key="crc_import_activation").value == "softplus"  # pre-filled from the file name
     assert at.selectbox(key="crc_import_dataset").value == "mnist"
     assert at.text_input(key="crc_import_name").value == OFFICIAL
@@ -197,7 +198,7 @@ def test_other_layouts_are_recognised_and_the_prompt_can_be_cancelled(app_env):
     assert at.text_input(key="crc_import_name").value == "my_seq"
     _button(at, "Cancel").click().run()
     _ok(at)
-    assert "Import `my_seq.pth`?" not in _prompt_text(at)
+    assert PROMPT not in _prompt_text(at)
 
     wrapped = _save({"epoch": 3, "state_dict": linear_chain((784, 20, 10), ["layers.0", "layers.1"],
                                                             prefix="module.")})
@@ -225,7 +226,7 @@ def test_refusals_are_one_sentence_and_keep_the_picked_model(app_env, tmp_path):
         msg = errs[0].removeprefix("Upload refused: ")
         assert msg.startswith(f"'{name}'") and msg.count(". ") == 0 and "Traceback" not in msg, (name, msg)
         assert "/tmp" not in msg and "crc-upload-" not in msg, msg  # never the temporary path
-        assert "Import `" not in _prompt_text(at)  # no prompt for a refused file
+        assert PROMPT not in _prompt_text(at)  # no prompt for a refused file
         assert at.session_state["crc_model_id"] == IMPORTED_ID
     assert not marker.exists()  # nothing in the malicious file ran
     assert [p.name for p in (app_env / "imported").glob("*.pt")] == [f"{OFFICIAL}.pt"]  # nothing else written
@@ -245,7 +246,7 @@ def test_same_file_twice_is_not_imported_twice_and_own_checkpoints_still_load(ap
     torch.manual_seed(3)
     ours = H.checkpoint_bytes(registry.MLP(784, [8], 10), {"dataset": "embedded", "gamma": 0.0})
     _upload(at, "mine.pt", ours)
-    assert any("mine.pt" in s.value for s in at.success) and not _prompt_text(at).count("Import `")
+    assert any("mine.pt" in s.value for s in at.success) and PROMPT not in _prompt_text(at)
     assert at.session_state["crc_model_id"].startswith("uploaded:mine-")
 
 
