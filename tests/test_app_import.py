@@ -187,6 +187,11 @@ def test_official_file_prompt_import_and_every_page(app_env, tmp_path):
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["certified radius"]) >= 0  # the Certify page certified a (synthetic MNIST) test image
 
+    at.switch_page("pages/1_Train.py").run()  # MNIST has only a test split here: Train says it cannot use it
+    _ok(at)
+    assert "mnist" not in at.selectbox(key="tr_dataset").options
+    assert any(c.value.startswith("Not offered: mnist (only its test split") for c in at.caption)
+
 
 def test_other_layouts_are_recognised_and_the_prompt_can_be_cancelled(app_env):
     at = _home()
