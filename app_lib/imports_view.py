@@ -140,7 +140,7 @@ def _do_import(upload: registry.ForeignUpload, activation: str, dataset: str, na
         where = "" if new else " (imported before with the same activation and dataset: that model is picked)"
         named = "" if ref.name == registry.upload_stem(upload.filename) else f" as {ref.name}"
         st.session_state[FLASH_KEY] = (f"Imported {upload.filename}{named}{where}: it is now the picked model on "
-                                       f"every page ({_missing_data_note(dataset)}).")
+                                       f"every page ({_checked_note(ref, dataset)}).")
         st.rerun()
 
 
@@ -165,8 +165,15 @@ def _dataset_option(name: str) -> str:
     return f"{name} ({title}{'' if found else '; not found on this machine'})"
 
 
-def _missing_data_note(dataset: str) -> str:
-    if any(normalize_dataset(n) == dataset for n in ui.dataset_names()):
-        return "the dataset picker follows it"
+def _checked_note(ref: registry.ModelRef, dataset: str) -> str:
+    """What the import measured: the accuracy on the dataset's test images, or that they are not on this machine."""
+    metrics = ui.catalogue_metadata().get(ref.id, {}).get("metrics") or {}
+    acc, n = metrics.get("test_accuracy"), metrics.get("test_images")
+    if isinstance(acc, (int, float)) and isinstance(n, int):
+        low = " (that low, the activation or the dataset may be wrong)" if acc < LOW_ACCURACY else ""
+        return f"accuracy on the first {n:,} {metrics.get('test_dataset')} test images: {acc:.1%}{low}"
     return (f"{dataset}'s test images are not found on this machine: put its IDX files in $CRC_DATA_DIR/{dataset} "
             "to test it on them")
+
+
+LOW_ACCURACY = 0.5  # a 10-class model below this on its own test images was most likely imported with wrong choices

@@ -4,7 +4,7 @@ Four sources, one id scheme:
 - ``shipped:<file>``  checkpoints in ``$CRC_MODELS_DIR`` (default ``assets/models``), read-only;
 - ``trained:<file>``  checkpoints written by the Train page into ``$CRC_RUNS_DIR`` (default ``runs/``, gitignored);
 - ``imported:<file>`` foreign files (the paper's official checkpoints, any PyTorch MLP state dict) uploaded on the
-  Home page, converted by :func:`crc_core.importers.import_checkpoint` into ``<runs>/imported`` (:func:`import_upload`);
+  Home page, converted by :func:`crc_core.importers.import_model` into ``<runs>/imported`` (:func:`import_upload`);
 - ``uploaded:<sha>``  a CRC Explorer checkpoint uploaded in the browser, kept in the session only.
 Every file is read with :func:`crc_core.checkpoints.load_checkpoint` (weights only; tampered files refused); an
 upload is first scanned without running anything (:func:`crc_core.importers.scan_torch_file`).
@@ -23,14 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from crc_core.activations import CURVATURE_ACTIVATIONS
 from crc_core.checkpoints import load_checkpoint, read_metadata, save_checkpoint
+from crc_core.data import Dataset
 from crc_core.errors import CheckpointError, UnsupportedActivationError
 from crc_core.importers import (
     DATASET_SHAPES,
     IMPORTED_KIND,
     ForeignModel,
-    import_checkpoint,
+    import_model,
     inspect_foreign,
     scan_torch_file,
 )
@@ -262,11 +265,14 @@ def open_upload(data: bytes, filename: str) -> tuple[ModelRef, MLP, dict[str, An
     return ModelRef(f"uploaded:{stem}-{sha}", "uploaded", None, f"upload|{sha}"), model, meta
 
 
-def import_upload(upload: ForeignUpload, *, activation: str, dataset: str, name: str = "") -> tuple[ModelRef, bool]:
-    """Import a foreign upload (:func:`crc_core.importers.import_checkpoint`) into :func:`imported_dir` ->
-    (its catalogue entry, True when written now). The same file imported before with the same activation and
-    dataset is not written twice: that model's entry comes back with False. Raises CheckpointError (nothing
-    written) when the weights do not fit the dataset or the activation has no curvature bound."""
+def import_upload(upload: ForeignUpload, *, activation: str, dataset: str, name: str = "",
+                  test_set: Dataset | None = None) -> tuple[ModelRef, bool]:
+    """Import a foreign upload (:func:`crc_core.importers.import_model`) into :func:`imported_dir` -> (its catalogue
+    entry, True when written now). With ``test_set`` (images of the chosen dataset) the record's metrics get the
+    accuracy on its first :data:`IMPORT_EVAL_IMAGES` images: a wrong activation or dataset shows as a low accuracy.
+    The same file imported before with the same activation and dataset is not written twice: that model's entry
+    comes back with False. Raises CheckpointError (nothing written) when the weights do not fit the dataset, or
+    UnsupportedActivationError for an activation without a curvature bound."""
     if activation not in CURVATURE_ACTIVATIONS:
         raise UnsupportedActivationError(f"{activation!r} has no curvature bound; choose one of "
                                          f"{', '.join(CURVATURE_ACTIVATIONS)}.")
@@ -276,19 +282,31 @@ def import_upload(upload: ForeignUpload, *, activation: str, dataset: str, name:
             meta = read_metadata(ref.path)  # type: ignore[arg-type]
         except CheckpointError:
             continue
-        src = meta.get("source") or {}
-        arch = meta.get("architecture") or {}
+        src, arch = meta.get("source") or {}, meta.get("architecture") or {}
         if (src.get("sha256") == upload.sha256 and arch.get("activation") == activation
                 and meta.get("dataset") == dataset):
             return ref, False
-    out = _unique_path(folder, slug(name) or slug(upload_stem(upload.filename)) or "imported")
     with _upload_path(upload.data, upload.filename) as path:
         try:
-            done = import_checkpoint(path, out, activation=activation, dataset=dataset, name=name.strip() or None,
-                                     metadata={"command": "CRC Explorer app: checkpoint upload on the Home page"})
+            model, meta = import_model(path, activation=activation, dataset=dataset, name=name.strip() or None)
         except CheckpointError as exc:
             raise CheckpointError(_plain(str(exc), str(path), upload.filename)) from None
-    return file_ref(done.path, "imported"), True
+    meta["command"] = "CRC Explorer app: checkpoint upload on the Home page"
+    if test_set is not None:
+        n = min(len(test_set), IMPORT_EVAL_IMAGES)
+        meta["metrics"] = {"test_accuracy": round(accuracy_on(model, test_set.take(n)), 6), "test_images": n,
+                           "test_dataset": test_set.name}
+    out = _unique_path(folder, slug(name) or slug(upload_stem(upload.filename)) or "imported")
+    return file_ref(save_checkpoint(out, model, meta), "imported"), True
+
+
+IMPORT_EVAL_IMAGES = 2000  # test images an import is checked on: enough to tell 10% from 90% accuracy, under a second
+
+
+def accuracy_on(model: MLP, ds: Dataset) -> float:
+    """Share of ``ds``'s images the model classifies correctly (CPU, no gradients)."""
+    with torch.no_grad():
+        return float((model(ds.images).argmax(1) == ds.labels).float().mean())
 
 
 def _check_upload_bytes(data: bytes, filename: str) -> None:

@@ -204,9 +204,12 @@ def open_upload(data: bytes, filename: str) -> ModelRef | registry.ForeignUpload
 
 def import_upload(upload: registry.ForeignUpload, *, activation: str, dataset: str, name: str = ""
                   ) -> tuple[ModelRef, bool]:
-    """Import a foreign upload into the user's models folder (:func:`registry.import_upload`) and make it the
-    picked model (the dataset picker follows it) -> (its entry, True when written now, False when imported before)."""
-    ref, new = registry.import_upload(upload, activation=activation, dataset=dataset, name=name)
+    """Import a foreign upload into the user's models folder (:func:`registry.import_upload`; checked on the
+    dataset's test images when they are on this machine) and make it the picked model (the dataset picker follows
+    it) -> (its entry, True when written now, False when imported before)."""
+    home = home_dataset(dataset, dataset_names())
+    test_set = cached_test_set(home) if home is not None else None
+    ref, new = registry.import_upload(upload, activation=activation, dataset=dataset, name=name, test_set=test_set)
     st.session_state[MODEL_KEY] = ref.id
     return ref, new
 

@@ -169,12 +169,19 @@ def test_official_file_prompt_import_and_every_page(app_env, tmp_path):
     _button(at, "Import").click().run()
     _ok(at)
     assert not _errors(at)
-    assert any(f"Imported {OFFICIAL}" in s.value for s in at.success)
-    assert (app_env / "imported" / f"{OFFICIAL}.pt").is_file()
+    done = " ".join(s.value for s in at.success)
+    assert f"Imported {OFFICIAL}: it is now the picked model" in done
+    assert "accuracy on the first 40 mnist test images" in done  # checked on the dataset's images at import
+    saved = app_env / "imported" / f"{OFFICIAL}.pt"
+    model, meta = registry.load(registry.file_ref(saved, "imported"))
+    acc = registry.accuracy_on(model, load_dataset("mnist", "test", root=tmp_path / "data" / "mnist"))
+    assert meta["metrics"]["test_accuracy"] == pytest.approx(acc, abs=1e-6) and f"{acc:.1%}" in done
+    assert meta["kind"] == "imported" and meta["source"]["file"] == OFFICIAL
     assert at.session_state["crc_model_id"] == IMPORTED_ID
     picker = at.sidebar.selectbox(key="_w_crc_model_id")
     label = picker.format_func(IMPORTED_ID)
-    assert label == f"{OFFICIAL} · 2x[32] softplus · imported · CRT γ=0.005 ε=1.58 (from file name) · mnist"
+    assert label == (f"{OFFICIAL} · 2x[32] softplus · imported · CRT γ=0.005 ε=1.58 (from file name) · mnist"
+                     f" · acc {acc:.0%}")
     assert at.sidebar.selectbox(key="_w_crc_dataset").value == "mnist"  # the dataset picker followed the model
     assert not at.sidebar.warning  # trained on mnist, tested on mnist: no note
 
@@ -215,7 +222,7 @@ def test_other_layouts_are_recognised_and_the_prompt_can_be_cancelled(app_env):
     _ok(at)
     assert at.session_state["crc_model_id"] == "imported:my-tanh-net.pt"
     label = at.sidebar.selectbox(key="_w_crc_model_id").format_func("imported:my-tanh-net.pt")
-    assert label == "my-tanh-net · 2x[20] tanh · imported · training unknown · fashion-mnist"
+    assert label.startswith("my-tanh-net · 2x[20] tanh · imported · training unknown · fashion-mnist · acc ")
     ds_picker = at.sidebar.selectbox(key="_w_crc_dataset")  # Fashion-MNIST images (full set, else the subset)
     assert ds_picker.value == ("fashion-mnist" if "fashion-mnist" in ui.dataset_names() else "embedded")
 
