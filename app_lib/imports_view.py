@@ -23,6 +23,7 @@ DONE_KEY = "crc_upload_done"  # file_id of the upload already handled (a rerun d
 PENDING_KEY = "crc_import_pending"  # the ForeignUpload waiting for the user's confirmation
 FLASH_KEY = "crc_flash"
 ACTIVATION_KEY, DATASET_KEY, NAME_KEY = "crc_import_activation", "crc_import_dataset", "crc_import_name"
+LOW_ACCURACY = 0.5  # a 10-class model below this on its own test images was most likely imported with wrong choices
 IMPORT_DATASETS = tuple(DATASET_SHAPES)  # the datasets a model can be imported for: ("mnist", "fashion-mnist")
 
 
@@ -140,7 +141,7 @@ def _do_import(upload: registry.ForeignUpload, activation: str, dataset: str, na
         where = "" if new else " (imported before with the same activation and dataset: that model is picked)"
         named = "" if ref.name == registry.upload_stem(upload.filename) else f" as {ref.name}"
         st.session_state[FLASH_KEY] = (f"Imported {upload.filename}{named}{where}: it is now the picked model on "
-                                       f"every page ({_checked_note(ref, dataset)}).")
+                                       f"every page. {_checked_note(ref, dataset)}.")
         st.rerun()
 
 
@@ -170,10 +171,8 @@ def _checked_note(ref: registry.ModelRef, dataset: str) -> str:
     metrics = ui.catalogue_metadata().get(ref.id, {}).get("metrics") or {}
     acc, n = metrics.get("test_accuracy"), metrics.get("test_images")
     if isinstance(acc, (int, float)) and isinstance(n, int):
-        low = " (that low, the activation or the dataset may be wrong)" if acc < LOW_ACCURACY else ""
-        return f"accuracy on the first {n:,} {metrics.get('test_dataset')} test images: {acc:.1%}{low}"
-    return (f"{dataset}'s test images are not found on this machine: put its IDX files in $CRC_DATA_DIR/{dataset} "
-            "to test it on them")
+        low = "; that low, the activation or the dataset may be wrong" if acc < LOW_ACCURACY else ""
+        return f"Accuracy on the first {n:,} {metrics.get('test_dataset')} test images: {acc:.1%}{low}"
+    return (f"Its {dataset} test images are not found on this machine: put their IDX files in "
+            f"$CRC_DATA_DIR/{dataset} to test it on them")
 
-
-LOW_ACCURACY = 0.5  # a 10-class model below this on its own test images was most likely imported with wrong choices

@@ -171,7 +171,7 @@ def test_official_file_prompt_import_and_every_page(app_env, tmp_path):
     assert not _errors(at)
     done = " ".join(s.value for s in at.success)
     assert f"Imported {OFFICIAL}: it is now the picked model" in done
-    assert "accuracy on the first 40 mnist test images" in done  # checked on the dataset's images at import
+    assert "Accuracy on the first 40 mnist test images" in done  # checked on the dataset's images at import
     saved = app_env / "imported" / f"{OFFICIAL}.pt"
     model, meta = registry.load(registry.file_ref(saved, "imported"))
     acc = registry.accuracy_on(model, load_dataset("mnist", "test", root=tmp_path / "data" / "mnist"))
