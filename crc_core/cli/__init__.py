@@ -6,6 +6,7 @@ in :data:`COMMANDS`:
   train     train a standard / γ-regularized / CRT model with a progress bar and write a checkpoint (cli/train.py)
   info      print a checkpoint's metadata: architecture, settings, metrics, the command that made it (cli/info.py)
   certify   certified radii and attacks for test images of a checkpoint, to CSV / JSON (cli/certify.py)
+  sweep     a TOML grid of training runs and evaluations (a paper table) on Ray, resumable (cli/sweep.py)
 
 Shared argument checks live in cli/common.py, progress bars (tqdm) in cli/progress.py. This package (with
 ``crc_core/__main__.py``) is the only place in crc_core that prints or parses arguments; the library functions it
@@ -27,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ..errors import CRCError
-from . import certify, info, train
+from . import certify, info, sweep, train
 from .common import PROG
 from .progress import Progress, TrainProgress
 
@@ -49,6 +50,7 @@ COMMANDS: list[Command] = [
     Command("train", train.add_parser, train.run),
     Command("info", info.add_parser, info.run),
     Command("certify", certify.add_parser, certify.run),
+    Command("sweep", sweep.add_parser, sweep.run),
 ]
 
 

@@ -7,6 +7,8 @@ Layout::
     OUT/trials/<id>/status.json   {"state": "running" | "failed" | "interrupted", ...} while not finished
     OUT/trials/<id>/model.pt      checkpoint (crc_core.checkpoints, metadata = settings + metrics + run record)
     OUT/trials/<id>/record.json   run record: settings, timings, device, versions, per-epoch history
+    OUT/trials/<id>/last-epoch.pt training state after the last finished epoch, while the trial runs
+                                  (crc_core.epoch_checkpoint; deleted once the trial is finished)
     OUT/trials/<id>/result.json   the results row; written last, so it marks the trial finished
     OUT/results.csv (+ results.parquet when pyarrow is installed, results.md)
 
@@ -34,6 +36,7 @@ SWEEP_FILE = "sweep.json"
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.pt"
 LOCK_FILE = ".lock"
+EPOCH_FILE = "last-epoch.pt"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -130,6 +133,10 @@ class SweepFolder:
     def trial_dir(self, trial: Trial) -> Path:
         return self.root / "trials" / trial.trial_id
 
+    def epoch_checkpoint(self, trial: Trial) -> Path:
+        """Where the trial's training state is saved after every epoch (see crc_core.sweep.trial)."""
+        return self.trial_dir(trial) / EPOCH_FILE
+
     def is_finished(self, trial: Trial) -> bool:
         d = self.trial_dir(trial)
         return (d / RESULT_FILE).is_file() and (d / MODEL_FILE).is_file()
@@ -166,8 +173,9 @@ class SweepFolder:
         write_json(d / "record.json", record)
         checkpoint = (d / MODEL_FILE).relative_to(self.root).as_posix()
         write_json(d / RESULT_FILE, {**row, "checkpoint": checkpoint, "finished": _now()}, sort_keys=False)
-        with contextlib.suppress(OSError):
-            (d / "status.json").unlink()
+        for name in ("status.json", EPOCH_FILE):
+            with contextlib.suppress(OSError):
+                (d / name).unlink()
 
     def rows(self) -> list[dict[str, Any]]:
         """The results rows of the finished trials, in grid order."""

@@ -137,12 +137,15 @@ def trial_slots(ray: Any, config: SweepConfig) -> tuple[float, float, int]:
     return cpus, gpus, max(1, n)
 
 
-def run_trial_task(trial: Trial, spec: EvalSpec, threads: int) -> TrialOutput:
-    """The Ray task body: the GPU Ray assigned to this task (if any) decides the device."""
+def run_trial_task(trial: Trial, spec: EvalSpec, threads: int, epoch_checkpoint: str | None = None) -> TrialOutput:
+    """The Ray task body: the GPU Ray assigned to this task (if any) decides the device. ``epoch_checkpoint`` is
+    used only when this worker sees its folder (the driver created it): same machine or a shared filesystem."""
     import ray
 
     device = "cuda" if ray.get_gpu_ids() else "cpu"
-    return execute_trial(trial, spec, device=device, threads=threads)
+    visible = epoch_checkpoint is not None and Path(epoch_checkpoint).parent.is_dir()
+    return execute_trial(trial, spec, device=device, threads=threads,
+                         epoch_checkpoint=epoch_checkpoint if visible else None)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -210,7 +213,8 @@ def _run_trials(ray: Any, folder: SweepFolder, todo: list[Trial], tracker: Progr
             while queue and len(in_flight) < slots:
                 trial = queue.pop(0)
                 folder.mark(trial, "running", cpus=cpus, gpus=gpus)
-                in_flight[remote.remote(trial, cfg.evaluate, max(1, int(cpus)))] = trial
+                ckpt = str(folder.epoch_checkpoint(trial).resolve())
+                in_flight[remote.remote(trial, cfg.evaluate, max(1, int(cpus)), ckpt)] = trial
                 tracker.start(trial.trial_id)
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_POLL_S)
             for ref in ready:
@@ -251,7 +255,8 @@ def run_sweep(config_path: str | Path | SweepConfig, *, out: str | Path | None =
     (another config's folder is refused; an existing one of this config needs ``resume=True``), the Ray address
     (unreachable: CRCError within seconds) and, when Ray is started here, the datasets; another process running
     the same folder is refused. With ``resume``, finished trials are skipped and every other trial (never
-    started, failed, killed mid-way) runs from the start.
+    started, failed, killed mid-way) runs again, from its last finished epoch when its worker sees the output
+    folder (OUT/trials/<id>/last-epoch.pt; see trial.py), else from the start.
     ``progress`` receives a :class:`SweepProgress` at the start, at every trial start / finish / failure and at
     the end. ``num_cpus``: CPUs of a local Ray (default: all cores).
     """
