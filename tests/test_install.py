@@ -23,6 +23,7 @@ from crc_core import data
 from crc_core.certify import certify
 from crc_core.checkpoints import save_checkpoint
 from crc_core.cli import main
+import crc_core.baselines.relu_quadratic, crc_core.sweep  # every subpackage is installed
 from crc_core.models import MLP
 
 target = Path(sys.argv[1]).resolve()

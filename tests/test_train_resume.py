@@ -102,3 +102,32 @@ def test_mismatched_or_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
         load_epoch_checkpoint(truncated, tiny(), 192)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_epoch_checkpoint(tmp_path / "missing.pt", tiny(), 192)
+
+
+def test_cli_train_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import crc_core.train as train_mod
+    from crc_core.checkpoints import load_checkpoint
+    from crc_core.cli import main
+
+    flags = ["train", "--widths", "8", "--kind", "crt", "--epochs", "2", "--batch-size", "64", "--train-limit", "128",
+             "--test-limit", "40", "--eval-samples", "0", "--attack-outer", "2", "--attack-inner", "2",
+             "--device", "cpu", "--quiet"]
+    out, straight = tmp_path / "m.pt", tmp_path / "straight.pt"
+    epoch_file = tmp_path / "m.last-epoch.pt"
+    assert main([*flags, "--out", str(out), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    real_train = train_mod.train
+
+    def crash_in_epoch_2(config, **kw):  # as if the run were stopped during its second epoch
+        return real_train(config, **{**kw, "should_stop": stop_after_epochs(1, 2)})
+
+    monkeypatch.setattr(train_mod, "train", crash_in_epoch_2)
+    assert main([*flags, "--out", str(out)]) == 130 and epoch_file.is_file()
+    monkeypatch.setattr(train_mod, "train", real_train)
+    assert main([*flags, "--out", str(out)]) == 2  # the interrupted run is not overwritten silently
+    assert "add --resume to continue it" in capsys.readouterr().err
+    assert main([*flags, "--out", str(out), "--resume"]) == 0 and not epoch_file.exists()
+    assert main([*flags, "--out", str(straight)]) == 0
+    (a, meta), (b, _) = load_checkpoint(out), load_checkpoint(straight)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert [e["epoch"] for e in meta["history"]["epochs"]] == [1, 2] and not meta["stopped"]
