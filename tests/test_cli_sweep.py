@@ -91,6 +91,26 @@ def test_registry_and_plain_progress_lines():
     assert "\r" not in stream.getvalue()
 
 
+def test_epoch_reports_give_an_eta_before_any_trial_ends(monkeypatch):
+    from crc_core.sweep import runner
+
+    clock = [0.0]
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock[0])
+    seen: list[SweepProgress] = []
+    tr = runner.ProgressTracker(total=3, skipped=0, callback=seen.append)
+    tr.slots = 2
+    tr.start("a", resumed_epochs=2, total_epochs=10)  # resumed after epoch 2 of 10
+    tr.start("b", total_epochs=5)
+    assert seen[-1].eta_seconds is None
+    clock[0] = 30.0
+    tr.epoch("a", 3)  # 30 s per epoch: a takes 300 s in all, 7 epochs (210 s) left; b (no epoch yet) 270 s left
+    assert (seen[-1].event, seen[-1].epoch, seen[-1].epochs, seen[-1].trial_id) == ("trial_epoch", 3, 10, "a")
+    assert seen[-1].eta_seconds == 1 / 2 * 300 + 270
+    stream = io.StringIO()
+    SweepView(stream)(seen[-1])
+    assert stream.getvalue() == "[00:30] epoch 3/10 a (0/3 done, 2 running, 0 failed, ETA 07:00)\n"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # A real sweep through the CLI on a local 2-CPU Ray
 # ----------------------------------------------------------------------------------------------------------------

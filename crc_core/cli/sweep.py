@@ -72,6 +72,7 @@ class SweepView:
                             dynamic_ncols=True, bar_format=BAR_FORMAT)
         text = {"start": f"sweep: {p.total} trials, {p.skipped} already finished",
                 "trial_started": f"started  {p.trial_id}",
+                "trial_epoch": f"epoch {p.epoch}/{p.epochs} {p.trial_id}",
                 "trial_finished": f"finished {p.trial_id}",
                 "trial_failed": f"FAILED   {p.trial_id}: {p.error}",
                 "done": "sweep ended"}.get(p.event, p.event)
