@@ -2,7 +2,9 @@
 
 Progress goes to stderr (a tqdm bar on a terminal, one plain line per event in a pipe or log); the summary and
 the results files go to stdout. Exit status: 0 when every trial finished, 1 when some failed (the others are
-kept; ``--resume`` reruns the failed ones), 2 for bad input (nothing ran), 130 when stopped by Ctrl-C.
+kept; ``--resume`` reruns the failed ones), 2 for bad input (nothing ran), 130 when stopped by Ctrl-C. A sweep
+in the background (which ignores Ctrl-C) stops cleanly on ``kill PID`` (SIGTERM): Ray's driver handler exits
+through the same clean-up (running trials cancelled and marked interrupted, Ray shut down), status 15.
 """
 
 from __future__ import annotations
