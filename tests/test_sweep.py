@@ -115,6 +115,17 @@ def test_grid_expansion_ids_and_hash():
     assert other.config_hash != parse_sweep_config(tiny()).config_hash
 
 
+def test_a_training_option_added_later_keeps_existing_sweeps_valid(monkeypatch):
+    from crc_core.sweep import config as config_mod
+
+    old = parse_sweep_config(tiny())
+    # as if max_steps had been added to TrainConfig after sweeps began: at its default it is not part of the identity
+    monkeypatch.setattr(config_mod, "HASHED_ALWAYS", config_mod.HASHED_ALWAYS - {"max_steps"})
+    assert "max_steps" not in config_mod.trial_settings(old.trials[0].config)
+    assert config_mod.trial_settings(parse_sweep_config(tiny(train__max_steps=5)).trials[0].config)["max_steps"] == 5
+    assert parse_sweep_config(tiny(train__max_steps=5)).config_hash != parse_sweep_config(tiny()).config_hash
+
+
 def test_presets_are_valid_or_name_what_is_missing():
     presets = sorted((REPO / "configs").glob("*.toml"))
     assert {p.stem for p in presets} >= {"smoke", "table2-mnist", "table4-table9-fashion-mnist",
