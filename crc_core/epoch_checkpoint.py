@@ -74,6 +74,9 @@ def save_epoch_checkpoint(path: str | os.PathLike[str], run: RunState, *, epoch:
                "rng": {"torch": torch.get_rng_state(), "shuffle": run.shuffle.get_state(), "cuda": cuda},
                "history": list(history), "metrics": dict(metrics)}
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write (one writer per file)
+        with contextlib.suppress(OSError):
+            stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -188,5 +188,14 @@ def test_sweep_with_a_failing_trial_and_an_epoch_resume(local_ray, tmp_path, cap
     assert all(torch.equal(a, b.cpu()) for a, b in zip(model.state_dict().values(),
                                                         straight.state_dict().values()))
 
+    from crc_core.sweep import is_sweep_folder, sweep_overview
+
+    overview = sweep_overview(out, with_epochs=True)  # what the app reads
+    assert is_sweep_folder(out) and not is_sweep_folder(tmp_path) and overview["name"] == "cli-tiny"
+    assert [(t["trial_id"], t["state"]) for t in overview["trials"]] == [(ok.trial_id, "finished"),
+                                                                         (bad.trial_id, "failed")]
+    assert overview["trials"][0]["checkpoint"].is_file() and "DataError" in overview["trials"][1]["error"]
+    assert overview["trials"][1]["epochs_done"] == 0
+
     assert main(["sweep", str(path), "--out", str(out)]) == 2  # the folder holds this sweep: needs --resume
     assert "already holds this sweep" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import CRCError
 from .config import SweepConfig, Trial
 
-__all__ = ["SWEEP_FILE", "SweepFolder"]
+__all__ = ["SWEEP_FILE", "SweepFolder", "is_sweep_folder", "sweep_overview"]
 
 SWEEP_FILE = "sweep.json"
 RESULT_FILE = "result.json"
@@ -185,6 +185,41 @@ class SweepFolder:
                 with contextlib.suppress(OSError, json.JSONDecodeError):
                     out.append(json.loads((self.trial_dir(t) / RESULT_FILE).read_text(encoding="utf-8")))
         return out
+
+
+def is_sweep_folder(root: str | os.PathLike[str]) -> bool:
+    """True when ``root`` holds a sweep (its sweep.json)."""
+    return (Path(root) / SWEEP_FILE).is_file()
+
+
+def sweep_overview(root: str | os.PathLike[str], *, with_epochs: bool = False) -> dict[str, Any]:
+    """What a sweep folder holds, without its config: sweep.json's name, description, config_hash, created, and
+    ``trials``: [{"trial_id", "state" ("finished", "running", "failed", "interrupted" or "pending"), "error",
+    "checkpoint" (path of model.pt when finished, else None)[, "epochs_done"]}] in grid order. Read-only; a sweep
+    may be running ("running" stays recorded when a sweep was killed without clean-up). ``with_epochs``: also
+    the finished epochs of unfinished trials (reads each last-epoch.pt). CRCError when ``root`` is not a sweep."""
+    root = Path(root)
+    try:
+        meta = json.loads((root / SWEEP_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CRCError(f"{root} is not a readable sweep folder (no valid {SWEEP_FILE}: {exc}).") from None
+    trials = []
+    for tid in meta.get("trials", []):
+        d = root / "trials" / str(tid)
+        if (d / RESULT_FILE).is_file() and (d / MODEL_FILE).is_file():
+            trials.append({"trial_id": tid, "state": "finished", "error": None, "checkpoint": d / MODEL_FILE})
+            continue
+        status: dict[str, Any] = {"state": "pending"}
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            status = json.loads((d / "status.json").read_text(encoding="utf-8"))
+        trials.append({"trial_id": tid, "state": status.get("state", "pending"), "error": status.get("error"),
+                       "checkpoint": None})
+        if with_epochs:
+            from ..epoch_checkpoint import epochs_done
+
+            trials[-1]["epochs_done"] = epochs_done(d / EPOCH_FILE) if (d / EPOCH_FILE).is_file() else 0
+    keys = ("name", "description", "config_hash", "created")
+    return {**{k: meta.get(k) for k in keys}, "root": root, "trials": trials}
 
 
 def _version() -> str:
