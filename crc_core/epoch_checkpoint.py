@@ -39,8 +39,9 @@ __all__ = ["EPOCH_FORMAT_TAG", "EpochState", "epochs_done", "load_epoch_checkpoi
 EPOCH_FORMAT_TAG = "crc-explorer-epoch-checkpoint"
 EPOCH_FORMAT_VERSION = 1
 # Settings that may differ between the interrupted run and its continuation: they change neither the weights
-# nor the data (where the files live, the device, how often to log or evaluate, and how many epochs in all).
-RESUMABLE_CHANGES = frozenset({"device", "data_root", "log_every", "eval_every", "epochs"})
+# nor the data (where the files live, the device, how often to log, and how many epochs in all: more epochs
+# continue the same random streams). Evaluation settings are not among them: evaluating may draw random numbers.
+RESUMABLE_CHANGES = frozenset({"device", "data_root", "log_every", "epochs"})
 
 
 @dataclass
