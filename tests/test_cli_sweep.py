@@ -103,12 +103,15 @@ def test_epoch_reports_give_an_eta_before_any_trial_ends(monkeypatch):
     tr.start("b", total_epochs=5)
     assert seen[-1].eta_seconds is None
     clock[0] = 30.0
-    tr.epoch("a", 3)  # 30 s per epoch: a takes 300 s in all, 7 epochs (210 s) left; b (no epoch yet) 270 s left
+    tr.epoch("a", 3)  # 30 s per epoch: a takes 300 s in all; b has not finished an epoch: no estimate yet
     assert (seen[-1].event, seen[-1].epoch, seen[-1].epochs, seen[-1].trial_id) == ("trial_epoch", 3, 10, "a")
-    assert seen[-1].eta_seconds == 1 / 2 * 300 + 270
+    assert seen[-1].eta_seconds is None
+    clock[0] = 40.0
+    tr.epoch("b", 1)  # b: 40 s per epoch, 200 s in all, 160 s left; a: 210 s left at t = 30, so 200 s now
+    assert seen[-1].eta_seconds == 1 / 2 * (300 + 200) / 2 + 200
     stream = io.StringIO()
     SweepView(stream)(seen[-1])
-    assert stream.getvalue() == "[00:30] epoch 3/10 a (0/3 done, 2 running, 0 failed, ETA 07:00)\n"
+    assert stream.getvalue() == "[00:40] epoch 1/5 b (0/3 done, 2 running, 0 failed, ETA 05:25)\n"
 
 
 # ----------------------------------------------------------------------------------------------------------------

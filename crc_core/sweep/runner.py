@@ -166,9 +166,9 @@ class ProgressTracker:
     """Counts and ETA; emits :class:`SweepProgress` to the callback.
 
     ETA = pending trials / parallel slots x the mean duration of the trials that ended in this run + the longest
-    remaining time of a running trial (mean duration - its age). Before any trial ends, running trials that
-    reported epochs stand in: duration = seconds per epoch (in this run) x epochs, remaining = seconds per epoch
-    x epochs left. None while neither is known.
+    remaining time of a running trial (mean duration - its age). Before any trial ends, the running trials'
+    epochs stand in once each has finished one in this run: duration = seconds per epoch x epochs, remaining =
+    seconds per epoch x epochs left. None while neither is known (trials can differ 10x: no guess from others).
     """
 
     def __init__(self, total: int, skipped: int, callback: Callable[[SweepProgress], None] | None) -> None:
@@ -210,9 +210,9 @@ class ProgressTracker:
     def eta(self, pending: int) -> float | None:
         now = time.perf_counter()
         rates = {tid: r for tid in self.started if (r := self._epoch_rate(tid)) is not None}
-        full = self.durations or [per * total for per, _, total, _ in rates.values()]
-        if not full:
+        if not self.durations and (not rates or len(rates) < len(self.started)):
             return None
+        full = self.durations or [per * total for per, _, total, _ in rates.values()]
         mean = sum(full) / len(full)
 
         def left(tid: str) -> float:
