@@ -1,9 +1,10 @@
 """Small computations the pages need around crc_core (pure torch/numpy, no Streamlit): reading an uploaded
-image, the margin along a line, the spectrum of the margin Hessian, its per-layer (Lemma 1) terms and Theorem 4's
-bound on each of them."""
+image, the image cache key, the margin along a line, the spectrum of the margin Hessian, its per-layer (Lemma 1)
+terms and Theorem 4's bound on each of them."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import torch
 
 from crc_core.bounds import theorem4_terms
 from crc_core.errors import CRCError, DataError
-from crc_core.hessian import margin_hessian, margin_hessian_eigh
+from crc_core.hessian import as_dtype, margin_hessian, margin_hessian_eigh
 from crc_core.models import MLP
 
 # ------------------------------------------------------------------------------------------------ images
@@ -134,8 +135,9 @@ def _decode_picture(data: bytes, filename: str, steps: list[str]):
                         f"was refused before decoding, as a possible decompression bomb ({exc}).") from None
     except MemoryError:
         raise DataError(f"{filename} is too large to read into memory. Upload a smaller picture.") from None
-    except Exception as exc:  # UnidentifiedImageError, truncated data (OSError), broken headers, …
-        raise DataError(f"{filename} is not an image file this app can read ({exc}).") from None
+    except Exception:  # UnidentifiedImageError, truncated data (OSError), broken headers, …: no internals shown
+        raise DataError(f"{filename} is not an image file this app can read: it is another kind of file, or a "
+                        "damaged picture. Upload a PNG, JPEG, BMP, GIF or WebP picture, or a .npy array.") from None
 
 
 def _to_grey(im, steps: list[str]):
@@ -229,6 +231,13 @@ def _fit_square(grey) -> tuple[np.ndarray, np.ndarray, float]:
     return np.clip(small, 0.0, 1.0), (sq * 255).round().astype(np.uint8), background
 
 
+def image_key(content: torch.Tensor | bytes) -> str:
+    """The one cache key of an image (its pixels) or of an uploaded file (its bytes): a content hash, stable
+    across processes (unlike Python's salted ``hash``). Everything computed for an image is cached under it."""
+    raw = content if isinstance(content, bytes) else content.detach().cpu().float().contiguous().numpy().tobytes()
+    return hashlib.sha1(raw).hexdigest()[:16]
+
+
 def to_png_array(x: torch.Tensor) -> np.ndarray:
     """(784,) in [0, 1] -> (28, 28) uint8 for st.image."""
     return (x.detach().cpu().reshape(28, 28).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
@@ -288,8 +297,7 @@ def spectrum(model: MLP, x: torch.Tensor, y: int, t: int) -> Spectrum:
 @torch.no_grad()
 def layer_term_ranges(model: MLP, x: torch.Tensor, y: int, t: int) -> tuple[np.ndarray, np.ndarray]:
     """Lemma 1 per-layer terms of the margin Hessian at x: (smallest, largest) eigenvalue of each, (L−1,)."""
-    m64 = MLP.from_config(model.config()).to(dtype=torch.float64, device=model.layers[0].weight.device)
-    m64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    m64 = as_dtype(model, torch.float64)
     x64 = x.reshape(1, -1).to(m64.layers[0].weight.device, torch.float64)
     terms = margin_hessian(m64, x64, torch.tensor([y]), torch.tensor([t]), per_layer=True)  # (L-1, 1, D, D)
     ev = torch.linalg.eigvalsh(terms[:, 0])

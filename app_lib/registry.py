@@ -21,7 +21,7 @@ from typing import Any
 
 from crc_core.checkpoints import load_checkpoint, save_checkpoint
 from crc_core.errors import CheckpointError, UnsupportedActivationError
-from crc_core.models import MLP
+from crc_core.models import MLP, format_architecture
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_ENV = "CRC_MODELS_DIR"
@@ -90,9 +90,8 @@ def training_kind(meta: Mapping[str, Any]) -> str:
 
 
 def arch_text(arch: Mapping[str, Any]) -> str:
-    """e.g. ``"2×[256] softplus"``."""
-    widths = list(arch.get("widths", []))
-    return f"{len(widths) + 1}×[{','.join(map(str, widths))}] {arch.get('activation', '?')}"
+    """e.g. ``"2x[256] softplus"`` (crc_core's one architecture format)."""
+    return format_architecture(list(arch.get("widths", [])), str(arch.get("activation", "?")))
 
 
 def kind_text(meta: Mapping[str, Any]) -> str:
@@ -105,12 +104,42 @@ def kind_text(meta: Mapping[str, Any]) -> str:
     return {"standard": "standard", "unknown": "training unknown"}[kind]
 
 
+STAMP = re.compile(r"^(\d{8})-(\d{6})(?:-(.*))?$")  # save_trained's file names: <date>-<time>-<name>
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of ``text`` (at most 40 characters)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text.strip()).strip("-")[:40]
+
+
 def describe(ref: ModelRef, meta: Mapping[str, Any]) -> str:
-    """One line for the picker: ``"crt-2x256 · 2×[256] softplus · CRT γ=0.01 ε=0.5 (shipped)"``."""
+    """One line for the picker, what tells models apart first.
+
+    Shipped and uploaded: ``"crt-2x256 · 2x[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"``. Trained in
+    the app (file names differ only by a time stamp): ``"CRT γ=0.01 ε=0.5 · 08:52:43 · acc 81% · 2x[256] softplus
+    (trained)"`` (the date too when not today; the name given on the Train page, if any, after the time): the
+    sidebar shows only the start of a label, so what tells runs apart comes first.
+    """
     arch = meta.get("architecture") or {}
     acc = (meta.get("metrics") or {}).get("test_accuracy")
     acc_txt = f" · acc {acc:.0%}" if isinstance(acc, (int, float)) else ""
-    return f"{ref.name} · {arch_text(arch)} · {kind_text(meta)}{acc_txt} ({ref.source})"
+    stamp = trained_stamp(ref, meta)
+    if stamp is None:
+        return f"{ref.name} · {arch_text(arch)} · {kind_text(meta)}{acc_txt} ({ref.source})"
+    return f"{kind_text(meta)} · {stamp}{acc_txt} · {arch_text(arch)} (trained)"
+
+
+def trained_stamp(ref: ModelRef, meta: Mapping[str, Any]) -> str | None:
+    """For a model saved by the Train page: when it was saved, ``"08:52:43"`` (``"Nov 30 08:52"`` before today),
+    plus the name given on the page, if any (None for other models)."""
+    stamp = STAMP.match(ref.name) if ref.source == "trained" else None
+    if stamp is None:
+        return None
+    at = _dt.datetime.strptime(stamp[1] + stamp[2], "%Y%m%d%H%M%S")
+    when = at.strftime("%H:%M:%S" if at.date() == _dt.date.today() else "%b %d %H:%M")
+    name = stamp[3] or ""
+    given = f" · {name}" if name and name != slug(str(meta.get("label") or "")) and name != "model" else ""
+    return f"{when}{given}"
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -137,10 +166,19 @@ def check_usable(model: MLP) -> None:
         )
 
 
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # zip, or a legacy pickle
+
+
 def load_upload(data: bytes, filename: str) -> tuple[ModelRef, MLP, dict[str, Any]]:
-    """Validate an uploaded checkpoint (bytes) -> (ref, model, metadata). Never executes code in the file."""
+    """Validate an uploaded checkpoint (bytes) -> (ref, model, metadata). Never executes code in the file.
+
+    Messages name the file as uploaded (never the temporary path) and say what the file is in plain words.
+    """
     if not data:
         raise CheckpointError(f"{filename}: the uploaded file is empty.")
+    if not data.startswith(_TORCH_MAGIC):
+        raise CheckpointError(f"{filename!r} is not a readable PyTorch file: it is neither the zip archive nor the "
+                              "pickle that torch.save writes (a text file or another format?).")
     sha = hashlib.sha256(data).hexdigest()[:12]
     with tempfile.TemporaryDirectory(prefix="crc-upload-") as tmp:
         path = Path(tmp) / "upload.pt"
@@ -148,21 +186,33 @@ def load_upload(data: bytes, filename: str) -> tuple[ModelRef, MLP, dict[str, An
         try:
             model, meta = load_checkpoint(path, map_location="cpu")
         except CheckpointError as exc:
-            raise CheckpointError(str(exc).replace(str(path), f"The uploaded file {filename!r}")) from None
+            raise CheckpointError(_plain(str(exc), str(path), filename)) from None
     check_usable(model)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(filename).stem)[:40] or "upload"
+    stem = slug(Path(filename).stem) or "upload"
     ref = ModelRef(f"uploaded:{stem}-{sha}", "uploaded", None, f"upload|{sha}")
     return ref, model, meta
+
+
+def _plain(msg: str, path: str, filename: str) -> str:
+    """A checkpoint loader's message about ``path`` -> one about the uploaded ``filename``, without internals."""
+    if msg.startswith(f"Refused to load {path}:"):
+        return (f"{filename!r} contains code or objects other than tensors, so it was not opened (nothing in it was "
+                "run). A CRC Explorer checkpoint holds only tensors and text.")
+    if msg.startswith(f"{path} is not a readable PyTorch file"):
+        return f"{filename!r} is not a readable PyTorch file: it is corrupt or truncated."
+    if msg.startswith(f"{path} is corrupt or truncated"):
+        return f"{filename!r} is corrupt or truncated."
+    return msg.replace(path, repr(filename))
 
 
 def save_trained(model: MLP, metadata: Mapping[str, Any], name: str | None = None) -> Path:
     """Save a model trained in the app into :func:`runs_dir` under a unique, readable file name."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", (name or "").strip()).strip("-")[:40]
+    tail = slug(name or "") or "model"
     folder = runs_dir()
-    path = folder / f"{stamp}-{slug or 'model'}.pt"
+    path = folder / f"{stamp}-{tail}.pt"
     i = 1
     while path.exists():
-        path = folder / f"{stamp}-{slug or 'model'}-{i}.pt"
+        path = folder / f"{stamp}-{tail}-{i}.pt"
         i += 1
     return save_checkpoint(path, model, dict(metadata))

@@ -1,6 +1,6 @@
 """Plotly figures of 2-D decision-region slices (crc_core.slices): pure functions, a slice in, ``go.Figure`` out.
 
-The visual language is the Home page's cartoon (crc_core.plots.certificate_sketch): x0 a black dot, x_b a red cross,
+The visual language is the Home page's cartoon (app_lib.plots.certificate_sketch): x0 a black dot, x_b a red cross,
 the decision boundary a red line, the certified ball a green disc with a dashed radius to x_b, ρ in orange.
 Here the regions are coloured by the class the model predicts (pale colours, one per class, shared colour bar),
 and hovering a point shows its class and margin.
@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from crc_core.plots import COLORS, as_numpy
+from app_lib.plots import COLORS, as_numpy
 from crc_core.slices import DecisionSlice
 
 __all__ = ["CIRCLE_POINTS", "SLICE_CAPTION", "class_colorscale", "slice_figure", "slice_pair_figure"]

@@ -1,9 +1,10 @@
 """Streamlit glue shared by every page: page set-up, the model picker, caches, the heavy-job lock, errors.
 
-Conventions (docs/DESIGN.md §4): shipped models and datasets are cached with ``st.cache_resource`` (read-only,
-never mutate them); the picker's choice lives in ``st.session_state`` so every page sees the same model; one
-heavy job at a time per process (:func:`heavy_lock`; training runs wait in line for it,
-:func:`train_queue`); errors become readable ``st.error`` boxes (:func:`guard`).
+Conventions (the design notes, "The app"): shipped models and datasets are cached with ``st.cache_resource``
+(read-only, never mutate them); the picker's choice lives in ``st.session_state`` so every page sees the same model;
+one heavy job at a time per process (:func:`heavy_lock`; training runs wait in line for it, :func:`train_queue`; a
+curvature survey waits its turn, :func:`curvature_survey`); errors become readable ``st.error`` boxes
+(:func:`guard`).
 """
 
 from __future__ import annotations
@@ -99,25 +100,6 @@ def orphan_after() -> float:
         return jobs.ORPHAN_AFTER
 
 
-@contextlib.contextmanager
-def heavy_job(what: str) -> Iterator[None]:
-    """Hold :func:`heavy_lock` for a job that runs in the script; raise a readable CRCError when busy.
-
-    Unlike training runs (which wait in :func:`train_queue`'s line), a job inside the script cannot wait: the
-    script would hold the user's page. It is refused, with the number of runs in the line.
-    """
-    lock = heavy_lock()
-    if not lock.acquire(timeout=0.5):
-        n = len(train_queue())
-        line = f", and {n} training run{'s wait' if n != 1 else ' waits'} in line after it" if n else ""
-        raise CRCError(f"Another heavy job (e.g. a training run) is using the machine{line}, so {what} has to "
-                       "wait. Try again when it has finished, or stop it on the Train page.")
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _load_file_model(key: str, _ref: ModelRef) -> tuple[MLP, dict[str, Any]]:
     model, meta = registry.load(_ref)
@@ -193,21 +175,25 @@ def add_upload(data: bytes, filename: str) -> ModelRef:
 
 def _catalogue() -> tuple[list[str], dict[str, ModelRef], dict[str, str], dict[str, str]]:
     """All pickable models -> (ids in display order, refs, labels, load errors)."""
+    refs, metas, errors = _catalogue_metas()
+    labels = {i: registry.describe(refs[i], metas[i]) for i in refs}
+    return list(refs), refs, labels, errors
+
+
+def _catalogue_metas() -> tuple[dict[str, ModelRef], dict[str, dict[str, Any]], dict[str, str]]:
     refs: dict[str, ModelRef] = {}
-    labels: dict[str, str] = {}
+    metas: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     for ref, _model, meta in uploads().values():
-        refs[ref.id] = ref
-        labels[ref.id] = registry.describe(ref, meta)
+        refs[ref.id], metas[ref.id] = ref, meta
     for ref in registry.discover():
         try:
             _m, meta = _load_file_model(ref.key, ref)
         except CRCError as exc:
             errors[ref.id] = str(exc)
             continue
-        refs[ref.id] = ref
-        labels[ref.id] = registry.describe(ref, meta)
-    return list(refs), refs, labels, errors
+        refs[ref.id], metas[ref.id] = ref, meta
+    return refs, metas, errors
 
 
 def _default_model(ids: Sequence[str], refs: dict[str, ModelRef]) -> str:
@@ -263,10 +249,27 @@ def current_device() -> torch.device:
     return torch.device(st.session_state.get("crc_device_resolved", "cpu"))
 
 
-PAGES = (("app.py", "Home", ":material/home:"), ("pages/1_Train.py", "Train", ":material/model_training:"),
-         ("pages/2_Certify.py", "Certify", ":material/verified_user:"),
-         ("pages/3_Curvature.py", "Curvature", ":material/monitoring:"),
-         ("pages/4_Hessian.py", "Hessian", ":material/scatter_plot:"))
+@dataclass(frozen=True)
+class Page:
+    """One entry of the app's page list: file, title, icon, and one line saying what it is for."""
+
+    path: str
+    label: str
+    icon: str
+    blurb: str
+
+
+PAGES = (
+    Page("app.py", "Home", ":material/home:", "What a curvature certificate is; the model every page uses."),
+    Page("pages/2_Certify.py", "Certify", ":material/verified_user:",
+         "Start here: pick a test image and see its certified radius, closest boundary point and an attack at ρ."),
+    Page("pages/3_Curvature.py", "Curvature", ":material/monitoring:",
+         "Curvature bounds K_ub vs the curvature measured at test images K_lb, per class pair and across models."),
+    Page("pages/4_Hessian.py", "Hessian", ":material/scatter_plot:",
+         "All eigenvalues of the margin Hessian at one image, against the global bounds."),
+    Page("pages/1_Train.py", "Train", ":material/model_training:",
+         "Train a small network (standard, γ-regularized or CRT) with live curves; stop any time."),
+)  # the one page list: the sidebar links and the Home page's tool cards
 
 
 def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bool = True) -> Ctx | None:
@@ -277,11 +280,8 @@ def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bo
     st.set_page_config(page_title=f"{title} · CRC Explorer", page_icon=icon, layout="wide")
     with st.sidebar:
         st.markdown("## CRC Explorer")
-        for path, label, page_icon in PAGES:
-            try:
-                st.page_link(path, label=label, icon=page_icon)
-            except Exception:  # a page run on its own (not through app.py) has no links to the others
-                log.debug("no page link for %s", path)
+        for p in PAGES:
+            page_link(p)
         st.divider()
     sb = st.sidebar.container()  # model and dataset first, device below
     device = _device_picker(st.sidebar.container())
@@ -293,8 +293,8 @@ def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bo
         sb.info("No model yet. Train one on the **Train** page or upload a checkpoint on the **Home** page.")
         if require_model:
             st.title(title)
-            st.info("There is no model to work with yet: train one on the **Train** page (about a minute on a "
-                    "CPU) or upload a CRC Explorer checkpoint on the **Home** page.")
+            st.info("There is no model to work with yet: train one on the **Train** page (the "
+                    "defaults take under a minute on a CPU) or upload a CRC Explorer checkpoint on the **Home** page.")
             st.stop()
         return None
     pick = persistent_selectbox("Model used by every page", ids, MODEL_KEY, _default_model(ids, refs),
@@ -323,10 +323,43 @@ def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bo
     return None
 
 
+def page_link(p: Page, *, with_blurb: bool = False) -> None:
+    """A link to page ``p`` (and its one-line description); nothing when the page runs on its own."""
+    try:
+        st.page_link(p.path, label=p.label, icon=p.icon)
+    except Exception:  # a page run on its own (not through app.py) has no links to the others
+        log.debug("no page link for %s", p.path)
+        return
+    if with_blurb:
+        st.caption(p.blurb)
+
+
 def explain(text: str, title: str = "What am I looking at?", expanded: bool = False) -> None:
     """A short explanation for newcomers, in an expander."""
     with st.expander(title, expanded=expanded, icon=":material/lightbulb:"):
         st.markdown(text)
+
+
+_THUMB_CSS = """<style>
+[class*="st-key-thumb_"] { position: relative; gap: 0; }
+[class*="st-key-thumb_"] [data-testid="stImage"] img { border-radius: 4px; }
+[class*="st-key-pick_"] { position: absolute; inset: 0; z-index: 2; width: 100% !important; height: 100%; }
+[class*="st-key-pick_"] > div, [class*="st-key-pick_"] [data-testid="stButton"], [class*="st-key-pick_"] button {
+  width: 100% !important; height: 100%; }
+[class*="st-key-pick_"] button { background: transparent; border: 2px solid transparent; align-items: flex-start;
+  justify-content: flex-start; padding: 0 3px; min-height: 0; }
+[class*="st-key-pick_"] button p { font-size: 0.75rem; background: rgba(255,255,255,0.85); color: #333;
+  border-radius: 3px; padding: 0 3px; }
+[class*="st-key-pick_"] button:hover { border-color: #ff4b4b; background: rgba(255,75,75,0.10); }
+[class*="st-key-pick_"] button[kind="primary"], [class*="st-key-pick_"] button[data-testid="stBaseButton-primary"] {
+  border-color: #ff4b4b; background: rgba(255,75,75,0.15); }
+</style>"""
+
+
+def clickable_thumbnails() -> None:
+    """Make every gallery thumbnail (a container keyed ``thumb_<i>`` holding an image and a button keyed
+    ``pick_<i>``) clickable as a whole: the button is laid over the picture and its caption."""
+    st.markdown(_THUMB_CSS, unsafe_allow_html=True)
 
 
 def plot(fig: Any, key: str | None = None) -> None:
@@ -340,22 +373,63 @@ UPLOAD_IMAGE_KEY = "crc_image_upload"  # (name, tensor (784,)) of an image uploa
 USE_UPLOAD_KEY = "crc_use_upload"  # True when the uploaded image is the picked one
 
 
-def picked_image(ds: Dataset) -> tuple[torch.Tensor, int | None, str]:
-    """The image picked on the Certify page (or test image 0) -> (x (784,), true label or None, description)."""
+@dataclass(frozen=True)
+class Picked:
+    """The image the pages work on: x (784,) in [0, 1]; its true label (None for an upload); a description;
+    ``key`` (a content hash, :func:`app_lib.analysis.image_key`: the cache key of everything computed for it);
+    ``index`` in the test set (None for an upload)."""
+
+    x: torch.Tensor
+    label: int | None
+    what: str
+    key: str
+    index: int | None
+
+
+def picked_image(ds: Dataset) -> Picked:
+    """The image picked on the Certify page (or test image 0)."""
+    from app_lib.analysis import image_key
+
     up = st.session_state.get(UPLOAD_IMAGE_KEY)
     if st.session_state.get(USE_UPLOAD_KEY) and up is not None:
-        return up[1], None, f"uploaded image {up[0]}"
-    i = int(st.session_state.get(IMAGE_KEY, 0))
-    if not 0 <= i < len(ds):
+        return Picked(up[1], None, f"uploaded image {up[0]}", image_key(up[1]), None)
+    i = st.session_state.get(IMAGE_KEY, 0)
+    if not isinstance(i, int) or not 0 <= i < len(ds):
         i = 0
         st.session_state[IMAGE_KEY] = 0
-    return ds.images[i], int(ds.labels[i]), f"test image #{i}"
+    x = ds.images[i]
+    return Picked(x, int(ds.labels[i]), f"test image #{i}", image_key(x), i)
+
+
+def pick_test_image(i: int) -> None:
+    """Make test image ``i`` the picked image (the uploaded one stays available)."""
+    st.session_state[IMAGE_KEY] = int(i)
+    st.session_state[USE_UPLOAD_KEY] = False
+
+
+def use_uploaded_image(name: str, x: torch.Tensor) -> None:
+    """Make an uploaded image the picked one (once per new file: a later switch back to test images stays)."""
+    prev = st.session_state.get(UPLOAD_IMAGE_KEY)
+    if prev is None or prev[0] != name or not torch.equal(prev[1], x):
+        st.session_state[UPLOAD_IMAGE_KEY] = (name, x)
+        st.session_state[USE_UPLOAD_KEY] = True
+
+
+def forget_uploaded_image() -> None:
+    """Drop the uploaded image (e.g. after a refused upload), so that no stale result stays on screen."""
+    st.session_state.pop(UPLOAD_IMAGE_KEY, None)
+    st.session_state[USE_UPLOAD_KEY] = False
 
 
 def catalogue_labels() -> dict[str, str]:
     """id -> picker label of every model that loads."""
     ids, _refs, labels, _errors = _catalogue()
     return {i: labels[i] for i in ids}
+
+
+def catalogue_metadata() -> dict[str, dict[str, Any]]:
+    """id -> checkpoint metadata of every model that loads (picker order)."""
+    return _catalogue_metas()[1]
 
 
 def model_by_id(model_id: str, device: torch.device) -> tuple[ModelRef, MLP, dict[str, Any]]:
@@ -384,20 +458,46 @@ def _survey_store() -> dict[tuple[str, str, int, str], Any]:
     return {}
 
 
-def measured_curvature(key: str, model: MLP, dataset: str, n_images: int, device: torch.device, label: str = ""
-                       ) -> Any:
-    """K_lb per pair (crc_core.curvature_stats) over the first ``n_images`` test images, computed once per model
-    and kept for the process; shows a progress bar and holds the heavy-job lock while computing."""
-    from crc_core.curvature_stats import measured_curvature as _measure
+def heavy_busy() -> bool:
+    """True while another heavy job (a training run, a survey) holds the machine."""
+    return heavy_lock().locked()
+
+
+def curvature_survey(key: str, model: MLP, dataset: str, n_images: int, device: torch.device, label: str = ""
+                     ) -> Any | None:
+    """:func:`crc_core.evaluate.curvature_table` (K_lb by power iteration beside the certification-grade K_ub, every
+    pair with at least one image) over the first ``n_images`` test images, computed once per model and kept for the
+    process. Holds the heavy-job lock while measuring; returns None, at once, when another heavy job holds it (the
+    caller shows what it has and asks again later: :func:`wait_for_machine`)."""
+    from crc_core.evaluate import curvature_table
 
     store = _survey_store()
     skey = (key, dataset, int(n_images), str(device))
-    if skey not in store:
+    if skey in store:
+        return store[skey]
+    lock = heavy_lock()
+    if not lock.acquire(blocking=False):
+        return None
+    try:
         ds = cached_test_set(dataset)
-        bar = st.progress(0.0, text=f"Measuring the curvature at {n_images} test images {label}…")
-        with heavy_job("the curvature survey"):
-            store[skey] = _measure(model, ds.images[:n_images].to(device),
-                                   progress=lambda d, n: bar.progress(d / n, text=f"Measuring curvature {label}: "
-                                                                                  f"{d}/{n} images"))
-        bar.empty()
+        with st.spinner(f"Measuring the curvature at {n_images} test images{' ' + label if label else ''}…"):
+            store[skey] = curvature_table(model, ds.images[:n_images].to(device), min_images=1, method="power",
+                                          bounds=bounds_table(key, "auto", str(device), model))
+    finally:
+        lock.release()
     return store[skey]
+
+
+def wait_for_machine(what: str, every: float = 2.0) -> None:
+    """Say that ``what`` waits for the machine, and rerun the page by itself once it is free."""
+    n = len(train_queue())
+    line = f" ({n} more training run{'s wait' if n != 1 else ' waits'} in line)" if n else ""
+    st.info(f"A training run is using the machine{line}: {what} waits its turn and appears here by itself when "
+            "it has finished. Everything else on this page is ready now.", icon=":material/hourglass_top:")
+
+    @st.fragment(run_every=every)
+    def _poll() -> None:
+        if not heavy_busy():
+            st.rerun()
+
+    _poll()

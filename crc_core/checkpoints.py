@@ -42,6 +42,7 @@ __all__ = [
     "FORMAT_VERSION",
     "load_checkpoint",
     "load_state_dict_file",
+    "model_record",
     "read_metadata",
     "run_record",
     "save_checkpoint",
@@ -387,6 +388,36 @@ def _round_floats(d: Mapping[str, Any], digits: int = 6) -> dict[str, Any]:
     return {k: (float(f"{v:.{digits}g}") if isinstance(v, float) and math.isfinite(v) else v) for k, v in d.items()}
 
 
+def model_record(*, dataset: str | None, kind: str, label: str, command: str | None, gamma: float | None = None,
+                 crt_eps: float | None = None, epochs: int | None = None, metrics: Mapping[str, Any] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata keys every model's record shares, whatever made the model (what model pickers and
+    ``crc_core info`` read); :func:`run_record` (a trained model) and
+    :func:`crc_core.importers.import_model` (an imported one, ``kind="imported"``) build on it.
+
+    Args:
+        dataset: "embedded", "fashion-mnist" or "mnist" (None when unknown).
+        kind: how the model came to be: a training kind ("standard", "gamma", "crt") or "imported".
+        label: one human-readable line, e.g. ``"2x[256] softplus, CRT γ=0.01 ε=0.5"``.
+        command: how to reproduce it (a command line, or which app page made it); None when unknown.
+        gamma, crt_eps, epochs: the training settings when known (None = unknown, not zero).
+        metrics: measured metrics of these weights ({} when none yet); floats keep 6 significant digits.
+        extra: more keys; they may not replace the ones above.
+
+    Returns a JSON-ready dict with those keys and ``torch_version``; ``save_checkpoint`` adds architecture, created
+    and crc_core_version. Raises CRCError when ``extra`` would replace a key.
+    """
+    record: dict[str, Any] = {
+        "dataset": dataset, "kind": kind, "gamma": gamma, "crt_eps": crt_eps, "epochs": epochs, "label": label,
+        "metrics": _round_floats(dict(metrics or {})), "command": command, "torch_version": torch.__version__,
+    }
+    clash = sorted(set(extra or {}) & set(record))
+    if clash:
+        raise CRCError(f"extra keys {clash} would replace the record's own keys.")
+    record.update(extra or {})
+    return record
+
+
 def run_record(config: TrainConfig, result: TrainResult, *, source: str, metrics: Mapping[str, Any] | None = None,
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint metadata of a training run; pass it to :func:`save_checkpoint` with ``result.model``.
@@ -400,8 +431,9 @@ def run_record(config: TrainConfig, result: TrainResult, *, source: str, metrics
             :func:`crc_core.train.final_metrics`, which evaluates the weights as they are.
         extra: more keys to store (e.g. ``{"dry_run": True}``); they may not replace the keys below.
 
-    Returns a JSON-ready dict with the keys dataset, kind, gamma (0 for standard), crt_eps (None unless CRT),
-    epochs (completed), label (:meth:`TrainConfig.describe`), metrics, command, config (:meth:`TrainConfig.to_dict`),
+    Returns a JSON-ready dict with the keys dataset, kind, gamma (0 unless gamma / CRT), crt_eps (None unless CRT),
+    kind_settings (:meth:`TrainConfig.kind_settings`: e.g. ε, steps, β of PGD / TRADES), epochs (completed),
+    label (:meth:`TrainConfig.describe`), metrics, command, config (:meth:`TrainConfig.to_dict`),
     stopped, train_seconds, device, torch_version and history = {"epochs": every epoch event, "steps": at most
     ``HISTORY_STEPS`` step events, evenly thinned}; events lose their "kind" key, floats keep 6 significant digits.
     ``save_checkpoint`` adds architecture, created and crc_core_version.
@@ -412,22 +444,18 @@ def run_record(config: TrainConfig, result: TrainResult, *, source: str, metrics
     def clean(e: Mapping[str, Any]) -> dict[str, Any]:
         return _round_floats({k: v for k, v in e.items() if k != "kind"})
 
-    record: dict[str, Any] = {
-        "dataset": config.dataset,
-        "kind": config.kind,
-        "gamma": config.gamma_used,
-        "crt_eps": config.crt_eps if config.kind == "crt" else None,
-        "epochs": len(epochs_done),
-        "label": config.describe(),
-        "metrics": _round_floats(dict(result.metrics if metrics is None else metrics)),
-        "command": source,
+    own = {
+        "kind_settings": config.kind_settings(),
         "config": config.to_dict(),
         "stopped": bool(result.stopped),
         "train_seconds": round(result.seconds, 2),
         "device": describe_device(result.model.layers[0].weight.device),
-        "torch_version": torch.__version__,
         "history": {"epochs": [clean(e) for e in epochs_done], "steps": [clean(e) for e in thin_events(steps)]},
     }
+    record = model_record(dataset=config.dataset, kind=config.kind, gamma=config.gamma_used,
+                          crt_eps=config.crt_eps if config.kind == "crt" else None, epochs=len(epochs_done),
+                          label=config.describe(), command=source,
+                          metrics=result.metrics if metrics is None else metrics, extra=own)
     clash = sorted(set(extra or {}) & set(record))
     if clash:
         raise CRCError(f"run_record: extra keys {clash} would replace the record's own keys.")

@@ -12,6 +12,22 @@ Sources, in the order :func:`load_dataset` tries them:
   cache folder (``$CRC_DATA_DIR`` or ``~/.cache/crc-explorer/data``); torchvision's download into that folder,
   only when torchvision imports. Otherwise a :class:`~crc_core.errors.DataError` says what to do.
 
+MNIST and Fashion-MNIST use the same IDX file names, so a folder's *layout* says which dataset it holds only when
+it is named: ``<root>/mnist`` or ``<root>/fashion-mnist``, torchvision's ``<root>/MNIST/raw`` or
+``<root>/FashionMNIST/raw`` (searched first, see :func:`dataset_dirs`). A *flat* folder (the files directly in
+``<root>`` or ``<root>/raw``) is told apart by content: the published splits have known class counts
+(:data:`PUBLISHED_LABEL_COUNTS`, :func:`identify_labels`). The rule:
+
+* a flat folder given explicitly (``root=``, or the Debian folder for Fashion-MNIST) is accepted for the dataset
+  asked for, unless its labels are the published split of the *other* dataset: then a DataError says so (loading
+  MNIST digits under Fashion-MNIST class names is never silent). Unidentified data (a subset, synthetic files) is
+  trusted to be what the caller named;
+* a flat cache folder (``$CRC_DATA_DIR``, holding both datasets in principle) is used for a dataset only when its
+  labels identify that dataset; put anything else in ``<cache>/mnist`` or ``<cache>/fashion-mnist``.
+
+Dataset names are case- and separator-insensitive with a few aliases (``"FashionMNIST"``, ``"fmnist"``):
+:func:`normalize_dataset_name` is the one place that spells them.
+
 The IDX reader (:func:`read_idx`) handles raw and gzip files and checks magic number, dimensions and size, so
 a missing, corrupt or truncated file gives a ``DataError`` and never a wrong array.
 """
@@ -34,19 +50,24 @@ import torch
 from .errors import DataError
 
 __all__ = [
+    "DATASET_ALIASES",
     "DATASET_NAMES",
     "DEBIAN_FASHION_MNIST",
     "EMBEDDED_DIR",
     "EMBEDDED_SUBSET",
     "FASHION_MNIST_CLASSES",
     "MNIST_CLASSES",
+    "PUBLISHED_LABEL_COUNTS",
     "Dataset",
     "DatasetInfo",
     "available_datasets",
+    "dataset_dirs",
     "embedded_dir",
     "find_idx_files",
+    "identify_labels",
     "load_dataset",
     "load_idx_folder",
+    "normalize_dataset_name",
     "read_idx",
     "shared_mnist_dir",
     "write_idx",
@@ -85,6 +106,19 @@ _CLASS_NAMES = {
     "mnist": MNIST_CLASSES,
 }
 _TORCHVISION_FOLDER = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
+# Other spellings of the dataset names (after lower-casing and "_" -> "-"); see normalize_dataset_name.
+DATASET_ALIASES: dict[str, str] = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist",
+                                   "fmnist": "fashion-mnist", "f-mnist": "fashion-mnist", "cifar-10": "cifar10"}
+# Class counts (labels 0..9) of the published splits: they identify a folder's dataset by content, since MNIST and
+# Fashion-MNIST share their file names. MNIST: LeCun et al.'s files; Fashion-MNIST: Xiao et al., balanced.
+PUBLISHED_LABEL_COUNTS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("mnist", "train"): (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    ("mnist", "test"): (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+    ("fashion-mnist", "train"): (6000,) * 10,
+    ("fashion-mnist", "test"): (1000,) * 10,
+}
+_FAMILY = {"embedded": "fashion-mnist"}  # the dataset whose images a dataset name holds
+_TITLE = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 _FILE_PREFIX = {"train": "train", "test": "t10k"}
 
 # IDX type byte -> big-endian numpy dtype
@@ -260,26 +294,75 @@ def _candidate_names(split: str, kind: str) -> list[str]:
     return [s + ext for s in stems for ext in (".gz", "")]
 
 
+def normalize_dataset_name(name: str) -> str:
+    """The canonical spelling of a dataset name: lower case, ``_`` -> ``-``, aliases resolved (:data:`DATASET_ALIASES`).
+
+    ``"MNIST"`` -> ``"mnist"``, ``"Fashion_MNIST"`` / ``"FashionMNIST"`` / ``"fmnist"`` -> ``"fashion-mnist"``; other
+    names come back normalized but unchecked (callers say which names they accept).
+    """
+    key = str(name).strip().lower().replace("_", "-")
+    return DATASET_ALIASES.get(key, key)
+
+
+def dataset_dirs(root: str | os.PathLike[str], name: str) -> list[Path]:
+    """The folders under ``root`` whose *name* says they hold dataset ``name``, in search order:
+    ``<root>/<name>``, ``<root>/<name>/raw``, torchvision's ``<root>/<MNIST|FashionMNIST>/raw`` and
+    ``<root>/<MNIST|FashionMNIST>``. Empty for a name without such folders (``"embedded"``)."""
+    root = Path(root)
+    if name not in _TORCHVISION_FOLDER:
+        return []
+    tv = root / _TORCHVISION_FOLDER[name]
+    return [root / name, root / name / "raw", tv / "raw", tv]
+
+
 def _search_dirs(root: Path, name: str | None) -> Iterator[Path]:
-    """``root`` itself, ``root/raw`` and torchvision's ``root/<FashionMNIST|MNIST>/raw`` layout."""
+    """The named folders of ``name`` (:func:`dataset_dirs`) first, then the flat ``root`` and ``root/raw``."""
+    yield from dataset_dirs(root, name) if name is not None else ()
     yield root
     yield root / "raw"
-    if name in _TORCHVISION_FOLDER:
-        yield root / _TORCHVISION_FOLDER[name] / "raw"
-        yield root / _TORCHVISION_FOLDER[name]
+
+
+def _find_in(folder: Path, split: str) -> tuple[Path, Path] | None:
+    images = next((folder / n for n in _candidate_names(split, "images") if (folder / n).is_file()), None)
+    labels = next((folder / n for n in _candidate_names(split, "labels") if (folder / n).is_file()), None)
+    return (images, labels) if images is not None and labels is not None else None
 
 
 def find_idx_files(
     root: str | os.PathLike[str], split: str, *, name: str | None = None
 ) -> tuple[Path, Path] | None:
-    """Return ``(images_path, labels_path)`` for ``split`` under ``root`` (see :func:`_search_dirs`), or None."""
+    """Return ``(images_path, labels_path)`` for ``split`` under ``root``, or None.
+
+    Looks in the named folders of ``name`` first (:func:`dataset_dirs`), then in ``root`` and ``root/raw``. By file
+    names only: the content checks of the module docstring are :func:`load_idx_folder`'s and :func:`load_dataset`'s.
+    """
     _check_split(split)
     for folder in _search_dirs(Path(root), name):
-        images = next((folder / n for n in _candidate_names(split, "images") if (folder / n).is_file()), None)
-        labels = next((folder / n for n in _candidate_names(split, "labels") if (folder / n).is_file()), None)
-        if images is not None and labels is not None:
-            return images, labels
+        found = _find_in(folder, split)
+        if found is not None:
+            return found
     return None
+
+
+def identify_labels(labels: np.ndarray) -> str | None:
+    """``"mnist"`` or ``"fashion-mnist"`` when ``labels`` (N,) has the class counts of a published split of that
+    dataset (:data:`PUBLISHED_LABEL_COUNTS`); None for anything else (a subset, a reordering is fine; other data)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or labels.min() < 0 or labels.max() >= 10:
+        return None
+    counts = tuple(int(c) for c in np.bincount(labels.astype(np.int64), minlength=10))
+    return next((ds for (ds, _split), want in PUBLISHED_LABEL_COUNTS.items() if counts == want), None)
+
+
+def _check_content(labels: np.ndarray, labels_path: Path, name: str, split: str) -> None:
+    """DataError when the labels are the published split of another dataset than ``name``."""
+    found_as, claimed = identify_labels(labels), _FAMILY.get(name, name)
+    if found_as is not None and claimed in _TITLE and found_as != claimed:
+        raise DataError(
+            f"{labels_path} holds the published {_TITLE[found_as]} labels, not {_TITLE[claimed]}'s (the two use the "
+            f"same file names): load it as {found_as!r}, or keep each dataset in its own folder "
+            f"(<root>/{claimed}, <root>/{found_as})."
+        )
 
 
 def _check_split(split: str) -> None:
@@ -296,9 +379,10 @@ def load_idx_folder(
     limit: int | None = None,
     source: str | None = None,
 ) -> Dataset:
-    """Load one split from a folder of IDX files (28x28 uint8 images, uint8 labels).
+    """Load one split from a folder of IDX files (28x28 uint8 images, uint8 labels), found by :func:`find_idx_files`.
 
-    Raises :class:`DataError` when the files are missing, corrupt, or disagree (count, label range, image size).
+    Raises :class:`DataError` when the files are missing, corrupt, or disagree (count, label range, image size), and
+    when their labels are the published split of another dataset than ``name`` (:func:`identify_labels`).
     """
     root = Path(root)
     found = find_idx_files(root, split, name=name)
@@ -318,6 +402,7 @@ def load_idx_folder(
         raise DataError(
             f"{labels_path} holds {labels.dtype} of shape {labels.shape}; expected uint8 labels (N,)."
         )
+    _check_content(labels, labels_path, name, split)
     if labels.shape[0] != images.shape[0]:
         raise DataError(
             f"{images_path.name} has {images.shape[0]} images but {labels_path.name} has {labels.shape[0]} labels."
@@ -370,6 +455,30 @@ def _torchvision_download(name: str, split: str, root: Path) -> tuple[Path, Path
     return find_idx_files(root, split, name=name)
 
 
+def _identify_file(labels_path: Path) -> str | None:
+    try:
+        return identify_labels(read_idx(labels_path))
+    except DataError:  # a corrupt file identifies nothing; loading it gives the real error
+        return None
+
+
+def _files_in(folder: Path, name: str, split: str, *, flat: str) -> tuple[Path, Path] | None:
+    """The IDX files of ``name``/``split`` in a folder found, not given by the caller (the module docstring's rule).
+
+    Named folders (:func:`dataset_dirs`) and, with ``flat="unless-other"``, the flat folder are used unless their
+    labels identify the other dataset; with ``flat="identified"`` the flat folder only when they identify ``name``.
+    """
+    for folder_ in (*dataset_dirs(folder, name), folder, folder / "raw"):
+        found = _find_in(folder_, split)
+        if found is None:
+            continue
+        found_as = _identify_file(found[1])
+        is_flat = folder_ in (folder, folder / "raw")
+        if found_as == name or (found_as is None and not (is_flat and flat == "identified")):
+            return found
+    return None
+
+
 def load_dataset(
     name: str = "embedded",
     split: str = "test",
@@ -380,13 +489,10 @@ def load_dataset(
 
     ``limit`` keeps the first ``limit`` examples (files are in their published order; the embedded subset is
     stratified and shuffled, so any prefix of it is roughly balanced). See the module docstring for the search
-    order; ``root`` (a folder of IDX files, torchvision's layout also accepted) is tried first and, when given,
-    is also where torchvision downloads to.
+    order and how MNIST and Fashion-MNIST are told apart; ``root`` (a folder of IDX files: flat, ``<root>/<name>``
+    or torchvision's layout) is tried first and, when given, is also where torchvision downloads to.
     """
-    key = str(name).strip().lower().replace("_", "-")
-    key = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist"}.get(
-        key, key
-    )
+    key = normalize_dataset_name(name)
     _check_split(split)
     if limit is not None:
         _check_limit(limit)
@@ -404,45 +510,50 @@ def load_dataset(
         source = f"embedded Fashion-MNIST subset, assets/data/{EMBEDDED_SUBSET} ({split})"
         return load_idx_folder(EMBEDDED_DIR, split, name="embedded", limit=limit, source=source)
 
-    folders: list[Path] = []
-    if root is not None:
-        folders.append(Path(root).expanduser())
+    if root is not None:  # given explicitly: a flat folder is trusted unless its content says otherwise
+        folder = Path(root).expanduser()
+        found = find_idx_files(folder, split, name=key)
+        folders = [folder]
     else:
-        if key == "fashion-mnist":
-            folders.append(DEBIAN_FASHION_MNIST)
+        folders = [DEBIAN_FASHION_MNIST] if key == "fashion-mnist" else []
         folders.append(_cache_dir())
-    for folder in folders:
-        if find_idx_files(folder, split, name=key) is not None:
-            return load_idx_folder(folder, split, name=key, limit=limit)
-
-    target = folders[0] if root is not None else _cache_dir()
-    if _torchvision_download(key, split, target) is not None:
-        return load_idx_folder(target, split, name=key, limit=limit)
+        rules = ["unless-other"] * (len(folders) - 1) + ["identified"]
+        found = next((f for d, r in zip(folders, rules, strict=True) if (f := _files_in(d, key, split, flat=r))),
+                     None)
+    if found is None:
+        target = folders[0] if root is not None else _cache_dir()
+        found = _torchvision_download(key, split, target)
+    if found is not None:
+        return load_idx_folder(found[0].parent, split, name=key, limit=limit)
 
     where = ", ".join(str(f) for f in folders)
     hint = "install the Debian package dataset-fashion-mnist, " if key == "fashion-mnist" else ""
     raise DataError(
-        f"Could not find the {key} {split} split (looked in {where}; torchvision is unavailable or offline). "
-        f"To fix: {hint}pass root=<folder with the IDX files>, set CRC_DATA_DIR, or use the 'embedded' dataset."
+        f"Could not find the {key} {split} split (looked in {where}, in <folder>/{key} and torchvision's layout; "
+        f"torchvision is unavailable or offline). To fix: {hint}pass root=<folder with the IDX files>, put them in "
+        f"$CRC_DATA_DIR/{key}, or use the 'embedded' dataset."
     )
 
 
 def available_datasets() -> list[DatasetInfo]:
-    """Datasets loadable right now without network access (the embedded subset first).
+    """Datasets loadable right now without network access (the embedded subset first), with the splits present.
 
-    Looks in the same places as :func:`load_dataset` with ``root=None`` (not in ``../shared``: that MNIST test set
-    is for tests and benchmarks, see :func:`shared_mnist_dir`).
+    Looks in the same places, with the same rules, as :func:`load_dataset` with ``root=None`` (not in ``../shared``:
+    that MNIST test set is for tests and benchmarks, see :func:`shared_mnist_dir`). A dataset is listed once, from
+    the first place that has any of its splits.
     """
     found: list[DatasetInfo] = []
 
-    def add(name: str, folder: Path, label: str) -> None:
-        splits = tuple(s for s in SPLITS if find_idx_files(folder, s, name=name) is not None)
-        if splits:
-            found.append(DatasetInfo(name, splits, f"{label} ({folder})"))
+    def add(name: str, folder: Path, label: str, flat: str) -> None:
+        files = {s: f for s in SPLITS if (f := _files_in(folder, name, s, flat=flat)) is not None}
+        if files and not any(info.name == name for info in found):
+            where = sorted({str(f[0].parent) for f in files.values()})
+            found.append(DatasetInfo(name, tuple(files), f"{label} ({', '.join(where)})"))
 
-    add("embedded", EMBEDDED_DIR, "embedded Fashion-MNIST subset")
-    add("fashion-mnist", DEBIAN_FASHION_MNIST, "Debian dataset-fashion-mnist")
+    splits = tuple(s for s in SPLITS if find_idx_files(EMBEDDED_DIR, s) is not None)
+    if splits:
+        found.append(DatasetInfo("embedded", splits, f"embedded Fashion-MNIST subset ({EMBEDDED_DIR})"))
+    add("fashion-mnist", DEBIAN_FASHION_MNIST, "Debian dataset-fashion-mnist", "unless-other")
     for name in ("fashion-mnist", "mnist"):
-        if not any(info.name == name for info in found):
-            add(name, _cache_dir(), "local cache")
+        add(name, _cache_dir(), "local cache", "identified")
     return found

@@ -18,8 +18,10 @@ Safety, in this order, before any tensor is allocated or any pickle is run by to
 3. only then ``torch.load(weights_only=True)`` reads the file, and the tensors must match what the scan declared.
 
 Then the layout is recognised (:func:`inspect_foreign`), checked against the dataset (:func:`import_model`) and
-written with :func:`crc_core.checkpoints.save_checkpoint` (:func:`import_checkpoint`), with a run record saying
-where it came from (``metadata["source"]``: file name, SHA-256, original key names, parsed name fields).
+written with :func:`crc_core.checkpoints.save_checkpoint` (:func:`import_checkpoint`), with a record shaped like a
+trained model's (:func:`crc_core.checkpoints.model_record`, ``kind="imported"``, the training only as far as an
+official name states it) saying where it came from (``metadata["source"]``: file name, SHA-256, original key
+names, parsed name fields). ``python -m crc_core import`` (crc_core/cli/import_.py) is the command line for it.
 Every refusal is a :class:`~crc_core.errors.CheckpointError` (a ValueError) naming the problem; nothing is written.
 
 Example::
@@ -50,13 +52,14 @@ from typing import Any
 import torch
 
 from .activations import CURVATURE_ACTIVATIONS
-from .checkpoints import FORMAT_TAG, save_checkpoint
-from .data import FASHION_MNIST_CLASSES, MNIST_CLASSES
+from .checkpoints import FORMAT_TAG, model_record, save_checkpoint
+from .data import FASHION_MNIST_CLASSES, MNIST_CLASSES, normalize_dataset_name
 from .errors import CheckpointError, CRCError
 from .models import MLP
 
 __all__ = [
     "DATASET_SHAPES",
+    "IMPORTED_KIND",
     "MAX_IMPORT_BYTES",
     "WRAPPER_KEYS",
     "FileScan",
@@ -70,6 +73,7 @@ __all__ = [
     "normalize_dataset",
     "parse_official_name",
     "scan_torch_file",
+    "training_from_name",
 ]
 
 # Far above the paper's largest net (4x[1024] on 784 inputs: 2.9M float32 parameters, 11.5 MB), far below what would
@@ -83,9 +87,10 @@ MAX_ZIP_ENTRIES = 10_000
 # (input size, number of classes) of each dataset a model can be imported for: 28x28 grey images (raw pixels).
 DATASET_SHAPES: dict[str, tuple[int, int]] = {"mnist": (28 * 28, len(MNIST_CLASSES)),
                                               "fashion-mnist": (28 * 28, len(FASHION_MNIST_CLASSES))}
-_DATASET_ALIASES = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist",
-                    "embedded": "fashion-mnist", "cifar-10": "cifar10"}
 
+# metadata["kind"] of an imported model (trained models have "standard" / "gamma" / "crt"): crc_core did not train
+# it, so its training is only what the file name says (metadata["trained_kind"]).
+IMPORTED_KIND = "imported"
 # Keys under which training scripts commonly wrap a state dict, most specific first.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "state")
 
@@ -411,9 +416,10 @@ def _model_stem(name: str) -> str:
 
 
 def normalize_dataset(name: str) -> str:
-    """'MNIST' -> 'mnist', 'fashion_mnist' / 'fmnist' / 'embedded' -> 'fashion-mnist' (others lower-cased)."""
-    key = str(name).strip().lower().replace("_", "-")
-    return _DATASET_ALIASES.get(key, key)
+    """The dataset a model is for: :func:`crc_core.data.normalize_dataset_name` ('MNIST' -> 'mnist', 'fmnist' ->
+    'fashion-mnist'), with 'embedded' (the shipped Fashion-MNIST subset) -> 'fashion-mnist'."""
+    key = normalize_dataset_name(name)
+    return "fashion-mnist" if key == "embedded" else key
 
 
 def parse_official_name(name: str | os.PathLike[str]) -> NameHints | None:
@@ -700,14 +706,27 @@ def _import(path: str | os.PathLike[str], activation: str | None, dataset: str |
     ds = normalize_dataset(ds)
     _check_fits(foreign, ds, hints.depth if hints else None)
     model = _build_model(foreign, tensors, act)
-    metadata: dict[str, Any] = {
-        "name": name or (hints.stem if hints else _model_stem(foreign.path.name)),
-        "dataset": ds,
-        "gamma": hints.gamma if hints else None,
-        "crt_eps": hints.attack_eps if hints and hints.attack_norm == "L2" else None,
-        "source": _source_record(foreign, act_from, ds_from),
-    }
+    trained_kind, gamma, crt_eps = training_from_name(hints)
+    training = (f"CRT γ={gamma:g} ε={crt_eps:g}" if trained_kind == "crt" and crt_eps is not None
+                else f"γ={gamma:g}" if gamma is not None else None)
+    label = (f"{model.describe()}, {training} (imported; training read from the file name)" if training
+             else f"{model.describe()} (imported; training unknown)")
+    metadata = model_record(
+        dataset=ds, kind=IMPORTED_KIND, label=label, command=None, gamma=gamma, crt_eps=crt_eps,
+        extra={"name": name or (hints.stem if hints else _model_stem(foreign.path.name)),
+               "trained_kind": trained_kind, "source": _source_record(foreign, act_from, ds_from)})
     return model, metadata, foreign
+
+
+def training_from_name(hints: NameHints | None) -> tuple[str | None, float | None, float | None]:
+    """(training kind, γ, CRT ε) an official file name states: ``..._L2_<eps>_EIGEN_<gamma>`` -> ("crt", gamma, eps)
+    (curvature-regularized training against l2 attacks of radius eps, the paper's CRT); a regularizer alone ->
+    ("gamma", gamma, None); anything else -> (None, None, None): unknown, never guessed as standard training."""
+    if hints is None or hints.gamma is None:
+        return None, None, None
+    if hints.attack_norm == "L2" and hints.attack_eps is not None:
+        return "crt", hints.gamma, hints.attack_eps
+    return "gamma", hints.gamma, None
 
 
 def import_model(path: str | os.PathLike[str], *, activation: str | None = None, dataset: str | None = None,
@@ -716,8 +735,13 @@ def import_model(path: str | os.PathLike[str], *, activation: str | None = None,
 
     ``activation`` / ``dataset`` default to the official file name's fields and are required when the name has
     none. The weights must fit the dataset (784 inputs, 10 classes for mnist / fashion-mnist) and the name's depth.
-    The metadata has ``dataset``, ``name`` (default: the file name without extension), ``gamma`` / ``crt_eps``
-    from the name when present, and ``source`` (see the module docstring). Raises CheckpointError; runs nothing.
+    The metadata is a :func:`crc_core.checkpoints.model_record` (the keys a trained model's record has) with
+    ``kind="imported"`` (how the model came here: it was not trained by crc_core), ``dataset``, ``label`` (e.g.
+    ``"2x[1024] softplus, CRT γ=0.005 ε=1.58 (imported; training read from the file name)"``), ``gamma`` /
+    ``crt_eps`` / ``trained_kind`` as the official name states them (:func:`training_from_name`; None = unknown),
+    ``command`` None (:func:`import_checkpoint`'s callers set it), ``epochs`` None, ``metrics`` {}, plus ``name``
+    (default: the file name without extension) and ``source`` (file, SHA-256, original keys...: see the module
+    docstring). Raises CheckpointError; runs nothing.
     """
     model, metadata, _ = _import(path, activation, dataset, name)
     return model, metadata

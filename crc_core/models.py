@@ -23,6 +23,7 @@ MAX_PARAMETERS = 200_000_000
 
 # Forward-only activations (no curvature bound): allowed so such models can be loaded and rejected clearly.
 _FORWARD_ONLY = {"relu": F.relu, "gelu": F.gelu, "elu": F.elu, "leaky_relu": F.leaky_relu}
+FORWARD_ONLY_ACTIVATIONS: tuple[str, ...] = tuple(_FORWARD_ONLY)
 
 
 def format_architecture(widths: Sequence[int], activation: str, *, in_dim: int | None = None,

@@ -43,8 +43,8 @@ def _train_small(widths: tuple[int, ...], kind: str, seed: int = 0) -> tuple[MLP
 def model_dir() -> Path:
     """A folder with three small checkpoints (built once per test session, ~2 s on a CPU):
 
-    ``small-crt.pt`` 2×[32] softplus γ-regularized (the picker's default: its name contains "crt"),
-    ``small-standard.pt`` 2×[32] softplus standard, ``small-deep.pt`` 3×[24,24] softplus standard.
+    ``small-crt.pt`` 2x[32] softplus γ-regularized (the picker's default: its name contains "crt"),
+    ``small-standard.pt`` 2x[32] softplus standard, ``small-deep.pt`` 3x[24,24] softplus standard.
     """
     folder = Path(tempfile.mkdtemp(prefix="crc-app-models-"))
     with torch.random.fork_rng():

@@ -2,7 +2,7 @@
 
 Every test asserts that no exception box appears. Models come from small checkpoints in a temporary folder
 ($CRC_MODELS_DIR), trained models go to another ($CRC_RUNS_DIR). The app helpers (registry, analysis, jobs) are
-tested directly at the end.
+tested directly at the end, followed by one test per finding of the browser walkthrough (issue 10).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_home_shows_picker_device_dataset(app_env):
     at = _page("app.py")
     picker = at.sidebar.selectbox(key="_w_crc_model_id")
     labels = " | ".join(picker.options)
-    for name in ("small-crt · 2×[32] softplus", "small-standard", "small-deep · 3×[24,24] softplus"):
+    for name in ("small-crt · 2x[32] softplus", "small-standard", "small-deep · 3x[24,24] softplus"):
         assert name in labels
     assert picker.value == "shipped:small-crt.pt"  # the default prefers a shipped CRT-named model
     captions = " ".join(c.value for c in at.caption)
@@ -424,7 +424,7 @@ def test_registry_describe_and_kinds():
     meta = {"architecture": {"in_dim": 784, "widths": [256], "n_classes": 10, "activation": "softplus"},
             "gamma": 0.01, "crt_eps": 0.5, "metrics": {"test_accuracy": 0.8}}
     ref = registry.ModelRef("shipped:crt.pt", "shipped", Path("crt.pt"), "k")
-    assert registry.describe(ref, meta) == "crt · 2×[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"
+    assert registry.describe(ref, meta) == "crt · 2x[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"
     assert registry.training_kind({"gamma": 0.0}) == "standard"
     assert registry.training_kind({"gamma": 0.05}) == "gamma"
     assert registry.training_kind({"kind": "crt"}) == "crt"
@@ -620,3 +620,169 @@ def test_a_waiting_job_whose_session_is_gone_leaves_the_line(tmp_path):
         q.lock.release()
     assert kept.wait(60) and kept.status == "done", kept.error
     assert [p.name for p in tmp_path.glob("*.pt")] == ["kept.pt"]
+
+
+# ------------------------------------------------------------------------------------------------ walkthrough
+def _spec(at: AppTest, title: str) -> dict:
+    """The Plotly spec of the chart whose title contains ``title``."""
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return next(s for s in specs if title in str(s["layout"].get("title", {}).get("text", "")))
+
+
+def test_closest_boundary_point_is_the_closest_over_all_targets():
+    """Finding 1 (the maths): the point shown is the closest one found over ALL targets, at the interval's upper
+    end, and the class named with it ties with or beats the prediction there."""
+    from app_lib.certify_view import closest_boundary
+    from crc_core.certify import certify
+    from crc_core.checkpoints import load_checkpoint
+
+    model, _ = load_checkpoint(H.model_dir() / "small-crt.pt")
+    ds = load_dataset("embedded", "test", limit=40)
+    batch = certify(model, ds.images, ds.labels)
+    seen = 0
+    for i in range(len(ds)):
+        if not bool(batch.correct[i]) or not np.isfinite(float(batch.upper[i])):
+            continue
+        row = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[i:i + 1] for f in dataclasses.fields(batch)
+                                            if isinstance(getattr(batch, f.name), torch.Tensor)})
+        pred = int(batch.pred[i])
+        b = closest_boundary(model, row, pred)
+        assert b is not None and b.distance == float(batch.upper[i])  # the interval's upper end, not another target's
+        assert b.distance <= float(batch.upper_t[i].min()) + 1e-12
+        assert abs(float((b.x_b - ds.images[i]).norm()) - b.distance) <= 1e-4 * (1 + b.distance)
+        z = model(b.x_b[None])[0].detach().double()
+        assert b.cls != pred and float(z[b.cls]) >= float(z[pred]) - 1e-3 * (1 + float(z.abs().max()))
+        seen += 1
+    assert seen >= 5
+
+
+def test_certify_tells_one_story(app_env):
+    """Finding 1 (the page): the distance of x_b shown equals the interval's upper end, for every image tried."""
+    import re
+
+    at = _page("pages/2_Certify.py")
+    checked = 0
+    for i in range(8):
+        at.button(key=f"pick_{i}").click().run()
+        _ok(at)
+        interval = [x.value for x in at.info if "lies in" in x.value]
+        point = [m.value for m in at.markdown if "The closest boundary point found" in m.value]
+        if not interval:
+            continue
+        upper = re.search(r"\[([\d.]+), ([\d.]+)\]", interval[0])[2]
+        assert point and re.search(r"distance ([\d.]+)", point[0])[1] == upper, (i, interval, point)
+        checked += 1
+    assert checked >= 3
+
+
+def test_refused_image_upload_clears_the_previous_result(app_env):
+    """Finding 2: a non-image upload gets a plain sentence (no Python internals) and the previous upload's
+    certificate does not stay on screen: the page goes back to the picked test image."""
+    at = _page("pages/2_Certify.py")
+    img = load_dataset("embedded", "test", limit=5).images[4].reshape(28, 28).numpy()
+    at.file_uploader(key="crc_upload_image").set_value(("shoe.png", H.png_bytes(img), "image/png"))
+    at.run()
+    _ok(at)
+    assert any("uploaded image shoe.png" in s.value for s in at.subheader)
+    at.file_uploader(key="crc_upload_image").set_value(("notes.png", b"just some notes", "image/png"))
+    at.run()
+    _ok(at)
+    errs = " ".join(_errors(at))
+    assert "notes.png is not an image file this app can read" in errs
+    assert "BytesIO" not in errs and "0x" not in errs and "cannot identify" not in errs
+    assert not any("uploaded image" in s.value for s in at.subheader)
+    assert any(s.value.endswith("test image #0") for s in at.subheader)
+    assert not [t for t in at.toggle if t.label == "Analyse the uploaded image"]
+
+
+def test_misclassified_image_radius_chart_names_no_certificate(app_env):
+    """Finding 3: a misclassified image's radius chart says there is nothing to certify."""
+    at = _page("pages/2_Certify.py")
+    at.selectbox(key="crc_f_outcome").set_value("wrong").run()
+    picks = [b.key for b in at.button if b.key and b.key.startswith("pick_")]
+    at.button(key=picks[0]).click().run()
+    _ok(at)
+    spec = _spec(at, "Certified radius against each other class")
+    text = str(spec["layout"].get("title")) + " ".join(a["text"] for a in spec["layout"].get("annotations", []))
+    assert "smallest (the certificate)" not in text and "nothing to certify" in text
+
+
+def test_train_with_invalid_fields_says_why_it_did_not_start(app_env):
+    """Finding 6: out-of-range fields (epochs −2, γ 99) no longer make Start do nothing silently."""
+    at = _page("pages/1_Train.py")
+    at.number_input(key="tr_epochs").set_value(-2)
+    at.number_input(key="tr_gamma").set_value(99.0)
+    at.form_submit_button[0].click().run()
+    _ok(at)
+    errs = " ".join(_errors(at))
+    assert "Not started" in errs and "Epochs must be a whole number from 1 to 100" in errs and "γ must be" in errs
+    assert "crc_train_job" not in at.session_state
+    assert at.number_input(key="tr_epochs").value == 3 and at.number_input(key="tr_gamma").value == 0.01
+
+
+def test_curvature_page_waits_its_turn_during_a_heavy_job(app_env):
+    """Finding 7: while a training run holds the machine, the page shows the bounds at once, says that the
+    measurement waits its turn (no refusal, no error), and measures by itself once the machine is free."""
+    from app_lib import ui
+
+    lock = ui.heavy_lock()
+    assert lock.acquire(timeout=60)
+    try:
+        at = _page("pages/3_Curvature.py")
+        at.select_slider(key="_w_crc_curv_n").set_value(100).run()  # a survey nobody has measured yet
+        _ok(at)
+        assert not _errors(at), _errors(at)
+        assert any("waits its turn" in i.value for i in at.info)
+        m = _metrics(at)
+        assert float(m["mean K_ub (Thm 3)"]) > 0 and m["mean K_lb (measured)"] == "—"
+    finally:
+        lock.release()
+    at.run()
+    _ok(at)
+    assert not any("waits its turn" in i.value for i in at.info)
+    assert float(_metrics(at)["mean K_lb (measured)"]) > 0 and _charts(at) >= 5
+
+
+def test_picker_labels_tell_trained_models_apart():
+    """Finding 10: models trained in the app are labelled by what distinguishes them, not a cut-off file name."""
+    meta = {"architecture": {"widths": [256], "activation": "softplus"}, "kind": "crt", "gamma": 0.01,
+            "crt_eps": 0.5, "metrics": {"test_accuracy": 0.81}, "label": "2x[256] softplus, CRT"}
+    ref = registry.ModelRef("trained:20261130-085243-2x-256-softplus-CRT.pt", "trained",
+                            Path("20261130-085243-2x-256-softplus-CRT.pt"), "k")
+    label = registry.describe(ref, meta)
+    assert label.startswith("CRT γ=0.01 ε=0.5 · ") and "08:52" in label[:30]  # what tells runs apart comes first
+    assert "20261130" not in label and "acc 81%" in label and "2x[256] softplus" in label
+    named = registry.ModelRef("trained:20261130-085243-my-run.pt", "trained", Path("20261130-085243-my-run.pt"), "k")
+    assert "08:52" in registry.describe(named, meta) and " · my-run · " in registry.describe(named, meta)
+
+
+def test_text_file_named_pt_gets_one_plain_sentence(app_env):
+    """Finding 11: no doubled "refused … Refused to load", no "malicious" for a text file."""
+    with pytest.raises(CheckpointError) as info:
+        registry.load_upload(b"just a text file\n" * 3, "fake.pt")
+    msg = str(info.value)
+    assert "'fake.pt' is not a readable PyTorch file" in msg and "malicious" not in msg and "Refused" not in msg
+    at = _page("app.py")
+    at.file_uploader(key="crc_upload_ckpt").set_value(("fake.pt", b"fake checkpoint\n", "application/octet-stream"))
+    at.run()
+    _ok(at)
+    errs = " ".join(_errors(at))
+    assert errs.startswith("Upload refused: 'fake.pt' is not") and errs.lower().count("refused") == 1
+
+
+def test_comparison_defaults_to_contrasting_training_kinds():
+    """Finding 12: the default comparison contrasts standard with CRT/γ training (the paper's Figure 1), even when
+    newer trained models come first in the picker."""
+    from app_lib.views import contrasting_models
+
+    arch = {"widths": [256], "activation": "softplus"}
+    metas = {f"trained:{i}": {"kind": "crt", "architecture": arch} for i in range(5)}
+    metas |= {"shipped:crt-2x256.pt": {"kind": "crt", "architecture": arch},
+              "shipped:standard-2x256.pt": {"kind": "standard", "architecture": arch},
+              "shipped:gamma-2x256.pt": {"kind": "gamma", "architecture": arch},
+              "shipped:standard-3x256.pt": {"kind": "standard", "architecture": {"widths": [256, 256]}}}
+    chosen = contrasting_models("trained:0", metas)
+    assert chosen[:3] == ["trained:0", "shipped:standard-2x256.pt", "shipped:gamma-2x256.pt"] and len(chosen) == 4
+    assert {registry.training_kind(metas[i]) for i in chosen} == {"crt", "standard", "gamma"}

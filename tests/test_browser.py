@@ -117,20 +117,29 @@ def _goto(pg, url: str, title: str) -> None:
 def test_every_page_in_a_real_browser(app_url, page):
     pg = page
 
-    # Home: explanation, picture, model table, upload box, links
+    # Home: where to start and the tool links at the top (finding 9), explanation, picture, model table, upload box
     _goto(pg, app_url, "CRC Explorer")
     _see(pg, "What is a curvature certificate?")
     assert _charts(pg, 1) == 1
+    start = pg.locator('[data-testid="stMain"]').get_by_text("Where to start").first.bounding_box()
+    link = pg.locator('[data-testid="stMain"] [data-testid="stPageLink"]').first.bounding_box()
+    upload = pg.get_by_text("Upload a checkpoint").first.bounding_box()
+    assert start["y"] < 500 and link["y"] < 600 < upload["y"], (start, link, upload)
     _check(pg, "1-home")
 
-    # Certify: pick an image from the gallery, then move ρ with the keyboard
+    # Certify: click a gallery thumbnail itself (finding 8), then move ρ with the keyboard
     _goto(pg, f"{app_url}/Certify", "Certify: how far is this image from changing class?")
-    pg.get_by_role("button", name="#3", exact=True).click()
+    thumb = pg.locator(".st-key-thumb_3 img").first.bounding_box()  # a click on the picture, where a user clicks
+    pg.mouse.click(thumb["x"] + thumb["width"] / 2, thumb["y"] + thumb["height"] / 2)
     _idle(pg)
     _see(pg, "The certificate of test image #3")
     _set_slider(pg, 0.7)
     _see(pg, "At ρ = 0.7")
     assert _charts(pg, 3) >= 3
+    text = pg.locator('[data-testid="stMain"]').inner_text()  # finding 1: one story about the distance
+    interval = re.search(r"lies in \[([\d.]+), ([\d.]+)\]", text)
+    if interval:
+        assert re.search(r"over all classes: distance ([\d.]+)", text)[1] == interval[2]
     _check(pg, "3-certify")
 
     # Curvature: the pair tables and the comparison across models
@@ -155,8 +164,13 @@ def test_every_page_in_a_real_browser(app_url, page):
     assert _charts(pg, 3) >= 3
     _check(pg, "5-hessian")
 
-    # Train: a tiny run to the end (live curves, saved model), then a default run stopped with the button
+    # Train: invalid fields say why nothing starts (finding 6); a tiny run to the end (live curves, saved model),
+    # then a default run stopped with the button
     _goto(pg, f"{app_url}/Train", "Train a network")
+    pg.get_by_label("Epochs", exact=True).fill("-2")
+    pg.get_by_role("button", name="Start training").click()
+    _idle(pg)
+    _see(pg, "Not started: Epochs must be a whole number from 1 to 100")
     pg.get_by_text("standard (cross-entropy only)").click()
     pg.get_by_label("Epochs", exact=True).fill("2")
     pg.get_by_text("Advanced").click()
@@ -175,8 +189,20 @@ def test_every_page_in_a_real_browser(app_url, page):
     stop.wait_for(timeout=30_000)
     pg.get_by_text(re.compile(r"epoch 1/2, step [1-9]")).first.wait_for(timeout=60_000)  # live progress
     _charts(pg, 1)
+    # finding 7: another user opens Curvature during the run (a survey nobody measured yet: 200 images): the page
+    # says the measurement waits its turn, with no error, and measures by itself when the run has ended
+    other = pg.context.browser.new_page(viewport={"width": 1400, "height": 1000})  # another session
+    other.set_default_timeout(60_000)
+    _goto(other, f"{app_url}/Curvature", "Curvature: bounds vs reality")
+    other.get_by_role("slider").first.press("ArrowLeft")  # 500 -> 200 test images
+    other.get_by_text("waits its turn").first.wait_for()
+    assert other.locator('[data-testid="stAlertContentError"]').count() == 0
     stop.click()
     pg.get_by_text("Stopped after").wait_for(timeout=60_000)
+    other.get_by_text("K_lb per pair (measured at 200 test images)").first.wait_for(timeout=120_000)
+    _idle(other)
+    _check(other, "4-curvature-after-waiting")
+    other.close()
     _see(pg, "it is now the model picked in the sidebar")
     _idle(pg)
     _check(pg, "2-train-stopped")

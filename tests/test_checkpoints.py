@@ -387,7 +387,7 @@ def test_run_record_schema_and_thinning(tmp_path) -> None:
     res = _fake_result(HISTORY_STEPS * 3 + 7)
     rec = run_record(cfg, res, source="python -m crc_core train --kind crt", extra={"dry_run": False})
     assert set(rec) == {"dataset", "kind", "gamma", "crt_eps", "epochs", "label", "metrics", "command", "config",
-                        "stopped", "train_seconds", "device", "torch_version", "history", "dry_run"}
+                        "stopped", "train_seconds", "device", "torch_version", "history", "dry_run", "kind_settings"}
     assert rec["kind"] == "crt" and rec["gamma"] == 0.02 and rec["crt_eps"] == 0.3 and rec["epochs"] == 1
     assert rec["command"] == "python -m crc_core train --kind crt" and rec["label"] == cfg.describe()
     assert rec["metrics"]["test_accuracy"] == 0.123457 and rec["train_seconds"] == 3.14
@@ -410,3 +410,15 @@ def test_run_record_standard_and_overrides() -> None:
     assert rec["metrics"] == {"epoch": None, "test_accuracy": 0.5}
     with pytest.raises(CRCError, match="replace"):
         run_record(cfg, _fake_result(3), source="x", extra={"kind": "other"})
+
+
+def test_model_record_is_the_shared_part_of_every_record() -> None:
+    from crc_core.checkpoints import model_record
+
+    rec = model_record(dataset="mnist", kind="imported", label="2x[8] tanh", command=None,
+                       metrics={"test_accuracy": 0.123456789}, extra={"source": {"file": "a"}})
+    assert rec == {"dataset": "mnist", "kind": "imported", "gamma": None, "crt_eps": None, "epochs": None,
+                   "label": "2x[8] tanh", "metrics": {"test_accuracy": 0.123457}, "command": None,
+                   "torch_version": torch.__version__, "source": {"file": "a"}}
+    with pytest.raises(CRCError, match="would replace"):
+        model_record(dataset=None, kind="x", label="x", command=None, extra={"gamma": 1.0})

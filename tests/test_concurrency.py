@@ -33,7 +33,7 @@ from crc_core.certify import certify
 from crc_core.checkpoints import load_checkpoint
 from crc_core.data import load_dataset
 
-POOL = 120  # pages/2_Certify.py certifies the first POOL test images in one batch (the gallery)
+POOL = 120  # app_lib/certify_view.py certifies the first POOL test images in one batch (the gallery)
 TIMEOUT = 180
 
 

@@ -251,3 +251,96 @@ def test_shared_mnist_test_set() -> None:
     assert ds.images.shape == (10_000, 784) and ds.labels.shape == (10_000,)
     assert torch.bincount(ds.labels).tolist()[:3] == [980, 1135, 1032]  # published class counts
     assert ds.class_names == [str(i) for i in range(10)]
+
+
+# ------------------------------------------------------------------------ MNIST vs Fashion-MNIST (same file names)
+def _published_split(folder: Path, dataset: str, split: str = "test", seed: int = 0) -> None:
+    """IDX files whose labels have the class counts of the published ``dataset`` split (shuffled), random images."""
+    counts = data.PUBLISHED_LABEL_COUNTS[(dataset, split)]
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat(np.arange(10, dtype=np.uint8), counts))
+    prefix = "train" if split == "train" else "t10k"
+    write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", np.zeros((len(labels), 28, 28), dtype=np.uint8))
+
+
+@pytest.fixture
+def no_default_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty $CRC_DATA_DIR, no Debian folder, no torchvision download: only what a test writes is found."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("CRC_DATA_DIR", str(cache))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    monkeypatch.setattr(data, "_torchvision_download", lambda *a, **k: None)
+    return cache
+
+
+def test_dataset_names_have_one_home() -> None:
+    from crc_core.importers import normalize_dataset
+
+    for spelling in ("Fashion_MNIST", "FashionMNIST", "fmnist", " fashion ", "fashion-mnist"):
+        assert data.normalize_dataset_name(spelling) == "fashion-mnist"
+        assert normalize_dataset(spelling) == "fashion-mnist"
+    assert data.normalize_dataset_name("MNIST") == "mnist" and data.normalize_dataset_name("embedded") == "embedded"
+    assert normalize_dataset("embedded") == "fashion-mnist"  # a model for the embedded subset is a Fashion-MNIST model
+    assert load_dataset("EMBEDDED", "test", limit=3).name == "embedded"
+
+
+def test_published_label_counts_identify_the_dataset() -> None:
+    for (dataset, split), counts in data.PUBLISHED_LABEL_COUNTS.items():
+        assert sum(counts) == (60_000 if split == "train" else 10_000)
+        labels = np.random.default_rng(1).permutation(np.repeat(np.arange(10), counts))
+        assert data.identify_labels(labels) == dataset
+    assert data.identify_labels(np.zeros(10_000, dtype=np.uint8)) is None
+    assert data.identify_labels(load_dataset("embedded", "test").labels.numpy()) is None  # a balanced subset
+    ten_k = np.repeat(np.arange(10), data.PUBLISHED_LABEL_COUNTS[("mnist", "test")])
+    assert data.identify_labels(ten_k[:-1]) is None  # one label short: not the published file
+
+
+def test_a_flat_folder_of_mnist_is_not_loaded_as_fashion_mnist(tmp_path: Path) -> None:
+    _published_split(tmp_path, "mnist")
+    assert load_dataset("mnist", "test", root=tmp_path).name == "mnist"
+    with pytest.raises(DataError, match=r"published MNIST labels, not Fashion-MNIST's.*load it as 'mnist'"):
+        load_dataset("fashion-mnist", "test", root=tmp_path)
+    with pytest.raises(DataError, match="not Fashion-MNIST's"):
+        load_idx_folder(tmp_path, "test", name="fashion-mnist")
+    other = tmp_path / "fm"
+    _published_split(other, "fashion-mnist")
+    with pytest.raises(DataError, match="published Fashion-MNIST labels, not MNIST's"):
+        load_dataset("mnist", "test", root=other)
+
+
+def test_named_folders_under_one_root_are_told_apart(tmp_path: Path) -> None:
+    _published_split(tmp_path / "mnist", "mnist")
+    _published_split(tmp_path / "FashionMNIST" / "raw", "fashion-mnist")
+    _fake_split(tmp_path, "test", 5)  # flat files as well: the named folders win
+    assert data.identify_labels(load_dataset("mnist", "test", root=tmp_path).labels.numpy()) == "mnist"
+    assert data.identify_labels(load_dataset("fashion-mnist", "test", root=tmp_path).labels.numpy()) == "fashion-mnist"
+    assert data.dataset_dirs(tmp_path, "mnist")[0] == tmp_path / "mnist" and data.dataset_dirs(tmp_path, "x") == []
+
+
+def test_a_flat_cache_is_used_only_for_the_dataset_its_labels_identify(no_default_sources: Path) -> None:
+    cache = no_default_sources
+    _published_split(cache, "mnist")
+    assert [(i.name, i.splits) for i in available_datasets()][1:] == [("mnist", ("test",))]
+    assert load_dataset("mnist", "test").name == "mnist"
+    with pytest.raises(DataError, match="Could not find the fashion-mnist test split"):
+        load_dataset("fashion-mnist", "test")
+    # unidentified flat files in the shared cache belong to neither dataset; in <cache>/<name> they do
+    for f in cache.glob("*.gz"):
+        f.unlink()
+    _fake_split(cache, "test", 4)
+    assert [i.name for i in available_datasets()] == ["embedded"]
+    _fake_split(cache / "fashion-mnist", "train", 4)
+    info = [i for i in available_datasets() if i.name == "fashion-mnist"]
+    assert len(info) == 1 and info[0].splits == ("train",) and str(cache / "fashion-mnist") in info[0].source
+    assert len(load_dataset("fashion-mnist", "train")) == 4
+
+
+@pytest.mark.skipif(shared_mnist_dir() is None, reason="../shared/data/mnist (the real MNIST test set) not present")
+def test_real_mnist_is_never_fashion_mnist(monkeypatch: pytest.MonkeyPatch, no_default_sources: Path) -> None:
+    with pytest.raises(DataError, match="published MNIST labels"):
+        load_dataset("fashion-mnist", "test", root=shared_mnist_dir())
+    monkeypatch.setenv("CRC_DATA_DIR", str(shared_mnist_dir()))
+    listed = {i.name: i.splits for i in available_datasets()}
+    assert listed.get("mnist") == ("test",) and "fashion-mnist" not in listed  # only the test split is there

@@ -23,12 +23,14 @@ from crc_core.checkpoints import load_checkpoint, save_checkpoint
 from crc_core.data import load_dataset, shared_mnist_dir
 from crc_core.errors import CheckpointError
 from crc_core.importers import (
+    IMPORTED_KIND,
     MAX_IMPORT_BYTES,
     import_checkpoint,
     import_model,
     inspect_foreign,
     parse_official_name,
     scan_torch_file,
+    training_from_name,
 )
 from crc_core.models import MLP
 
@@ -169,6 +171,24 @@ def test_official_names_are_parsed() -> None:
     assert h is not None and h.extra == (("FOO", "bar"), ("EIGEN", "nan")) and (h.gamma, h.attack_eps) == (None, 0.5)
     for other in ("my_model.pt", "model_1_final.pt", "mnist.pt", "checkpoint_best"):
         assert parse_official_name(other) is None, other
+
+
+def test_the_record_of_an_imported_model_has_a_trained_models_keys(tmp_path: Path) -> None:
+    """kind 'imported'; the training only as far as the official name states it (unknown is None, never 0)."""
+    sd = official_state_dict([784, 16, 10])
+    torch.save(sd, tmp_path / OFFICIAL)
+    _, meta = import_model(tmp_path / OFFICIAL)
+    common = {"dataset", "kind", "gamma", "crt_eps", "epochs", "label", "metrics", "command", "torch_version"}
+    assert common <= set(meta) and meta["kind"] == IMPORTED_KIND and meta["trained_kind"] == "crt"
+    assert meta["label"] == "2x[16] softplus, CRT γ=0.005 ε=1.58 (imported; training read from the file name)"
+    cases = {"mnist_2_softplus_EIGEN_0.02": ("gamma", 0.02, None), "mnist_2_softplus_L2_1.58": (None, None, None),
+             "mnist_2_softplus": (None, None, None)}
+    for name, want in cases.items():
+        assert training_from_name(parse_official_name(name)) == want, name
+        torch.save(sd, tmp_path / name)
+        _, meta = import_model(tmp_path / name)
+        assert (meta["trained_kind"], meta["gamma"], meta["crt_eps"]) == want
+    assert training_from_name(None) == (None, None, None)
 
 
 def test_arguments_override_the_name_and_the_name_is_checked(tmp_path: Path) -> None:

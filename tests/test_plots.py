@@ -1,4 +1,4 @@
-"""crc_core.plots: pure figure builders (numbers in, go.Figure out, no Streamlit)."""
+"""app_lib.plots: pure figure builders (numbers in, go.Figure out, no Streamlit); crc_core stays free of plotly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 go = pytest.importorskip("plotly.graph_objects")
 
-from crc_core import plots  # noqa: E402
+from app_lib import plots  # noqa: E402
 
 NAMES = [f"c{i}" for i in range(10)]
 
@@ -21,7 +21,18 @@ def _types(fig) -> list[str]:
 
 
 def test_plots_does_not_import_streamlit():
-    code = "import sys, crc_core.plots; assert 'streamlit' not in sys.modules"
+    code = "import sys, app_lib.plots; assert 'streamlit' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_crc_core_imports_neither_plotly_nor_streamlit():
+    """Every crc_core module imports without plotly or streamlit (the library is maths and I/O only)."""
+    code = ("import importlib, pkgutil, sys, crc_core\n"
+            "for m in pkgutil.walk_packages(crc_core.__path__, 'crc_core.'):\n"
+            "    if not m.name.endswith('__main__'):\n"
+            "        importlib.import_module(m.name)\n"
+            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('plotly', 'streamlit'))\n"
+            "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -149,3 +160,53 @@ def test_margins_bar_sorted_and_label_marked():
 def test_gallery_figure_grid():
     fig = plots.gallery_figure([np.zeros(784)] * 10, [str(i) for i in range(10)], cols=4)
     assert len(fig.data) == 10
+
+
+# ------------------------------------------------------------------------------------------------ walkthrough
+def test_radii_bar_of_a_misclassified_image_names_no_certificate():
+    """Finding 3: a misclassified image has nothing to certify: no "smallest (the certificate)" over zero bars."""
+    fig = plots.radii_bar(np.r_[np.nan, np.zeros(9)], NAMES, pred=0, runner_up=1, rho=0.5, correct=False)
+    assert not fig.data and "smallest" not in (fig.layout.title.text or "")
+    assert "nothing to certify" in fig.layout.annotations[0].text
+
+
+def test_labels_do_not_collide_or_clip():
+    """Finding 4: ρ's label sits right of the plot (not over a bar's value); class names get room (automargin);
+    m/M labels at the top and ±K labels at the bottom; eigenvectors share one colour scale with a colour bar."""
+    fig = plots.radii_bar(np.array([np.nan, 0.49, 0.5, 1.2] + [2.0] * 6), NAMES, pred=0, rho=0.5)
+    rho_label = next(a for a in fig.layout.annotations if a.text.startswith("ρ"))
+    assert rho_label.x >= 1 and rho_label.xanchor == "left"
+    assert fig.layout.xaxis.automargin and fig.layout.yaxis.automargin
+    assert plots.margins_bar(np.arange(10.0), ["Ankle boot"] * 10, pred=9).layout.yaxis.automargin
+    ev = np.linspace(-1, 1, 50)
+    for fig in (plots.spectrum_histogram(ev, m=-1.0, M=1.0, K=1.05), plots.spectrum_sorted(ev, m=-1.0, M=1.0, K=1.05)):
+        pos = {a.text: (a.yanchor, a.y) for a in fig.layout.annotations if a.text in ("M (bound)", "+K")}
+        assert pos["M (bound)"] != pos["+K"]
+    vecs = [np.random.default_rng(i).standard_normal(784) for i in range(6)]
+    eig = plots.eigenvector_images(vecs, [3, 2, 1, -1, -2, -3], kinds=["top 1:", "top 2:", "top 3:", "bottom 1:",
+                                                                        "bottom 2:", "bottom 3:"])
+    assert [bool(t.showscale) for t in eig.data] == [True] + [False] * 5
+    assert len({(t.zmin, t.zmax) for t in eig.data}) == 1  # one shared scale
+    assert eig.layout.xaxis.ticks == "" and eig.layout.yaxis4.showticklabels is False
+    long = plots.bounds_summary([{"model": "20261130-085243-2x-256-softplus-CRT", "K_lb": 1, "K_ub_thm4": 2},
+                                 {"model": "standard-2x256", "K_lb": 1, "K_ub_thm4": 9}])
+    assert "<br>" in long.data[0].x[0] and long.layout.legend.y > 1  # wrapped names; the legend above the plot
+
+
+def test_training_curves_tell_the_two_k_lines_and_the_two_certified_lines_apart():
+    """Finding 5: the log K axis is left to Plotly's tick choice (several labels), the two K lines say which
+    theorem each is, and the runner-up and all-class certified lines look different even when they coincide."""
+    events = [{"kind": "step", "epoch": 1, "epoch_step": 5, "steps_per_epoch": 10, "loss": 1.0, "mean_K": 0.9},
+              {"kind": "step", "epoch": 1, "epoch_step": 10, "steps_per_epoch": 10, "loss": 0.8, "mean_K": 0.05},
+              {"kind": "epoch", "epoch": 1, "mean_K_ub": 0.12, "test_accuracy": 0.7, "certified_accuracy": 0.4,
+               "certified_accuracy_all": 0.4}]
+    fig = plots.training_curves(events)
+    assert fig.layout.yaxis2.type == "log"
+    ticks = list(fig.layout.yaxis2.tickvals)
+    assert len(ticks) >= 3 and list(fig.layout.yaxis2.ticktext) == [f"{t:g}" for t in ticks]  # full values
+    assert ticks[0] <= 0.05 * 1.25 and ticks[-1] >= 0.9 / 1.25
+    names = [t.name for t in fig.data]
+    assert any("Theorem 4" in n for n in names) and any("Theorem 3" in n for n in names)
+    ru = next(t for t in fig.data if t.name.startswith("certified at ρ (runner-up"))
+    al = next(t for t in fig.data if t.name.startswith("certified at ρ (all"))
+    assert (ru.marker.symbol, ru.line.dash) != (al.marker.symbol, al.line.dash)

@@ -605,7 +605,8 @@ def test_library_settings_out_of_range():
 
 def test_app_refuses_out_of_range_widget_values(vault, monkeypatch, tmp_path):
     """A client that sends γ < 0, ε = 0, depth 50 or ρ outside [0.05, 3] (possible with a hand-made websocket
-    message, not with the UI): Streamlit resets the widget, so crc_core never sees the value."""
+    message, or typed into a field, which has no browser-side limits): the page puts the value back to its default
+    before the form is drawn and says so, so crc_core never sees the value."""
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("CRC_MODELS_DIR", str(vault))

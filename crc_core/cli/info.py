@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from ..models import format_architecture
 from .progress import fmt
@@ -27,10 +28,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(meta, indent=2, sort_keys=True))
         return 0
     arch = meta["architecture"]  # read_metadata has checked it
-    m = meta.get("metrics") or {}
-    rho = m.get("eval_rho", "?")
     rows = [
         ("file", f"{path} ({path.stat().st_size / 1e6:.2f} MB)"),
+        ("name", meta.get("name")),
         ("model", format_architecture(arch["widths"], arch["activation"], in_dim=arch["in_dim"],
                                       n_classes=arch["n_classes"])),
         ("trained as", meta.get("label") or meta.get("kind")),
@@ -38,11 +38,8 @@ def run(args: argparse.Namespace) -> int:
         ("gamma", meta.get("gamma")),
         ("crt eps", meta.get("crt_eps")),
         ("epochs", meta.get("epochs")),
-        ("test accuracy", fmt(m.get("test_accuracy"), True)),
-        (f"certified acc (rho={rho}, runner-up)", fmt(m.get("certified_accuracy"), True)),
-        (f"certified acc (rho={rho}, all classes)", fmt(m.get("certified_accuracy_all"), True)),
-        ("certified on", f"{m.get('eval_samples')} fixed test images" if m.get("eval_samples") else None),
-        ("mean K_ub", fmt(m.get("mean_K_ub"))),
+        *_metric_rows(meta.get("metrics") or {}),
+        *_source_rows(meta.get("source")),
         ("stopped early", meta.get("stopped")),
         ("created", meta.get("created")),
         ("command", meta.get("command")),
@@ -52,3 +49,33 @@ def run(args: argparse.Namespace) -> int:
         if v is not None:
             print(f"{k:<{w}}  {v}")
     return 0
+
+
+def _metric_rows(m: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Test and certified accuracy rows; none for a model never evaluated (e.g. just imported)."""
+    if not m:
+        return []
+    rho = m.get("eval_rho", "?")
+    return [
+        ("test accuracy", fmt(m.get("test_accuracy"), True)),
+        (f"certified acc (rho={rho}, runner-up)", fmt(m.get("certified_accuracy"), True)),
+        (f"certified acc (rho={rho}, all classes)", fmt(m.get("certified_accuracy_all"), True)),
+        ("certified on", f"{m.get('eval_samples')} fixed test images" if m.get("eval_samples") else None),
+        ("mean K_ub", fmt(m.get("mean_K_ub"))),
+    ]
+
+
+def _source_rows(src: Any) -> list[tuple[str, Any]]:
+    """Where an imported model came from (crc_core.importers' metadata["source"]): file, SHA-256, original keys."""
+    if not isinstance(src, dict):
+        return []
+    keys = src.get("original_keys") or []
+    layout = f"{src.get('container')} torch file, {src.get('size_bytes', 0):,} bytes"
+    return [
+        ("imported from", src.get("file")),
+        ("source sha256", src.get("sha256")),
+        ("source layout", layout + (f", under {src['wrapper_key']!r}" if src.get("wrapper_key") else "")),
+        ("original keys", ", ".join(map(str, keys)) if keys else None),
+        ("activation from", src.get("activation_from")),
+        ("dataset from", src.get("dataset_from")),
+    ]

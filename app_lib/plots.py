@@ -8,6 +8,7 @@ shared so that the same quantity looks the same on every page (see ``COLORS``).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "gallery_figure",
     "image_heatmaps",
     "layer_terms",
+    "log_ticks",
     "margin_along_path",
     "margins_bar",
     "pair_heatmap",
@@ -33,6 +35,7 @@ __all__ = [
     "spectrum_histogram",
     "spectrum_sorted",
     "training_curves",
+    "wrap",
 ]
 
 COLORS = {
@@ -63,6 +66,35 @@ def _img(a: Any) -> np.ndarray:
     return x.reshape(side, side)
 
 
+def wrap(text: str, width: int = 18) -> str:
+    """Break a long label into lines of about ``width`` characters (Plotly's <br>), at spaces, '-', '_' or '·'."""
+    parts = re.split(r"(?<=[\s\-_·])", text)
+    lines, cur = [], ""
+    for p in parts:
+        if cur and len(cur) + len(p) > width:
+            lines.append(cur.rstrip())
+            cur = ""
+        cur += p
+    lines.append(cur.rstrip())
+    return "<br>".join(line for line in lines if line)
+
+
+def log_ticks(values: Any) -> list[float]:
+    """Tick values for a log axis over the positive finite ``values``: 1-2-5 steps (every digit when that gives
+    fewer than three), so that each tick is labelled with its full value (not Plotly's bare minor digits)."""
+    v = as_numpy(values).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    if not v.size:
+        return []
+    lo, hi = float(v.min()), float(v.max())
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    for digits in ((1, 2, 5), tuple(range(1, 10))):
+        ticks = [d * 10.0**e for e in decades for d in digits if lo / 1.25 <= d * 10.0**e <= hi * 1.25]
+        if len(ticks) >= 3:
+            break
+    return ticks
+
+
 def spans_decades(values: Any, decades: float = 2.0) -> bool:
     """True when the positive finite values span more than ``decades`` powers of ten (use a log axis)."""
     v = as_numpy(values).ravel()
@@ -81,6 +113,7 @@ def _vline(fig: go.Figure, x: float, color: str, text: str, dash: str = "solid",
 
 def _hline(fig: go.Figure, y: float, color: str, text: str, dash: str = "solid",
            position: str = "top left") -> None:
+    """A horizontal line labelled ``text`` (``position="right"``: the label sits right of the plot area)."""
     if y is None or not np.isfinite(y):
         return
     fig.add_hline(y=float(y), line_color=color, line_dash=dash, line_width=2, annotation_text=text,
@@ -90,9 +123,9 @@ def _hline(fig: go.Figure, y: float, color: str, text: str, dash: str = "solid",
 def _square_images(fig: go.Figure, n: int) -> None:
     for i in range(1, n + 1):
         suffix = "" if i == 1 else str(i)
-        fig.update_layout({f"yaxis{suffix}": dict(autorange="reversed", scaleanchor=f"x{suffix}",
+        fig.update_layout({f"yaxis{suffix}": dict(autorange="reversed", scaleanchor=f"x{suffix}", ticks="",
                                                  showticklabels=False, showgrid=False, zeroline=False),
-                           f"xaxis{suffix}": dict(showticklabels=False, showgrid=False, zeroline=False,
+                           f"xaxis{suffix}": dict(showticklabels=False, showgrid=False, zeroline=False, ticks="",
                                                   constrain="domain")})
 
 
@@ -139,42 +172,50 @@ def _epoch_x(e: Mapping[str, Any]) -> float:
 def training_curves(events: Sequence[Mapping[str, Any]], *, title: str = "Training curves") -> go.Figure:
     """Live curves from :func:`crc_core.train.train` events: x axis in epochs (fractional between epochs).
 
-    Panels: loss (total and cross-entropy, per logged step); curvature (the regularizer's mean K per step and the
-    certification-grade mean K_ub per epoch; log axis when it spans decades); accuracy (train batches per step;
-    test, certified at ρ (runner-up, as in the paper) and certified against all classes per epoch).
+    Panels: loss (total and cross-entropy, per logged step); curvature: the Theorem 4 bound K that the γ·K penalty
+    uses (mean over each batch's (label, runner-up) pairs, per step) and the bound certificates use (mean K_ub over
+    all pairs, per epoch: Theorem 3 for 2-layer nets, which is tighter than Theorem 4, so it can sit below the
+    first line; both are upper bounds); accuracy (train batches per step; test, certified at ρ against the runner-up
+    as in the paper, and certified against all classes, per epoch; the last two often coincide, so they are drawn
+    with different markers and dashes).
     """
     steps = [e for e in events if e.get("kind") == "step"]
     epochs = [e for e in events if e.get("kind") == "epoch"]
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
-                        subplot_titles=["Loss", "Curvature bound K (mean over the batch)", "Accuracy"])
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
+                        subplot_titles=["Loss", "Curvature bounds (means)", "Accuracy"])
 
     def line(col: int, rows: Sequence[Mapping[str, Any]], key: str, name: str, color: str, *,
-             markers: bool = False, dash: str | None = None) -> list[float]:
+             markers: str | None = None, dash: str | None = None, size: int = 8, width: float = 2) -> list[float]:
         pts = [(_epoch_x(e), e[key]) for e in rows if e.get(key) is not None]
         if pts:
             xs, ys = zip(*pts)
             fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers" if markers else "lines",
-                                     line=dict(color=color, dash=dash), marker=dict(size=8)), row=1, col=col)
+                                     line=dict(color=color, dash=dash, width=width),
+                                     marker=dict(size=size, symbol=markers or "circle")), row=1, col=col)
             return list(ys)
         return []
 
     line(1, steps, "loss", "total loss", "#1f77b4")
     line(1, steps, "ce", "cross-entropy", "#aec7e8", dash="dot")
-    ks = line(2, steps, "mean_K", "K of Theorem 4, training estimate (steps)", COLORS["bound"])
-    ks += line(2, epochs, "mean_K_ub", "K_ub certified (Thm 3 for 2 layers, epochs)", "#8c564b", markers=True)
+    ks = line(2, steps, "mean_K", "K penalised in training (Theorem 4, batch pairs; steps)", COLORS["bound"])
+    ks += line(2, epochs, "mean_K_ub", "K_ub used by certificates (Theorem 3 for 2 layers, all pairs; epochs)",
+               "#8c564b", markers="diamond")
     line(3, steps, "accuracy", "train accuracy (batches)", "#c7c7c7")
-    line(3, epochs, "test_accuracy", "test accuracy", "#1f77b4", markers=True)
-    line(3, epochs, "certified_accuracy", "certified at ρ (runner-up, paper)", COLORS["radius"], markers=True)
-    line(3, epochs, "certified_accuracy_all", "certified at ρ (all classes)", COLORS["rho"], markers=True)
+    line(3, epochs, "test_accuracy", "test accuracy", "#1f77b4", markers="circle")
+    line(3, epochs, "certified_accuracy", "certified at ρ (runner-up, paper)", COLORS["radius"],
+         markers="circle-open", size=14, width=4)
+    line(3, epochs, "certified_accuracy_all", "certified at ρ (all classes)", COLORS["rho"], markers="x",
+         dash="dash", size=8)
     if spans_decades(ks, 1.0):
-        fig.update_yaxes(type="log", dtick=1, row=1, col=2)
+        ticks = log_ticks(ks)
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], row=1, col=2)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=3)
     fig.update_xaxes(title_text="epoch")
     if not steps:
         fig.add_annotation(text="the curves appear after the first steps", showarrow=False, xref="paper",
                            yref="paper", x=0.5, y=0.5)
-    fig.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=70, b=10),
-                      legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=70, b=10),
+                      legend=dict(orientation="h", y=-0.22))
     return fig
 
 
@@ -226,34 +267,52 @@ def gallery_figure(images: Sequence[Any], captions: Sequence[str], *, cols: int 
     return fig
 
 
-def eigenvector_images(vectors: Sequence[Any], eigenvalues: Sequence[float], *, kinds: Sequence[str] | None = None
-                       ) -> go.Figure:
-    """Eigenvectors (D,) of the margin Hessian shown as images with a diverging colour scale.
+def eigenvector_images(vectors: Sequence[Any], eigenvalues: Sequence[float], *, kinds: Sequence[str] | None = None,
+                       cols: int = 3) -> go.Figure:
+    """Eigenvectors (D,) of the margin Hessian shown as images, ``cols`` per row, on one shared diverging colour
+    scale (red: brighten the pixel, blue: darken it) with its colour bar.
 
     A bright red/blue pattern is a direction in pixel space along which the margin curves most.
     """
     vals = as_numpy(eigenvalues)
     kinds = list(kinds) if kinds is not None else [""] * len(vectors)
+    n = len(vectors)
+    rows = max(1, math.ceil(n / cols))
     titles = [f"{k} λ = {v:.3g}".strip() for k, v in zip(kinds, vals)]
-    fig = image_heatmaps(list(vectors), titles, diverging=[True] * len(vectors), height=260)
-    fig.update_traces(showscale=False)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles + [""] * (rows * cols - n),
+                        horizontal_spacing=0.04, vertical_spacing=0.12)
+    imgs = [_img(v) for v in vectors]
+    amp = max((float(np.abs(z).max()) for z in imgs), default=1.0) or 1.0
+    for i, z in enumerate(imgs):
+        fig.add_trace(go.Heatmap(z=z, colorscale="RdBu_r", zmid=0, zmin=-amp, zmax=amp, showscale=i == 0,
+                                 colorbar=dict(title="pixel weight", thickness=12, len=0.9),
+                                 hovertemplate="row %{y}, col %{x}<br>weight %{z:.3f}<extra></extra>"),
+                      row=i // cols + 1, col=i % cols + 1)
+    _square_images(fig, rows * cols)
+    fig.update_annotations(font_size=12)
+    fig.update_layout(height=230 * rows + 40, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
 # ------------------------------------------------------------------------------------------------ certify
 def radii_bar(radii: Any, class_names: Sequence[str], *, pred: int, runner_up: int | None = None,
-              rho: float | None = None, exact: Any = None) -> go.Figure:
+              rho: float | None = None, exact: Any = None, correct: bool = True) -> go.Figure:
     """Certified radius against each target class t ≠ pred (bars); the smallest one is the certificate.
 
     ``radii`` (C,) with NaN at ``pred`` (or where not computed); ``exact`` (C,) bools mark targets whose
-    boundary point was found exactly (the radius is then the true distance).
+    boundary point was found exactly (the radius is then the true distance). ``correct`` False (a misclassified
+    image): no bars, a sentence saying there is nothing to certify.
     """
     r = as_numpy(radii)
     C = r.shape[0]
     idx = [t for t in range(C) if t != pred and np.isfinite(r[t])]
-    if not idx:
+    if not idx or not correct:
         fig = go.Figure()
-        fig.add_annotation(text="no radius computed", showarrow=False)
+        fig.add_annotation(text="no radius computed" if correct else
+                           "The prediction is already wrong:<br>there is nothing to certify (every radius is 0).",
+                           showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5, font=dict(size=14))
+        fig.update_layout(title="Certified radius against each other class", height=360,
+                          xaxis=dict(visible=False), yaxis=dict(visible=False), margin=dict(l=10, r=10, t=50, b=10))
         return fig
     tmin = min(idx, key=lambda t: r[t])
     colors = []
@@ -272,14 +331,17 @@ def radii_bar(radii: Any, class_names: Sequence[str], *, pred: int, runner_up: i
     fig = go.Figure(go.Bar(x=names, y=[r[t] for t in idx], marker_color=colors, text=text,
                            textposition="outside", cliponaxis=False, customdata=hover,
                            hovertemplate="target %{x}<br>radius %{customdata}<extra></extra>"))
-    if rho is not None:
-        _hline(fig, rho, COLORS["rho"], f"ρ = {rho:.2f}", dash="dash")
+    if rho is not None:  # labelled right of the plot area, clear of the bars' values
+        _hline(fig, rho, COLORS["rho"], f"ρ = {rho:.2f}", dash="dash", position="right")
     subtitle = f"smallest (the certificate): {names[idx.index(tmin)]}"
     if runner_up is not None and runner_up in idx and runner_up != tmin:
         subtitle += f"; runner-up (paper's choice): {names[idx.index(runner_up)]}"
     fig.update_layout(title=f"Certified radius against each other class<br><sup>{subtitle}</sup>",
-                      xaxis_title="target class t", yaxis_title="certified ℓ2 radius", height=360,
-                      margin=dict(l=10, r=10, t=70, b=10), showlegend=False)
+                      xaxis_title="target class t", yaxis_title="certified ℓ2 radius", height=380,
+                      margin=dict(l=10, r=70, t=80, b=10), showlegend=False)
+    top = max(float(np.nanmax([r[t] for t in idx])), rho or 0.0)
+    fig.update_yaxes(range=[0, 1.18 * top if top > 0 else 1], automargin=True)
+    fig.update_xaxes(automargin=True, tickangle=-30)
     return fig
 
 
@@ -328,7 +390,8 @@ def pair_heatmap(values: Any, class_names: Sequence[str], *, title: str, colorba
                                textfont=dict(size=9), colorbar=cb,
                                hovertemplate="y = %{y}<br>t = %{x}<br>value %{text}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="target t", yaxis_title="class y",
-                      yaxis=dict(autorange="reversed"), height=430, margin=dict(l=10, r=10, t=50, b=10))
+                      yaxis=dict(autorange="reversed", automargin=True), xaxis=dict(automargin=True), height=450,
+                      margin=dict(l=10, r=10, t=50, b=10))
     return fig
 
 
@@ -345,6 +408,8 @@ def bounds_summary(rows: Sequence[Mapping[str, Any]], *, x_key: str = "model", l
               ("K_lb", "K_lb (largest |eigenvalue| measured at test images)", COLORS["lower"]))
     xs = [r.get(x_key) for r in rows]
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs) and len(xs) > 1
+    if not numeric:
+        xs = [wrap(str(x)) for x in xs]
     fig = go.Figure()
     allv = []
     for key, name, color in series:
@@ -356,12 +421,16 @@ def bounds_summary(rows: Sequence[Mapping[str, Any]], *, x_key: str = "model", l
         if numeric:
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, line=dict(color=color)))
         else:
-            fig.add_trace(go.Bar(x=[str(x) for x in xs], y=ys, name=name, marker_color=color,
+            fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=color,
                                  text=[f"{y:.3g}" for y in ys], textposition="outside", cliponaxis=False))
     if (log is None and spans_decades(allv, 1.0)) or log:
-        fig.update_yaxes(type="log", dtick=1)
+        ticks = log_ticks(allv)
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     fig.update_layout(title=title, barmode="group", xaxis_title=x_key, yaxis_title="curvature (mean over pairs)",
-                      height=400, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.25))
+                      height=480, margin=dict(l=10, r=10, t=100, b=10),
+                      legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"))
+    fig.update_xaxes(automargin=True, tickangle=0)
+    fig.update_yaxes(automargin=True)
     return fig
 
 
@@ -370,14 +439,14 @@ def _bound_lines(fig: go.Figure, m: float | None, M: float | None, K: float | No
                  span: tuple[float, float]) -> str:
     """Draw m, M (and ±K when it is within reach of the data) on the value axis; return a note about K."""
     add = _vline if vertical else _hline
-    add(fig, m, COLORS["bound"], "m (bound)", dash="dash")
-    add(fig, M, COLORS["bound"], "M (bound)", dash="dash")
+    add(fig, m, COLORS["bound"], "m (bound)", dash="dash", position="top left")
+    add(fig, M, COLORS["bound"], "M (bound)", dash="dash", position="top right" if vertical else "top left")
     if K is None or not np.isfinite(K):
         return ""
     lo, hi = span
-    if 3 * max(abs(lo), abs(hi), 1e-12) >= K:
-        add(fig, -K, COLORS["neutral"], "−K", dash="dot")
-        add(fig, K, COLORS["neutral"], "+K", dash="dot")
+    if 3 * max(abs(lo), abs(hi), 1e-12) >= K:  # labels at the other end from m and M's, so they never overlap
+        add(fig, -K, COLORS["neutral"], "−K", dash="dot", position="bottom left" if vertical else "bottom right")
+        add(fig, K, COLORS["neutral"], "+K", dash="dot", position="bottom right")
         return ""
     return f"; ±K = ±{K:.3g} is off the chart"
 
@@ -451,11 +520,15 @@ def layer_terms(lam_min: Any, lam_max: Any, *, bound_per_layer: Any | None = Non
         marker = dict(symbol="line-ew-open", size=30, color=COLORS["bound"], line=dict(width=3))
         fig.add_trace(go.Scatter(x=names, y=b, mode="markers+text", name="± bound on the term (Thm 4)",
                                  marker=marker, text=[f"±{bi:.3g}" for bi in b], textposition="top center",
+                                 cliponaxis=False,
                                  customdata=ratio,
                                  hovertemplate="%{x}: bound +%{y:.4g} (%{customdata})<extra></extra>"))
         fig.add_trace(go.Scatter(x=names, y=-b, mode="markers", name="−bound", marker=marker, showlegend=False,
                                  customdata=ratio,
                                  hovertemplate="%{x}: bound %{y:.4g} (%{customdata})<extra></extra>"))
+    top = max([float(np.max(np.abs(v))) for v in (lo, hi) if v.size] +
+              ([float(np.max(as_numpy(bound_per_layer)))] if bound_per_layer is not None else []) + [1e-12])
+    fig.update_yaxes(range=[-1.3 * top, 1.3 * top])  # room for the bound labels above the markers
     fig.update_layout(title="Lemma 1 terms: each hidden layer's contribution to the Hessian",
                       barmode="overlay", yaxis_title="eigenvalue of the layer's term", height=360,
                       margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2))
@@ -475,6 +548,6 @@ def margins_bar(logits: Any, class_names: Sequence[str], *, pred: int, label: in
     fig = go.Figure(go.Bar(x=vals, y=names, orientation="h", marker_color=colors,
                            hovertemplate="z_pred − z_%{y} = %{x:.3f}<extra></extra>"))
     fig.update_layout(title=f"Predicted {class_names[pred]}: its lead over each other class",
-                      xaxis_title="logit margin z_y − z_t", yaxis=dict(autorange="reversed"), height=360,
-                      margin=dict(l=10, r=10, t=50, b=10))
+                      xaxis_title="logit margin z_y − z_t", yaxis=dict(autorange="reversed", automargin=True),
+                      height=380, margin=dict(l=10, r=10, t=80, b=10))
     return fig

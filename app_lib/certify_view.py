@@ -1,0 +1,260 @@
+"""What the Certify page shows, computed and cached here (the page only lays it out).
+
+Each section of the page is one call: :func:`gallery` (the certified test images), :func:`take_upload` (an
+uploaded picture), :func:`certificate` (the certificate of the picked image and its closest boundary point),
+:func:`margin_path` (the margin along the line to that point) and :func:`attack` (Algorithm 2 at ρ). A new
+section (another certificate method, a 2-D slice) is one more function here returning a small view model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from app_lib import analysis, ui
+from crc_core.attack import curvature_attack
+from crc_core.certify import CertificateBatch, certify
+from crc_core.errors import CRCError
+from crc_core.hessian import margin_and_grad
+from crc_core.models import MLP
+
+POOL = 120  # test images certified for the gallery (once per model)
+SHOW = 24  # thumbnails shown
+PATH_POINTS = 161  # points on the margin-along-a-line chart
+NO_DIRECTION = 1e-9  # a boundary point closer than this to x0 gives no direction (follow the gradient instead)
+
+
+# ------------------------------------------------------------------------------------------------ gallery
+@st.cache_resource(show_spinner="Certifying the gallery images (once per model)…", max_entries=8)
+def _pool(key: str, dataset: str, mode: str, device: str, _model, _table) -> tuple[pd.DataFrame, CertificateBatch]:
+    ds = ui.cached_test_set(dataset)
+    x, y = ds.images[:POOL].to(device), ds.labels[:POOL].to(device)
+    with torch.no_grad():
+        batch = certify(_model, x, y, mode=mode, bounds=_table)
+    df = batch.to_frame()
+    df.insert(0, "index", range(len(df)))
+    return df, batch
+
+
+def gallery(ctx: ui.Ctx, mode: str) -> pd.DataFrame:
+    """One row per gallery image (the first POOL test images): index, pred, label, correct, radius, …"""
+    return _pool(ctx.key, ctx.dataset, mode, str(ctx.device), ctx.model, ctx.bounds("auto"))[0]
+
+
+def filter_gallery(pool: pd.DataFrame, class_names: list[str], cls: str, outcome: str, at_rho: str, rho: float
+                   ) -> pd.DataFrame:
+    """The gallery rows matching the filters: class name or "any"; "correct"/"wrong"/"any"; "certified"/"not
+    certified"/"any" at ρ (certified = correct and radius ≥ ρ, as :meth:`CertificateBatch.certified`)."""
+    sel = pool
+    if cls != "any":
+        sel = sel[sel["label"] == class_names.index(cls)]
+    if outcome != "any":
+        sel = sel[sel["correct"] == (outcome == "correct")]
+    if at_rho != "any":
+        ok = sel["correct"] & (sel["radius"] >= rho)
+        sel = sel[ok if at_rho == "certified" else ~ok]
+    return sel
+
+
+# ------------------------------------------------------------------------------------------------ upload
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _read(key: str, name: str, colours: str, _data: bytes) -> analysis.UploadedImage:
+    invert = {"auto": "auto", "keep": False, "invert": True}[colours]
+    return analysis.read_upload(_data, name, invert=invert)  # type: ignore[arg-type]
+
+
+def take_upload(data: bytes, name: str, colours: str) -> analysis.UploadedImage:
+    """Read an uploaded picture (once per file and colour choice) and make it the picked image. A refused file
+    also drops the previous upload, so its certificate does not stay on screen under the error."""
+    try:
+        done = _read(analysis.image_key(data), name, colours, data)
+    except CRCError:
+        ui.forget_uploaded_image()
+        raise
+    ui.use_uploaded_image(name, done.x)
+    return done
+
+
+# ------------------------------------------------------------------------------------------------ certificate
+@dataclass(frozen=True)
+class Boundary:
+    """The closest point found, over all targets, where the prediction changes (or ties): x_b (784,), its distance
+    to x0 (the upper end of the interval), and ``cls``: the class that wins or ties with the prediction there."""
+
+    x_b: torch.Tensor
+    distance: float
+    cls: int
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The certificate of one image. radius/target: the guarantee and its arg-min class (-1 when misclassified);
+    upper: the distance of ``boundary`` (inf when no point where another class wins was found); radii (C,) and
+    exact_t (C,) per target (NaN / False at the prediction); ``toward`` (784,): the direction the margin chart
+    follows (to the boundary point, else to the arg-min target's dual point, else down the margin's gradient)."""
+
+    pred: int
+    label: int | None
+    prob: float
+    correct: bool
+    radius: float
+    target: int
+    exact: bool
+    upper: float
+    runner_up: int
+    runner_up_radius: float
+    radii: np.ndarray
+    exact_t: np.ndarray
+    logits: np.ndarray
+    boundary: Boundary | None
+    toward: torch.Tensor
+    toward_class: int
+
+    def certified(self, rho: float) -> bool:
+        """Correct and radius ≥ ρ (the same rule as :meth:`CertificateBatch.certified`)."""
+        return self.correct and self.radius >= rho
+
+    def summary(self) -> tuple[str, str]:
+        """(Streamlit alert kind, sentence): what the certificate says about the distance to the boundary."""
+        if not self.correct:
+            return "warning", ("This image is misclassified, so there is nothing to certify: its radius is 0 by "
+                               "definition (the prediction is already wrong).")
+        if self.boundary is None:
+            return "info", (f"The true distance to the decision boundary is **at least {self.radius:.4f}**; the "
+                            "solver found no point where another class wins, so there is no upper end to the "
+                            "interval yet.")
+        return "info", (f"The true distance to the decision boundary lies in **[{self.radius:.4f}, "
+                        f"{self.upper:.4f}]**: certified radius ≤ distance ≤ distance of the closest point found "
+                        "where another class wins"
+                        f"{' (the two ends meet: the certificate is exact)' if self.exact else ''}.")
+
+
+def _row(batch: CertificateBatch, i: int) -> CertificateBatch:
+    """Image i of a certificate batch, as a batch of one (tensor fields sliced)."""
+    return dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[i:i + 1] for f in dataclasses.fields(batch)
+                                         if isinstance(getattr(batch, f.name), torch.Tensor)})
+
+
+def closest_boundary(model: MLP, cert: CertificateBatch, pred: int) -> Boundary | None:
+    """The closest boundary point found over ALL targets of a one-image batch (the arg-min of ``upper_t``; its
+    distance is ``cert.upper``), labelled with the class that wins or ties with ``pred`` there; None when no
+    point where another class wins was found."""
+    up = cert.upper_t[0].detach().cpu().double()
+    if not bool(torch.isfinite(up).any()):
+        return None
+    j = int(up.argmin())
+    xb = cert.x_boundary_t[0, j].detach().cpu().float()
+    with torch.no_grad():
+        z = model(xb[None].to(model.layers[0].weight.device))[0].cpu().double()
+    z[pred] = float("-inf")
+    return Boundary(xb, float(up[j]), int(z.argmax()))
+
+
+@st.cache_resource(show_spinner="Certifying…", max_entries=64)
+def _certify_one(key: str, image_key: str, mode: str, device: str, _model, _x, _label, _table) -> CertificateBatch:
+    lab = None if _label is None else torch.tensor([_label], device=device)
+    with torch.no_grad():
+        return certify(_model, _x[None].to(device), lab, mode=mode, bounds=_table)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _certificate(key: str, image_key: str, index: int | None, label: int | None, dataset: str, mode: str, device: str,
+                 _ctx: ui.Ctx, _picked: ui.Picked) -> Certificate:
+    model, x = _ctx.model, _picked.x
+    if _picked.index is not None and _picked.index < POOL:
+        cert = _row(_pool(key, dataset, mode, device, model, _ctx.bounds("auto"))[1], _picked.index)
+    else:
+        cert = _certify_one(key, image_key, mode, device, model, x, _picked.label, _ctx.bounds("auto"))
+    pred, target = int(cert.pred[0]), int(cert.target[0])
+    logits = cert.logits[0].detach().cpu().double()
+    correct = bool(cert.correct[0])
+    boundary = closest_boundary(model, cert, pred) if correct else None
+    if boundary is not None:
+        toward, toward_class = boundary.x_b - x, boundary.cls
+    else:  # no point where another class wins: the arg-min target's dual point, or down the gradient
+        toward_class = target if target >= 0 else int(cert.runner_up[0])
+        toward = cert.x_boundary[0].detach().cpu().float() - x
+        if float(toward.norm()) < NO_DIRECTION:
+            dev = model.layers[0].weight.device
+            _, g = margin_and_grad(model, x[None].to(dev), torch.tensor([pred], device=dev),
+                                   torch.tensor([toward_class], device=dev))
+            toward = -g[0].detach().cpu().float()
+    return Certificate(
+        pred=pred, label=_picked.label, prob=float(torch.softmax(logits, 0)[pred]), correct=correct,
+        radius=float(cert.radius[0]), target=target, exact=bool(cert.exact[0]), upper=float(cert.upper[0]),
+        runner_up=int(cert.runner_up[0]), runner_up_radius=float(cert.runner_up_radius[0]),
+        radii=cert.radii[0].detach().cpu().double().numpy(), exact_t=cert.exact_t[0].cpu().numpy(),
+        logits=logits.numpy(), boundary=boundary, toward=toward, toward_class=toward_class)
+
+
+def certificate(ctx: ui.Ctx, picked: ui.Picked, mode: str) -> Certificate:
+    """The certificate of the picked image (from the gallery's batch when it is a gallery image)."""
+    return _certificate(ctx.key, picked.key, picked.index, picked.label, ctx.dataset, mode, str(ctx.device), ctx,
+                        picked)
+
+
+def margin_path(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, rho: float) -> analysis.Line:
+    """The margins along the straight line from x0 in the direction ``cert.toward``, far enough to show the
+    boundary point, the certified radius and ρ."""
+    far = cert.boundary.distance if cert.boundary is not None else 0.0
+    s_max = 1.5 * max(far, rho, cert.radius, 1e-3)
+    return analysis.margin_line(ctx.model, picked.x, cert.toward, cert.pred, cert.toward_class, s_max,
+                                n=PATH_POINTS)
+
+
+# ------------------------------------------------------------------------------------------------ attack
+@dataclass(frozen=True)
+class Attack:
+    """Algorithm 2 at ρ against every target: a table (one row per target, strongest first) and the strongest
+    attack: its target, whether it changed the class, whether it is provably the worst case, its point x (784,)."""
+
+    table: pd.DataFrame
+    target: int
+    fooled: bool
+    provably_worst: bool
+    distance: float
+    x: torch.Tensor
+
+    def verdict(self, certified: bool, rho: float, class_names: list[str]) -> tuple[str, str]:
+        """(Streamlit alert kind, sentence): the certificate at ρ next to what the attack found."""
+        if certified and self.fooled:  # would contradict soundness: say so loudly
+            return "error", ("Certified yet fooled: this should never happen. Please report it with the model and "
+                             "image.")
+        if certified:
+            return "success", f"Certified: no image within ℓ2 distance {rho:g} of this one is classified differently."
+        if self.fooled:
+            return "warning", (f"Not robust at ρ = {rho:g}: the attack found an image {self.distance:.3f} away that "
+                               f"is classified as {class_names[self.target]}.")
+        return "info", ("Not certified, but the attack did not change the class either: the truth lies in the gap "
+                        "between the certified radius and the best attack.")
+
+
+@st.cache_resource(show_spinner="Running the curvature attack (Algorithm 2)…", max_entries=64)
+def _attack(key: str, image_key: str, rho: float, device: str, _model, _x, pred: int, _table, names: tuple
+            ) -> Attack:
+    ts = torch.tensor([t for t in range(_model.n_classes) if t != pred], device=device)
+    n = ts.numel()
+    res = curvature_attack(_model, _x[None].to(device).expand(n, -1), torch.full((n,), pred, device=device), ts,
+                           rho, bounds=_table)
+    margins = res.margin.detach().cpu()
+    k = int(margins.argmin())
+    table = pd.DataFrame({
+        "target": [names[int(t)] for t in ts.cpu()],
+        "margin after attack": margins.numpy(),
+        "distance used": res.distance.detach().cpu().numpy(),
+        "class changed": res.fooled.cpu().numpy(),
+        "provably worst case": res.success.cpu().numpy(),
+    }).sort_values("margin after attack")
+    return Attack(table, int(ts[k]), bool(res.fooled[k]), bool(res.success[k]), float(res.distance[k]),
+                  res.x[k].detach().cpu())
+
+
+def attack(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, rho: float, class_names: list[str]) -> Attack:
+    """The curvature attack (Algorithm 2) at ρ against every other class (cached per image and ρ)."""
+    return _attack(ctx.key, picked.key, float(rho), str(ctx.device), ctx.model, picked.x, cert.pred,
+                   ctx.bounds("auto"), tuple(class_names))
