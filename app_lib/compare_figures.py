@@ -20,6 +20,7 @@ __all__ = ["METHOD_COLORS", "certified_accuracy_curves", "mean_certificate_bars"
 METHOD_COLORS = {"crc": COLORS["radius"], "crown": "#1f77b4", "lipschitz": "#8c564b", "smoothing": "#e377c2",
                  "relu-quadratic": "#bcbd22"}
 SMOOTHED = "smoothed classifier, prob. ≥ 1 − α"
+SMOOTHED_PANEL = "A different classifier: the smoothed one, certified with probability ≥ 1 − α"
 
 
 def methods_vs_attack(radii: Mapping[str, float], labels: Mapping[str, str], *, attack_upper: float,
@@ -30,8 +31,7 @@ def methods_vs_attack(radii: Mapping[str, float], labels: Mapping[str, str], *, 
     rows = 2 if smoothing is not None else 1
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.18,
                         row_heights=[max(1, len(radii)), 1][:rows],
-                        subplot_titles=["Proofs about this model (deterministic)",
-                                        f"A different classifier: the smoothed one ({SMOOTHED})"][:rows])
+                        subplot_titles=["Proofs about this model (deterministic)", SMOOTHED_PANEL][:rows])
     names = list(radii)
     fig.add_bar(y=[labels.get(m, m) for m in names], x=[radii[m] for m in names], orientation="h",
                 marker_color=[METHOD_COLORS.get(m, COLORS["neutral"]) for m in names],

@@ -49,6 +49,12 @@ def label(method: str) -> str:
     return LABELS.get(method, method)
 
 
+def short_model_label(text: str) -> str:
+    """A picker label "name · architecture · training · acc (source)" -> "name<br>architecture" (chart ticks)."""
+    parts = text.split(" · ")
+    return "<br>".join(parts[:2])
+
+
 # ------------------------------------------------------------------------------------------------ one image
 @dataclass(frozen=True)
 class ImageMethods:
