@@ -166,3 +166,21 @@ def test_figures_keep_smoothing_apart_and_labelled():
     assert smooth.line.dash == "dash" and max(fig.data[0].y) == pytest.approx(80)
     fig = cf.mean_certificate_bars(["a", "b"], {"crc": [1.0, 0.5], "crown": [0.4, float("nan")]}, cv.LABELS)
     assert [t.name for t in fig.data] == ["CRC (curvature)", "CROWN"]
+
+
+def test_relu_main_certificate_hook_matches_certify_relu():
+    from app_lib import ui
+    from crc_core.baselines.relu_quadratic import certify_relu
+
+    ds = load_dataset("embedded", "test", limit=3)
+    x = ds.images.reshape(-1, 784)[2]
+    picked = ui.Picked(x, int(ds.labels[2]), "test image #2", "img-2", 2)
+    for widths, expect in (([16], True), ([16, 16], False)):
+        model = _relu(widths)
+        ctx = ui.Ctx(registry.ModelRef(f"t:{len(widths)}", "shipped", None, f"relu{len(widths)}"), model, {}, "relu",
+                     torch.device("cpu"), "embedded")
+        main = cv.relu_certificate(ctx, picked)
+        assert (main is not None) == expect
+        if main is not None:
+            ref = certify_relu(model, x[None], ds.labels[2:3])
+            assert main.radius == pytest.approx(float(ref.radius[0])) and main.correct == bool(ref.correct[0])
