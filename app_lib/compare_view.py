@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +147,8 @@ def relu_certificate(ctx: ui.Ctx, picked: ui.Picked) -> ReluMain | None:
 class TestSetJob:
     """Certified radii per method on ``images`` (N, 784) with ``labels`` (N,), CHUNK images at a time in a worker
     thread holding the heavy-job lock. ``frames`` grows as chunks finish; ``stop()`` ends it after the current
-    chunk. No Streamlit inside: the page polls :meth:`frame` and :attr:`done`."""
+    chunk, and so does its session staying gone (``alive()`` False) for ``orphan_after`` seconds. No Streamlit
+    inside: the page polls :meth:`frame` and :attr:`done`."""
 
     model: MLP
     images: torch.Tensor
@@ -156,6 +158,9 @@ class TestSetJob:
     frames: list[pd.DataFrame] = field(default_factory=list)
     error: str | None = None
     status: str = "waiting"
+    alive: Callable[[], bool] = lambda: True
+    orphan_after: float = 120.0
+    _gone_since: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -184,16 +189,25 @@ class TestSetJob:
         """The per-image table so far: index, label, pred, correct, radius_<m>, time_<m>, attack_upper, …"""
         return pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame()
 
+    def _stopping(self) -> bool:
+        """A stop was asked for, or the session has been gone for ``orphan_after`` seconds."""
+        if self.alive():
+            self._gone_since = None
+        elif self._gone_since is None:
+            self._gone_since = time.monotonic()
+        return self._stop.is_set() or (self._gone_since is not None
+                                       and time.monotonic() - self._gone_since > self.orphan_after)
+
     def _work(self) -> None:
         while not self.lock.acquire(timeout=0.2):  # another heavy job (training, a survey) has the machine
-            if self._stop.is_set():
+            if self._stopping():
                 self.status = "stopped"
                 return
         try:
             self.status = "running"
             dev = self.model.layers[0].weight.device
             for s in range(0, self.images.shape[0], CHUNK):
-                if self._stop.is_set():
+                if self._stopping():
                     self.status = "stopped"
                     return
                 res = compare_certificates(self.model, self.images[s:s + CHUNK].to(dev), self.labels[s:s + CHUNK],
@@ -224,7 +238,7 @@ def start_job(ctx: ui.Ctx, n_images: int, methods: tuple[str, ...]) -> TestSetJo
         old[1].stop()
     ds = ctx.test_set()
     job = TestSetJob(ctx.model, ds.images[:n_images].reshape(-1, 784), ds.labels[:n_images], methods,
-                     ui.heavy_lock()).start()
+                     ui.heavy_lock(), alive=ui.session_alive(), orphan_after=ui.orphan_after()).start()
     st.session_state[JOB_KEY] = ((ctx.key, ctx.dataset), job)
     return job
 

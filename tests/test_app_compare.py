@@ -184,3 +184,11 @@ def test_relu_main_certificate_hook_matches_certify_relu():
         if main is not None:
             ref = certify_relu(model, x[None], ds.labels[2:3])
             assert main.radius == pytest.approx(float(ref.radius[0])) and main.correct == bool(ref.correct[0])
+
+
+def test_test_set_job_ends_when_its_session_is_gone():
+    ds = load_dataset("embedded", "test", limit=40)
+    job = cv.TestSetJob(MLP(784, [8], 10, "softplus"), ds.images.reshape(-1, 784), ds.labels, ("lipschitz",),
+                        threading.Lock(), alive=lambda: False, orphan_after=0.0).start()
+    assert job.wait(60) and job.status == "stopped" and job.n_done < 40
+    assert not job.lock.locked()  # the machine is free again
