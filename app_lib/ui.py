@@ -308,6 +308,8 @@ PAGES = (
          "Curvature bounds K_ub vs the curvature measured at test images K_lb, per class pair and across models."),
     Page("pages/4_Hessian.py", "Hessian", ":material/scatter_plot:",
          "All eigenvalues of the margin Hessian at one image, against the global bounds."),
+    Page("pages/5_Compare.py", "Compare", ":material/compare_arrows:",
+         "CRC beside CROWN, the first-order bound and randomized smoothing: on a test set and across models."),
     Page("pages/1_Train.py", "Train", ":material/model_training:",
          "Train a small network (standard, γ-regularized or CRT) with live curves; stop any time."),
 )  # the one page list: the sidebar links and the Home page's tool cards
