@@ -17,6 +17,17 @@ boundary (then the certificate is **exact**). Training with a curvature penalty 
 so the certificates get large.
 """
 
+UPLOAD_CHECKPOINT = ("A `.pt` file saved by CRC Explorer (the Train page, `crc_core train`) loads at once. Other "
+                     "PyTorch networks are imported: the paper's official checkpoints (such as "
+                     "`mnist_2_softplus_L2_1.58_EIGEN_0.005`) and any fully connected net's `state_dict` (`fc1.…`, "
+                     "an `nn.Sequential`'s `0.…`, a `module.` prefix). Files are only read as weights: code inside a "
+                     "file is never run, and anything else is refused.")
+
+IMPORT_FOUND = ("This is not a CRC Explorer checkpoint but a PyTorch file holding a fully connected network (only its "
+                "weights were read; nothing in it was run). A state dict does not store the activation or the dataset: "
+                "check them below, then **Import** saves the network in your models folder and picks it on every "
+                "page.")
+
 CERTIFY = """
 * **Certified radius (all classes)**: the smallest, over every other class t, of the radius certified against t.
   Nothing closer than this can change the prediction. This is the certificate of the classifier.

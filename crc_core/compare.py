@@ -7,6 +7,11 @@ boundary lies in [radius, attack_upper]; the best sound radius is the largest de
 
 Randomized smoothing certifies a *different* classifier (the smoothed one) and holds with probability ≥ 1 - α: its
 radius is reported beside the others, flagged ``deterministic=False``, and never enters ``best_sound``.
+
+2-layer ReLU networks get the App. G quadratic certificate ("relu-quadratic",
+:func:`crc_core.baselines.relu_quadratic.certify_relu`) in CRC's place; :func:`refusal` says why a method does not
+apply to a model (CRC on ReLU: no curvature bound), and ``skip_unsupported=True`` runs the methods that do apply,
+recording the others' reasons in :attr:`ComparisonResult.refused`.
 """
 
 from __future__ import annotations
@@ -22,16 +27,20 @@ from .attack import pgd_attack
 from .baselines.common import as_net64
 from .baselines.crown import crown_radius
 from .baselines.lipschitz import hidden_lipschitz, lipschitz_radius
+from .baselines.relu_quadratic import certify_relu, require_two_layer_relu
 from .baselines.smoothing import SMOOTHING_GUARANTEE, Smooth, check_smoothing_args
 from .certify import certify
 from .errors import CRCError
 from .models import MLP, require_curvature_model
 
-__all__ = ["DETERMINISTIC_METHODS", "METHODS", "ComparisonResult", "MethodResult", "attack_upper_bound",
-           "compare_certificates"]
+__all__ = ["ALL_METHODS", "DETERMINISTIC_METHODS", "METHODS", "RELU_METHOD", "ComparisonResult", "MethodResult",
+           "applicable_methods", "attack_upper_bound", "compare_certificates", "default_methods", "is_deterministic",
+           "refusal"]
 
-METHODS: tuple[str, ...] = ("crc", "crown", "lipschitz", "smoothing")
+METHODS: tuple[str, ...] = ("crc", "crown", "lipschitz", "smoothing")  # the comparison of issue 11 (any activation)
 DETERMINISTIC_METHODS: tuple[str, ...] = ("crc", "crown", "lipschitz")
+RELU_METHOD = "relu-quadratic"  # App. G: 2-layer ReLU nets only
+ALL_METHODS: tuple[str, ...] = (*METHODS, RELU_METHOD)
 Targets = Literal["all", "runner-up"]
 _GUARANTEE = "deterministic: no point closer than the radius changes the model's prediction (float64 model)"
 
@@ -59,7 +68,8 @@ class ComparisonResult:
     """Per image (B,): pred, label, correct; ``methods`` name -> :class:`MethodResult`; attack_upper (distance of
     the closest prediction change found, inf if none: an upper bound on the true distance; with targets
     "runner-up", of the closest point where the runner-up class reaches the prediction); best_sound (largest
-    deterministic radius); violation (a deterministic radius above attack_upper: a bug, never expected)."""
+    deterministic radius); violation (a deterministic radius above attack_upper: a bug, never expected); refused
+    (method -> why it does not apply to the model, for the methods skipped with ``skip_unsupported``)."""
 
     pred: torch.Tensor
     label: torch.Tensor
@@ -69,6 +79,7 @@ class ComparisonResult:
     best_sound: torch.Tensor
     violation: torch.Tensor
     targets: str
+    refused: dict[str, str] = field(default_factory=dict)
 
     def radius(self, name: str) -> torch.Tensor:
         return self.methods[name].radius
@@ -97,25 +108,75 @@ class ComparisonResult:
         return pd.DataFrame(cols)
 
 
-def _check_methods(model: MLP, methods: Sequence[str], targets: str, smoothing: dict) -> tuple[str, ...]:
+def is_deterministic(name: str) -> bool:
+    """True for the methods whose radius is a proof about the model itself (all but smoothing)."""
+    return name in DETERMINISTIC_METHODS or name == RELU_METHOD
+
+
+def _refusal_error(model: MLP, method: str) -> CRCError | None:
+    """The error (its own type, e.g. UnsupportedActivationError) saying why ``method`` cannot certify ``model``."""
+    try:
+        if method == "crc":
+            require_curvature_model(model)
+        elif method == RELU_METHOD:
+            require_two_layer_relu(model)
+        elif method in ("crown", "lipschitz"):
+            as_net64(model)
+        elif method != "smoothing":
+            return CRCError(f"Unknown method {method!r}; use {', '.join(ALL_METHODS)}.")
+    except CRCError as exc:
+        if method == "crc" and getattr(model, "activation_name", None) == "relu":
+            hint = (f"use {RELU_METHOD} (App. G) for this 2-layer net" if model.depth == 2 else
+                    "crown, lipschitz and smoothing still apply")
+            return type(exc)(f"CRC needs a smooth activation (a bounded second derivative); ReLU's curvature is "
+                             f"unbounded at 0, so no curvature bound exists: {hint}.")
+        return exc
+    return None
+
+
+def refusal(model: MLP, method: str) -> str | None:
+    """Why ``method`` cannot certify ``model`` (one sentence), or None when it applies. Checks only the model."""
+    err = _refusal_error(model, method)
+    return None if err is None else str(err)
+
+
+def applicable_methods(model: MLP, methods: Sequence[str] = ALL_METHODS) -> tuple[str, ...]:
+    """The subset of ``methods`` that :func:`refusal` accepts for ``model`` (order kept)."""
+    return tuple(m for m in methods if refusal(model, m) is None)
+
+
+def default_methods(model: MLP) -> tuple[str, ...]:
+    """The main certificate of a model: App. G for a 2-layer ReLU net, CRC otherwise (refused for deeper ReLU)."""
+    return (RELU_METHOD,) if refusal(model, RELU_METHOD) is None else ("crc",)
+
+
+def _check_methods(model: MLP, methods: Sequence[str], targets: str, smoothing: dict, skip_unsupported: bool
+                   ) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(methods to run, refused name -> reason); raises CRCError for bad input or (unless ``skip_unsupported``)
+    a method that does not apply, before any work."""
     methods = tuple(dict.fromkeys(str(m).strip().lower() for m in methods))
     if not methods:
-        raise CRCError(f"Choose at least one method of {', '.join(METHODS)}.")
-    unknown = [m for m in methods if m not in METHODS]
+        raise CRCError(f"Choose at least one method of {', '.join(ALL_METHODS)}.")
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
-        raise CRCError(f"Unknown method(s) {', '.join(unknown)}; use {', '.join(METHODS)}.")
+        raise CRCError(f"Unknown method(s) {', '.join(unknown)}; use {', '.join(ALL_METHODS)}.")
     if targets not in ("all", "runner-up"):
         raise CRCError(f"Unknown target mode {targets!r}; use 'all' or 'runner-up'.")
     if not isinstance(model, MLP):
         raise CRCError(f"Comparing certificates needs a crc_core.models.MLP, got {type(model).__name__}.")
-    if "crc" in methods:
-        require_curvature_model(model)  # CRC needs a smooth activation: ReLU is refused here, before any work
-    if set(methods) & {"crown", "lipschitz"}:
-        as_net64(model)
+    refused: dict[str, str] = {}
+    for m in methods:
+        if (err := _refusal_error(model, m)) is not None:
+            if not skip_unsupported:
+                raise err
+            refused[m] = str(err)
+    methods = tuple(m for m in methods if m not in refused)
+    if not methods:
+        raise CRCError("No chosen method applies to this model: " + " ".join(f"{m}: {w}" for m, w in refused.items()))
     if "smoothing" in methods:
         check_smoothing_args(smoothing.get("sigma", 0.25), smoothing.get("n0", 100), smoothing.get("n", 10_000),
                              smoothing.get("alpha", 0.001))
-    return methods
+    return methods, refused
 
 
 def _targets(logits: torch.Tensor, pred: torch.Tensor, targets: str) -> torch.Tensor:
@@ -158,6 +219,12 @@ def _run_crown(model, x0, pred, T, correct, options) -> MethodResult:
     res, sec = _timed(lambda: crown_radius(model, x0, pred, T, **options), x0.device)
     r = torch.where(correct, res.radius, 0).cpu()
     return MethodResult("crown", r, sec, True, _GUARANTEE, {"n_bounds": res.n_bounds.cpu()})
+
+
+def _run_relu(model, x0, label, targets, options) -> MethodResult:
+    res, sec = _timed(lambda: certify_relu(model, x0, label, targets=targets, **options), x0.device)
+    guarantee = _GUARANTEE + "; App. G quadratic bounds, last ρ proved by bisection (< ρ_high)"
+    return MethodResult(RELU_METHOD, res.radius.double().cpu(), sec, True, guarantee, {"target": res.target.cpu()})
 
 
 def _run_smoothing(model, x0, label, opts) -> MethodResult:
@@ -227,19 +294,22 @@ def attack_upper_bound(model: MLP, x0: torch.Tensor, pred: torch.Tensor, *, targ
 def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *,
                          methods: Sequence[str] = METHODS, targets: Targets = "all", attack: bool = True,
                          crc_options: dict | None = None, crown_options: dict | None = None,
-                         smoothing_options: dict | None = None, attack_options: dict | None = None
-                         ) -> ComparisonResult:
+                         smoothing_options: dict | None = None, attack_options: dict | None = None,
+                         relu_options: dict | None = None, skip_unsupported: bool = False) -> ComparisonResult:
     """Every method's radius for images x (B, D) (or (B, 1, 28, 28)) in [0, 1], beside the attack's upper bound.
 
     labels (B,): a misclassified image gets radius 0 from every method (without labels the prediction is
     certified). targets: "all" (the classifier's radius: min over every t ≠ y) or "runner-up" (the paper's).
     Options go to :func:`~crc_core.certify.certify`, :func:`~crc_core.baselines.crown.crown_radius`,
     :meth:`~crc_core.baselines.smoothing.Smooth.certify` (keys sigma, n0, n, alpha, binary, batch_size, seed;
-    defaults σ = 0.25, n0 = 100, n = 10,000, α = 0.001) and :func:`attack_upper_bound`. Computation follows the
-    model's device; results are on the CPU.
+    defaults σ = 0.25, n0 = 100, n = 10,000, α = 0.001), :func:`attack_upper_bound` and (``relu_options``)
+    :func:`~crc_core.baselines.relu_quadratic.certify_relu`. A method that does not apply to the model (CRC on
+    ReLU, "relu-quadratic" on anything but a 2-layer ReLU net) raises CRCError before any work, or with
+    ``skip_unsupported`` is left out and its reason kept in ``refused``. Computation follows the model's device;
+    results are on the CPU.
     """
     smoothing_options = dict(smoothing_options or {})
-    methods = _check_methods(model, methods, targets, smoothing_options)
+    methods, refused = _check_methods(model, methods, targets, smoothing_options, skip_unsupported)
     dev, dtype = model.layers[0].weight.device, model.layers[0].weight.dtype
     x0 = model.flatten_input(x).detach().to(device=dev, dtype=dtype)
     if x0.shape[0] == 0 or not torch.isfinite(x0).all():
@@ -260,6 +330,8 @@ def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | Non
             out[name] = _run_lipschitz(model, x0, pred, T, correct)
         elif name == "crown":
             out[name] = _run_crown(model, x0, pred, T, correct, crown_options or {})
+        elif name == RELU_METHOD:
+            out[name] = _run_relu(model, x0, label, targets, relu_options or {})
         else:
             out[name] = _run_smoothing(model, x0, label, smoothing_options)
     sound = [out[m].radius for m in methods if out[m].deterministic]
@@ -273,4 +345,4 @@ def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | Non
             upper = torch.minimum(upper, out["crc"].flags["upper"])
     upper = torch.where(correct.cpu(), upper, torch.zeros_like(upper))
     violation = torch.stack(sound).gt(upper).any(0) if sound else torch.zeros_like(best, dtype=torch.bool)
-    return ComparisonResult(pred.cpu(), label.cpu(), correct.cpu(), out, upper, best, violation, targets)
+    return ComparisonResult(pred.cpu(), label.cpu(), correct.cpu(), out, upper, best, violation, targets, refused)

@@ -31,6 +31,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -44,6 +45,7 @@ from .bounds import CurvatureRegularizer, curvature_bounds
 from .certify import certify
 from .data import DATASET_NAMES, Dataset, load_dataset
 from .device import default_device
+from .epoch_checkpoint import load_epoch_checkpoint, restore_run, save_epoch_checkpoint
 from .errors import CRCError
 from .hessian import runner_up
 from .models import MLP, format_architecture
@@ -542,7 +544,8 @@ def _start(config: TrainConfig, train_ds: Dataset, init_model: MLP | None, dev: 
 
 def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = None,
           should_stop: Callable[[], bool] | None = None, init_model: MLP | None = None,
-          data: tuple[Dataset, Dataset] | None = None) -> TrainResult:
+          data: tuple[Dataset, Dataset] | None = None, epoch_checkpoint: str | Path | None = None,
+          resume: bool = False) -> TrainResult:
     """Train an MLP as ``config`` says; return a :class:`TrainResult`.
 
     Args:
@@ -560,6 +563,11 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
             the result has ``stopped=True`` with the model as trained so far (usable, finite).
         init_model: continue from these weights (copied; must match the config's architecture).
         data: (train, test) datasets to use instead of loading ``config.dataset`` (limits still apply).
+        epoch_checkpoint: write the full training state there after every finished epoch
+            (:mod:`crc_core.epoch_checkpoint`; atomic, so a killed run keeps its last finished epoch).
+        resume: continue from ``epoch_checkpoint`` when that file exists (its history is replayed first, then
+            training goes on from the next epoch; CheckpointError when it was made with other settings). On CPU
+            the final weights equal those of an uninterrupted run, bit for bit.
     """
     if not isinstance(config, TrainConfig):
         raise CRCError(f"train() needs a TrainConfig, got {type(config).__name__}.")
@@ -574,7 +582,8 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
     rng_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         run = _start(config, train_ds, init_model, dev)
-        for epoch in range(1, config.epochs + 1):
+        first, metrics = _resume(run, log, epoch_checkpoint if resume else None, config, len(train_ds))
+        for epoch in range(first, config.epochs + 1):
             epoch_stats = run_epoch(run, epoch, log, should_stop)
             if run.stopped or epoch_stats.n == 0:
                 break
@@ -584,11 +593,28 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
                 metrics = evaluated = {"epoch": epoch, "step": run.step,
                                        **config_epoch_metrics(run.model, config, test_ds)}
             log.epoch(epoch, run.step, epoch_stats.means(), evaluated)
+            if epoch_checkpoint is not None:
+                save_epoch_checkpoint(epoch_checkpoint, run, epoch=epoch, seconds=log.seconds(), history=log.history,
+                                      metrics=metrics)
             if run.step >= log.total_steps:
                 break
     run.model.eval()
     seconds = log.done(run.stopped, run.step, metrics)
     return TrainResult(run.model, log.history, metrics, run.stopped, seconds, run.step)
+
+
+def _resume(run: RunState, log: EventLog, path: str | Path | None, config: TrainConfig,
+            n_train: int) -> tuple[int, dict[str, Any]]:
+    """Load the epoch checkpoint at ``path`` (if any) into ``run`` and replay its events into ``log``; return
+    (first epoch to run, last evaluation). Without a file: (1, {})."""
+    if path is None or not Path(path).is_file():
+        return 1, {}
+    state = load_epoch_checkpoint(path, config, n_train)
+    restore_run(run, state)
+    log.t_start -= state.seconds  # event times count the earlier part of the run too
+    for event in state.history:
+        log.emit(event)
+    return state.epoch + 1, dict(state.metrics)
 
 
 def _curvature_term(model: MLP, reg: CurvatureRegularizer, y: torch.Tensor, t: torch.Tensor,

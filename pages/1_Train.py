@@ -34,8 +34,11 @@ with st.form("train_form", border=True):
     st.markdown("#### Settings")
     c1, c2, c3 = st.columns(3)
     with c1:
-        st.selectbox("Dataset", ui.dataset_names() or ["embedded"], key="tr_dataset",
+        st.selectbox("Dataset", ui.dataset_names("train") or ["embedded"], key="tr_dataset",
                      help="embedded: 10,000 training images of Fashion-MNIST shipped with the app.")
+        if no_train := ui.missing_train_split():
+            st.caption(f"Not offered: {', '.join(no_train)} (only its test split was found here, so it can be "
+                       "tested on but not trained on).")
         st.number_input("Depth L (number of linear layers)", step=1, key="tr_depth",
                         help="2 to 5. 2 = one hidden layer (Theorem 3 applies); deeper nets use Theorem 4.")
         st.selectbox("Hidden width", [16, 32, 64, 128, 256, 512, 1024], index=4, key="tr_width")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_lib import analysis, plots, texts, ui
+from app_lib import analysis, compare_figures, compare_view, plots, texts, ui
 from app_lib import certify_view as cv
 
 ctx = ui.page_setup("Certify", ":material/verified_user:")
@@ -133,3 +133,13 @@ with ui.guard("Certify"):
             ui.plot(plots.image_heatmaps([picked.x, att.x, att.x - picked.x],
                                          ["x0", f"attack (target {names[att.target]})", "attack − x0"],
                                          diverging=[False, False, True]), key="attack_images")
+
+    st.subheader("4 · Every certificate for this image")  # CROWN, first-order, smoothing beside CRC (compare_view)
+    if not cert.correct:
+        st.info("Misclassified: every method's radius is 0.")
+    else:
+        other = compare_view.image_methods(ctx, picked)
+        ui.plot(compare_figures.methods_vs_attack(other.deterministic, compare_view.LABELS, rho=rho,
+                                                  attack_upper=other.attack_upper, smoothing=other.smoothing),
+                key="methods")
+        st.caption(compare_view.caption(other))

@@ -7,7 +7,16 @@ import torch
 from helpers import small_data, small_model
 
 from crc_core.certify import certify
-from crc_core.compare import DETERMINISTIC_METHODS, METHODS, compare_certificates
+from crc_core.compare import (
+    DETERMINISTIC_METHODS,
+    METHODS,
+    RELU_METHOD,
+    applicable_methods,
+    compare_certificates,
+    default_methods,
+    is_deterministic,
+    refusal,
+)
 from crc_core.errors import CRCError, UnsupportedActivationError
 from crc_core.models import MLP
 
@@ -107,3 +116,31 @@ def test_follows_the_models_device_and_agrees_with_the_cpu():
         assert torch.allclose(cpu.radius(name), gpu.radius(name), rtol=1e-6)
     assert torch.allclose(cpu.radius("crc"), gpu.radius("crc"), rtol=1e-3)
     assert not gpu.violation.any()
+
+
+def test_two_layer_relu_gets_the_app_g_certificate_and_crc_is_refused_with_the_reason():
+    model = small_model(2, "relu", trained=True)
+    x, y = _data(4)
+    assert default_methods(model) == (RELU_METHOD,) and default_methods(small_model(2, "tanh", False)) == ("crc",)
+    assert "App. G" in refusal(model, "crc") or RELU_METHOD in refusal(model, "crc")
+    res = compare_certificates(model, x, y, methods=("crc", RELU_METHOD, "crown"), skip_unsupported=True)
+    assert tuple(res.methods) == (RELU_METHOD, "crown") and "ReLU" in res.refused["crc"]
+    assert res.methods[RELU_METHOD].deterministic and is_deterministic(RELU_METHOD)
+    assert not res.violation.any() and (res.best_sound <= res.attack_upper).all()
+    assert "radius_relu-quadratic" in res.to_frame().columns
+    with pytest.raises(CRCError, match="smooth activation"):
+        compare_certificates(model, x, y, methods=("crc", "crown"))
+
+
+def test_deeper_relu_refuses_crc_and_app_g_but_runs_the_rest():
+    model = small_model(3, "relu", trained=True)
+    x, y = _data(3)
+    assert refusal(model, RELU_METHOD) is not None and "crown" in refusal(model, "crc")
+    assert applicable_methods(model) == ("crown", "lipschitz", "smoothing")
+    res = compare_certificates(model, x, y, methods=("crc", RELU_METHOD, "lipschitz"), skip_unsupported=True,
+                               attack=False)
+    assert tuple(res.methods) == ("lipschitz",) and set(res.refused) == {"crc", RELU_METHOD}
+    with pytest.raises(CRCError, match="No chosen method"):
+        compare_certificates(model, x, y, methods=("crc",), skip_unsupported=True)
+    with pytest.raises(CRCError, match="2-layer"):
+        compare_certificates(model, x, y, methods=(RELU_METHOD,))

@@ -50,6 +50,9 @@ almost everywhere and undefined at its kinks). The epoch evaluation certifies 2-
 quadratic bound and deeper ReLU nets not at all (PGD accuracy only).
 
 Press Ctrl-C once to stop after the current step and still save the model; twice to abort.
+After every epoch the full training state is saved beside --out as <name>.last-epoch.pt (removed when the run
+completes); after a crash or a stop, the same command with --resume continues from the last finished epoch and
+ends with the weights an uninterrupted run would have.
 """
 
 
@@ -112,6 +115,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint to write (default runs/<kind>-<depth>x<width>-<activation>-<dataset>.pt)")
     g.add_argument("--log-every", type=int, default=10, metavar="N", help="progress update every N steps")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same flags from its last finished epoch "
+                        "(<out name>.last-epoch.pt)")
     g.add_argument("--dry-run", action="store_true",
                    help="a few steps on a few images, to check the set-up (writes a checkpoint)")
 
@@ -161,7 +167,22 @@ def default_out(config: Any) -> Path:
     return Path("runs") / f"{config.kind}-{architecture_slug(config.widths, config.activation)}-{config.dataset}.pt"
 
 
-def _train_with_ctrl_c(config: Any, progress: TrainProgress | None) -> Any:  # -> TrainResult
+def epoch_checkpoint_path(out: Path) -> Path:
+    """Where ``train`` keeps the per-epoch training state for ``--resume``: runs/x.pt -> runs/x.last-epoch.pt."""
+    return out.with_name((out.stem if out.suffix == ".pt" else out.name) + ".last-epoch.pt")
+
+
+def check_resume(path: Path, resume: bool) -> None:
+    """--resume needs the epoch file; without --resume an existing one (an interrupted run) is not overwritten."""
+    if resume and not path.is_file():
+        raise CRCError(f"--resume: nothing to resume, {path} does not exist (the run finished, or never got "
+                       "through an epoch); drop --resume to start it.")
+    if not resume and path.is_file():
+        raise CRCError(f"{path} holds an interrupted run of this output: add --resume to continue it, or delete "
+                       "the file to start again.")
+
+
+def _train_with_ctrl_c(config: Any, progress: TrainProgress | None, **train_kw: Any) -> Any:  # -> TrainResult
     """Run training; the first Ctrl-C stops after the current step (the model is kept), the second aborts."""
     from .. import train as train_mod  # looked up at call time (tests replace train_mod.train)
 
@@ -177,7 +198,7 @@ def _train_with_ctrl_c(config: Any, progress: TrainProgress | None) -> Any:  # -
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals only work there
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
     try:
-        return train_mod.train(config, callback=progress, should_stop=lambda: stop["requested"])
+        return train_mod.train(config, callback=progress, should_stop=lambda: stop["requested"], **train_kw)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)
@@ -191,17 +212,23 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     config = config_from_args(args)
     out = output_file(args.out or str(default_out(config)), "model.pt", create_folder=True)  # checked before training
+    epoch_file = epoch_checkpoint_path(out)
+    check_resume(epoch_file, args.resume)
     progress = TrainProgress() if not args.quiet else None
     if progress is not None:
         progress.message(f"training {config.describe()} on {config.dataset}{' (dry run)' if args.dry_run else ''}, "
                          f"device {describe_device(default_device(config.device))}")
-    result = _train_with_ctrl_c(config, progress)
+    if args.resume and progress is not None:
+        progress.message(f"resuming from {epoch_file}")
+    result = _train_with_ctrl_c(config, progress, epoch_checkpoint=epoch_file, resume=args.resume)
     if progress is not None and (result.stopped or not result.metrics):
         progress.message("evaluating the stopped model ...")
     metrics = final_metrics(config, result)  # a stopped run: these weights, evaluated now
     record = run_record(config, result, source=f"{PROG} {shlex.join(args.argv)}", metrics=metrics,
                         extra={"dry_run": bool(args.dry_run)})
     path = save_checkpoint(out, result.model.cpu(), record)
+    if not result.stopped:
+        epoch_file.unlink(missing_ok=True)  # complete: nothing left to resume
     print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB): {config.describe()}, "
           f"test acc {fmt(metrics.get('test_accuracy'), True)}, certified acc at rho={config.eval_rho:g}: "
           f"runner-up {fmt(metrics.get('certified_accuracy'), True)}, "
