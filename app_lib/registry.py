@@ -359,10 +359,13 @@ def _plain(msg: str, path: str, filename: str) -> str:
                 "run). A CRC Explorer checkpoint holds only tensors and text.")
     code = _CODE_REFUSAL.match(msg)
     if code and code["path"] == path:
-        return (f"{filename!r} was refused unopened: it refers to {code['what']}, not only to tensors, so it could "
+        return (f"{filename!r} contains code or objects other than tensors: it refers to {code['what']}, so it could "
                 "carry code (nothing in it was run; save and upload model.state_dict() instead).")
     if msg.startswith(f"Refused {path}: "):  # the scan's other refusals: oversized or forged declarations
         return f"{filename!r} was refused unopened (nothing in it was run or allocated): {msg[len(path) + 10:]}"
+    if msg.startswith(f"{path} is a Python pickle but not one written by torch.save"):
+        return (f"{filename!r} is a Python pickle but not one written by torch.save: it contains code or objects "
+                "other than tensors, so it was not opened (nothing in it was run).")
     if msg.startswith(f"{path} is not a readable PyTorch file"):
         return f"{filename!r} is not a readable PyTorch file: it is corrupt or truncated."
     if msg.startswith(f"{path} is corrupt or truncated"):
