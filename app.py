@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_lib import plots, texts, ui, views
+from app_lib import imports_view, plots, texts, ui, views
 
 ctx = ui.page_setup("Home", require_model=False)
 
@@ -31,23 +31,12 @@ c1, c2 = st.columns([1, 1], gap="large")
 with c1:
     st.markdown("#### The model every page uses")
     if ctx is None:
-        st.info("No model is available yet. Train one on the **Train** page or upload a checkpoint here.")
+        st.info("No model is available yet. Train one on the **Train** page or upload a checkpoint here (ours, or "
+                "the paper's official files and other PyTorch MLPs, which are imported).")
     else:
         rows = views.model_rows(ctx)
         st.dataframe({"property": list(rows), "value": list(rows.values())}, hide_index=True, width="stretch")
         st.caption("Change it in the sidebar: every page follows the same choice.")
 
 with c2:
-    st.markdown("#### Upload a checkpoint")
-    st.caption("A `.pt` file saved by CRC Explorer (the Train page, or `crc_core.checkpoints.save_checkpoint`). "
-               "Files are read as weights only: code inside a file is never run, and tampered or foreign files "
-               "are refused.")
-    up = st.file_uploader("Checkpoint file", type=["pt", "pth", "ckpt"], key="crc_upload_ckpt")
-    if up is not None and st.session_state.get("crc_upload_done") != up.file_id:
-        st.session_state["crc_upload_done"] = up.file_id
-        with ui.guard("Upload refused"):
-            ref = ui.add_upload(up.getvalue(), up.name)
-            st.session_state["crc_flash"] = f"Loaded {up.name}: it is now the picked model ({ref.id})."
-            st.rerun()
-    if msg := st.session_state.pop("crc_flash", None):
-        st.success(msg)
+    imports_view.upload_section()

@@ -15,7 +15,7 @@ import torch
 
 from crc_core.bounds import theorem4_terms
 from crc_core.errors import CRCError, DataError
-from crc_core.hessian import margin_hessian, margin_hessian_eigh
+from crc_core.hessian import as_dtype, margin_hessian, margin_hessian_eigh
 from crc_core.models import MLP
 
 # ------------------------------------------------------------------------------------------------ images
@@ -297,8 +297,7 @@ def spectrum(model: MLP, x: torch.Tensor, y: int, t: int) -> Spectrum:
 @torch.no_grad()
 def layer_term_ranges(model: MLP, x: torch.Tensor, y: int, t: int) -> tuple[np.ndarray, np.ndarray]:
     """Lemma 1 per-layer terms of the margin Hessian at x: (smallest, largest) eigenvalue of each, (L−1,)."""
-    m64 = MLP.from_config(model.config()).to(dtype=torch.float64, device=model.layers[0].weight.device)
-    m64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    m64 = as_dtype(model, torch.float64)
     x64 = x.reshape(1, -1).to(m64.layers[0].weight.device, torch.float64)
     terms = margin_hessian(m64, x64, torch.tensor([y]), torch.tensor([t]), per_layer=True)  # (L-1, 1, D, D)
     ev = torch.linalg.eigvalsh(terms[:, 0])

@@ -169,7 +169,8 @@ def _epoch_x(e: Mapping[str, Any]) -> float:
     return float(e.get("epoch", 0))
 
 
-def training_curves(events: Sequence[Mapping[str, Any]], *, title: str = "Training curves") -> go.Figure:
+def training_curves(events: Sequence[Mapping[str, Any]], *, title: str = "Training curves",
+                    no_curvature: str = "no curvature bound logged") -> go.Figure:
     """Live curves from :func:`crc_core.train.train` events: x axis in epochs (fractional between epochs).
 
     Panels: loss (total and cross-entropy, per logged step); curvature: the Theorem 4 bound K that the γ·K penalty
@@ -177,7 +178,9 @@ def training_curves(events: Sequence[Mapping[str, Any]], *, title: str = "Traini
     all pairs, per epoch: Theorem 3 for 2-layer nets, which is tighter than Theorem 4, so it can sit below the
     first line; both are upper bounds); accuracy (train batches per step; test, certified at ρ against the runner-up
     as in the paper, and certified against all classes, per epoch; the last two often coincide, so they are drawn
-    with different markers and dashes).
+    with different markers and dashes; the empirical robust accuracy under PGD at ρ, an upper bound on the true
+    robust accuracy, per epoch). Missing series (a ReLU net has no curvature bound, a deeper ReLU net no certified
+    accuracy) are left out; an empty curvature panel says ``no_curvature`` instead.
     """
     steps = [e for e in events if e.get("kind") == "step"]
     epochs = [e for e in events if e.get("kind") == "epoch"]
@@ -206,6 +209,15 @@ def training_curves(events: Sequence[Mapping[str, Any]], *, title: str = "Traini
          markers="circle-open", size=14, width=4)
     line(3, epochs, "certified_accuracy_all", "certified at ρ (all classes)", COLORS["rho"], markers="x",
          dash="dash", size=8)
+    line(3, epochs, "empirical_robust_accuracy", "robust to PGD at ρ (empirical, an upper bound)",
+         COLORS["boundary"],
+         markers="square", dash="dot", size=7)
+    if steps and not ks:
+        lo, hi = fig.layout.xaxis2.domain  # the middle of the empty panel, in paper coordinates
+        fig.add_annotation(text=no_curvature.replace(" (", "<br>("), showarrow=False, xref="paper", yref="paper",
+                           x=(lo + hi) / 2, y=0.5)
+        fig.update_xaxes(showticklabels=False, row=1, col=2)
+        fig.update_yaxes(showticklabels=False, row=1, col=2)
     if spans_decades(ks, 1.0):
         ticks = log_ticks(ks)
         fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], row=1, col=2)

@@ -17,6 +17,17 @@ boundary (then the certificate is **exact**). Training with a curvature penalty 
 so the certificates get large.
 """
 
+UPLOAD_CHECKPOINT = ("A `.pt` file saved by CRC Explorer (the Train page, `crc_core train`) loads at once. Other "
+                     "PyTorch networks are imported: the paper's official checkpoints (such as "
+                     "`mnist_2_softplus_L2_1.58_EIGEN_0.005`) and any fully connected net's `state_dict` (`fc1.…`, "
+                     "an `nn.Sequential`'s `0.…`, a `module.` prefix). Files are only read as weights: code inside a "
+                     "file is never run, and anything else is refused.")
+
+IMPORT_FOUND = ("This is not a CRC Explorer checkpoint but a PyTorch file holding a fully connected network (only its "
+                "weights were read; nothing in it was run). A state dict does not store the activation or the dataset: "
+                "check them below, then **Import** saves the network in your models folder and picks it on every "
+                "page.")
+
 CERTIFY = """
 * **Certified radius (all classes)**: the smallest, over every other class t, of the radius certified against t.
   Nothing closer than this can change the prediction. This is the certificate of the classifier.
@@ -68,10 +79,17 @@ TRAIN = f"""
   true class and the strongest other class, so the network learns to stay smooth.
 * **CRT** (curvature-based robust training) also replaces each image by the curvature attack (Algorithm 2) within
   distance ε: it trains on the worst images it can find, and certifies best.
+* **PGD** and **TRADES** (the paper's Table 14 baselines) train on points an ℓ2 PGD attack finds within ε (TRADES:
+  cross-entropy plus β times the KL divergence between the predictions at the image and at that point). They reach
+  high *empirical* robustness but have no curvature penalty, so their certificates can collapse on deeper nets.
+* **ReLU** can be trained with standard, PGD or TRADES only: γ and CRT penalise the curvature bound, and ReLU has
+  none (its Hessian is zero almost everywhere and undefined at its kinks). A 2-layer ReLU net is certified by the
+  paper's App. G; deeper ReLU nets get no certified accuracy here.
 * **Curves**: loss; the curvature bounds (the Theorem 4 bound K that the penalty uses, per step, and the bound the
   certificates use, per epoch: Theorem 3 for 2-layer nets, which is tighter, so it can sit below the first; both
   are upper bounds); test accuracy and the share of test images *certified* at distance ρ (radius ≥ ρ), against the
-  runner-up class (the paper's metric) and against all classes (the guarantee).
+  runner-up class (the paper's metric) and against all classes (the guarantee); and the share that PGD at ρ
+  does not fool (empirical: an upper bound on the true robust accuracy).
 * **Time**, measured for the defaults (2×[256] softplus, CRT, 3 epochs on the 10,000 embedded Fashion-MNIST
   images, 100 test images certified per epoch): 22 s in one run on an idle machine, 177 s on a heavily loaded
   2-core machine using one thread. The page shows the elapsed time while it trains, and stopping keeps the model
@@ -91,3 +109,18 @@ LOCAL = ("**Local** certificate (paper §7.4, App. C.6): the global certificate 
          "for *every* input; the local one uses bounds that hold only in a ball around this image (where the "
          "neurons' pre-activations stay in narrow ranges), so they are tighter and the proven radius can only grow. "
          "Both radii are proven lower bounds on the distance to the decision boundary.")
+RELU_NO_HESSIAN = """
+**This page does not apply to ReLU networks.** ReLU is piecewise linear, so the margin's Hessian is **zero almost
+everywhere** (inside each linear region) and **undefined at the kinks** where a hidden unit switches on or off: there
+is no spectrum to show here and no global bound m ≤ λ ≤ M to compare it with. Second-order certificates do not
+apply; a 2-layer ReLU net is certified another way (the paper's App. G: quadratic bounds on each ReLU, on the
+**Certify** page). Pick a softplus, sigmoid or tanh model to see its curvature.
+"""
+
+RELU_NO_CURVATURE = """
+**This page does not apply to ReLU networks.** ReLU is piecewise linear: the margin's Hessian is **zero almost
+everywhere** and **undefined at the kinks** (its second derivative is infinite at 0), so there is **no curvature
+bound** K_ub to compute and the measured curvature K_lb is 0 wherever it exists. Second-order certificates do not
+apply; a 2-layer ReLU net is certified another way (the paper's App. G, on the **Certify** page). Pick a softplus,
+sigmoid or tanh model to compare its curvature bounds with the measured curvature.
+"""

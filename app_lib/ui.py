@@ -23,9 +23,10 @@ import torch
 from app_lib import jobs, registry
 from app_lib.registry import ModelRef
 from crc_core.bounds import Bounds, curvature_bounds
-from crc_core.data import Dataset, available_datasets, load_dataset
+from crc_core.data import Dataset, DatasetInfo, available_datasets, load_dataset
 from crc_core.device import default_device, describe_device
 from crc_core.errors import CRCError
+from crc_core.importers import normalize_dataset
 from crc_core.models import MLP
 
 log = logging.getLogger("crc_explorer")
@@ -37,6 +38,7 @@ MODEL_KEY = "crc_model_id"  # the shared choice (a plain session key, survives p
 UPLOADS_KEY = "crc_uploads"  # id -> (ModelRef, MLP, metadata) uploaded in this session
 DEVICE_KEY = "crc_device"
 DATASET_KEY = "crc_dataset"
+DATASET_FOR_KEY = "crc_dataset_model"  # the model id the dataset picker last followed
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
@@ -131,8 +133,30 @@ def bounds_table(key: str, method: str, device: str, _model: MLP) -> Bounds:
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def dataset_names() -> list[str]:
-    return [d.name for d in available_datasets() if "test" in d.splits]
+def dataset_infos() -> dict[str, DatasetInfo]:
+    """name -> what :func:`crc_core.data.available_datasets` found (splits present, where), re-checked every minute."""
+    return {d.name: d for d in available_datasets()}
+
+
+def dataset_names(split: str = "test") -> list[str]:
+    """Datasets on this machine that have ``split`` (the pages need "test"; the Train page "train")."""
+    return [name for name, info in dataset_infos().items() if split in info.splits]
+
+
+DATASET_TITLES = {"embedded": "Fashion-MNIST subset, shipped", "fashion-mnist": "Fashion-MNIST, clothing",
+                  "mnist": "MNIST, digits"}
+
+
+def dataset_label(name: str) -> str:
+    """The dataset picker's label: ``"mnist (MNIST, digits; test split only)"``."""
+    info = dataset_infos().get(name)
+    splits = "" if info is None else "; train + test" if "train" in info.splits else "; test split only"
+    return f"{name} ({DATASET_TITLES.get(name, name)}{splits})"
+
+
+def missing_train_split() -> list[str]:
+    """Datasets found with a test split but no train split (they can be tested on but not trained on here)."""
+    return [name for name, info in dataset_infos().items() if "train" not in info.splits]
 
 
 # ------------------------------------------------------------------------------------------------ model picker
@@ -163,14 +187,31 @@ def uploads() -> dict[str, tuple[ModelRef, MLP, dict[str, Any]]]:
     return st.session_state.setdefault(UPLOADS_KEY, {})
 
 
-def add_upload(data: bytes, filename: str) -> ModelRef:
-    """Validate and keep an uploaded checkpoint in this session; make it the picked model."""
-    ref, model, meta = registry.load_upload(data, filename)
+def open_upload(data: bytes, filename: str) -> ModelRef | registry.ForeignUpload:
+    """An uploaded file: our checkpoint is kept in this session and becomes the picked model (its ref comes back);
+    a foreign MLP file comes back as a :class:`registry.ForeignUpload` to confirm and import
+    (:func:`import_upload`). Anything else raises CRCError in one sentence; the picked model stays."""
+    got = registry.open_upload(data, filename)
+    if isinstance(got, registry.ForeignUpload):
+        return got
+    ref, model, meta = got
     for p in model.parameters():
         p.requires_grad_(False)
     uploads()[ref.id] = (ref, model, meta)
     st.session_state[MODEL_KEY] = ref.id
     return ref
+
+
+def import_upload(upload: registry.ForeignUpload, *, activation: str, dataset: str, name: str = ""
+                  ) -> tuple[ModelRef, bool]:
+    """Import a foreign upload into the user's models folder (:func:`registry.import_upload`; checked on the
+    dataset's test images when they are on this machine) and make it the picked model (the dataset picker follows
+    it) -> (its entry, True when written now, False when imported before)."""
+    home = home_dataset(dataset, dataset_names())
+    test_set = cached_test_set(home) if home is not None else None
+    ref, new = registry.import_upload(upload, activation=activation, dataset=dataset, name=name, test_set=test_set)
+    st.session_state[MODEL_KEY] = ref.id
+    return ref, new
 
 
 def _catalogue() -> tuple[list[str], dict[str, ModelRef], dict[str, str], dict[str, str]]:
@@ -267,6 +308,8 @@ PAGES = (
          "Curvature bounds K_ub vs the curvature measured at test images K_lb, per class pair and across models."),
     Page("pages/4_Hessian.py", "Hessian", ":material/scatter_plot:",
          "All eigenvalues of the margin Hessian at one image, against the global bounds."),
+    Page("pages/5_Compare.py", "Compare", ":material/compare_arrows:",
+         "CRC beside CROWN, the first-order bound and randomized smoothing: on a test set and across models."),
     Page("pages/1_Train.py", "Train", ":material/model_training:",
          "Train a small network (standard, γ-regularized or CRT) with live curves; stop any time."),
 )  # the one page list: the sidebar links and the Home page's tool cards
@@ -294,23 +337,19 @@ def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bo
         if require_model:
             st.title(title)
             st.info("There is no model to work with yet: train one on the **Train** page (the "
-                    "defaults take under a minute on a CPU) or upload a CRC Explorer checkpoint on the **Home** page.")
+                    "defaults take under a minute on a CPU) or upload a checkpoint on the **Home** page.")
             st.stop()
         return None
     pick = persistent_selectbox("Model used by every page", ids, MODEL_KEY, _default_model(ids, refs),
                                 container=sb, format_func=lambda i: labels.get(i, i),
                                 help="Shipped models, models you trained on the Train page, and checkpoints "
-                                     "uploaded on the Home page.")
+                                     "uploaded (or imported: the paper's official files, any PyTorch MLP) on the "
+                                     "Home page.")
     ref = refs[pick]
     # model on device
     with guard("Loading the model"):
         model, meta = _model_for(ref, device)
-        # dataset
-        names = dataset_names() or ["embedded"]
-        trained_on = meta.get("dataset") if meta.get("dataset") in names else "embedded"
-        dataset = persistent_selectbox("Test images from", names, DATASET_KEY, trained_on, container=sb,
-                                       help=f"The model was trained on: {meta.get('dataset') or 'unknown'}.")
-        sb.caption(f"Dataset in use: **{dataset}** (test split). Trained on: {meta.get('dataset') or 'unknown'}.")
+        dataset = _dataset_picker(sb, pick, meta.get("dataset"))
         n_classes = cached_test_set(dataset).n_classes
         if model.n_classes != n_classes:
             raise CRCError(f"This model has {model.n_classes} output classes but the {dataset} images have "
@@ -321,6 +360,54 @@ def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bo
         st.info("Pick another model in the sidebar.")
         st.stop()
     return None
+
+
+def _dataset_picker(sb: Any, model_id: str, trained_on: str | None) -> str:
+    """The sidebar's dataset picker -> the dataset whose test images the pages use.
+
+    It follows the model: when another model is picked, the picker moves to the dataset that model was trained on
+    (when that dataset is on this machine); the user may still pick another one, and then reads a note saying the
+    model was trained on other images.
+    """
+    names = dataset_names() or ["embedded"]
+    home = home_dataset(trained_on, names)
+    if st.session_state.get(DATASET_FOR_KEY) != model_id:  # a newly picked model brings its own dataset
+        st.session_state[DATASET_FOR_KEY] = model_id
+        if home is not None:
+            st.session_state[DATASET_KEY] = home
+    dataset = persistent_selectbox("Test images from", names, DATASET_KEY, home or names[0], container=sb,
+                                   format_func=dataset_label,
+                                   help="Follows the picked model: picking a model picks the dataset it was trained "
+                                        "on. MNIST appears when its IDX files are found ($CRC_DATA_DIR or "
+                                        "$CRC_DATA_DIR/mnist).")
+    sb.caption(f"Dataset in use: **{dataset}** (test split). Trained on: {trained_on or 'unknown'}.")
+    if note := dataset_note(trained_on, dataset, home):
+        sb.warning(note, icon=":material/swap_horiz:")
+    return dataset
+
+
+def home_dataset(trained_on: str | None, names: Sequence[str]) -> str | None:
+    """The dataset among ``names`` a model trained on ``trained_on`` belongs with: the same one, else the same
+    images under another name ("fashion-mnist" <-> "embedded", its subset); None when none is on this machine."""
+    if not trained_on:
+        return None
+    if trained_on in names:
+        return trained_on
+    family = normalize_dataset(trained_on)
+    return next((n for n in names if normalize_dataset(n) == family), None)
+
+
+def dataset_note(trained_on: str | None, dataset: str, home: str | None) -> str | None:
+    """One sentence when the test images are not the kind the model was trained on (None when they are)."""
+    if not trained_on or normalize_dataset(trained_on) == normalize_dataset(dataset):
+        return None
+    if home is None:
+        family = normalize_dataset(trained_on)
+        return (f"This model was trained on {trained_on}, which is not found on this machine, so it is shown "
+                f"{dataset} images, on which its predictions and radii mean little: put {family}'s IDX files in "
+                f"$CRC_DATA_DIR/{family} and reload.")
+    return (f"This model was trained on {trained_on} but the test images are {dataset}, on which its predictions "
+            f"and radii mean little: pick {home} above.")
 
 
 def page_link(p: Page, *, with_blurb: bool = False) -> None:
@@ -448,7 +535,7 @@ def _model_for(ref: ModelRef, device: torch.device) -> tuple[MLP, dict[str, Any]
         _r, cpu_model, meta = uploads()[ref.id]
     else:
         cpu_model, meta = _load_file_model(ref.key, ref)
-    registry.check_usable(cpu_model)
+    registry.check_usable(cpu_model, allow_relu=True)
     model = cpu_model if device.type == "cpu" else _on_device(ref.key, str(device), cpu_model)
     return model, meta
 

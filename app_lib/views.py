@@ -117,6 +117,18 @@ METHODS = {"thm3": "Theorem 3 (2-layer nets)", "thm4": "Theorem 4", "refined": "
 SHORT = {"thm3": "Thm 3", "thm4": "Thm 4", "refined": "refined"}
 
 
+def has_curvature(model) -> bool:
+    """False for a ReLU network: its Hessian is zero almost everywhere (undefined at the kinks), so it has no
+    curvature bound and the Curvature and Hessian pages do not apply."""
+    return model.activation_name != "relu"
+
+
+def curvature_ids(metas: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """The model ids (picker order) whose curvature can be compared, and those skipped (ReLU nets)."""
+    relu = [i for i, m in metas.items() if (m.get("architecture") or {}).get("activation") == "relu"]
+    return [i for i in metas if i not in relu], relu
+
+
 def methods_for(model) -> list[str]:
     """The K_ub methods that apply to ``model`` (Theorem 3: 2-layer nets only)."""
     return [m for m in METHODS if m != "thm3" or model.depth == 2]
@@ -221,6 +233,8 @@ def compare(ids: Sequence[str], dataset: str, n_images: int, min_count: int, dev
     rows, waiting = [], []
     for mid in ids:
         ref, m, meta = ui.model_by_id(mid, device)
+        if not has_curvature(m):  # no curvature bound to compare (the page does not offer ReLU models)
+            continue
         df = ui.curvature_survey(ref.key, m, dataset, int(n_images), device, label=f"for {ref.name}")
         if df is None:
             waiting.append(mid)

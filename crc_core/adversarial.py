@@ -165,3 +165,21 @@ def trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, beta: flo
              "robust_kl": float(robust.detach()), "adv_acc": float((logits_adv.argmax(1) == y).float().mean()),
              "delta_max": _delta_max(x, x_adv)}
     return loss, stats
+
+
+def pgd_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 50,
+               step_size: float | None = None, clamp: bool = True) -> torch.Tensor:
+    """(B,) bool: x (B, ...) is classified y (B,) at x and at the point L2 PGD finds within ‖δ‖₂ ≤ ε (ascent on the
+    margin loss max_{j≠y} z_j − z_y, started at x). Its mean is the empirical robust accuracy: an upper bound on the
+    true robust accuracy (a stronger attack can only lower it). No gradients reach the parameters."""
+    validate_adversarial_options(eps=eps, steps=steps, step_size=step_size)
+    _check_batch(model, x, y)
+
+    def margin_loss(z: torch.Tensor) -> torch.Tensor:
+        logits = model(z)
+        other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+        return other - logits.gather(1, y[:, None])[:, 0]
+
+    x_adv = l2_pgd(margin_loss, x, eps=eps, steps=steps, step_size=step_size, clamp=clamp)
+    with torch.no_grad():
+        return (model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)

@@ -16,6 +16,16 @@ from .bounds import Bounds, curvature_bounds
 from .errors import CRCError
 from .hessian import MarginOracle
 from .models import MLP, require_curvature_model
+from .solvers.mm import bisect_eta, mm_minimise
+from .tolerances import (
+    ATTACK_ETA_TOP,
+    ATTACK_SOLVED_TOL,
+    ATTACK_SUCCESS_RTOL,
+    CURVATURE_FLOOR,
+    MM_STATIONARY_TOL,
+    PGD_STEP_SCALE,
+    TINY_NORM,
+)
 
 
 @dataclass
@@ -57,12 +67,14 @@ def _pair_bounds(model: MLP, y: torch.Tensor, t: torch.Tensor, bounds: Bounds | 
 @torch.no_grad()
 def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, rho: float | torch.Tensor, *,
                      bounds: Bounds | None = None, m: torch.Tensor | None = None, K: torch.Tensor | None = None,
-                     n_outer: int = 30, n_inner: int = 20, tol: float = 1e-5, success_rtol: float = 1e-3
-                     ) -> AttackResult:
+                     n_outer: int = 30, n_inner: int = 20, tol: float = MM_STATIONARY_TOL,
+                     success_rtol: float = ATTACK_SUCCESS_RTOL) -> AttackResult:
     """Algorithm 2 for N rows: x0 (N, D), y (N,), t (N,), ρ scalar or (N,).
 
     Curvature bounds come from ``bounds`` (a table), explicit per-row ``m``/``K`` (e.g. training-time estimates),
     or are computed (certification grade) for the pairs present. Iteration counts default to the paper's.
+    The inner problem min_x f(x) + η/2 ‖x - x0‖² is solved by the MM step shared with Algorithm 1
+    (crc_core.solvers.mm, prox = η, lin = 1); η moves by bisection on ‖x - x0‖ vs ρ.
     """
     require_curvature_model(model)
     x0 = model.flatten_input(x0).detach()
@@ -73,41 +85,31 @@ def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
     t = torch.as_tensor(t, device=x0.device).long().reshape(-1)
     rho_t = _check_rho(rho, N, x0)
     mm, KK = _pair_bounds(model, y, t, bounds, m, K, x0)
-    fg = MarginOracle(model, y, t)
+    oracle = MarginOracle(model, y, t)
     mm = torch.minimum(mm, torch.zeros_like(mm))
-    KK = torch.maximum(KK, -mm).clamp_min(1e-12)
-    eta_lo, eta_hi = -mm, 20 * (1 - mm)
+    KK = torch.maximum(KK, -mm).clamp_min(CURVATURE_FLOOR)
+    eta_lo, eta_hi = -mm, ATTACK_ETA_TOP * (1 - mm)
     eta = (eta_lo + eta_hi) / 2
+    ones = torch.ones_like(eta)
     x = x0.clone()
     best_x, best_f = x0.clone(), torch.full((N,), float("inf"), dtype=x0.dtype, device=x0.device)
     n_grad = torch.zeros(N, dtype=torch.long, device=x0.device)
     solved = torch.zeros(N, dtype=torch.bool, device=x0.device)
     for _ in range(n_outer):
-        active = torch.ones(N, dtype=torch.bool, device=x0.device)
-        for _ in range(n_inner):
-            f, g = fg(x)
-            n_grad += active.long()
-            res = (g + eta[:, None] * (x - x0)).norm(dim=1)
-            active &= res >= tol
-            if not active.any():
-                break
-            step = (KK[:, None] * x + eta[:, None] * x0 - g) / (KK + eta)[:, None]
-            x = torch.where(active[:, None], step, x)
-        f, g = fg(x)
-        solved = (g + eta[:, None] * (x - x0)).norm(dim=1) < max(tol, 1e-4)
+        x, n = mm_minimise(oracle, x, x0, eta, ones, KK, n_inner=n_inner, tol=tol)
+        n_grad += n
+        f, g = oracle(x)
+        solved = (g + eta[:, None] * (x - x0)).norm(dim=1) < max(tol, ATTACK_SOLVED_TOL)
         d = (x - x0).norm(dim=1)
-        inside = d <= rho_t * (1 + success_rtol)
-        better = inside & (f < best_f)
+        better = (d <= rho_t * (1 + success_rtol)) & (f < best_f)
         best_x = torch.where(better[:, None], x, best_x)
         best_f = torch.where(better, f, best_f)
-        eta_hi = torch.where(d < rho_t, eta, eta_hi)
-        eta_lo = torch.where(d < rho_t, eta_lo, eta)
-        eta = (eta_lo + eta_hi) / 2
-    # a final point strictly inside the ball: radial projection of the best feasible iterate
+        eta_lo, eta_hi, eta = bisect_eta(eta_lo, eta_hi, eta, d >= rho_t)  # outside the ball: more penalty
+    # a final point inside the ball: radial projection of the best feasible iterate
     d = (best_x - x0).norm(dim=1)
-    scale = torch.where(d > rho_t, rho_t / d.clamp_min(1e-30), torch.ones_like(d))
+    scale = torch.where(d > rho_t, rho_t / d.clamp_min(TINY_NORM), torch.ones_like(d))
     xa = x0 + (best_x - x0) * scale[:, None]
-    fa, _ = fg(xa)
+    fa, _ = oracle(xa)
     da = (xa - x0).norm(dim=1)
     success = solved & ((da - rho_t).abs() <= success_rtol * rho_t)
     return AttackResult(xa, fa, da, success, fa < 0, eta, n_grad)
@@ -124,7 +126,7 @@ def pgd_attack(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, rho: f
     """
     x0 = x0.reshape(x0.shape[0], -1).detach()
     r = _check_rho(rho, x0.shape[0], x0)[:, None]  # (N, 1)
-    step = (torch.full_like(r, step_size) if step_size is not None else 2.5 * r / steps)
+    step = (torch.full_like(r, step_size) if step_size is not None else PGD_STEP_SCALE * r / steps)
     g = torch.Generator(device="cpu").manual_seed(seed)
     best_x, best_score = x0.clone(), torch.full((x0.shape[0],), float("inf"), device=x0.device, dtype=x0.dtype)
 
@@ -157,8 +159,8 @@ def pgd_attack(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, rho: f
                 (grad,) = torch.autograd.grad(score(model(xa)).sum(), delta)  # CW-style margin loss
             with torch.no_grad():
                 keep_best(delta.detach())
-                delta = delta.detach() - step * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                delta = delta * torch.clamp(r / delta.norm(dim=1, keepdim=True).clamp_min(1e-12), max=1.0)
+                delta = delta.detach() - step * grad / grad.norm(dim=1, keepdim=True).clamp_min(TINY_NORM)
+                delta = delta * torch.clamp(r / delta.norm(dim=1, keepdim=True).clamp_min(TINY_NORM), max=1.0)
                 if clamp:
                     delta = (x0 + delta).clamp(0, 1) - x0
         with torch.no_grad():

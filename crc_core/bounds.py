@@ -188,7 +188,7 @@ def theorem3(model: MLP, y: torch.Tensor, t: torch.Tensor, *, eig: EigMethod = "
     """Theorem 3 for 2-layer nets: (m, M), each (P,). M = λmax(W1ᵀ diag(p⊙w) W1), m = λmin(W1ᵀ diag(n⊙w) W1).
 
     p⊙w = max(h_U w, h_L w) ≥ 0 and n⊙w = min(h_U w, h_L w) ≤ 0 elementwise, so M = ‖diag(√(p⊙w)) W1‖² and
-    m = -‖diag(√(-n⊙w)) W1‖², computed as proved upper bounds (see :func:`_scaled_sq_norm`).
+    m = -‖diag(√(-n⊙w)) W1‖², computed as proved upper bounds (see :func:`scaled_sq_norm`).
     """
     act = require_curvature_model(model)
     if model.depth != 2:
@@ -198,12 +198,12 @@ def theorem3(model: MLP, y: torch.Tensor, t: torch.Tensor, *, eig: EigMethod = "
     W1 = model.layers[0].weight.detach().to(torch.float64)
     cp = torch.maximum(act.h_U * w, act.h_L * w).clamp_min(0)
     cn = (-torch.minimum(act.h_U * w, act.h_L * w)).clamp_min(0)
-    both = _scaled_sq_norm(W1, torch.cat([cp, cn]), eig=eig)  # one batch: the estimate runs on all 2P at once
+    both = scaled_sq_norm(W1, torch.cat([cp, cn]), eig=eig)  # one batch: the estimate runs on all 2P at once
     M, m = both[:cp.shape[0]], -both[cp.shape[0]:]
     return m, M
 
 
-def _scaled_sq_norm(W: torch.Tensor, c: torch.Tensor, chunk: int = 16, *, eig: EigMethod = "verified"
+def scaled_sq_norm(W: torch.Tensor, c: torch.Tensor, chunk: int = 16, *, eig: EigMethod = "verified"
                     ) -> torch.Tensor:
     """‖diag(√c) W‖² for W (n, d) and many c (P, n) ≥ 0: provable upper bound, float64. Returns (P,).
 
@@ -222,9 +222,9 @@ def _scaled_sq_norm(W: torch.Tensor, c: torch.Tensor, chunk: int = 16, *, eig: E
     if c.shape[0] > 1:  # identical rows (e.g. Theorem 3's p⊙w for (y, t) is n⊙w for (t, y)) are computed once
         uc, inv = torch.unique(c, dim=0, return_inverse=True)
         if uc.shape[0] < c.shape[0]:
-            return _scaled_sq_norm(W, uc, chunk, eig=eig)[inv]
+            return scaled_sq_norm(W, uc, chunk, eig=eig)[inv]
     if eig == "eigvalsh":
-        return _scaled_sq_norm_eigvalsh(W, c, chunk)
+        return scaled_sq_norm_eigvalsh(W, c, chunk)
     n, d = W.shape
     P, dev = c.shape[0], W.device
     if P == 0:
@@ -275,8 +275,8 @@ def _scaled_sq_norm(W: torch.Tensor, c: torch.Tensor, chunk: int = 16, *, eig: E
     return torch.cat(out)
 
 
-def _scaled_sq_norm_eigvalsh(W: torch.Tensor, c: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """The older path of :func:`_scaled_sq_norm`: exact float64 eigvalsh of each k×k (or d×d) matrix."""
+def scaled_sq_norm_eigvalsh(W: torch.Tensor, c: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """The older path of :func:`scaled_sq_norm`: exact float64 eigvalsh of each k×k (or d×d) matrix."""
     n, d = W.shape
     out = []
     G = W @ W.T  # shared n×n Gram
@@ -338,7 +338,7 @@ def theorem4_terms(model: MLP, y: torch.Tensor, t: torch.Tensor, *, refined: boo
     for I in range(model.depth - 1):
         if refined:
             scale = 1.0 if I == 0 else (act.g * r[I - 1]) ** 2
-            terms.append(act.h * _scaled_sq_norm(Ws[I], S[I], eig=eig) * scale)
+            terms.append(act.h * scaled_sq_norm(Ws[I], S[I], eig=eig) * scale)
         else:
             terms.append(act.h * r[I] ** 2 * S[I].max(dim=1).values)
     return (torch.stack(terms, 1) * slack)[inv]
@@ -350,7 +350,7 @@ def theorem4(model: MLP, y: torch.Tensor, t: torch.Tensor, *, refined: bool = Fa
 
     ``refined``: the per-term bound h Σ_I ‖diag(√S^(I)) W^(I)‖² (g r^(I-1))² (with (g r^(0))² := 1), which is
     never larger, since ‖diag(√s) W‖² ≤ max(s)‖W‖². Both use proved spectral norms (float64, rounded up);
-    ``eig``: how the extreme eigenvalues are obtained ("verified" or "eigvalsh", see :func:`_scaled_sq_norm`).
+    ``eig``: how the extreme eigenvalues are obtained ("verified" or "eigvalsh", see :func:`scaled_sq_norm`).
     The per-layer terms are :func:`theorem4_terms`.
     """
     terms = theorem4_terms(model, y, t, refined=refined, eig=eig)

@@ -431,8 +431,9 @@ def run_record(config: TrainConfig, result: TrainResult, *, source: str, metrics
             :func:`crc_core.train.final_metrics`, which evaluates the weights as they are.
         extra: more keys to store (e.g. ``{"dry_run": True}``); they may not replace the keys below.
 
-    Returns a JSON-ready dict with the keys dataset, kind, gamma (0 for standard), crt_eps (None unless CRT),
-    epochs (completed), label (:meth:`TrainConfig.describe`), metrics, command, config (:meth:`TrainConfig.to_dict`),
+    Returns a JSON-ready dict with the keys dataset, kind, gamma (0 unless gamma / CRT), crt_eps (None unless CRT),
+    kind_settings (:meth:`TrainConfig.kind_settings`: e.g. ε, steps, β of PGD / TRADES), epochs (completed),
+    label (:meth:`TrainConfig.describe`), metrics, command, config (:meth:`TrainConfig.to_dict`),
     stopped, train_seconds, device, torch_version and history = {"epochs": every epoch event, "steps": at most
     ``HISTORY_STEPS`` step events, evenly thinned}; events lose their "kind" key, floats keep 6 significant digits.
     ``save_checkpoint`` adds architecture, created and crc_core_version.
@@ -444,6 +445,7 @@ def run_record(config: TrainConfig, result: TrainResult, *, source: str, metrics
         return _round_floats({k: v for k, v in e.items() if k != "kind"})
 
     own = {
+        "kind_settings": config.kind_settings(),
         "config": config.to_dict(),
         "stopped": bool(result.stopped),
         "train_seconds": round(result.seconds, 2),

@@ -11,6 +11,7 @@ torch.func's autograd Hessian is the test reference (tests/test_hessian.py).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -118,6 +119,16 @@ class MarginOracle:
         p = _forward_backward_unchecked(self.model, self.act, x, y2, t2, second=False)
         return _f_and_g(self.model, p, y2, t2)
 
+    def at_images(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All N rows when they are B images × P targets in image-major order, each image's rows at one point:
+        x (B, D) -> (f (N,), ∇f (N, D)). One forward pass per image serves its P targets (one backward row each)."""
+        B = x.shape[0]
+        y2, t2 = self.y.reshape(B, -1)[:, :1], self.t.reshape(B, -1)
+        p = _forward_backward_unchecked(self.model, self.act, x, y2, t2, second=False)
+        f = p.logits.gather(1, y2) - p.logits.gather(1, t2)  # (B, P)
+        g = (p.rows[0] * p.d1[0][:, None, :]) @ self.model.layers[0].weight  # (B, P, D)
+        return f.reshape(-1), g.reshape(-1, x.shape[1])
+
 
 def margin_hessian(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, per_layer: bool = False
                    ) -> torch.Tensor:
@@ -146,7 +157,7 @@ def margin_hessian_eigvals(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torc
     x: (B, D); t: (B,) or (B, P) -> (B, D) or (B, P, D). Computed in ``dtype`` (float64 by default, on a
     float64 copy of the model) in chunks of ``chunk_size`` images to bound memory.
     """
-    m = model if dtype is None else _as_dtype(model, dtype)
+    m = model if dtype is None else as_dtype(model, dtype)
     xs = model.flatten_input(x).to(m.layers[0].weight.dtype)
     y = torch.as_tensor(y, device=xs.device).reshape(-1)
     t = torch.as_tensor(t, device=xs.device)
@@ -162,7 +173,7 @@ def margin_hessian_eigvals(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torc
 def margin_hessian_eigh(model: MLP, x: torch.Tensor, y: int, t: int, *, dtype: torch.dtype = torch.float64
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigen-decomposition of the margin Hessian at one image x (D,): eigenvalues (D,) ascending, vectors (D, D)."""
-    m = _as_dtype(model, dtype)
+    m = as_dtype(model, dtype)
     H = margin_hessian(m, model.flatten_input(x)[:1].to(dtype), torch.tensor([y]), torch.tensor([t]))[0]
     return torch.linalg.eigh(H)
 
@@ -188,9 +199,19 @@ def margin_hvp(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, v:
     return out[:, 0] if squeeze else out
 
 
-def _as_dtype(model: MLP, dtype: torch.dtype) -> MLP:
+def as_dtype(model: MLP, dtype: torch.dtype = torch.float64) -> MLP:
+    """The model in ``dtype`` (a copy on the same device; the model itself when it already has that dtype).
+    The float64 copy is where certificates are finalised and Hessians are checked."""
     if model.layers[0].weight.dtype == dtype:
         return model
-    m = MLP.from_config(model.config()).to(device=model.layers[0].weight.device, dtype=dtype)
-    m.load_state_dict({k: v.to(dtype) for k, v in model.state_dict().items()})
-    return m
+    return copy.deepcopy(model).to(dtype).eval()  # a copy, not a fresh (randomly initialised) model
+
+
+def runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The strongest class other than y: argmax_{t ≠ y} logits[t]. logits (B, C), y (B,) -> t (B,) long.
+
+    For a correctly classified input this is the second-largest logit (the paper's target).
+    """
+    z = logits.detach().clone()
+    z.scatter_(1, y.reshape(-1, 1), float("-inf"))
+    return z.argmax(dim=1)

@@ -16,11 +16,19 @@ import math
 import torch
 
 from .activations import Activation
-from .bounds import _scaled_sq_norm
-from .certify import bound_at
+from .bounds import scaled_sq_norm
+from .dual import bound_at
 from .errors import CRCError
 from .hessian import MarginOracle
 from .models import MLP, require_curvature_model
+from .tolerances import (
+    LOCAL_BISECT_RTOL,
+    LOCAL_D2_ABS,
+    LOCAL_D2_REL,
+    LOCAL_MIN_RADIUS,
+    LOCAL_SPREAD_ROUND,
+    TINY_NORM,
+)
 
 # points where σ'' has its extrema (besides interval ends): softplus σ'' peaks at 0; sigmoid σ'' = S(1-S)(1-2S)
 # peaks at ±ln(2+√3); tanh σ'' = -2T(1-T²) at ±atanh(1/√3).
@@ -36,7 +44,7 @@ def second_derivative_range(act: Activation, a: torch.Tensor, b: torch.Tensor) -
         v = act.d2(torch.full_like(a, c))
         cands.append(torch.where(inside, v, cands[0]))
     st = torch.stack(cands)
-    tol = 1e-12 + 1e-9 * act.h
+    tol = LOCAL_D2_ABS + LOCAL_D2_REL * act.h
     return (st.min(0).values - tol).clamp_min(act.h_L), (st.max(0).values + tol).clamp_max(act.h_U)
 
 
@@ -50,11 +58,11 @@ def local_lower_curvature(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torc
     b1 = model.layers[0].bias.detach().double()
     W2 = model.layers[1].weight.detach().double()
     z0 = x0.double() @ W1.T + b1  # (N, n)
-    spread = R.double()[:, None] * W1.norm(dim=1)[None, :] * (1 + 1e-12)
+    spread = R.double()[:, None] * W1.norm(dim=1)[None, :] * (1 + LOCAL_SPREAD_ROUND)
     lo, hi = second_derivative_range(act, z0 - spread, z0 + spread)
     w = W2[y] - W2[t]
     cn = (-torch.minimum(w * lo, w * hi)).clamp_min(0)
-    return -_scaled_sq_norm(W1, cn)
+    return -scaled_sq_norm(W1, cn)
 
 
 @torch.no_grad()
@@ -68,13 +76,13 @@ def local_certificate(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Te
     """
     x0 = model.flatten_input(x0)
     r_global = r_global.double()
-    hi = torch.where(torch.isfinite(upper), upper.double(), 2 * r_global.clamp_min(1e-6))
+    hi = torch.where(torch.isfinite(upper), upper.double(), 2 * r_global.clamp_min(LOCAL_MIN_RADIUS))
     best = r_global.clone()
     lo = r_global.clone()
     fg = MarginOracle(model, y, t)
     for _ in range(rounds):
         R = (lo + hi) / 2
-        todo = (hi - lo) > 1e-6 * (1 + hi)
+        todo = (hi - lo) > LOCAL_BISECT_RTOL * (1 + hi)
         if not todo.any():
             break
         m_R = local_lower_curvature(model, x0, y, t, R)
@@ -94,7 +102,7 @@ def _ball_dual(fg: MarginOracle, x0: torch.Tensor, m: torch.Tensor, M: torch.Ten
     Rd = R.to(x0.dtype)[:, None]
     x = x0.clone() if x_start is None else x_start.to(x0.dtype).clone()
     d = (x - x0).norm(dim=1, keepdim=True)
-    x = x0 + (x - x0) * torch.clamp(Rd / d.clamp_min(1e-30), max=1.0)
+    x = x0 + (x - x0) * torch.clamp(Rd / d.clamp_min(TINY_NORM), max=1.0)
     best = torch.zeros(N, dtype=torch.float64, device=x0.device)
     eta = torch.zeros(N, dtype=torch.float64, device=x0.device)
     for _ in range(steps):
@@ -107,5 +115,5 @@ def _ball_dual(fg: MarginOracle, x0: torch.Tensor, m: torch.Tensor, M: torch.Ten
         step = (1.0 / (1.0 + eta * M.double().clamp_min(0))).to(x0.dtype)[:, None]
         x = x - step * ((x - x0) + eta.to(x0.dtype)[:, None] * g)
         d = (x - x0).norm(dim=1, keepdim=True)
-        x = x0 + (x - x0) * torch.clamp(Rd / d.clamp_min(1e-30), max=1.0)
+        x = x0 + (x - x0) * torch.clamp(Rd / d.clamp_min(TINY_NORM), max=1.0)
     return best

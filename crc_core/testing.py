@@ -17,20 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from .bounds import Bounds
-from .hessian import margin_hessian, margin_hessian_eigvals
+from .hessian import as_dtype, margin_hessian, margin_hessian_eigvals
 from .models import MLP
 
 # A flip found at ≥ (1 − FLIP_RATIO_TOL)·radius is the bisection's round-off at the boundary, not a violation.
 FLIP_RATIO_TOL = 1e-6
-
-
-def float64_copy(model: MLP) -> MLP:
-    """The model in float64 (itself when it already is): the harness judges in double precision."""
-    if model.layers[0].weight.dtype == torch.float64:
-        return model
-    m = MLP.from_config(model.config()).to(device=model.layers[0].weight.device, dtype=torch.float64)
-    m.load_state_dict({k: v.to(torch.float64) for k, v in model.state_dict().items()})
-    return m
 
 
 @dataclass
@@ -74,7 +65,7 @@ def curvature_ascent_points(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: to
     which: "max" (λ_max), "min" (-λ_min) or "absmax" (max |λ|). Returns detached points (N, D) in the model's
     dtype; they are not clamped to [0, 1] (the bounds are global over R^D).
     """
-    m64 = float64_copy(model)
+    m64 = as_dtype(model, torch.float64)
     for p in m64.parameters():
         p.requires_grad_(False)
     x = x0.detach().to(torch.float64).clone().requires_grad_(True)
@@ -156,7 +147,7 @@ def attack_certificates(model: MLP, x0: torch.Tensor, pred: torch.Tensor, radius
     N, D = x0.shape
     if N == 0:
         return CertificateCheck(0, 0, float("inf"), 0)
-    m64 = float64_copy(model)
+    m64 = as_dtype(model, torch.float64)
     x0d = x0.double()
     rho = radius * (1 - shrink)
     closest = torch.full((N,), float("inf"), dtype=torch.float64)

@@ -1,4 +1,5 @@
-"""One training loop for standard, γ-regularized and curvature-based robust training (CRT), paper section 6.
+"""One training loop for standard, γ-regularized, curvature-based robust (CRT, paper section 6) and the empirical
+adversarial baselines of Table 14 (PGD, TRADES).
 
 Per-sample loss (eq. 7): ℓ(z(x_in), y) + γ K(W, y, t), with y the true label, t the strongest wrong class
 (largest logit among classes ≠ y, at the clean input; detached) and K the Theorem 4 bound, differentiable through
@@ -8,7 +9,14 @@ only in the input and γ:
 * ``"standard"``: x_in = x, γ = 0 (K is still measured, without gradient, for the curves);
 * ``"gamma"``:    x_in = x, loss + γ · mean K;
 * ``"crt"``:      x_in = Algorithm 2's x_attack at radius ε (curvature attack with the detached K estimate as
-  its curvature bound), loss + γ · mean K.
+  its curvature bound), loss + γ · mean K;
+* ``"pgd"``:      Madry et al.'s L2 PGD adversarial training at radius ``adv_eps``, γ = 0
+  (:func:`crc_core.adversarial.pgd_training_loss`);
+* ``"trades"``:   TRADES, CE + β · KL at the PGD point within ``adv_eps``, γ = 0
+  (:func:`crc_core.adversarial.trades_loss`).
+
+``activation="relu"`` is accepted for standard, pgd and trades (no curvature penalty); its epoch metrics use the
+App. G certificate for 2-layer nets (:mod:`crc_core.baselines.relu_quadratic`) and no certificate for deeper ones.
 
 :func:`train` reports progress through a callback (``"step"`` events every ``log_every`` steps, ``"epoch"``
 events with test accuracy, certified accuracy at ρ on a fixed sample and mean certification-grade K_ub, one
@@ -23,22 +31,32 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from .activations import CURVATURE_ACTIVATIONS
+from .adversarial import pgd_robust, pgd_training_loss, trades_loss, validate_adversarial_options
 from .attack import curvature_attack
+from .baselines.relu_quadratic import certified_at
 from .bounds import CurvatureRegularizer, curvature_bounds
 from .certify import certify
 from .data import DATASET_NAMES, Dataset, load_dataset
 from .device import default_device
+from .epoch_checkpoint import load_epoch_checkpoint, restore_run, save_epoch_checkpoint
 from .errors import CRCError
+from .hessian import runner_up
 from .models import MLP, format_architecture
 
 __all__ = [
+    "ADVERSARIAL_KINDS",
+    "CURVATURE_KINDS",
+    "EVAL_PGD_STEPS",
     "KINDS",
+    "RELU_KINDS",
+    "TRAIN_ACTIVATIONS",
     "Event",
     "EventLog",
     "RunState",
@@ -54,10 +72,15 @@ __all__ = [
     "train",
 ]
 
-Kind = Literal["standard", "gamma", "crt"]
-KINDS: tuple[str, ...] = ("standard", "gamma", "crt")
-_EVAL_KEYS = ("test_accuracy", "certified_accuracy", "certified_accuracy_all", "mean_K_ub", "eval_rho", "eval_samples",
-              "eval_seconds")
+Kind = Literal["standard", "gamma", "crt", "pgd", "trades"]
+KINDS: tuple[str, ...] = ("standard", "gamma", "crt", "pgd", "trades")
+CURVATURE_KINDS: tuple[str, ...] = ("gamma", "crt")  # use the curvature bound K in the loss: smooth activations only
+ADVERSARIAL_KINDS: tuple[str, ...] = ("pgd", "trades")  # empirical baselines (Table 14), no curvature term
+RELU_KINDS: tuple[str, ...] = ("standard", "pgd", "trades")  # the kinds a ReLU net can be trained with
+TRAIN_ACTIVATIONS: tuple[str, ...] = (*CURVATURE_ACTIVATIONS, "relu")
+EVAL_PGD_STEPS = 50  # PGD steps of the per-epoch empirical robust accuracy (as crc_core.evaluate's default)
+_EVAL_KEYS = ("test_accuracy", "empirical_robust_accuracy", "certified_accuracy", "certified_accuracy_all",
+              "mean_K_ub", "eval_rho", "eval_samples", "eval_seconds")
 EVAL_SAMPLE_SEED = 20200712  # fixed: every model is certified on the same test images
 Event = dict[str, Any]
 
@@ -70,17 +93,27 @@ class TrainConfig:
         dataset: "embedded" (shipped Fashion-MNIST subset), "fashion-mnist" or "mnist" (see crc_core.data).
         data_root: folder of IDX files for fashion-mnist / mnist (None: found automatically).
         widths: hidden widths; (256,) is the 2-layer net "2x[256]", (1024, 1024) is "3x[1024,1024]".
-        activation: "softplus", "sigmoid" or "tanh" (curvature needs a smooth activation).
-        kind: "standard", "gamma" (curvature-regularized) or "crt" (curvature attack inputs + regularizer).
-        gamma: γ ≥ 0, weight of mean K in the loss (ignored for "standard").
+        activation: "softplus", "sigmoid" or "tanh" (curvature needs a smooth activation), or "relu" for the
+            kinds in RELU_KINDS (ReLU's Hessian is zero almost everywhere: no curvature penalty or CRT).
+        kind: "standard", "gamma" (curvature-regularized), "crt" (curvature attack inputs + regularizer), "pgd"
+            (L2 PGD adversarial training) or "trades" (TRADES); see crc_core.adversarial.EXPLANATIONS.
+        gamma: γ ≥ 0, weight of mean K in the loss (used by "gamma" and "crt" only).
         crt_eps: ε > 0, the attack radius (L2, pixels in [0, 1]) for "crt".
+        adv_eps: ε > 0, the PGD radius (L2, pixels in [0, 1]) for "pgd" and "trades".
+        adv_steps: PGD steps ≥ 1 of the inner maximization ("pgd", "trades").
+        adv_step_size: PGD step size > 0, or None for 2.5·ε/steps (Madry et al.).
+        adv_random_start: "pgd" starts PGD at a uniform point of the ε-ball (else at x); TRADES always starts
+            at x + 0.001·N(0, I).
+        trades_beta: β ≥ 0, TRADES' weight of the KL term (the paper's default 6).
         epochs, lr, batch_size: Adam with a constant learning rate, shuffled mini-batches.
         seed: weight initialisation, shuffling and power-iteration start; same seed, same weights (CPU).
         device: "auto" (cuda if available), "cpu" or "cuda[:i]".
         attack_outer, attack_inner: Algorithm 2's bisection steps on η and MM steps per η during CRT
             (paper: 30 and 20; fewer is much faster and still finds strong attacks, see docs/benchmarks.md).
-        eval_rho: ρ of the certified accuracy reported every epoch.
-        eval_samples: size of the fixed test sample that is certified every epoch (0: skip certification).
+        eval_rho: ρ of the certified and empirical robust accuracy reported every epoch.
+        eval_samples: size of the fixed test sample that is attacked and certified every epoch (0: skip both).
+            The App. G proofs of a 2-layer ReLU net are slower than CRC: ~0.5 s per image with all classes on
+            one loaded CPU thread (500 images: 4 min), so prefer a smaller sample or eval_every for ReLU.
         eval_all_targets: also report the all-class certified accuracy (min radius over every t ≠ y).
         eval_mode: certify's mode for the epoch metric ("fast" or "paper").
         eval_every: evaluate every this many epochs (and always after the last one); other epochs' events carry
@@ -97,6 +130,11 @@ class TrainConfig:
     kind: str = "crt"
     gamma: float = 0.01
     crt_eps: float = 0.5
+    adv_eps: float = 0.5
+    adv_steps: int = 10
+    adv_step_size: float | None = None
+    adv_random_start: bool = True
+    trades_beta: float = 6.0
     epochs: int = 3
     lr: float = 1e-3
     batch_size: int = 128
@@ -142,17 +180,15 @@ class TrainConfig:
             raise CRCError(f"Unknown dataset {self.dataset!r}: choose one of {', '.join(DATASET_NAMES)}.")
         if not self.widths or min(self.widths) < 1:
             raise CRCError(f"widths must list at least one hidden layer width ≥ 1 (e.g. 256), got {self.widths!r}.")
-        if self.activation not in CURVATURE_ACTIVATIONS:
-            raise CRCError(
-                f"Activation {self.activation!r} has no curvature bound; choose one of "
-                f"{', '.join(CURVATURE_ACTIVATIONS)} (ReLU's second derivative is not bounded)."
-            )
-        if self.kind not in KINDS:
-            raise CRCError(f"Unknown training kind {self.kind!r}: choose one of {', '.join(KINDS)}.")
+        self.validate_kind()
         if finite("gamma", self.gamma) < 0:
             raise CRCError(f"γ (gamma) weighs the curvature penalty and must be ≥ 0, got {self.gamma}.")
         if finite("crt_eps", self.crt_eps) <= 0:
             raise CRCError(f"The CRT attack radius ε must be > 0, got {self.crt_eps}.")
+        if not isinstance(self.adv_random_start, bool):
+            raise CRCError(f"adv_random_start must be True or False, got {self.adv_random_start!r}.")
+        validate_adversarial_options(eps=self.adv_eps, steps=self.adv_steps, step_size=self.adv_step_size,
+                                     beta=self.trades_beta)
         if finite("lr", self.lr) <= 0:
             raise CRCError(f"The learning rate must be > 0, got {self.lr}.")
         if finite("eval_rho", self.eval_rho) <= 0:
@@ -170,18 +206,51 @@ class TrainConfig:
         except ValueError as exc:
             raise CRCError(str(exc)) from None
 
+    def validate_kind(self) -> None:
+        """Raise :class:`CRCError` for an unknown kind or activation, or ReLU with a curvature kind."""
+        if self.kind not in KINDS:
+            raise CRCError(f"Unknown training kind {self.kind!r}: choose one of {', '.join(KINDS)}.")
+        if self.activation not in TRAIN_ACTIVATIONS:
+            raise CRCError(f"Activation {self.activation!r} cannot be trained here; choose one of "
+                           f"{', '.join(TRAIN_ACTIVATIONS)} (relu only for {', '.join(RELU_KINDS)}).")
+        if self.activation == "relu" and self.kind in CURVATURE_KINDS:
+            raise CRCError(f"Training kind {self.kind!r} needs a smooth activation (softplus, sigmoid or tanh): its "
+                           "curvature penalty bounds the Hessian, and ReLU's Hessian is zero almost everywhere and "
+                           f"undefined at its kinks; train relu with {', '.join(RELU_KINDS)}.")
+
     @property
     def gamma_used(self) -> float:
-        """γ actually applied: 0 for standard training."""
-        return 0.0 if self.kind == "standard" else float(self.gamma)
+        """γ actually applied: 0 unless the kind uses the curvature penalty (gamma, crt)."""
+        return float(self.gamma) if self.kind in CURVATURE_KINDS else 0.0
+
+    def kind_settings(self) -> dict[str, Any]:
+        """The hyperparameters of this kind only (for run records and labels), e.g. {"gamma": 0.01, "eps": 0.5}."""
+        if self.kind == "gamma":
+            return {"gamma": float(self.gamma)}
+        if self.kind == "crt":
+            return {"gamma": float(self.gamma), "eps": float(self.crt_eps), "attack_outer": self.attack_outer,
+                    "attack_inner": self.attack_inner}
+        if self.kind in ADVERSARIAL_KINDS:
+            out: dict[str, Any] = {"eps": float(self.adv_eps), "steps": self.adv_steps,
+                                   "step_size": self.adv_step_size}
+            if self.kind == "pgd":
+                out["random_start"] = self.adv_random_start
+            else:
+                out["beta"] = float(self.trades_beta)
+            return out
+        return {}
 
     def describe(self) -> str:
-        """e.g. ``"2x[256] softplus, CRT γ=0.01 ε=0.5"``."""
+        """e.g. ``"2x[256] softplus, CRT γ=0.01 ε=0.5"`` or ``"2x[256] relu, PGD ε=0.5"``."""
         arch = format_architecture(self.widths, self.activation)
         if self.kind == "standard":
             return f"{arch}, standard"
         if self.kind == "gamma":
             return f"{arch}, γ={self.gamma:g}"
+        if self.kind == "pgd":
+            return f"{arch}, PGD ε={self.adv_eps:g}"
+        if self.kind == "trades":
+            return f"{arch}, TRADES β={self.trades_beta:g} ε={self.adv_eps:g}"
         return f"{arch}, CRT γ={self.gamma:g} ε={self.crt_eps:g}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,16 +286,6 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------------------------
 # Pieces of the loop
 # --------------------------------------------------------------------------------------------------------------
-def runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The strongest class other than y: argmax_{t ≠ y} logits[t]. logits (B, C), y (B,) -> t (B,) long.
-
-    For a correctly classified input this is the second-largest logit (the paper's attack target).
-    """
-    z = logits.detach().clone()
-    z.scatter_(1, y.reshape(-1, 1), float("-inf"))
-    return z.argmax(dim=1)
-
-
 def fixed_eval_sample(n_total: int, n: int) -> torch.Tensor:
     """Indices (min(n, n_total),) of the fixed certification sample: the same test images for every model and seed."""
     g = torch.Generator().manual_seed(EVAL_SAMPLE_SEED)
@@ -258,19 +317,53 @@ def _certified_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, rho: float
     return float((cert.correct & (cert.radius >= rho)).float().mean()), None
 
 
+def _curvature_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: float, *, all_targets: bool,
+                            mode: str) -> dict[str, Any]:
+    """CRC on the sample of a smooth net: certified_accuracy, certified_accuracy_all, mean_K_ub."""
+    with torch.no_grad():
+        logits = model(xs)
+    pred = logits.argmax(1)
+    t = runner_up(logits, pred)
+    bounds = curvature_bounds(model) if all_targets else None
+    pair_bounds = bounds.for_pairs(pred, t) if bounds is not None else curvature_bounds(model, pred, t)
+    ru, every = _certified_accuracy(model, xs, ys, rho, all_targets=all_targets,
+                                    bounds=bounds if bounds is not None else pair_bounds, mode=mode)
+    return {"certified_accuracy": ru, "certified_accuracy_all": every, "mean_K_ub": float(pair_bounds.K.mean())}
+
+
+def _relu_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: float, *,
+                       all_targets: bool) -> dict[str, Any]:
+    """App. G on the sample of a 2-layer ReLU net (one proof at ρ per image and target, no bisection); None for
+    deeper ReLU nets, which have no certificate here. No mean_K_ub (ReLU has no curvature bound)."""
+    if model.depth != 2:
+        return {"certified_accuracy": None, "certified_accuracy_all": None, "mean_K_ub": None}
+    ru = certified_at(model, xs, ys, rho, targets="runner-up")
+    every = None
+    if all_targets:  # only images certified against the runner-up can be certified against every class
+        ok = torch.zeros_like(ru)
+        if ru.any():
+            ok[ru] = certified_at(model, xs[ru], ys[ru], rho, targets="all")
+        every = float(ok.float().mean())
+    return {"certified_accuracy": float(ru.float().mean()), "certified_accuracy_all": every, "mean_K_ub": None}
+
+
 def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, rho: float = 0.5,
                   eval_samples: int = 100, all_targets: bool = True, mode: str = "fast") -> dict[str, Any]:
     """The metrics reported after a training epoch, on a test set (images (N, D) in [0, 1], labels (N,)).
 
     Returns a dict with
       test_accuracy: clean accuracy on all N images;
-      certified_accuracy: fraction of the fixed sample (``eval_samples`` images, see :func:`fixed_eval_sample`)
-        correctly classified with a runner-up certificate ≥ ρ (the paper's metric); None if eval_samples = 0;
-      certified_accuracy_all: the same with the all-class radius (min over every t ≠ y), None if not computed;
-      mean_K_ub: mean certification-grade K (Theorems 3/4) over the sample's (prediction, runner-up) pairs;
+      empirical_robust_accuracy: fraction of the fixed sample (``eval_samples`` images, see
+        :func:`fixed_eval_sample`) correctly classified at the image and at the point L2 PGD (EVAL_PGD_STEPS steps,
+        radius ρ) finds: an upper bound on the true robust accuracy; None if eval_samples = 0;
+      certified_accuracy: fraction of the sample correctly classified with a certified radius ≥ ρ against the
+        runner-up class (the paper's metric); CRC for smooth nets, the App. G certificate for 2-layer ReLU nets;
+        None if eval_samples = 0 and for deeper ReLU nets (no certificate for them here);
+      certified_accuracy_all: the same against every class t ≠ y (None if not computed);
+      mean_K_ub: mean certification-grade K (Theorems 3/4) over the sample's (prediction, runner-up) pairs
+        (None for ReLU nets);
       eval_rho, eval_samples, eval_seconds.
-    Follows the model's device; no gradients. (The per-image evaluation tables of the paper are
-    :func:`crc_core.evaluate.evaluate`.)
+    Follows the model's device. (The per-image evaluation tables of the paper are :func:`crc_core.evaluate.evaluate`.)
     """
     t0 = time.perf_counter()
     images, labels = (test.images, test.labels) if isinstance(test, Dataset) else test
@@ -278,23 +371,19 @@ def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor],
     images, labels = images.to(dev), labels.to(dev)
     was_training = model.training
     model.eval()
-    out: dict[str, Any] = {"test_accuracy": _accuracy(model, images, labels), "certified_accuracy": None,
-                           "certified_accuracy_all": None, "mean_K_ub": None, "eval_rho": float(rho),
-                           "eval_samples": 0}
+    out: dict[str, Any] = {"test_accuracy": _accuracy(model, images, labels), "empirical_robust_accuracy": None,
+                           "certified_accuracy": None, "certified_accuracy_all": None, "mean_K_ub": None,
+                           "eval_rho": float(rho), "eval_samples": 0}
     if eval_samples > 0 and images.shape[0] > 0:
         idx = fixed_eval_sample(images.shape[0], eval_samples).to(dev)
         xs, ys = images[idx], labels[idx]
-        with torch.no_grad():
-            logits = model(xs)
-        pred = logits.argmax(1)
-        t = runner_up(logits, pred)
-        bounds = curvature_bounds(model) if all_targets else None
-        pair_bounds = bounds.for_pairs(pred, t) if bounds is not None else curvature_bounds(model, pred, t)
-        out["mean_K_ub"] = float(pair_bounds.K.mean())
         out["eval_samples"] = int(xs.shape[0])
-        table = bounds if bounds is not None else pair_bounds
-        out["certified_accuracy"], out["certified_accuracy_all"] = _certified_accuracy(
-            model, xs, ys, rho, all_targets=all_targets, bounds=table, mode=mode)
+        robust = pgd_robust(model, xs, ys, eps=rho, steps=EVAL_PGD_STEPS)
+        out["empirical_robust_accuracy"] = float(robust.float().mean())
+        if model.activation_name == "relu":
+            out.update(_relu_certificates(model, xs, ys, rho, all_targets=all_targets))
+        else:
+            out.update(_curvature_certificates(model, xs, ys, rho, all_targets=all_targets, mode=mode))
     out["eval_seconds"] = time.perf_counter() - t0
     model.train(was_training)
     return out
@@ -455,16 +544,18 @@ def _start(config: TrainConfig, train_ds: Dataset, init_model: MLP | None, dev: 
 
 def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = None,
           should_stop: Callable[[], bool] | None = None, init_model: MLP | None = None,
-          data: tuple[Dataset, Dataset] | None = None) -> TrainResult:
+          data: tuple[Dataset, Dataset] | None = None, epoch_checkpoint: str | Path | None = None,
+          resume: bool = False) -> TrainResult:
     """Train an MLP as ``config`` says; return a :class:`TrainResult`.
 
     Args:
         config: a validated :class:`TrainConfig`.
         callback: called with each event dict (also collected in ``history``):
             {"kind": "step", "step", "epoch", "epoch_step", "steps_per_epoch", "total_steps", "seconds",
-             "loss", "ce", "mean_K", "accuracy"[, "attack_accuracy", "attack_grads"]} every ``log_every`` steps
-             (means over the window; accuracy on the clean batch; for CRT, attack_accuracy on x_attack and
-             attack_grads = gradient evaluations per attacked image);
+             "loss", "ce", "mean_K", "accuracy"[, "attack_accuracy", "attack_grads", "robust_kl"]} every
+             ``log_every`` steps (means over the window; accuracy on the clean batch; mean_K absent for ReLU nets;
+             ce is TRADES' natural loss; attack_accuracy on the attacked batch for CRT, PGD and TRADES;
+             attack_grads = gradient evaluations per attacked image for CRT; robust_kl for TRADES);
             {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + :func:`epoch_metrics`
              keys (None on epochs skipped by ``eval_every``)};
             {"kind": "done", "stopped", "step", "seconds", "metrics"}.
@@ -472,6 +563,11 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
             the result has ``stopped=True`` with the model as trained so far (usable, finite).
         init_model: continue from these weights (copied; must match the config's architecture).
         data: (train, test) datasets to use instead of loading ``config.dataset`` (limits still apply).
+        epoch_checkpoint: write the full training state there after every finished epoch
+            (:mod:`crc_core.epoch_checkpoint`; atomic, so a killed run keeps its last finished epoch).
+        resume: continue from ``epoch_checkpoint`` when that file exists (its history is replayed first, then
+            training goes on from the next epoch; CheckpointError when it was made with other settings). On CPU
+            the final weights equal those of an uninterrupted run, bit for bit.
     """
     if not isinstance(config, TrainConfig):
         raise CRCError(f"train() needs a TrainConfig, got {type(config).__name__}.")
@@ -486,7 +582,8 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
     rng_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         run = _start(config, train_ds, init_model, dev)
-        for epoch in range(1, config.epochs + 1):
+        first, metrics = _resume(run, log, epoch_checkpoint if resume else None, config, len(train_ds))
+        for epoch in range(first, config.epochs + 1):
             epoch_stats = run_epoch(run, epoch, log, should_stop)
             if run.stopped or epoch_stats.n == 0:
                 break
@@ -496,6 +593,9 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
                 metrics = evaluated = {"epoch": epoch, "step": run.step,
                                        **config_epoch_metrics(run.model, config, test_ds)}
             log.epoch(epoch, run.step, epoch_stats.means(), evaluated)
+            if epoch_checkpoint is not None:
+                save_epoch_checkpoint(epoch_checkpoint, run, epoch=epoch, seconds=log.seconds(), history=log.history,
+                                      metrics=metrics)
             if run.step >= log.total_steps:
                 break
     run.model.eval()
@@ -503,39 +603,82 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
     return TrainResult(run.model, log.history, metrics, run.stopped, seconds, run.step)
 
 
-def _train_step(model: MLP, opt: torch.optim.Optimizer, reg: CurvatureRegularizer, x: torch.Tensor,
-                y: torch.Tensor, config: TrainConfig, gamma: float) -> dict[str, float]:
-    """One optimizer step on a batch x (B, D), y (B,); returns scalar statistics for the logs."""
-    with torch.no_grad():
-        clean_logits = model(x)
-    t = runner_up(clean_logits, y)
+def _resume(run: RunState, log: EventLog, path: str | Path | None, config: TrainConfig,
+            n_train: int) -> tuple[int, dict[str, Any]]:
+    """Load the epoch checkpoint at ``path`` (if any) into ``run`` and replay its events into ``log``; return
+    (first epoch to run, last evaluation). Without a file: (1, {})."""
+    if path is None or not Path(path).is_file():
+        return 1, {}
+    state = load_epoch_checkpoint(path, config, n_train)
+    restore_run(run, state)
+    log.t_start -= state.seconds  # event times count the earlier part of the run too
+    for event in state.history:
+        log.emit(event)
+    return state.epoch + 1, dict(state.metrics)
+
+
+def _curvature_term(model: MLP, reg: CurvatureRegularizer, y: torch.Tensor, t: torch.Tensor,
+                    gamma: float) -> torch.Tensor | None:
+    """K (B,) of the (y, t) margins: differentiable when γ > 0, measured without gradient (for the curves)
+    otherwise; None for ReLU nets (no curvature bound)."""
+    if model.activation_name == "relu":
+        return None
     if gamma > 0:
-        K = reg(model, y, t)  # (B,), differentiable
-    else:
-        with torch.no_grad():
-            K = reg(model, y, t)
-    stats: dict[str, float] = {"accuracy": float((clean_logits.argmax(1) == y).float().mean())}
-    x_in = x
+        return reg(model, y, t)
+    with torch.no_grad():
+        return reg(model, y, t)
+
+
+def _kind_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: torch.Tensor | None,
+               config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """(loss without the γ term, its cross-entropy part, extra statistics) for the batch x (B, D), y (B,)."""
+    if config.kind == "pgd":
+        loss, s = pgd_training_loss(model, x, y, eps=config.adv_eps, steps=config.adv_steps,
+                                    step_size=config.adv_step_size, random_start=config.adv_random_start)
+        return loss, loss, {"attack_accuracy": s["adv_acc"]}
+    if config.kind == "trades":
+        loss, s = trades_loss(model, x, y, beta=config.trades_beta, eps=config.adv_eps, steps=config.adv_steps,
+                              step_size=config.adv_step_size)
+        ce = torch.tensor(s["natural_loss"])
+        return loss, ce, {"attack_accuracy": s["adv_acc"], "robust_kl": s["robust_kl"]}
+    x_in, extra = x, {}
     if config.kind == "crt":
+        assert K is not None  # validate() refuses CRT for ReLU nets
         K_est = K.detach()
         attack = curvature_attack(model, x, y, t, config.crt_eps, m=-K_est, K=K_est,
                                   n_outer=config.attack_outer, n_inner=config.attack_inner)
         x_in = attack.x
-        stats["attack_grads"] = float(attack.n_grad.float().mean())
+        extra["attack_grads"] = float(attack.n_grad.float().mean())
     logits = model(x_in)
     ce = F.cross_entropy(logits, y)
-    loss = ce + gamma * K.mean() if gamma > 0 else ce
+    if config.kind == "crt":
+        extra["attack_accuracy"] = float((logits.detach().argmax(1) == y).float().mean())
+    return ce, ce, extra
+
+
+def _train_step(model: MLP, opt: torch.optim.Optimizer, reg: CurvatureRegularizer, x: torch.Tensor,
+                y: torch.Tensor, config: TrainConfig, gamma: float) -> dict[str, float]:
+    """One optimizer step on a batch x (B, D), y (B,); returns scalar statistics for the logs (mean_K only for
+    smooth activations)."""
+    with torch.no_grad():
+        clean_logits = model(x)
+    t = runner_up(clean_logits, y)
+    K = _curvature_term(model, reg, y, t, gamma)
+    base, ce, extra = _kind_loss(model, x, y, t, K, config)
+    loss = base + gamma * K.mean() if gamma > 0 and K is not None else base
     if not torch.isfinite(loss):
+        k_text = f", mean K {float(K.detach().mean())}" if K is not None else ""
         raise CRCError(
-            f"Training diverged: the loss became {float(loss.detach())} (cross-entropy {float(ce.detach())}, mean K "
-            f"{float(K.detach().mean())}). Lower the learning rate (now {config.lr:g}) or γ (now {gamma:g})."
+            f"Training diverged: the loss became {float(loss.detach())} (cross-entropy {float(ce.detach())}"
+            f"{k_text}). Lower the learning rate (now {config.lr:g}) or γ (now {gamma:g})."
         )
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    stats.update(loss=float(loss.detach()), ce=float(ce.detach()), mean_K=float(K.detach().mean()))
-    if config.kind == "crt":
-        stats["attack_accuracy"] = float((logits.detach().argmax(1) == y).float().mean())
+    stats = {"accuracy": float((clean_logits.argmax(1) == y).float().mean()), "loss": float(loss.detach()),
+             "ce": float(ce.detach()), **extra}
+    if K is not None:
+        stats["mean_K"] = float(K.detach().mean())
     return stats
 
 

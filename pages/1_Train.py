@@ -1,4 +1,5 @@
-"""Train: small standard / γ-regularized / CRT networks with live curves, a stop button, saved for other pages."""
+"""Train: small standard / γ-regularized / CRT / PGD / TRADES networks with live curves and a stop button, saved
+for the other pages."""
 
 import time
 
@@ -6,8 +7,6 @@ import streamlit as st
 
 from app_lib import jobs, links, plots, registry, texts, ui
 from app_lib import train_view as tv
-from crc_core.activations import CURVATURE_ACTIVATIONS
-from crc_core.train import TrainConfig
 
 D = tv.DEFAULTS
 
@@ -23,38 +22,61 @@ ui.explain(texts.TRAIN)
 job: jobs.TrainJob | None = st.session_state.get(tv.JOB_KEY)
 busy = job is not None and job.active  # running or waiting in line: one job per session
 problems = tv.check_fields(st.session_state)  # before the form: bad values are put back, and said so below
+k1, k2 = st.columns([3, 1])  # outside the form: the form shows the fields of the chosen kind at once
+kind = k1.radio("Training kind", list(tv.KINDS), index=list(tv.KINDS).index(D.kind), format_func=tv.KINDS.get,
+                key="tr_kind", horizontal=True)
+k1.caption(tv.KIND_EXPLANATIONS[kind])
+activation = k2.selectbox("Activation", list(tv.ACTIVATIONS), index=list(tv.ACTIVATIONS).index(D.activation),
+                          key="tr_activation", help="relu: only for standard, PGD and TRADES training (it has no "
+                                                    "curvature bound to penalise).")
+if mismatch := tv.kind_problem(kind, activation):
+    st.warning(mismatch, icon=":material/block:")
+shown = tv.shown_fields(kind)
 with st.form("train_form", border=True):
     st.markdown("#### Settings")
     c1, c2, c3 = st.columns(3)
     with c1:
-        dataset = st.selectbox("Dataset", ui.dataset_names() or ["embedded"], key="tr_dataset",
-                               help="embedded: 10,000 training images of Fashion-MNIST shipped with the app.")
-        depth = st.number_input("Depth L (number of linear layers)", step=1, key="tr_depth",
-                                help="2 to 5. 2 = one hidden layer (Theorem 3 applies); deeper nets use Theorem 4.")
-        width = st.selectbox("Hidden width", [16, 32, 64, 128, 256, 512, 1024], index=4, key="tr_width")
-        activation = st.selectbox("Activation", list(CURVATURE_ACTIVATIONS),
-                                  index=list(CURVATURE_ACTIVATIONS).index(D.activation), key="tr_activation",
-                                  help="Smooth activations only: ReLU has no curvature bound.")
+        st.selectbox("Dataset", ui.dataset_names("train") or ["embedded"], key="tr_dataset",
+                     help="embedded: 10,000 training images of Fashion-MNIST shipped with the app.")
+        if no_train := ui.missing_train_split():
+            st.caption(f"Not offered: {', '.join(no_train)} (only its test split was found here, so it can be "
+                       "tested on but not trained on).")
+        st.number_input("Depth L (number of linear layers)", step=1, key="tr_depth",
+                        help="2 to 5. 2 = one hidden layer (Theorem 3 applies); deeper nets use Theorem 4.")
+        st.selectbox("Hidden width", [16, 32, 64, 128, 256, 512, 1024], index=4, key="tr_width")
     with c2:
-        kind = st.radio("Training kind", list(tv.KINDS), index=list(tv.KINDS).index(D.kind),
-                        format_func=tv.KINDS.get, key="tr_kind")
-        gamma = st.number_input("γ (curvature penalty)", step=0.005, format="%.3f", key="tr_gamma",
-                                help="0 to 10. Ignored for standard training. The paper uses 0.01–0.07.")
-        crt_eps = st.number_input("CRT ε (attack radius)", step=0.05, key="tr_eps",
-                                  help="0.05 to 5. Used by CRT only: the ℓ2 radius of the training attack.")
+        if "tr_gamma" in shown:
+            st.number_input("γ (curvature penalty)", step=0.005, format="%.3f", key="tr_gamma",
+                            help="0 to 10. The paper uses 0.01–0.07.")
+        if "tr_eps" in shown:
+            st.number_input("CRT ε (attack radius)", step=0.05, key="tr_eps",
+                            help="0.05 to 5: the ℓ2 radius of the curvature attack CRT trains on.")
+        if "tr_adv_eps" in shown:
+            st.number_input("Attack ε (ℓ2 radius)", step=0.05, key="tr_adv_eps",
+                            help="0.01 to 5: the radius PGD searches within, pixels in [0, 1].")
+            st.number_input("PGD steps", step=1, key="tr_adv_steps", help="1 to 100 steps per training batch.")
+            st.number_input("PGD step size (0 = 2.5·ε/steps)", step=0.05, key="tr_adv_step",
+                            help="0 to 5; 0 picks Madry et al.'s 2.5·ε/steps.")
+        if "tr_adv_random" in shown:
+            st.checkbox("Random start in the ε-ball", value=D.adv_random_start, key="tr_adv_random",
+                        help="PGD starts at a uniform random point of the ball (else at the image).")
+        if "tr_beta" in shown:
+            st.number_input("TRADES β (weight of the KL term)", step=0.5, key="tr_beta",
+                            help="0 to 100; the TRADES paper's default is 6. Larger β: more robust, less accurate.")
+        if not shown:
+            st.caption("Standard training has no settings of its own.")
     with c3:
-        epochs = st.number_input("Epochs", step=1, key="tr_epochs", help="1 to 100.")
-        lr = st.select_slider("Learning rate (Adam)", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], value=D.lr, key="tr_lr",
-                              format_func=lambda v: f"{v:g}")
-        batch = st.selectbox("Batch size", [32, 64, 128, 256, 512], index=2, key="tr_batch")
-        seed = st.number_input("Seed", step=1, key="tr_seed")
+        st.number_input("Epochs", step=1, key="tr_epochs", help="1 to 100.")
+        st.select_slider("Learning rate (Adam)", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], value=D.lr, key="tr_lr",
+                         format_func=lambda v: f"{v:g}")
+        st.selectbox("Batch size", [32, 64, 128, 256, 512], index=2, key="tr_batch")
+        st.number_input("Seed", step=1, key="tr_seed")
     with st.expander("Advanced"):
         a1, a2, a3 = st.columns(3)
-        limit = a1.number_input("Training images (0 = all)", step=500, key="tr_limit")
-        eval_samples = a2.number_input("Test images certified each epoch", step=50, key="tr_eval_samples",
-                                       help="0 to 2000; 0 skips the certified accuracy (faster).")
-        eval_rho = a3.number_input("ρ for the certified accuracy", step=0.05, key="tr_eval_rho",
-                                   help="0.05 to 5.")
+        a1.number_input("Training images (0 = all)", step=500, key="tr_limit")
+        a2.number_input("Test images certified each epoch", step=50, key="tr_eval_samples",
+                        help="0 to 2000; 0 skips the robust and certified accuracies (faster).")
+        a3.number_input("ρ for the robust and certified accuracies", step=0.05, key="tr_eval_rho", help="0.05 to 5.")
         name = st.text_input("Name of the saved model (optional)", key="tr_name", max_chars=40)
     start = st.form_submit_button("Start training", type="primary", disabled=busy,
                                   help="Starts at once when the machine is free; otherwise the run waits in line "
@@ -64,12 +86,10 @@ with ui.guard("Training"):
     if problems:
         st.error(("Not started: " if start else "") + " ".join(problems) + " Check the settings and press Start.",
                  icon=":material/warning:")
+    elif start and mismatch:
+        st.error(f"Not started: {mismatch}", icon=":material/warning:")
     elif start:
-        config = TrainConfig(dataset=dataset, widths=(int(width),) * (int(depth) - 1), activation=activation,
-                             kind=kind, gamma=float(gamma), crt_eps=float(crt_eps), epochs=int(epochs),
-                             lr=float(lr), batch_size=int(batch), seed=int(seed), device=str(ui.current_device()),
-                             eval_samples=int(eval_samples), eval_rho=float(eval_rho), train_limit=int(limit) or None)
-        tv.start(st.session_state, config, name)
+        tv.start(st.session_state, tv.make_config(st.session_state, str(ui.current_device())), name)
         st.rerun()  # redraw the form with Start disabled (one job per session) and the live view polling
 
 
@@ -81,7 +101,10 @@ def live_view() -> None:
         st.info("Choose the settings and press **Start training**. The curves appear here while it trains.")
         if ctx is not None and (events := tv.saved_history(ctx.meta)):
             ui.plot(plots.training_curves(events, title=f"How the picked model was trained: {ctx.ref.name} "
-                                                        f"({registry.kind_text(ctx.meta)})"), key="saved_curves")
+                                                        f"({registry.kind_text(ctx.meta)})",
+                                          no_curvature=tv.NO_CURVATURE_RELU), key="saved_curves")
+            if note := tv.curves_caption(ctx.model.activation_name, ctx.model.depth):
+                st.caption(note)
         return
     st.markdown(f"#### Run: {job.config.describe()}")
     if job.waiting:
@@ -120,14 +143,20 @@ def live_view() -> None:
         else:
             st.warning(f"{verb} before the first step: nothing to save.")
         if m := job.metrics:
-            cols = st.columns(4)
+            cols = st.columns(5)
             cols[0].metric("test accuracy", f"{m.get('test_accuracy', 0):.1%}")
-            ca, caa = m.get("certified_accuracy"), m.get("certified_accuracy_all")
             rho = m.get("eval_rho", job.config.eval_rho)
-            cols[1].metric(f"certified at ρ={rho:g} (runner-up)", "—" if ca is None else f"{ca:.1%}")
-            cols[2].metric(f"certified at ρ={rho:g} (all classes)", "—" if caa is None else f"{caa:.1%}")
-            cols[3].metric("mean K_ub", "—" if m.get("mean_K_ub") is None else f"{m['mean_K_ub']:.3g}")
-    ui.plot(plots.training_curves(job.events, title="Live training curves"), key="curves")
+            pct = {k: "—" if m.get(k) is None else f"{m[k]:.1%}" for k in
+                   ("empirical_robust_accuracy", "certified_accuracy", "certified_accuracy_all")}
+            cols[1].metric(f"robust to PGD at ρ={rho:g}", pct["empirical_robust_accuracy"],
+                           help="Empirical: an upper bound on the true robust accuracy.")
+            cols[2].metric(f"certified at ρ={rho:g} (runner-up)", pct["certified_accuracy"])
+            cols[3].metric(f"certified at ρ={rho:g} (all classes)", pct["certified_accuracy_all"])
+            cols[4].metric("mean K_ub", "—" if m.get("mean_K_ub") is None else f"{m['mean_K_ub']:.3g}")
+    ui.plot(plots.training_curves(job.events, title="Live training curves", no_curvature=tv.NO_CURVATURE_RELU),
+            key="curves")
+    if note := tv.curves_caption(job.config.activation, len(job.config.widths) + 1):
+        st.caption(note)
     if not job.running and job.path is not None and st.session_state.get("crc_train_announced") != str(job.path):
         st.session_state["crc_train_announced"] = str(job.path)
         st.session_state[ui.MODEL_KEY] = f"trained:{job.path.name}"

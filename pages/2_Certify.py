@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_lib import analysis, links, plots, texts, ui
+from app_lib import analysis, compare_figures, compare_view, links, plots, texts, ui
 from app_lib import certify_sections as sections
 from app_lib import certify_view as cv
 
@@ -90,7 +90,6 @@ with ui.guard("Certify"):
         st.subheader("3 · The decision regions around the image: a 2-D slice")
         sections.slice_section(ctx, picked, cert, mode, rho, names)
 
-    # (another certificate method's section goes here: one sections.<name>(ctx, picked, cert, mode, rho) call)
     st.subheader(f"4 · At ρ = {rho:g}")
     if not cert.correct:
         st.info("Misclassified: not certified at any ρ.")
@@ -112,5 +111,15 @@ with ui.guard("Certify"):
             ui.plot(plots.image_heatmaps([picked.x, att.x, att.x - picked.x],
                                          ["x0", f"attack (target {names[att.target]})", "attack − x0"],
                                          diverging=[False, False, True]), key="attack_images")
+
+    st.subheader("5 · Every certificate for this image")  # CROWN, first-order, smoothing beside CRC (compare_view)
+    if not cert.correct:
+        st.info("Misclassified: every method's radius is 0.")
+    else:
+        other = compare_view.image_methods(ctx, picked)
+        ui.plot(compare_figures.methods_vs_attack(other.deterministic, compare_view.LABELS, rho=rho,
+                                                  attack_upper=other.attack_upper, smoothing=other.smoothing),
+                key="methods")
+        st.caption(compare_view.caption(other))
 
 links.write(links.CERTIFY)  # the picked image may have changed during this run (a drawing): keep the address current

@@ -18,6 +18,10 @@ st.caption("Certificates are only as good as the curvature bounds behind them. H
 ui.explain(texts.CURVATURE)
 links.copy_link(links.CURVATURE)
 
+if not views.has_curvature(ctx.model):
+    st.info(texts.RELU_NO_CURVATURE, icon=":material/block:")
+    st.stop()
+
 with ui.guard("Curvature"):
     ds = ctx.test_set()
     names, C = ds.class_names, ctx.model.n_classes
@@ -70,10 +74,17 @@ with ui.guard("Curvature"):
 
     st.subheader("Across models (the paper's Figure 1 and Table 16)")
     labels = ui.catalogue_labels()
-    chosen = st.multiselect("Models to compare", list(labels), format_func=labels.get, key="crc_cmp_models",
-                            default=views.contrasting_models(ctx.ref.id, ui.catalogue_metadata()), max_selections=8,
+    metas = ui.catalogue_metadata()
+    usable, relu = views.curvature_ids({i: metas[i] for i in labels if i in metas})  # ReLU: nothing to compare
+    chosen = st.multiselect("Models to compare", usable, format_func=labels.get, key="crc_cmp_models",
+                            default=views.contrasting_models(ctx.ref.id, {i: metas[i] for i in usable}),
+                            max_selections=8,
                             help="By default: this model and models of the other training kinds (standard, "
                                  "γ-regularized, CRT), to contrast them as in the paper's Figure 1.")
+    if relu:
+        st.caption(f"Not offered: {len(relu)} ReLU model{'s' if len(relu) > 1 else ''} ("
+                   + ", ".join(labels[i].split(" · ")[0] for i in relu) + "): a ReLU net has no curvature bound "
+                   "(its Hessian is zero almost everywhere).")
     cmp = views.compare(chosen, ctx.dataset, int(n_images), int(min_count), ctx.device) if pt.measured else None
     if cmp is None:
         st.info("The comparison appears here once the curvature of this model has been measured.")

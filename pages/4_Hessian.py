@@ -13,6 +13,10 @@ st.caption("How strongly does the margin between two classes bend around this im
 ui.explain(texts.HESSIAN)
 links.copy_link(links.HESSIAN)
 
+if not views.has_curvature(ctx.model):
+    st.info(texts.RELU_NO_HESSIAN, icon=":material/block:")
+    st.stop()
+
 with ui.guard("Hessian"):
     ds = ctx.test_set()
     names = ds.class_names

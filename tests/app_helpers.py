@@ -63,8 +63,9 @@ def checkpoint_bytes(model: MLP, meta: dict | None = None) -> bytes:
 
 
 def relu_checkpoint_bytes() -> bytes:
+    """A 3-layer ReLU checkpoint: CRC refuses it (no curvature bound) and, unlike a 2-layer one, App. G does too."""
     torch.manual_seed(0)
-    return checkpoint_bytes(MLP(784, [16], 10, "relu"))
+    return checkpoint_bytes(MLP(784, [16, 16], 10, "relu"))
 
 
 def state_dict_bytes() -> bytes:

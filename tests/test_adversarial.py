@@ -109,3 +109,18 @@ def test_bad_beta_and_batches_are_refused():
         pgd_training_loss(model, x, y[:3], eps=0.5)
     with pytest.raises(CRCError, match="non-empty"):
         trades_loss(model, x[:0], y[:0], eps=0.5)
+
+
+def test_pgd_robust_is_an_attack_not_a_certificate():
+    from crc_core.adversarial import pgd_robust
+
+    model, x, _ = tiny()
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    assert not pgd_robust(model, x, (pred + 1) % 4, eps=1e-3).any()  # misclassified: never robust
+    small = pgd_robust(model, x, pred, eps=1e-4, steps=5)
+    large = pgd_robust(model, x, pred, eps=3.0, steps=20)
+    assert small.all() and large.float().mean() < 0.5 and (large <= small).all()  # a larger ball breaks more
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(CRCError, match="radius ε"):
+        pgd_robust(model, x, pred, eps=0.0)

@@ -4,9 +4,10 @@ import pytest
 import torch
 from helpers import small_data, small_model
 
-from crc_core.certify import TARGET_MODES, certify, dual_lower_bound
+from crc_core.certify import TARGET_MODES, certify
+from crc_core.dual import dual_lower_bound
 from crc_core.errors import CRCError, UnsupportedActivationError
-from crc_core.hessian import margin_and_grad
+from crc_core.hessian import as_dtype, margin_and_grad
 from crc_core.models import MLP
 
 
@@ -82,8 +83,7 @@ def test_exact_boundary_points_lie_on_the_boundary_and_flip_just_beyond(model, d
     c = certify(model, x, lab, targets="all")
     rows = (c.exact & c.correct).nonzero()[:, 0]
     assert rows.numel() > 0.5 * c.correct.sum()
-    m64 = MLP.from_config(model.config()).double()
-    m64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    m64 = as_dtype(model, torch.float64)
     for i in rows.tolist():
         xb, x0 = c.x_boundary[i].double(), x[i].double()
         f, _ = margin_and_grad(m64, xb[None], c.pred[i:i + 1], c.target[i:i + 1])
@@ -132,3 +132,45 @@ def test_bad_input(model, data):
     bad.layers[0].bias.data[0] = float("nan")
     with pytest.raises(CRCError, match="NaN"):
         certify(bad, x[:2])
+
+
+def test_dual_lower_bound_maximises_over_eta_like_a_dense_grid():
+    """The closed-form maximiser of the concave (*) in η matches a dense grid (and is never beaten by it)."""
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    R = torch.rand(n, generator=g, dtype=torch.float64)
+    f = torch.randn(n, generator=g, dtype=torch.float64)
+    G = torch.rand(n, generator=g, dtype=torch.float64) * 3 + 1e-3
+    r_g = (2 * torch.rand(n, generator=g, dtype=torch.float64) - 1) * (R * G).sqrt()  # |(x - x0)·∇f| ≤ √(R G)
+    m = -torch.rand(n, generator=g, dtype=torch.float64) * 2
+    m[:50] = 0.0
+    eta_c = torch.rand(n, generator=g, dtype=torch.float64) * torch.where(m < 0, -1 / m, torch.ones_like(m)) * 0.9
+    v2 = R + 2 * eta_c * r_g + eta_c ** 2 * G
+    vg = r_g + eta_c * G
+    lb, eta = dual_lower_bound(R, f, v2, vg, G, eta_c, m)
+    top = torch.where(m < 0, -1 / m, torch.full_like(m, 50.0)) * (1 - 1e-9)
+    grid = top[:, None] * torch.linspace(0, 1, 20001, dtype=torch.float64)[None, :]
+    mu = 1 + grid * m[:, None]
+    q = R[:, None] + 2 * grid * r_g[:, None] + grid ** 2 * G[:, None]
+    val = 0.5 * R[:, None] + grid * f[:, None] - q / (2 * mu)
+    best = val.max(1).values
+    bad = lb < best - 1e-9 * (1 + best.abs())
+    assert not bad.any(), (lb[bad], best[bad], m[bad], f[bad], eta[bad])
+    mu_e = 1 + eta * m
+    again = 0.5 * R + eta * f - (R + 2 * eta * r_g + eta ** 2 * G) / (2 * mu_e)
+    torch.testing.assert_close(lb, again, rtol=1e-6, atol=1e-9)  # the same value, uncentred (rounding near μ → 0)
+
+
+def test_per_class_and_per_row_names_are_the_stored_fields(model, data):
+    """(B, C) per class vs (B, T) per target row: the explicit names are the public fields, shapes as documented."""
+    x, lab = data
+    c = certify(model, x[:6], lab[:6], targets="all")
+    B, C, T, D = 6, 10, 9, x.shape[1]
+    assert c.radius_by_class is c.radii and c.radii.shape == (B, C)
+    assert c.exact_by_class is c.exact_t and c.n_grad_by_class is c.n_grad_t and c.exact_t.shape == (B, C)
+    assert c.target_by_row is c.targets_t and c.targets_t.shape == (B, T)
+    assert c.x_boundary_by_row is c.x_boundary_t and c.x_boundary_t.shape == (B, T, D)
+    for name in ("eta_by_row", "margin_by_row", "upper_by_row"):
+        assert getattr(c, name).shape == (B, T)
+    rows = torch.arange(B)[:, None].expand(B, T)
+    assert not torch.isnan(c.radius_by_class[rows, c.target_by_row]).any()  # each row's class has a radius

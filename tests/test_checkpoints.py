@@ -387,7 +387,7 @@ def test_run_record_schema_and_thinning(tmp_path) -> None:
     res = _fake_result(HISTORY_STEPS * 3 + 7)
     rec = run_record(cfg, res, source="python -m crc_core train --kind crt", extra={"dry_run": False})
     assert set(rec) == {"dataset", "kind", "gamma", "crt_eps", "epochs", "label", "metrics", "command", "config",
-                        "stopped", "train_seconds", "device", "torch_version", "history", "dry_run"}
+                        "stopped", "train_seconds", "device", "torch_version", "history", "dry_run", "kind_settings"}
     assert rec["kind"] == "crt" and rec["gamma"] == 0.02 and rec["crt_eps"] == 0.3 and rec["epochs"] == 1
     assert rec["command"] == "python -m crc_core train --kind crt" and rec["label"] == cfg.describe()
     assert rec["metrics"]["test_accuracy"] == 0.123457 and rec["train_seconds"] == 3.14

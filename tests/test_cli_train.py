@@ -134,3 +134,64 @@ def test_train_from_a_worker_thread(tmp_path: Path) -> None:
     th.start()
     th.join(60)
     assert codes == [0] and out.is_file()
+
+
+@pytest.mark.parametrize("kind, flags, settings", [
+    ("pgd", ["--eps", "0.3", "--adv-steps", "2", "--no-random-start"],
+     {"eps": 0.3, "steps": 2, "step_size": None, "random_start": False}),
+    ("trades", ["--eps", "0.4", "--adv-steps", "2", "--beta", "3", "--adv-step-size", "0.25"],
+     {"eps": 0.4, "steps": 2, "step_size": 0.25, "beta": 3.0}),
+])
+def test_adversarial_kinds_dry_run_record_their_settings(kind: str, flags: list[str], settings: dict,
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / f"{kind}.pt"
+    argv = ["train", "--dry-run", "--kind", kind, *flags, "--widths", "8", "--out", str(out), "--device", "cpu",
+            "--eval-samples", "2"]
+    assert main(argv) == 0
+    _, meta = load_checkpoint(out)
+    assert meta["kind"] == kind and meta["gamma"] == 0.0 and meta["crt_eps"] is None
+    assert meta["kind_settings"] == settings and meta["command"] == "python -m crc_core " + " ".join(argv)
+    assert meta["config"]["adv_eps"] == settings["eps"] and meta["config"]["adv_steps"] == 2
+    assert meta["metrics"]["empirical_robust_accuracy"] is not None
+    assert meta["label"].startswith("2x[8] softplus, " + {"pgd": "PGD", "trades": "TRADES"}[kind])
+    err = capsys.readouterr().err
+    assert "adv-acc" in err and "PGD acc" in err
+
+
+def test_relu_standard_dry_run(tmp_path: Path) -> None:
+    out = tmp_path / "relu.pt"
+    assert main(["train", "--dry-run", "--quiet", "--kind", "standard", "--activation", "relu", "--widths", "8",
+                 "--out", str(out), "--device", "cpu", "--eval-samples", "2"]) == 0
+    model, meta = load_checkpoint(out)
+    assert model.config()["activation"] == "relu" and meta["kind"] == "standard"
+    assert meta["metrics"]["mean_K_ub"] is None and meta["metrics"]["certified_accuracy"] is not None  # App. G
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--activation", "relu", "--kind", "crt"], "needs a smooth activation"),
+    (["--activation", "relu", "--kind", "gamma"], "ReLU's Hessian is zero almost everywhere"),
+    (["--kind", "pgd", "--eps", "0"], "radius ε must be a positive"),
+    (["--kind", "trades", "--beta", "-1"], "β must be a finite number ≥ 0"),
+    (["--kind", "pgd", "--adv-steps", "0"], "attack steps must be an integer ≥ 1"),
+    (["--kind", "pgd", "--gamma", "0.1"], "PGD training has no curvature penalty"),
+    (["--kind", "pgd", "--beta", "6"], "--beta not used by --kind pgd"),
+    (["--kind", "crt", "--adv-steps", "5"], "--adv-steps not used by --kind crt"),
+])
+def test_adversarial_and_relu_bad_settings_exit_2(argv: list[str], match: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--dry-run", "--quiet", "--out", str(tmp_path / "x.pt"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and match in err and err.count("\n") == 1
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_help_explains_every_kind_and_lists_relu() -> None:
+    from crc_core.adversarial import EXPLANATIONS
+    from crc_core.cli.train import EPILOG, KIND_HELP
+    from crc_core.train import KINDS, TRAIN_ACTIVATIONS
+
+    assert set(KIND_HELP) == set(KINDS) and "relu" in TRAIN_ACTIVATIONS
+    flat = " ".join(EPILOG.split())
+    for kind in KINDS:
+        assert f"{kind} {' '.join(KIND_HELP[kind].split())}" in flat
+    assert all(KIND_HELP[k] == v for k, v in EXPLANATIONS.items())

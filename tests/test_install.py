@@ -23,6 +23,7 @@ from crc_core import data
 from crc_core.certify import certify
 from crc_core.checkpoints import save_checkpoint
 from crc_core.cli import main
+import crc_core.baselines.relu_quadratic, crc_core.solvers, crc_core.sweep  # subpackages are installed
 from crc_core.models import MLP
 
 target = Path(sys.argv[1]).resolve()
@@ -64,3 +65,12 @@ def test_pip_install_then_certify_from_elsewhere(tmp_path: Path) -> None:
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["n"] == 1 and result["radius"] >= 0 and result["cli"] == 0
     assert "clean accuracy" in run.stdout  # the CLI's summary
+
+
+def test_every_package_is_listed_in_pyproject() -> None:
+    """A new folder of modules under crc_core/ must be in [tool.setuptools] packages, or `pip install .` drops it."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {p.parent.relative_to(REPO).as_posix().replace("/", ".") for p in (REPO / "crc_core").rglob("*.py")
+               if "__pycache__" not in p.parts}
+    assert folders <= listed, f"add to pyproject.toml packages: {sorted(folders - listed)}"

@@ -235,3 +235,24 @@ def test_bad_input_is_refused():
         rq.certify_relu(m, torch.rand(2, 5))
     with pytest.raises(CRCError, match="MLP"):
         rq.certify_relu(torch.nn.Linear(4, 3), x)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------ certified_at
+def test_certified_at_agrees_with_the_bisection_and_survives_attacks():
+    torch.manual_seed(7)
+    m = MLP(6, [10], 3, "relu").double()
+    x0 = torch.rand(12, 6, dtype=torch.float64)
+    res = rq.certify_relu(m, x0, targets="all")
+    rho = float(res.radius[res.radius > 0].median())
+    ok = rq.certified_at(m, x0, None, rho, targets="all")
+    assert (ok >= res.certified(rho)).all() and ok.any() and not ok.all()  # never proves less than the bisection
+    flip = closest_flip(m, x0[ok], torch.full((int(ok.sum()),), rho, dtype=torch.float64))
+    assert (flip >= rho).all(), flip
+    ru = rq.certified_at(m, x0, None, rho, targets="runner-up")
+    assert (ru >= ok).all()  # one target is easier than all of them
+    wrong = (res.pred + 1) % 3
+    assert not rq.certified_at(m, x0, wrong, rho).any()  # misclassified: never certified
+    with pytest.raises(CRCError, match="radius ρ"):
+        rq.certified_at(m, x0, None, 0.0)
+    with pytest.raises(CRCError, match="2-layer"):
+        rq.certified_at(MLP(6, [4, 4], 3, "relu"), x0, None, 0.1)

@@ -69,9 +69,10 @@ def tiny(**changes) -> dict:
     (tiny(grid={"widths": [[16], [16, 0]]}), "widths=\\(16, 0\\).*width ≥ 1"),
     (tiny(grid={"widths": [0]}), "width ≥ 1"),
     (tiny(grid={"widths": [["a"]]}), "widths must be like"),
-    (tiny(grid={"widths": ["1x16"]}), "Cannot read widths '1x16'"),
+    (tiny(grid={"widths": ["1x16"]}), "widths.*'1x16'"),
     (tiny(grid={"kind": ["standard", "adversarial"]}), "Unknown training kind 'adversarial'"),
-    (tiny(grid={"activation": ["relu"]}), "no curvature bound"),
+    (tiny(grid={"activation": ["relu"]}, train__kind="crt"), "needs a smooth activation"),
+    (tiny(grid={"activation": ["swish"]}), "Activation 'swish' cannot be trained"),
     (tiny(train__epochs=0), "epochs must be"),
     (tiny(evaluate__rho=[]), "rho is empty"),
     (tiny(evaluate__rho=[0.5, -1]), "rho must be > 0"),
@@ -113,6 +114,17 @@ def test_grid_expansion_ids_and_hash():
     assert moved.config_hash == parse_sweep_config(tiny(train__dataset="fashion-mnist")).config_hash
     other = parse_sweep_config(tiny(evaluate__images=21))
     assert other.config_hash != parse_sweep_config(tiny()).config_hash
+
+
+def test_a_training_option_added_later_keeps_existing_sweeps_valid(monkeypatch):
+    from crc_core.sweep import config as config_mod
+
+    old = parse_sweep_config(tiny())
+    # as if max_steps had been added to TrainConfig after sweeps began: at its default it is not part of the identity
+    monkeypatch.setattr(config_mod, "HASHED_ALWAYS", config_mod.HASHED_ALWAYS - {"max_steps"})
+    assert "max_steps" not in config_mod.trial_settings(old.trials[0].config)
+    assert config_mod.trial_settings(parse_sweep_config(tiny(train__max_steps=5)).trials[0].config)["max_steps"] == 5
+    assert parse_sweep_config(tiny(train__max_steps=5)).config_hash != parse_sweep_config(tiny()).config_hash
 
 
 def test_presets_are_valid_or_name_what_is_missing():

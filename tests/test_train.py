@@ -264,3 +264,142 @@ def test_run_epoch_and_event_log_are_the_loop() -> None:
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
     for p, q in zip(run.model.parameters(), res.model.parameters()):
         assert torch.allclose(p, q)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# PGD / TRADES (Table 14 baselines) and ReLU networks
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["pgd", "trades"])
+def test_adversarial_kinds_train_end_to_end(kind: str) -> None:
+    events: list[dict] = []
+    res = train(tiny(kind=kind, adv_steps=3), callback=events.append, data=tiny_data())
+    steps = [e for e in events if e["kind"] == "step"]
+    assert res.steps == 4 and not res.stopped and events[-1]["kind"] == "done"
+    assert steps and all(e.keys() >= STEP_KEYS | {"attack_accuracy"} for e in steps)
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in steps)
+    if kind == "pgd":
+        assert all(e["loss"] == e["ce"] for e in steps)  # CE at the PGD point, no γ term
+    else:
+        assert all(e["loss"] >= e["ce"] and e["robust_kl"] >= 0 for e in steps)  # + β KL
+    m = res.metrics
+    assert m.keys() >= EPOCH_KEYS - {"kind", "seconds", "train_loss", "train_accuracy"}
+    assert 0 <= m["empirical_robust_accuracy"] <= m["test_accuracy"] + 0.5  # on the sample, vs the whole test set
+    assert m["certified_accuracy"] is not None and m["mean_K_ub"] > 0  # softplus: CRC as for the other kinds
+    assert res.history[0]["steps_per_epoch"] == 4
+
+
+@pytest.mark.parametrize("kind, loss_name", [("pgd", "pgd_training_loss"), ("trades", "trades_loss")])
+def test_adversarial_kinds_call_their_loss_with_the_config(monkeypatch: pytest.MonkeyPatch, kind: str,
+                                                          loss_name: str) -> None:
+    calls: list[dict] = []
+    real = getattr(train_mod, loss_name)
+
+    def spy(model, x, y, **kw):
+        calls.append(kw)
+        return real(model, x, y, **kw)
+
+    monkeypatch.setattr(train_mod, loss_name, spy)
+    monkeypatch.setattr(train_mod, "curvature_attack", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    cfg = tiny(kind=kind, adv_eps=0.3, adv_steps=2, adv_step_size=0.2, trades_beta=2.0, adv_random_start=False,
+               eval_samples=0)
+    train(cfg, data=tiny_data())
+    assert len(calls) == 4
+    assert calls[0]["eps"] == 0.3 and calls[0]["steps"] == 2 and calls[0]["step_size"] == 0.2
+    assert calls[0].get("beta", 2.0) == 2.0 and calls[0].get("random_start", False) is False
+
+
+def test_adversarial_training_is_seeded() -> None:
+    a = train(tiny(kind="pgd", adv_steps=2, eval_samples=0), data=tiny_data())
+    b = train(tiny(kind="pgd", adv_steps=2, eval_samples=0), data=tiny_data())
+    assert all(torch.equal(p, q) for p, q in zip(weights(a.model), weights(b.model)))
+
+
+def test_pgd_training_raises_pgd_accuracy_over_standard() -> None:
+    """The point of the baseline: at the same budget, PGD training is harder to attack at ε than standard."""
+    data = tiny_data(512, 64)
+    kw = dict(widths=(32,), epochs=6, batch_size=64, lr=3e-3, eval_samples=64, eval_rho=1.0, eval_all_targets=False)
+    std = train(tiny(kind="standard", **kw), data=data).metrics
+    adv = train(tiny(kind="pgd", adv_eps=1.0, adv_steps=5, **kw), data=data).metrics
+    assert adv["empirical_robust_accuracy"] > std["empirical_robust_accuracy"], (adv, std)
+
+
+@pytest.mark.parametrize("kind", ["standard", "pgd", "trades"])
+def test_relu_trains_and_is_certified_by_app_g(kind: str) -> None:
+    res = train(tiny(kind=kind, activation="relu", adv_steps=2, eval_samples=6), data=tiny_data())
+    steps = [e for e in res.history if e["kind"] == "step"]
+    assert steps and all("mean_K" not in e for e in steps)  # no curvature for ReLU
+    assert res.model.activation_name == "relu"
+    m = res.metrics
+    assert m["mean_K_ub"] is None and m["eval_samples"] == 6
+    assert 0 <= m["certified_accuracy_all"] <= m["certified_accuracy"] <= m["empirical_robust_accuracy"] <= 1
+
+
+def small_relu(widths: list[int], n: int = 40, d: int = 20) -> tuple[MLP, torch.Tensor, torch.Tensor]:
+    """A random ReLU net on d-dimensional inputs in [0, 1] (small d: the App. G proofs are cheap), labels = its
+    predictions (all correct: the certificate decides)."""
+    torch.manual_seed(0)
+    net = MLP(d, widths, 4, "relu")
+    x = torch.rand(n, d)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    return net, x, y
+
+
+def test_relu_epoch_metrics_match_certify_relu_and_skip_deeper_nets() -> None:
+    from crc_core.baselines.relu_quadratic import certify_relu
+
+    net, x, y = small_relu([12])
+    m = epoch_metrics(net, (x, y), rho=0.05, eval_samples=40)
+    cert = certify_relu(net, x, y, targets="all")
+    bisected = float(cert.certified(0.05).float().mean())
+    assert m["certified_accuracy_all"] >= bisected > 0  # the proof at ρ is at least as strong as the bisection's
+    assert m["certified_accuracy_all"] <= m["certified_accuracy"] <= m["empirical_robust_accuracy"]
+    deep, x, y = small_relu([12, 12])
+    d = epoch_metrics(deep, (x, y), rho=0.05, eval_samples=10)
+    assert d["certified_accuracy"] is None and d["certified_accuracy_all"] is None and d["mean_K_ub"] is None
+    assert d["empirical_robust_accuracy"] is not None and d["eval_samples"] == 10
+
+
+def test_inflated_relu_certificate_is_caught_by_pgd() -> None:
+    """The PGD check can fail: at a radius where PGD breaks images, an "all certified" claim is refuted, and the
+    real certificate stays below PGD's empirical accuracy."""
+    net, x, y = small_relu([12])
+    m = epoch_metrics(net, (x, y), rho=1.0, eval_samples=40)
+    assert m["empirical_robust_accuracy"] < 1.0  # PGD breaks some images at ρ = 1: claiming 100% would be caught
+    assert m["certified_accuracy_all"] <= m["certified_accuracy"] <= m["empirical_robust_accuracy"]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(activation="relu", kind="gamma"), "smooth activation"),
+    (dict(activation="relu", kind="crt"), "Hessian is zero almost everywhere"),
+    (dict(activation="gelu", kind="standard"), "relu only for standard, pgd, trades"),
+    (dict(kind="pgd", adv_eps=0.0), "radius ε"),
+    (dict(kind="trades", adv_eps=-1.0), "radius ε"),
+    (dict(kind="trades", trades_beta=-0.5), "β"),
+    (dict(kind="pgd", adv_steps=0), "steps"),
+    (dict(kind="pgd", adv_step_size=0.0), "step size"),
+    (dict(kind="pgd", adv_random_start="yes"), "adv_random_start"),
+])
+def test_adversarial_and_relu_config_errors(bad: dict, match: str) -> None:
+    with pytest.raises(CRCError, match=match) as err:
+        TrainConfig(**bad)
+    assert "\n" not in str(err.value)
+
+
+def test_adversarial_labels_settings_and_run_record() -> None:
+    from crc_core.checkpoints import run_record
+
+    pgd = TrainConfig(kind="pgd", adv_eps=0.5, activation="relu")
+    trades = TrainConfig(widths=(256, 256), kind="trades", trades_beta=6, adv_eps=0.5)
+    assert pgd.describe() == "2x[256] relu, PGD ε=0.5" and pgd.gamma_used == 0.0
+    assert trades.describe() == "3x[256,256] softplus, TRADES β=6 ε=0.5" and trades.gamma_used == 0.0
+    assert pgd.kind_settings() == {"eps": 0.5, "steps": 10, "step_size": None, "random_start": True}
+    assert trades.kind_settings() == {"eps": 0.5, "steps": 10, "step_size": None, "beta": 6.0}
+    assert TrainConfig.from_dict(trades.to_dict()) == trades
+    cfg = tiny(kind="trades", adv_steps=2, trades_beta=3.0, eval_samples=0)
+    res = train(cfg, data=tiny_data())
+    rec = run_record(cfg, res, source="test")
+    assert rec["kind"] == "trades" and rec["gamma"] == 0.0 and rec["crt_eps"] is None
+    assert rec["kind_settings"] == {"eps": 0.5, "steps": 2, "step_size": None, "beta": 3.0}
+    assert rec["config"]["trades_beta"] == 3.0 and rec["config"]["adv_steps"] == 2
+    assert "attack_accuracy" in rec["history"]["steps"][0]

@@ -336,6 +336,50 @@ def _bisect(model: MLP, xr: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor, ac
     return best, lo, hi, n_steps
 
 
+def _prepare(model: MLP, x: torch.Tensor, labels: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Checked inputs: (x0 (B, D), logits (B, C), pred (B,), label (B,): the prediction where labels is None)."""
+    x0 = model.flatten_input(x).detach()
+    if x0.shape[0] == 0:
+        raise CRCError("No images to certify (the batch is empty).")
+    if not torch.isfinite(x0).all():
+        raise CRCError("Input images contain NaN or infinite values.")
+    B, C = x0.shape[0], model.n_classes
+    logits = model(x0.to(model.layers[0].weight.dtype))
+    pred = logits.argmax(1)
+    label = pred.clone() if labels is None else torch.as_tensor(labels, device=x0.device).long().reshape(-1)
+    if label.shape[0] != B:
+        raise CRCError(f"Got {B} images but {label.shape[0]} labels.")
+    if ((label < 0) | (label >= C)).any():
+        raise CRCError(f"Labels must lie in [0, {C - 1}].")
+    return x0, logits, pred, label
+
+
+@torch.no_grad()
+def certified_at(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, rho: float, *,
+                 targets: str = "all") -> torch.Tensor:
+    """(B,) bool: image correctly classified and its radius against the chosen targets proven ≥ ρ, for images
+    x (B, D) of a 2-layer ReLU MLP (labels None: the prediction). One App. G proof at ρ per (image, target), no
+    bisection: the cheap form of ``certify_relu(...).certified(rho)`` for a certified accuracy at one ρ (it can
+    prove a little more than the bisection, which proves its own sequence of radii, never less soundly).
+    Guarantee: where True, no x' with ‖x' − x0‖ < ρ changes the prediction (exact arithmetic, float64 model)."""
+    require_two_layer_relu(model)
+    _check_options(targets, RHO_LOW, RHO_HIGH, RHO_TOL)
+    if isinstance(rho, bool) or not isinstance(rho, int | float) or not math.isfinite(rho) or rho <= 0:
+        raise CRCError(f"The radius ρ must be a positive finite number, got {rho!r}.")
+    x0, logits, pred, label = _prepare(model, x, labels)
+    correct = pred == label
+    T = choose_targets(logits, pred, targets)  # (B, T)
+    B, nT = T.shape
+    rows_b = correct.nonzero()[:, 0].repeat_interleave(nT)
+    ok = torch.zeros(B, nT, dtype=torch.bool, device=x0.device)
+    if rows_b.numel():
+        r = torch.full((rows_b.numel(),), float(rho), dtype=torch.float64, device=x0.device)
+        dist = relu_distance_at(model, x0.double()[rows_b], pred[rows_b], T[correct].reshape(-1), r, at_least=r)
+        ok[correct] = (dist >= r).reshape(-1, nT)
+    return correct & ok.all(1)
+
+
 @torch.no_grad()
 def certify_relu(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, targets: str = "all",
                  rho_low: float = RHO_LOW, rho_high: float = RHO_HIGH, rho_tol: float = RHO_TOL
@@ -354,19 +398,8 @@ def certify_relu(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None
     """
     require_two_layer_relu(model)
     _check_options(targets, rho_low, rho_high, rho_tol)
-    x0 = model.flatten_input(x).detach()
-    if x0.shape[0] == 0:
-        raise CRCError("No images to certify (the batch is empty).")
-    if not torch.isfinite(x0).all():
-        raise CRCError("Input images contain NaN or infinite values.")
+    x0, logits, pred, label = _prepare(model, x, labels)
     B, C, dev = x0.shape[0], model.n_classes, x0.device
-    logits = model(x0.to(model.layers[0].weight.dtype))
-    pred = logits.argmax(1)
-    label = pred.clone() if labels is None else torch.as_tensor(labels, device=dev).long().reshape(-1)
-    if label.shape[0] != B:
-        raise CRCError(f"Got {B} images but {label.shape[0]} labels.")
-    if ((label < 0) | (label >= C)).any():
-        raise CRCError(f"Labels must lie in [0, {C - 1}].")
     correct = pred == label
     T = choose_targets(logits, pred, targets)
     nT = T.shape[1]

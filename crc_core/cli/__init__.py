@@ -7,6 +7,7 @@ in :data:`COMMANDS`:
   info      print a checkpoint's metadata: architecture, settings, metrics, the command that made it (cli/info.py)
   certify   certified radii and attacks for test images of a checkpoint, to CSV / JSON (cli/certify.py)
   import    a foreign MLP file (e.g. the paper's official checkpoints) as a checkpoint (cli/import_.py)
+  sweep     a TOML grid of training runs and evaluations (a paper table) on Ray, resumable (cli/sweep.py)
 
 Shared argument checks live in cli/common.py, progress bars (tqdm) in cli/progress.py. This package (with
 ``crc_core/__main__.py``) is the only place in crc_core that prints or parses arguments; the library functions it
@@ -28,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ..errors import CRCError
-from . import certify, import_, info, train
+from . import certify, import_, info, sweep, train
 from .common import PROG
 from .progress import Progress, TrainProgress
 
@@ -51,6 +52,7 @@ COMMANDS: list[Command] = [
     Command("info", info.add_parser, info.run),
     Command("certify", certify.add_parser, certify.run),
     Command("import", import_.add_parser, import_.run),
+    Command("sweep", sweep.add_parser, sweep.run),
 ]
 
 

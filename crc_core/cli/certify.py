@@ -11,6 +11,7 @@ from ..bounds import Method as BoundMethod
 from ..certify import SOLVER_MODES, TARGET_MODES
 from ..data import DATASET_NAMES, SPLITS
 from ..errors import CRCError
+from . import certify_methods as cm
 from .common import output_file, require_at_least_one, resolve_device, set_threads
 from .progress import Progress
 
@@ -24,7 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "radius is a proven lower bound on the L2 distance to the nearest input that changes the prediction "
             "(all other classes by default). Images are also attacked at radius --rho (PGD and the paper's "
             "Algorithm 2), giving the empirical side of the picture. Writes a per-image CSV (or JSON) and prints a "
-            "summary like the paper's tables."),
+            "summary like the paper's tables. --methods adds CROWN, the first-order (Lipschitz) bound, randomized "
+            "smoothing and, for 2-layer ReLU nets, the App. G certificate (the default for them): one "
+            "radius_<method> column and one certified-accuracy line each. On a deeper ReLU net CRC is refused with "
+            "the reason and the other methods run."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by `python -m crc_core train`")
     p.add_argument("--dataset", default="embedded", help=" | ".join(DATASET_NAMES))
@@ -47,61 +51,102 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="2-layer nets: refine each certificate with local curvature bounds (paper section 7.4)")
     p.add_argument("--out", default=None, help="write the per-image table here (.csv, or .json with --json)")
     p.add_argument("--json", action="store_true", help="write JSON (table + summary) instead of CSV")
+    cm.add_flags(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bounds import curvature_bounds
     from ..checkpoints import load_checkpoint
     from ..data import load_dataset
-    from ..evaluate import evaluate
 
     require_at_least_one("--limit", args.limit)
     require_at_least_one("--batch-size", args.batch_size)
+    asked = cm.parse_methods(args.methods)
+    smoothing = cm.check_smoothing_flags(args) if asked and "smoothing" in asked else {}
+    if not (args.rho > 0 and args.rho < float("inf")):
+        raise CRCError(f"--rho: ρ must be a positive finite number, got {args.rho!r}.")
     set_threads(args.threads)
     device = resolve_device(args.device)
     out = output_file(args.out, "results.csv", create_folder=True)  # fail before the work, not after it
     model, _meta = load_checkpoint(args.checkpoint, map_location="cpu")
+    methods, refused = cm.choose_methods(model, asked, args.targets)
     model = model.to(device)
     ds = load_dataset(args.dataset, args.split, root=args.data_root, limit=args.limit)
     if ds.in_dim != model.in_dim or ds.n_classes != model.n_classes:
         raise CRCError(f"The model expects {model.in_dim} inputs and {model.n_classes} classes; the dataset has "
                        f"{ds.in_dim} and {ds.n_classes}.")
     t0 = time.perf_counter()
-    progress = Progress(len(ds), "certifying", "img")
-    try:
-        bounds = curvature_bounds(model, method=args.bounds)
-        res = evaluate(model, ds.images.to(device), ds.labels.to(device), rho=args.rho, targets=args.targets,
-                       mode=args.mode, attacks=not args.no_attacks, bounds=bounds, batch_size=args.batch_size,
-                       local=args.local, progress=lambda done, _total: progress.update(done))
-    finally:
-        progress.close()
-    s = dict(res.summary, seconds=round(time.perf_counter() - t0, 3), checkpoint=str(args.checkpoint),
-             dataset=ds.source, device=str(device), model=model.describe())
+    x, y = ds.images.to(device), ds.labels.to(device)
+    table, s = _crc_table(model, x, y, args) if "crc" in methods else (None, _plain_summary(args, len(ds)))
+    others = tuple(m for m in methods if m != "crc")
+    if others:
+        extra = cm.run_methods(model, x, y, others, targets=args.targets, attack=not args.no_attacks,
+                               smoothing=smoothing, batch_size=args.batch_size)
+        if table is None:
+            table = extra
+            s["clean_accuracy"] = float(table["correct"].mean())
+        else:
+            table = table.join(extra.drop(columns=["index", "label", "pred", "correct"]))
+    if "crc" in methods:
+        table["radius_crc"] = table["radius"]
+    s.update(cm.method_summary(table, methods, args.rho), methods=list(methods), refused=refused)
+    if "smoothing" in methods:
+        s["smoothing"] = dict(smoothing, note=cm.SMOOTHING_NOTE.format(sigma=smoothing["sigma"],
+                                                                    p=1 - smoothing["alpha"]))
+    s.update(seconds=round(time.perf_counter() - t0, 3), checkpoint=str(args.checkpoint), dataset=ds.source,
+             device=str(device), model=model.describe())
     if out is not None:
         try:
             if args.json:
-                out.write_text(json.dumps({"summary": s, "images": res.table.to_dict(orient="records")}, indent=1,
+                out.write_text(json.dumps({"summary": s, "images": table.to_dict(orient="records")}, indent=1,
                                           default=float))
             else:
-                res.table.to_csv(out, index=False)
+                table.to_csv(out, index=False)
         except OSError as exc:
             raise CRCError(f"could not write {out}: {exc}") from None
     print(summary_text(s))
     return 0
 
 
+def _crc_table(model, x, y, args: argparse.Namespace):  # -> (DataFrame, summary dict)
+    """CRC's evaluation (certificates and attacks at ρ) as before --methods existed."""
+    from ..bounds import curvature_bounds
+    from ..evaluate import evaluate
+
+    progress = Progress(x.shape[0], "certifying", "img")
+    try:
+        bounds = curvature_bounds(model, method=args.bounds)
+        res = evaluate(model, x, y, rho=args.rho, targets=args.targets, mode=args.mode, attacks=not args.no_attacks,
+                       bounds=bounds, batch_size=args.batch_size, local=args.local,
+                       progress=lambda done, _total: progress.update(done))
+    finally:
+        progress.close()
+    return res.table, dict(res.summary)
+
+
+def _plain_summary(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    return {"n": n, "rho": float(args.rho), "targets": args.targets}
+
+
 def summary_text(s: dict[str, Any]) -> str:
-    """The summary as a small table like the paper's (fractions as percentages)."""
+    """The summary as a small table like the paper's (fractions as percentages); one line per method."""
     pct = lambda v: f"{100 * v:6.2f}%"  # noqa: E731
-    lines = [f"model {s['model']} on {s['dataset']}, {s['n']} images, ρ = {s['rho']}, targets = {s['targets']}, "
-             f"mode = {s['mode']}, bounds = {s['bound_method']}, device = {s['device']}",
-             f"  clean accuracy                 {pct(s['clean_accuracy'])}",
-             f"  certified accuracy ({s['targets']:>9})  {pct(s['certified_accuracy'])}",
-             f"  certified accuracy (runner-up) {pct(s['certified_accuracy_runner_up'])}",
-             f"  mean certificate               {s['mean_certificate']:.4f}",
-             f"  certificate success (exact)    {pct(s['certificate_success_rate'])}"]
-    if "empirical_robust_accuracy" in s:
-        lines += [f"  empirical robust accuracy      {pct(s['empirical_robust_accuracy'])}",
-                  f"  attack success (Alg. 2)        {pct(s['attack_success_rate'])}"]
-    lines.append(f"  median gradient evaluations    {s['median_n_grad']:.0f}   ({s['seconds']:.1f} s)")
+    crc = "certified_accuracy" in s
+    setting = f", mode = {s['mode']}, bounds = {s['bound_method']}" if crc else ""
+    lines = [f"model {s['model']} on {s['dataset']}, {s['n']} images, ρ = {s['rho']}, targets = {s['targets']}"
+             f"{setting}, device = {s['device']}",
+             f"  clean accuracy                 {pct(s['clean_accuracy'])}"]
+    if crc:
+        lines += [f"  certified accuracy ({s['targets']:>9})  {pct(s['certified_accuracy'])}",
+                  f"  certified accuracy (runner-up) {pct(s['certified_accuracy_runner_up'])}",
+                  f"  mean certificate               {s['mean_certificate']:.4f}",
+                  f"  certificate success (exact)    {pct(s['certificate_success_rate'])}"]
+        if "empirical_robust_accuracy" in s:
+            lines += [f"  empirical robust accuracy      {pct(s['empirical_robust_accuracy'])}",
+                      f"  attack success (Alg. 2)        {pct(s['attack_success_rate'])}"]
+    if s.get("methods", ["crc"]) != ["crc"]:
+        lines += cm.method_lines(s)
+    if crc:
+        lines.append(f"  median gradient evaluations    {s['median_n_grad']:.0f}   ({s['seconds']:.1f} s)")
+    else:
+        lines.append(f"  ({s['seconds']:.1f} s)")
     return "\n".join(lines)

@@ -79,9 +79,10 @@ class TrainProgress:
             if self.progress is None:
                 self.progress = Progress(event["total_steps"], "training", "step", self.stream)
             extra = f" adv-acc {event['attack_accuracy']:.3f}" if "attack_accuracy" in event else ""
+            curvature = f"K {event['mean_K']:.4g} " if "mean_K" in event else ""  # ReLU nets: no K
             self.progress.update(
                 event["step"], f"epoch {event['epoch']} loss {event['loss']:.4f} ce {event['ce']:.4f} "
-                f"K {event['mean_K']:.4g} acc {event['accuracy']:.3f}{extra}", elapsed=event["seconds"])
+                f"{curvature}acc {event['accuracy']:.3f}{extra}", elapsed=event["seconds"])
         elif kind == "epoch":
             self.message(epoch_line(event))
         elif kind == "done" and self.progress is not None:
@@ -100,7 +101,8 @@ def epoch_line(event: dict[str, Any]) -> str:
     if event.get("test_accuracy") is None:
         return (f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, train acc "
                 f"{fmt(event['train_accuracy'], True)} [{tqdm.format_interval(event['seconds'])}]")
-    return (f"epoch {event['epoch']}: test acc {fmt(event['test_accuracy'], True)}, certified acc at "
+    return (f"epoch {event['epoch']}: test acc {fmt(event['test_accuracy'], True)}, PGD acc "
+            f"{fmt(event.get('empirical_robust_accuracy'), True)}, certified acc at "
             f"rho={event['eval_rho']:g} (runner-up) {fmt(event['certified_accuracy'], True)}, "
             f"(all classes) {fmt(event['certified_accuracy_all'], True)} on {event['eval_samples']} images, "
             f"mean K_ub {fmt(event['mean_K_ub'])} [{tqdm.format_interval(event['seconds'])}]")

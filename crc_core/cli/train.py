@@ -1,24 +1,33 @@
-"""``python -m crc_core train``: train a standard / γ-regularized / CRT model with a progress bar, save a checkpoint."""
+"""``python -m crc_core train``: train a standard / γ-regularized / CRT / PGD / TRADES model with a progress bar and
+save a checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import signal
+import textwrap
 import threading
 from pathlib import Path
 from typing import Any
 
-from ..activations import CURVATURE_ACTIVATIONS
+from ..adversarial import EXPLANATIONS
 from ..certify import SOLVER_MODES
 from ..data import DATASET_NAMES
 from ..errors import CRCError
 from ..models import architecture_slug
-from ..train import KINDS
+from ..train import ADVERSARIAL_KINDS, KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
 from .common import PROG, output_file, set_threads
 from .progress import TrainProgress, fmt
 
 EXIT_INTERRUPTED = 130
+
+KIND_HELP: dict[str, str] = {
+    "standard": "cross-entropy only",
+    "gamma": "cross-entropy + gamma * K, K = the curvature bound of the margin (paper eq. 7)",
+    "crt": "the same, computed at the curvature attack's worst-case point within radius --eps (CRT)",
+    **EXPLANATIONS,
+}
 
 EPILOG = """\
 examples:
@@ -27,21 +36,29 @@ examples:
       --gamma 0.01 --eps 0.5 --epochs 3 --seed 0 --out assets/models/crt.pt
   # the paper's 2x[1024] CRT (Table 9) on full Fashion-MNIST
   python -m crc_core train --dataset fashion-mnist --widths 2x1024 --kind crt --gamma 0.01 --eps 0.5
+  # TRADES (beta 6, 10 PGD steps within 0.5) on a 3-layer softplus net; PGD training of a ReLU net
+  python -m crc_core train --widths 256,256 --kind trades --beta 6 --eps 0.5 --adv-steps 10
+  python -m crc_core train --widths 256 --activation relu --kind pgd --eps 0.5
   # a quick check that everything works (a few steps on a few images)
   python -m crc_core train --dry-run --out runs/dry.pt
 
 kinds:
-  standard  cross-entropy only
-  gamma     cross-entropy + gamma * K, K = the curvature bound of the margin (paper eq. 7)
-  crt       the same, computed at the curvature attack's worst-case point within radius --eps (CRT)
+""" + "".join(textwrap.fill(KIND_HELP[k], 110, initial_indent=f"  {k:<10}", subsequent_indent=" " * 12) + "\n"
+             for k in KINDS) + f"""
+relu is accepted for {", ".join(RELU_KINDS)}; gamma and crt need a smooth activation (ReLU's Hessian is zero
+almost everywhere and undefined at its kinks). The epoch evaluation certifies 2-layer ReLU nets with App. G's
+quadratic bound and deeper ReLU nets not at all (PGD accuracy only).
 
 Press Ctrl-C once to stop after the current step and still save the model; twice to abort.
+After every epoch the full training state is saved beside --out as <name>.last-epoch.pt (removed when the run
+completes); after a crash or a stop, the same command with --resume continues from the last finished epoch and
+ends with the weights an uninterrupted run would have.
 """
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a standard, curvature-regularized or CRT model and save a checkpoint",
+        "train", help="train a standard, curvature-regularized, CRT, PGD or TRADES model and save a checkpoint",
         description="Train an MLP on images and save it as a checkpoint (weights + metadata: settings, "
                     "metrics and this exact command).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,14 +70,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--widths", default="256", metavar="W",
                    help="hidden layer widths: '256' (2 layers), '1024,1024' (3 layers) or depth x width "
                         "like '2x1024' (the paper's 2x[1024]); default 256")
-    g.add_argument("--activation", default="softplus", choices=CURVATURE_ACTIVATIONS,
-                   help="smooth activation (curvature needs it); default softplus")
+    g.add_argument("--activation", default="softplus", choices=TRAIN_ACTIVATIONS,
+                   help="smooth activation (curvature needs it) or relu (standard, pgd, trades only); "
+                        "default softplus")
     g = p.add_argument_group("training")
     g.add_argument("--kind", default="crt", choices=KINDS, help="what to train (see below); default crt")
     g.add_argument("--gamma", type=float, default=None,
                    help="weight of the curvature penalty; default 0.01 for gamma/crt (not used by standard)")
     g.add_argument("--eps", type=float, default=0.5,
-                   help="CRT attack radius (L2 distance in pixel units, images in [0,1]); default 0.5")
+                   help="attack radius of crt, pgd and trades (L2 distance in pixel units, images in [0,1]); "
+                        "default 0.5")
+    g.add_argument("--adv-steps", type=int, default=None, metavar="N",
+                   help="pgd / trades: PGD steps of the inner maximization; default 10")
+    g.add_argument("--adv-step-size", type=float, default=None, metavar="A",
+                   help="pgd / trades: PGD step size; default 2.5 * eps / steps")
+    g.add_argument("--no-random-start", action="store_true",
+                   help="pgd: start PGD at the image instead of a random point of the eps-ball")
+    g.add_argument("--beta", type=float, default=None,
+                   help="trades: weight of the KL term (larger: more robust, less accurate); default 6")
     g.add_argument("--epochs", type=int, default=3, help="passes over the training set; default 3")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate; default 1e-3")
     g.add_argument("--batch-size", type=int, default=128, help="default 128")
@@ -88,6 +115,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint to write (default runs/<kind>-<depth>x<width>-<activation>-<dataset>.pt)")
     g.add_argument("--log-every", type=int, default=10, metavar="N", help="progress update every N steps")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same flags from its last finished epoch "
+                        "(<out name>.last-epoch.pt)")
     g.add_argument("--dry-run", action="store_true",
                    help="a few steps on a few images, to check the set-up (writes a checkpoint)")
 
@@ -96,12 +126,15 @@ def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
     """The validated TrainConfig the flags describe (--dry-run shrinks the run); CRCError for impossible ones."""
     from ..train import TrainConfig, parse_widths
 
-    if args.kind == "standard" and args.gamma not in (None, 0.0):
-        raise CRCError("Standard training has no curvature penalty: drop --gamma, or use --kind gamma / crt.")
-    gamma = 0.0 if args.kind == "standard" else (0.01 if args.gamma is None else args.gamma)
+    _check_kind_flags(args)
+    gamma = 0.01 if args.gamma is None else args.gamma
     settings: dict[str, Any] = dict(
         dataset=args.dataset, data_root=args.data_root, widths=parse_widths(args.widths),
-        activation=args.activation, kind=args.kind, gamma=gamma, crt_eps=args.eps, epochs=args.epochs,
+        activation=args.activation, kind=args.kind, gamma=gamma if args.kind in ("gamma", "crt") else 0.0,
+        crt_eps=args.eps if args.kind == "crt" else 0.5, adv_eps=args.eps if args.kind in ADVERSARIAL_KINDS else 0.5,
+        adv_steps=10 if args.adv_steps is None else args.adv_steps,
+        adv_step_size=args.adv_step_size, adv_random_start=not args.no_random_start,
+        trades_beta=6.0 if args.beta is None else args.beta, epochs=args.epochs,
         lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device,
         attack_outer=args.attack_outer, attack_inner=args.attack_inner, eval_rho=args.eval_rho,
         eval_samples=args.eval_samples, eval_all_targets=not args.no_eval_all, eval_mode=args.eval_mode,
@@ -114,12 +147,42 @@ def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
     return TrainConfig(**settings)
 
 
+def _check_kind_flags(args: argparse.Namespace) -> None:
+    """CRCError for a flag the chosen kind does not use (it would be silently ignored)."""
+    if args.kind in ("standard", *ADVERSARIAL_KINDS) and args.gamma not in (None, 0.0):
+        name = {"standard": "Standard", "pgd": "PGD", "trades": "TRADES"}[args.kind]
+        raise CRCError(f"{name} training has no curvature penalty: drop --gamma, or use --kind gamma / crt.")
+    unused = [flag for flag, given, kinds in (
+        ("--adv-steps", args.adv_steps is not None, ADVERSARIAL_KINDS),
+        ("--adv-step-size", args.adv_step_size is not None, ADVERSARIAL_KINDS),
+        ("--no-random-start", args.no_random_start, ("pgd",)),
+        ("--beta", args.beta is not None, ("trades",))) if given and args.kind not in kinds]
+    if unused:
+        raise CRCError(f"{', '.join(unused)} not used by --kind {args.kind} (only by pgd / trades; --beta: trades; "
+                       "--no-random-start: pgd).")
+
+
 def default_out(config: Any) -> Path:
     """runs/<kind>-<depth>x<widths>-<activation>-<dataset>.pt, e.g. runs/crt-2x256-softplus-embedded.pt."""
     return Path("runs") / f"{config.kind}-{architecture_slug(config.widths, config.activation)}-{config.dataset}.pt"
 
 
-def _train_with_ctrl_c(config: Any, progress: TrainProgress | None) -> Any:  # -> TrainResult
+def epoch_checkpoint_path(out: Path) -> Path:
+    """Where ``train`` keeps the per-epoch training state for ``--resume``: runs/x.pt -> runs/x.last-epoch.pt."""
+    return out.with_name((out.stem if out.suffix == ".pt" else out.name) + ".last-epoch.pt")
+
+
+def check_resume(path: Path, resume: bool) -> None:
+    """--resume needs the epoch file; without --resume an existing one (an interrupted run) is not overwritten."""
+    if resume and not path.is_file():
+        raise CRCError(f"--resume: nothing to resume, {path} does not exist (the run finished, or never got "
+                       "through an epoch); drop --resume to start it.")
+    if not resume and path.is_file():
+        raise CRCError(f"{path} holds an interrupted run of this output: add --resume to continue it, or delete "
+                       "the file to start again.")
+
+
+def _train_with_ctrl_c(config: Any, progress: TrainProgress | None, **train_kw: Any) -> Any:  # -> TrainResult
     """Run training; the first Ctrl-C stops after the current step (the model is kept), the second aborts."""
     from .. import train as train_mod  # looked up at call time (tests replace train_mod.train)
 
@@ -135,7 +198,7 @@ def _train_with_ctrl_c(config: Any, progress: TrainProgress | None) -> Any:  # -
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals only work there
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
     try:
-        return train_mod.train(config, callback=progress, should_stop=lambda: stop["requested"])
+        return train_mod.train(config, callback=progress, should_stop=lambda: stop["requested"], **train_kw)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)
@@ -149,17 +212,23 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     config = config_from_args(args)
     out = output_file(args.out or str(default_out(config)), "model.pt", create_folder=True)  # checked before training
+    epoch_file = epoch_checkpoint_path(out)
+    check_resume(epoch_file, args.resume)
     progress = TrainProgress() if not args.quiet else None
     if progress is not None:
         progress.message(f"training {config.describe()} on {config.dataset}{' (dry run)' if args.dry_run else ''}, "
                          f"device {describe_device(default_device(config.device))}")
-    result = _train_with_ctrl_c(config, progress)
+    if args.resume and progress is not None:
+        progress.message(f"resuming from {epoch_file}")
+    result = _train_with_ctrl_c(config, progress, epoch_checkpoint=epoch_file, resume=args.resume)
     if progress is not None and (result.stopped or not result.metrics):
         progress.message("evaluating the stopped model ...")
     metrics = final_metrics(config, result)  # a stopped run: these weights, evaluated now
     record = run_record(config, result, source=f"{PROG} {shlex.join(args.argv)}", metrics=metrics,
                         extra={"dry_run": bool(args.dry_run)})
     path = save_checkpoint(out, result.model.cpu(), record)
+    if not result.stopped:
+        epoch_file.unlink(missing_ok=True)  # complete: nothing left to resume
     print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB): {config.describe()}, "
           f"test acc {fmt(metrics.get('test_accuracy'), True)}, certified acc at rho={config.eval_rho:g}: "
           f"runner-up {fmt(metrics.get('certified_accuracy'), True)}, "

@@ -4,13 +4,15 @@
 - :func:`run_sweep` (runner.py): run or resume it locally or on a Ray cluster -> :class:`SweepResult`;
 - :func:`execute_trial` / :func:`evaluate_trial` (trial.py): one trial, no Ray (train, certify, measure);
 - :data:`METHODS` (methods.py): the certificate methods a sweep can evaluate (one table entry each);
-- :func:`results_markdown`, :func:`read_results` (results.py): the results table and its Markdown.
+- :func:`results_markdown`, :func:`read_results` (results.py): the results table and its Markdown;
+- :func:`sweep_overview`, :func:`is_sweep_folder` (folder.py): what a sweep folder holds, trial by trial (for
+  readers such as the app; a sweep may still be running).
 
 Ray is imported only when a sweep runs (it is an optional dependency).
 """
 
 from .config import EvalSpec, Resources, SweepConfig, Trial, load_sweep_config, parse_sweep_config
-from .folder import SweepFolder
+from .folder import SweepFolder, is_sweep_folder, sweep_overview
 from .methods import METHODS, CertificateMethod, MethodResult
 from .results import read_results, results_markdown
 from .runner import SweepProgress, SweepResult, run_sweep
@@ -19,5 +21,6 @@ from .trial import TrialOutput, cert_column, evaluate_trial, execute_trial
 __all__ = [
     "METHODS", "CertificateMethod", "EvalSpec", "MethodResult", "Resources", "SweepConfig", "SweepFolder",
     "SweepProgress", "SweepResult", "Trial", "TrialOutput", "cert_column", "evaluate_trial", "execute_trial",
-    "load_sweep_config", "parse_sweep_config", "read_results", "results_markdown", "run_sweep",
+    "is_sweep_folder", "load_sweep_config", "parse_sweep_config", "read_results", "results_markdown", "run_sweep",
+    "sweep_overview",
 ]

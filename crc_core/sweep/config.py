@@ -270,13 +270,23 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+# TrainConfig's fields when sweeps began: always part of a trial's identity. A field added to TrainConfig later
+# counts only when it differs from its default, so adding a training option keeps every existing sweep folder (and
+# trial id) valid and resumable.
+HASHED_ALWAYS = frozenset({
+    "dataset", "widths", "activation", "kind", "gamma", "crt_eps", "epochs", "lr", "batch_size", "seed",
+    "attack_outer", "attack_inner", "eval_rho", "eval_samples", "eval_all_targets", "eval_mode", "eval_every",
+    "log_every", "train_limit", "test_limit", "max_steps"})
+
+
 def trial_settings(config: TrainConfig) -> dict[str, Any]:
     """The settings that identify a trial: the TrainConfig as a dict, without the device and the data folder
-    (where the data lives does not change the experiment: fixing a wrong data_root keeps the sweep resumable)."""
+    (where the data lives does not change the experiment: fixing a wrong data_root keeps the sweep resumable)
+    and without fields added since :data:`HASHED_ALWAYS` while they keep their default."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
     d = config.to_dict()
-    d.pop("device", None)
-    d.pop("data_root", None)
-    return d
+    return {k: v for k, v in d.items()
+            if k not in ("device", "data_root") and (k in HASHED_ALWAYS or v != defaults.get(k))}
 
 
 def _slug(config: TrainConfig) -> str:

@@ -7,6 +7,8 @@ Layout::
     OUT/trials/<id>/status.json   {"state": "running" | "failed" | "interrupted", ...} while not finished
     OUT/trials/<id>/model.pt      checkpoint (crc_core.checkpoints, metadata = settings + metrics + run record)
     OUT/trials/<id>/record.json   run record: settings, timings, device, versions, per-epoch history
+    OUT/trials/<id>/last-epoch.pt training state after the last finished epoch, while the trial runs
+                                  (crc_core.epoch_checkpoint; deleted once the trial is finished)
     OUT/trials/<id>/result.json   the results row; written last, so it marks the trial finished
     OUT/results.csv (+ results.parquet when pyarrow is installed, results.md)
 
@@ -28,12 +30,13 @@ from typing import Any
 from ..errors import CRCError
 from .config import SweepConfig, Trial
 
-__all__ = ["SWEEP_FILE", "SweepFolder"]
+__all__ = ["SWEEP_FILE", "SweepFolder", "is_sweep_folder", "sweep_overview"]
 
 SWEEP_FILE = "sweep.json"
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.pt"
 LOCK_FILE = ".lock"
+EPOCH_FILE = "last-epoch.pt"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -130,6 +133,10 @@ class SweepFolder:
     def trial_dir(self, trial: Trial) -> Path:
         return self.root / "trials" / trial.trial_id
 
+    def epoch_checkpoint(self, trial: Trial) -> Path:
+        """Where the trial's training state is saved after every epoch (see crc_core.sweep.trial)."""
+        return self.trial_dir(trial) / EPOCH_FILE
+
     def is_finished(self, trial: Trial) -> bool:
         d = self.trial_dir(trial)
         return (d / RESULT_FILE).is_file() and (d / MODEL_FILE).is_file()
@@ -166,8 +173,9 @@ class SweepFolder:
         write_json(d / "record.json", record)
         checkpoint = (d / MODEL_FILE).relative_to(self.root).as_posix()
         write_json(d / RESULT_FILE, {**row, "checkpoint": checkpoint, "finished": _now()}, sort_keys=False)
-        with contextlib.suppress(OSError):
-            (d / "status.json").unlink()
+        for name in ("status.json", EPOCH_FILE):
+            with contextlib.suppress(OSError):
+                (d / name).unlink()
 
     def rows(self) -> list[dict[str, Any]]:
         """The results rows of the finished trials, in grid order."""
@@ -177,6 +185,41 @@ class SweepFolder:
                 with contextlib.suppress(OSError, json.JSONDecodeError):
                     out.append(json.loads((self.trial_dir(t) / RESULT_FILE).read_text(encoding="utf-8")))
         return out
+
+
+def is_sweep_folder(root: str | os.PathLike[str]) -> bool:
+    """True when ``root`` holds a sweep (its sweep.json)."""
+    return (Path(root) / SWEEP_FILE).is_file()
+
+
+def sweep_overview(root: str | os.PathLike[str], *, with_epochs: bool = False) -> dict[str, Any]:
+    """What a sweep folder holds, without its config: sweep.json's name, description, config_hash, created, and
+    ``trials``: [{"trial_id", "state" ("finished", "running", "failed", "interrupted" or "pending"), "error",
+    "checkpoint" (path of model.pt when finished, else None)[, "epochs_done"]}] in grid order. Read-only; a sweep
+    may be running ("running" stays recorded when a sweep was killed without clean-up). ``with_epochs``: also
+    the finished epochs of unfinished trials (reads each last-epoch.pt). CRCError when ``root`` is not a sweep."""
+    root = Path(root)
+    try:
+        meta = json.loads((root / SWEEP_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CRCError(f"{root} is not a readable sweep folder (no valid {SWEEP_FILE}: {exc}).") from None
+    trials = []
+    for tid in meta.get("trials", []):
+        d = root / "trials" / str(tid)
+        if (d / RESULT_FILE).is_file() and (d / MODEL_FILE).is_file():
+            trials.append({"trial_id": tid, "state": "finished", "error": None, "checkpoint": d / MODEL_FILE})
+            continue
+        status: dict[str, Any] = {"state": "pending"}
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            status = json.loads((d / "status.json").read_text(encoding="utf-8"))
+        trials.append({"trial_id": tid, "state": status.get("state", "pending"), "error": status.get("error"),
+                       "checkpoint": None})
+        if with_epochs:
+            from ..epoch_checkpoint import epochs_done
+
+            trials[-1]["epochs_done"] = epochs_done(d / EPOCH_FILE) if (d / EPOCH_FILE).is_file() else 0
+    keys = ("name", "description", "config_hash", "created")
+    return {**{k: meta.get(k) for k in keys}, "root": root, "trials": trials}
 
 
 def _version() -> str:

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..baselines.smoothing import SMOOTHING_GUARANTEE
 from ..bounds import curvature_bounds
 from ..certify import TARGET_MODES, certify
+from ..compare import compare_certificates
 from ..models import MLP
 
-__all__ = ["METHODS", "CertificateMethod", "MethodResult", "crc_radii"]
+__all__ = ["METHODS", "CertificateMethod", "MethodResult", "compared_radii", "crc_radii"]
 
 CERTIFY_BATCH = 256  # images per certify() call: bounds the (B · targets, D) working set
 
@@ -66,6 +68,24 @@ def crc_radii(model: MLP, images: torch.Tensor, labels: torch.Tensor, target: st
     return MethodResult(torch.cat(radii), {"certificate_success": float(torch.cat(exact).sum()) / n_ok})
 
 
+def compared_radii(name: str) -> RadiusFn:
+    """The radii of one :func:`crc_core.compare.compare_certificates` method (no attack), in batches; ``mode`` is
+    CRC's solver and is ignored. Smoothing runs with its defaults (σ = 0.25, n0 = 100, n = 10,000, α = 0.001)."""
+
+    def radii(model: MLP, images: torch.Tensor, labels: torch.Tensor, target: str, mode: str) -> MethodResult:
+        out = [compare_certificates(model, images[s:s + CERTIFY_BATCH], labels[s:s + CERTIFY_BATCH], methods=(name,),
+                                    targets=target, attack=False).radius(name)  # type: ignore[arg-type]
+               for s in range(0, images.shape[0], CERTIFY_BATCH)]
+        return MethodResult(torch.cat(out).to(images.device))
+
+    return radii
+
+
+COMPARED_TARGETS = ("all", "runner-up")  # the target modes compare_certificates supports
 METHODS: dict[str, CertificateMethod] = {
     "crc": CertificateMethod(crc_radii, TARGET_MODES),
+    "crown": CertificateMethod(compared_radii("crown"), COMPARED_TARGETS),
+    "lipschitz": CertificateMethod(compared_radii("lipschitz"), COMPARED_TARGETS),
+    "smoothing": CertificateMethod(compared_radii("smoothing"), COMPARED_TARGETS, deterministic=False,
+                                   note=f"randomized smoothing: {SMOOTHING_GUARANTEE} (1 − α = 0.999)"),
 }

@@ -36,12 +36,14 @@ TASK_MAX_RETRIES = 1  # Ray reruns a task once when its worker process dies (not
 
 @dataclass(frozen=True)
 class SweepProgress:
-    """One progress report. event: "start", "trial_started", "trial_finished", "trial_failed" or "done".
+    """One progress report. event: "start", "trial_started", "trial_epoch", "trial_finished", "trial_failed" or
+    "done".
 
     done: finished trials (skipped ones included), running, failed, pending: counts; total: trials in the config;
     skipped: finished before this run; eta_seconds: remaining time estimated from the mean duration of this
     run's ended trials and the parallel slots (None until a trial ends; see :class:`ProgressTracker`);
-    trial_id / error: the trial and its one-line error for trial events.
+    trial_id / error: the trial and its one-line error for trial events; epoch / epochs: for "trial_epoch", the
+    trial's finished epochs and its total (seen through its epoch checkpoint, so only when the driver sees it).
     """
 
     event: str
@@ -55,6 +57,8 @@ class SweepProgress:
     eta_seconds: float | None = None
     trial_id: str | None = None
     error: str | None = None
+    epoch: int | None = None
+    epochs: int | None = None
 
 
 @dataclass
@@ -137,12 +141,15 @@ def trial_slots(ray: Any, config: SweepConfig) -> tuple[float, float, int]:
     return cpus, gpus, max(1, n)
 
 
-def run_trial_task(trial: Trial, spec: EvalSpec, threads: int) -> TrialOutput:
-    """The Ray task body: the GPU Ray assigned to this task (if any) decides the device."""
+def run_trial_task(trial: Trial, spec: EvalSpec, threads: int, epoch_checkpoint: str | None = None) -> TrialOutput:
+    """The Ray task body: the GPU Ray assigned to this task (if any) decides the device. ``epoch_checkpoint`` is
+    used only when this worker sees its folder (the driver created it): same machine or a shared filesystem."""
     import ray
 
     device = "cuda" if ray.get_gpu_ids() else "cpu"
-    return execute_trial(trial, spec, device=device, threads=threads)
+    visible = epoch_checkpoint is not None and Path(epoch_checkpoint).parent.is_dir()
+    return execute_trial(trial, spec, device=device, threads=threads,
+                         epoch_checkpoint=epoch_checkpoint if visible else None)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -158,8 +165,10 @@ def _error_text(exc: BaseException) -> str:
 class ProgressTracker:
     """Counts and ETA; emits :class:`SweepProgress` to the callback.
 
-    ETA = (pending trials / parallel slots + the longest remaining time of a running trial) x the mean duration
-    of the trials that ended in this run; None before the first one ends.
+    ETA = pending trials / parallel slots x the mean duration of the trials that ended in this run + the longest
+    remaining time of a running trial (mean duration - its age). Before any trial ends, the running trials'
+    epochs stand in once each has finished one in this run: duration = seconds per epoch x epochs, remaining =
+    seconds per epoch x epochs left. None while neither is known (trials can differ 10x: no guess from others).
     """
 
     def __init__(self, total: int, skipped: int, callback: Callable[[SweepProgress], None] | None) -> None:
@@ -167,14 +176,31 @@ class ProgressTracker:
         self.finished_now, self.failed, self.slots = 0, 0, 1
         self.started: dict[str, float] = {}  # running trial -> start time
         self.durations: list[float] = []
+        self.epochs: dict[str, tuple[int, int, int, float]] = {}  # trial -> (resumed at, done, total, when)
         self.t0 = time.perf_counter()
 
-    def start(self, trial_id: str) -> None:
-        self.started[trial_id] = time.perf_counter()
+    def start(self, trial_id: str, resumed_epochs: int = 0, total_epochs: int = 0) -> None:
+        now = time.perf_counter()
+        self.started[trial_id] = now
+        self.epochs[trial_id] = (resumed_epochs, resumed_epochs, total_epochs, now)
         self.emit("trial_started", trial_id)
+
+    def epoch(self, trial_id: str, done: int) -> None:
+        """A running trial reports ``done`` finished epochs."""
+        resumed, _, total, _ = self.epochs[trial_id]
+        self.epochs[trial_id] = (resumed, done, total, time.perf_counter())
+        self.emit("trial_epoch", trial_id, epoch=done, epochs=total)
+
+    def _epoch_rate(self, trial_id: str) -> tuple[float, int, int, float] | None:
+        """(seconds per epoch in this run, epochs done, total, time of the last epoch) or None."""
+        resumed, done, total, when = self.epochs.get(trial_id, (0, 0, 0, 0.0))
+        if done <= resumed or total <= 0:
+            return None
+        return (when - self.started[trial_id]) / (done - resumed), done, total, when
 
     def end(self, trial_id: str, error: str | None = None) -> None:
         self.durations.append(time.perf_counter() - self.started.pop(trial_id))
+        self.epochs.pop(trial_id, None)
         if error is None:
             self.finished_now += 1
         else:
@@ -182,20 +208,57 @@ class ProgressTracker:
         self.emit("trial_failed" if error else "trial_finished", trial_id, error)
 
     def eta(self, pending: int) -> float | None:
-        if not self.durations:
+        now = time.perf_counter()
+        rates = {tid: r for tid in self.started if (r := self._epoch_rate(tid)) is not None}
+        if not self.durations and (not rates or len(rates) < len(self.started)):
             return None
-        mean, now = sum(self.durations) / len(self.durations), time.perf_counter()
-        running_left = max((max(0.0, mean - (now - t)) for t in self.started.values()), default=0.0)
-        return pending / self.slots * mean + running_left
+        full = self.durations or [per * total for per, _, total, _ in rates.values()]
+        mean = sum(full) / len(full)
 
-    def emit(self, event: str, trial_id: str | None = None, error: str | None = None) -> None:
+        def left(tid: str) -> float:
+            if self.durations or tid not in rates:
+                return max(0.0, mean - (now - self.started[tid]))
+            per, done, total, when = rates[tid]
+            return max(0.0, per * (total - done) - (now - when))
+
+        return pending / self.slots * mean + max((left(t) for t in self.started), default=0.0)
+
+    def emit(self, event: str, trial_id: str | None = None, error: str | None = None, **extra: int) -> None:
         if self.callback is None:
             return
         running = len(self.started)
         done = self.skipped + self.finished_now
         pending = self.total - done - self.failed - running
         self.callback(SweepProgress(event, done, running, self.failed, pending, self.total, self.skipped,
-                                    time.perf_counter() - self.t0, self.eta(pending), trial_id, error))
+                                    time.perf_counter() - self.t0, self.eta(pending), trial_id, error, **extra))
+
+
+class EpochWatch:
+    """Finished epochs of running trials, read from their epoch checkpoints when those change (a stat per
+    trial per poll; the file is read once per epoch). Sees nothing when the workers write elsewhere."""
+
+    def __init__(self, folder: SweepFolder) -> None:
+        self.folder = folder
+        self.seen: dict[str, tuple[int, int]] = {}  # trial -> (mtime_ns, epochs)
+
+    def epochs(self, trial: Trial) -> int:
+        """Finished epochs now (0 without a readable file); remembers the file's state."""
+        from ..epoch_checkpoint import epochs_done
+
+        path = self.folder.epoch_checkpoint(trial)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return 0
+        if self.seen.get(trial.trial_id, (None,))[0] != mtime:
+            self.seen[trial.trial_id] = (mtime, epochs_done(path))
+        return self.seen[trial.trial_id][1]
+
+    def changed(self, trial: Trial) -> int | None:
+        """Finished epochs when they changed since the last call, else None."""
+        before = self.seen.get(trial.trial_id, (None, 0))[1]
+        now = self.epochs(trial)
+        return now if now != before else None
 
 
 def _run_trials(ray: Any, folder: SweepFolder, todo: list[Trial], tracker: ProgressTracker,
@@ -204,15 +267,19 @@ def _run_trials(ray: Any, folder: SweepFolder, todo: list[Trial], tracker: Progr
     cpus, gpus, slots = trial_slots(ray, cfg)
     tracker.slots = slots
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=TASK_MAX_RETRIES)(run_trial_task)
-    queue, in_flight = list(todo), {}
+    queue, in_flight, watch = list(todo), {}, EpochWatch(folder)
     try:
         while queue or in_flight:
             while queue and len(in_flight) < slots:
                 trial = queue.pop(0)
                 folder.mark(trial, "running", cpus=cpus, gpus=gpus)
-                in_flight[remote.remote(trial, cfg.evaluate, max(1, int(cpus)))] = trial
-                tracker.start(trial.trial_id)
+                ckpt = str(folder.epoch_checkpoint(trial).resolve())
+                in_flight[remote.remote(trial, cfg.evaluate, max(1, int(cpus)), ckpt)] = trial
+                tracker.start(trial.trial_id, watch.epochs(trial), trial.config.epochs)
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_POLL_S)
+            for ref, trial in in_flight.items():
+                if ref not in ready and (done := watch.changed(trial)) is not None:
+                    tracker.epoch(trial.trial_id, done)
             for ref in ready:
                 trial = in_flight.pop(ref)
                 try:
@@ -251,7 +318,8 @@ def run_sweep(config_path: str | Path | SweepConfig, *, out: str | Path | None =
     (another config's folder is refused; an existing one of this config needs ``resume=True``), the Ray address
     (unreachable: CRCError within seconds) and, when Ray is started here, the datasets; another process running
     the same folder is refused. With ``resume``, finished trials are skipped and every other trial (never
-    started, failed, killed mid-way) runs from the start.
+    started, failed, killed mid-way) runs again, from its last finished epoch when its worker sees the output
+    folder (OUT/trials/<id>/last-epoch.pt; see trial.py), else from the start.
     ``progress`` receives a :class:`SweepProgress` at the start, at every trial start / finish / failure and at
     the end. ``num_cpus``: CPUs of a local Ray (default: all cores).
     """

@@ -1,12 +1,12 @@
 """One trial, as a Ray worker runs it: train, then evaluate. No Ray and no disk writes here (the driver owns the
 output folder, so a trial can run on any node of a cluster); :func:`execute_trial` returns everything to save.
 
-Epoch-level resume (once crc_core.train writes per-epoch checkpoints and can resume from one) plugs in here:
-:func:`execute_trial` gains ``epoch_checkpoint: Path | None`` and hands it to ``train``, which saves after every
-epoch and continues from the file when it exists. The driver passes ``OUT/trials/<id>/last-epoch.pt`` when the
-output folder is visible to the workers (a local Ray, or a cluster on a shared filesystem) and None otherwise (then
-a killed trial reruns from its first epoch, as today). Nothing else in the sweep changes: a trial is still
-finished only when its result.json exists.
+Epoch-level resume: :func:`execute_trial` takes ``epoch_checkpoint`` and hands it to
+:func:`crc_core.train.train`, which saves the full training state there after every epoch and continues from the
+file when it exists (:mod:`crc_core.epoch_checkpoint`). The driver passes ``OUT/trials/<id>/last-epoch.pt``; the
+worker uses it only when it sees the trial's folder (a local Ray, or a cluster on a shared filesystem), otherwise a
+killed trial reruns from its first epoch. That file is the one exception to "no disk writes here"; a trial is
+still finished only when its result.json exists, and the driver deletes the file then.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -141,8 +142,21 @@ def identity_columns(config: TrainConfig) -> dict[str, Any]:
             "train_limit": config.train_limit, "test_limit": config.test_limit}
 
 
-def execute_trial(trial: Trial, spec: EvalSpec, *, device: str = "cpu", threads: int | None = None) -> TrialOutput:
+def _epochs_in(path: str | Path | None) -> int:
+    """Epochs already done in an epoch checkpoint (0 when there is none); the file is checked again by train."""
+    if path is None or not Path(path).is_file():
+        return 0
+    from ..epoch_checkpoint import epochs_done
+
+    return epochs_done(path)
+
+
+def execute_trial(trial: Trial, spec: EvalSpec, *, device: str = "cpu", threads: int | None = None,
+                  epoch_checkpoint: str | Path | None = None) -> TrialOutput:
     """Train ``trial.config`` on ``device`` (threads: torch intra-op threads), evaluate, return the output.
+
+    ``epoch_checkpoint``: save the training state there after every epoch, and continue from it when it exists
+    (a trial killed mid-way loses at most one epoch). None: train from the first epoch, write nothing.
 
     Raises whatever training or evaluation raises (a CRCError for bad data or a diverged run); the driver
     records it as the trial's failure.
@@ -153,7 +167,8 @@ def execute_trial(trial: Trial, spec: EvalSpec, *, device: str = "cpu", threads:
     started = time.time()
     train_ds = load_dataset(config.dataset, "train", root=config.data_root, limit=config.train_limit)
     test_ds = load_dataset(config.dataset, "test", root=config.data_root, limit=config.test_limit)
-    result = train(config, data=(train_ds, test_ds))
+    resumed = _epochs_in(epoch_checkpoint)
+    result = train(config, data=(train_ds, test_ds), epoch_checkpoint=epoch_checkpoint, resume=True)
     metrics = evaluate_trial(result.model, test_ds, spec)
     epochs = [{k: v for k, v in e.items() if k != "kind"} for e in result.history if e["kind"] == "epoch"]
     row = {"trial_id": trial.trial_id, **identity_columns(config), **metrics,
@@ -162,6 +177,7 @@ def execute_trial(trial: Trial, spec: EvalSpec, *, device: str = "cpu", threads:
     record = {"trial_id": trial.trial_id, "config": config.to_dict(), "evaluate": dataclasses.asdict(spec),
               "axes": trial.axes, "started_unix": started, "finished_unix": time.time(),
               "train_seconds": result.seconds, "eval_seconds": metrics["eval_seconds"], "device": row["device"],
+              "resumed_after_epoch": resumed,
               "host": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
               "history": {"epochs": epochs}}
     return TrialOutput(result.model.cpu().eval(), row, record)

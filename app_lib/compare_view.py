@@ -1,0 +1,283 @@
+"""Certificates compared, for the Certify and Compare pages: computed and cached here (the pages only lay it out).
+
+- :func:`image_methods`: every method's radius for the picked image, beside the attack's upper bound (Certify).
+- :func:`main_certificate_note` / :func:`relu_certificate`: the ReLU routing: a 2-layer ReLU model's certificate
+  is App. G's (:func:`crc_core.baselines.relu_quadratic.certify_relu`); for a deeper one, why CRC does not apply.
+- :class:`TestSetJob`: certified accuracy against ρ per method on N test images, in a worker thread (chunks, a stop
+  flag, the heavy-job lock), so the page can show progress, a stop button and the table so far.
+- :func:`models_table`: the paper's Table 5b view, mean certificate per method across the picked models.
+
+Randomized smoothing certifies a *different* classifier (the smoothed one) with probability ≥ 1 − α; every view
+model keeps that apart from the deterministic radii.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from app_lib import ui
+from crc_core.baselines.relu_quadratic import certify_relu
+from crc_core.baselines.smoothing import SMOOTHING_GUARANTEE
+from crc_core.compare import ALL_METHODS, RELU_METHOD, applicable_methods, compare_certificates, refusal
+from crc_core.models import MLP
+
+SMOOTHING = {"sigma": 0.25, "n0": 100, "n": 10_000, "alpha": 0.001}  # Cohen et al.'s defaults (docs/comparison.md)
+CHUNK = 8  # test images per compare_certificates call in the test-set job: a stop takes effect within one chunk
+LABELS = {"crc": "CRC (curvature)", "crown": "CROWN", "lipschitz": "first-order (Lipschitz)",
+          "smoothing": "randomized smoothing", RELU_METHOD: "App. G quadratic (ReLU)"}
+SMOOTHING_NOTE = (f"Randomized smoothing: a {SMOOTHING_GUARANTEE.replace('σ', 'σ = ' + str(SMOOTHING['sigma']))}, "
+                  f"1 − α = {1 - SMOOTHING['alpha']:g}. It is not a radius of this model.")
+# The paper's Table 5b (MNIST, mean certificate over correctly classified images), quoted for reference
+PAPER_TABLE_5B = pd.DataFrame(
+    [("2×[1024] sigmoid", "standard", 0.28395, 0.48500), ("2×[1024] sigmoid", "γ = 0.01", 0.32548, 0.84719),
+     ("2×[1024] sigmoid", "CRT, 0.01", 0.43061, 1.54673), ("3×[1024] sigmoid", "standard", 0.24644, 0.06874),
+     ("3×[1024] sigmoid", "γ = 0.01", 0.39799, 1.07842), ("3×[1024] sigmoid", "CRT, 0.01", 0.39799, 1.07842),
+     ("4×[1024] sigmoid", "standard", 0.19501, 0.00454), ("4×[1024] sigmoid", "γ = 0.01", 0.40620, 1.05323),
+     ("4×[1024] sigmoid", "CRT, 0.01", 0.40327, 1.06208)],
+    columns=["network", "training", "CROWN", "CRC"])
+
+
+def label(method: str) -> str:
+    return LABELS.get(method, method)
+
+
+def short_model_label(text: str) -> str:
+    """A picker label "name · architecture · training · acc (source)" -> "name<br>architecture" (chart ticks)."""
+    parts = text.split(" · ")
+    return "<br>".join(parts[:2])
+
+
+# ------------------------------------------------------------------------------------------------ one image
+@dataclass(frozen=True)
+class ImageMethods:
+    """One image: radius per method that applies (0 when misclassified), the attack's upper bound (inf if no
+    change was found; 0 when misclassified), seconds per method, refused method -> reason, correct."""
+
+    radii: dict[str, float]
+    seconds: dict[str, float]
+    attack_upper: float
+    refused: dict[str, str]
+    correct: bool
+
+    @property
+    def deterministic(self) -> dict[str, float]:
+        return {m: r for m, r in self.radii.items() if m != "smoothing"}
+
+    @property
+    def smoothing(self) -> float | None:
+        return self.radii.get("smoothing")
+
+
+@st.cache_resource(show_spinner="Running CROWN, the first-order bound, smoothing and an attack…", max_entries=64)
+def _image_methods(key: str, image_key: str, device: str, _model: MLP, _x: torch.Tensor, label: int | None
+                   ) -> ImageMethods:
+    labels = None if label is None else torch.tensor([label])
+    res = compare_certificates(_model, _x[None].to(device), labels, methods=ALL_METHODS, skip_unsupported=True,
+                               smoothing_options=SMOOTHING)
+    return ImageMethods({m: float(r.radius[0]) for m, r in res.methods.items()},
+                        {m: r.seconds for m, r in res.methods.items()}, float(res.attack_upper[0]),
+                        dict(res.refused), bool(res.correct[0]))
+
+
+def image_methods(ctx: ui.Ctx, picked: ui.Picked) -> ImageMethods:
+    """Every method that applies to the model, on the picked image (all targets), beside the attack's upper bound."""
+    return _image_methods(ctx.key, picked.key, str(ctx.device), ctx.model, picked.x, picked.label)
+
+
+def caption(im: ImageMethods) -> str:
+    """What the chart shows, in a sentence or two (and why a method is missing)."""
+    det = im.deterministic
+    best = max(det, key=det.get) if det else None
+    text = ("Deterministic radii are proofs about this model: the true distance to the decision boundary lies "
+            f"between the best of them ({label(best)}, {det[best]:.4f}) and the attack's {im.attack_upper:.4f}. "
+            if best is not None and np.isfinite(im.attack_upper) else "")
+    if im.smoothing is not None:
+        text += SMOOTHING_NOTE + " "
+    text += " ".join(f"{label(m)} does not apply: {why}" for m, why in im.refused.items() if m != RELU_METHOD)
+    return text.strip()
+
+
+# ------------------------------------------------------------------------------------------------ ReLU routing
+def main_certificate_note(model: MLP) -> str | None:
+    """None when CRC certifies ``model``; else why not and what the Certify page shows instead (one paragraph)."""
+    why = refusal(model, "crc")
+    if why is None:
+        return None
+    if refusal(model, RELU_METHOD) is None:
+        return f"{why} The certificate below is App. G's quadratic bound for 2-layer ReLU networks."
+    return f"{why} Only the other certificates below (CROWN, first-order, smoothing) apply."
+
+
+@dataclass(frozen=True)
+class ReluMain:
+    """App. G's certificate of one image: radius (0 when misclassified), target (its arg-min class, −1), pred."""
+
+    radius: float
+    target: int
+    pred: int
+    correct: bool
+
+
+@st.cache_resource(show_spinner="Certifying with App. G's quadratic bound…", max_entries=64)
+def _relu_certificate(key: str, image_key: str, device: str, _model: MLP, _x: torch.Tensor, label: int | None
+                      ) -> ReluMain:
+    labels = None if label is None else torch.tensor([label], device=device)
+    c = certify_relu(_model, _x[None].to(device), labels)
+    return ReluMain(float(c.radius[0]), int(c.target[0]), int(c.pred[0]), bool(c.correct[0]))
+
+
+def relu_certificate(ctx: ui.Ctx, picked: ui.Picked) -> ReluMain | None:
+    """The main certificate of a 2-layer ReLU model (App. G, all targets); None for any other model."""
+    if refusal(ctx.model, RELU_METHOD) is not None:
+        return None
+    return _relu_certificate(ctx.key, picked.key, str(ctx.device), ctx.model, picked.x, picked.label)
+
+
+# ------------------------------------------------------------------------------------------------ test set
+@dataclass
+class TestSetJob:
+    """Certified radii per method on ``images`` (N, 784) with ``labels`` (N,), CHUNK images at a time in a worker
+    thread holding the heavy-job lock. ``frames`` grows as chunks finish; ``stop()`` ends it after the current
+    chunk, and so does its session staying gone (``alive()`` False) for ``orphan_after`` seconds. No Streamlit
+    inside: the page polls :meth:`frame` and :attr:`done`."""
+
+    model: MLP
+    images: torch.Tensor
+    labels: torch.Tensor
+    methods: tuple[str, ...]
+    lock: threading.Lock
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    error: str | None = None
+    status: str = "waiting"
+    alive: Callable[[], bool] = lambda: True
+    orphan_after: float = 120.0
+    _gone_since: float | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> TestSetJob:
+        self._thread = threading.Thread(target=self._work, daemon=True, name="crc-compare")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("done", "stopped", "failed")
+
+    @property
+    def n_done(self) -> int:
+        return sum(len(f) for f in self.frames)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.done
+
+    def frame(self) -> pd.DataFrame:
+        """The per-image table so far: index, label, pred, correct, radius_<m>, time_<m>, attack_upper, …"""
+        return pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame()
+
+    def _stopping(self) -> bool:
+        """A stop was asked for, or the session has been gone for ``orphan_after`` seconds."""
+        if self.alive():
+            self._gone_since = None
+        elif self._gone_since is None:
+            self._gone_since = time.monotonic()
+        return self._stop.is_set() or (self._gone_since is not None
+                                       and time.monotonic() - self._gone_since > self.orphan_after)
+
+    def _work(self) -> None:
+        while not self.lock.acquire(timeout=0.2):  # another heavy job (training, a survey) has the machine
+            if self._stopping():
+                self.status = "stopped"
+                return
+        try:
+            self.status = "running"
+            dev = self.model.layers[0].weight.device
+            for s in range(0, self.images.shape[0], CHUNK):
+                if self._stopping():
+                    self.status = "stopped"
+                    return
+                res = compare_certificates(self.model, self.images[s:s + CHUNK].to(dev), self.labels[s:s + CHUNK],
+                                           methods=self.methods, smoothing_options=SMOOTHING)
+                df = res.to_frame()
+                df.insert(0, "index", range(s, s + len(df)))
+                self.frames.append(df)
+            self.status = "done"
+        except Exception as exc:  # shown on the page; the lock is released below
+            self.error, self.status = f"{type(exc).__name__}: {exc}", "failed"
+        finally:
+            self.lock.release()
+
+
+JOB_KEY = "crc_compare_job"
+
+
+def current_job(ctx: ui.Ctx) -> TestSetJob | None:
+    """This session's test-set job for the current model (None if none or it was for another model)."""
+    job = st.session_state.get(JOB_KEY)
+    return job[1] if job is not None and job[0] == (ctx.key, ctx.dataset) else None
+
+
+def start_job(ctx: ui.Ctx, n_images: int, methods: tuple[str, ...]) -> TestSetJob:
+    """Start certifying the first ``n_images`` test images with ``methods`` (stops this session's previous job)."""
+    old = st.session_state.get(JOB_KEY)
+    if old is not None:
+        old[1].stop()
+    ds = ctx.test_set()
+    job = TestSetJob(ctx.model, ds.images[:n_images].reshape(-1, 784), ds.labels[:n_images], methods,
+                     ui.heavy_lock(), alive=ui.session_alive(), orphan_after=ui.orphan_after()).start()
+    st.session_state[JOB_KEY] = ((ctx.key, ctx.dataset), job)
+    return job
+
+
+def usable_methods(model: MLP) -> tuple[str, ...]:
+    return applicable_methods(model, ALL_METHODS)
+
+
+def accuracy_curves(frame: pd.DataFrame, methods: tuple[str, ...], rhos: np.ndarray) -> dict[str, np.ndarray]:
+    """Certified accuracy (correct and radius ≥ ρ, over all images so far) per method at each ρ."""
+    ok = frame["correct"].to_numpy().astype(bool)
+    return {m: np.array([(ok & (frame[f"radius_{m}"].to_numpy() >= r)).mean() for r in rhos]) for m in methods
+            if f"radius_{m}" in frame}
+
+
+# ------------------------------------------------------------------------------------------------ Table 5b
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _model_row(key: str, dataset: str, n_images: int, device: str, _model: MLP) -> dict[str, Any]:
+    ds = ui.cached_test_set(dataset)
+    methods = applicable_methods(_model, ("crc", RELU_METHOD, "crown", "lipschitz"))
+    t0 = time.perf_counter()
+    res = compare_certificates(_model, ds.images[:n_images].reshape(-1, 784).to(device), ds.labels[:n_images],
+                               methods=methods, targets="runner-up", attack=False)
+    row: dict[str, Any] = {"accuracy": float(res.correct.double().mean())}
+    for m in ("crc", RELU_METHOD, "crown", "lipschitz"):
+        row[label(m)] = res.mean_certificate(m) if m in res.methods else float("nan")
+    crc = row[label("crc")] if "crc" in res.methods else row[label(RELU_METHOD)]
+    row["CRC / CROWN"] = crc / row[label("crown")] if row[label("crown")] > 0 else float("nan")
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def models_table(model_ids: list[str], names: dict[str, str], dataset: str, n_images: int,
+                 device: torch.device) -> pd.DataFrame:
+    """Mean certificate (runner-up target, over correctly classified images among the first ``n_images``) per
+    method, one row per model: the paper's Table 5b on the models picked. Holds the heavy-job lock."""
+    rows = []
+    with ui.heavy_lock():
+        for mid in model_ids:
+            ref, model, _meta = ui.model_by_id(mid, device)
+            rows.append({"model": names.get(mid, mid), **_model_row(ref.key, dataset, n_images, str(device), model)})
+    return pd.DataFrame(rows).dropna(axis=1, how="all")

@@ -1,0 +1,348 @@
+"""CRC beside the certificates it competes with, per image, in one result shape.
+
+:func:`compare_certificates` runs any of CRC (:func:`crc_core.certify.certify`), CROWN, the first-order
+(Lipschitz) bound and randomized smoothing on the same images and adds an attack's upper bound: the distance of the
+closest point found where the prediction changes. For a deterministic method the true distance to the decision
+boundary lies in [radius, attack_upper]; the best sound radius is the largest deterministic one.
+
+Randomized smoothing certifies a *different* classifier (the smoothed one) and holds with probability ≥ 1 - α: its
+radius is reported beside the others, flagged ``deterministic=False``, and never enters ``best_sound``.
+
+2-layer ReLU networks get the App. G quadratic certificate ("relu-quadratic",
+:func:`crc_core.baselines.relu_quadratic.certify_relu`) in CRC's place; :func:`refusal` says why a method does not
+apply to a model (CRC on ReLU: no curvature bound), and ``skip_unsupported=True`` runs the methods that do apply,
+recording the others' reasons in :attr:`ComparisonResult.refused`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from .attack import pgd_attack
+from .baselines.common import as_net64
+from .baselines.crown import crown_radius
+from .baselines.lipschitz import hidden_lipschitz, lipschitz_radius
+from .baselines.relu_quadratic import certify_relu, require_two_layer_relu
+from .baselines.smoothing import SMOOTHING_GUARANTEE, Smooth, check_smoothing_args
+from .certify import certify
+from .errors import CRCError
+from .models import MLP, require_curvature_model
+
+__all__ = ["ALL_METHODS", "DETERMINISTIC_METHODS", "METHODS", "RELU_METHOD", "ComparisonResult", "MethodResult",
+           "applicable_methods", "attack_upper_bound", "compare_certificates", "default_methods", "is_deterministic",
+           "refusal"]
+
+METHODS: tuple[str, ...] = ("crc", "crown", "lipschitz", "smoothing")  # the comparison of issue 11 (any activation)
+DETERMINISTIC_METHODS: tuple[str, ...] = ("crc", "crown", "lipschitz")
+RELU_METHOD = "relu-quadratic"  # App. G: 2-layer ReLU nets only
+ALL_METHODS: tuple[str, ...] = (*METHODS, RELU_METHOD)
+Targets = Literal["all", "runner-up"]
+_GUARANTEE = "deterministic: no point closer than the radius changes the model's prediction (float64 model)"
+
+
+@dataclass
+class MethodResult:
+    """One method on B images: radius (B,) float64 on the CPU (0 where misclassified or abstained), seconds (the
+    wall time of the whole batch), deterministic (False for smoothing), guarantee (one line), flags (name ->
+    (B,) tensor, e.g. CRC's ``exact``, smoothing's ``abstain`` and ``smoothed_pred``)."""
+
+    name: str
+    radius: torch.Tensor
+    seconds: float
+    deterministic: bool
+    guarantee: str
+    flags: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / max(1, self.radius.shape[0])
+
+
+@dataclass
+class ComparisonResult:
+    """Per image (B,): pred, label, correct; ``methods`` name -> :class:`MethodResult`; attack_upper (distance of
+    the closest prediction change found, inf if none: an upper bound on the true distance; with targets
+    "runner-up", of the closest point where the runner-up class reaches the prediction); best_sound (largest
+    deterministic radius); violation (a deterministic radius above attack_upper: a bug, never expected); refused
+    (method -> why it does not apply to the model, for the methods skipped with ``skip_unsupported``)."""
+
+    pred: torch.Tensor
+    label: torch.Tensor
+    correct: torch.Tensor
+    methods: dict[str, MethodResult]
+    attack_upper: torch.Tensor
+    best_sound: torch.Tensor
+    violation: torch.Tensor
+    targets: str
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def radius(self, name: str) -> torch.Tensor:
+        return self.methods[name].radius
+
+    def mean_certificate(self, name: str) -> float:
+        """Mean radius of ``name`` over correctly classified images (the paper's Table 5b number)."""
+        r = self.radius(name)[self.correct]
+        return float(r.mean()) if r.numel() else float("nan")
+
+    def certified_accuracy(self, name: str, rho: float) -> float:
+        """Fraction of all images that are correctly classified with radius ≥ ρ for ``name``."""
+        return float((self.correct & (self.radius(name) >= rho)).double().mean())
+
+    def to_frame(self):
+        """One row per image (pandas DataFrame): radius_<method>, time_<method> (s per image), flags, bracket."""
+        import pandas as pd
+
+        cols = {"pred": self.pred.numpy(), "label": self.label.numpy(), "correct": self.correct.numpy()}
+        for name, m in self.methods.items():
+            cols[f"radius_{name}"] = m.radius.numpy()
+            cols[f"time_{name}"] = [m.seconds_per_image] * len(m.radius)
+            for flag, v in m.flags.items():
+                cols[f"{name}_{flag}"] = v.numpy()
+        cols.update(best_sound=self.best_sound.numpy(), attack_upper=self.attack_upper.numpy(),
+                    violation=self.violation.numpy())
+        return pd.DataFrame(cols)
+
+
+def is_deterministic(name: str) -> bool:
+    """True for the methods whose radius is a proof about the model itself (all but smoothing)."""
+    return name in DETERMINISTIC_METHODS or name == RELU_METHOD
+
+
+def _refusal_error(model: MLP, method: str) -> CRCError | None:
+    """The error (its own type, e.g. UnsupportedActivationError) saying why ``method`` cannot certify ``model``."""
+    try:
+        if method == "crc":
+            require_curvature_model(model)
+        elif method == RELU_METHOD:
+            require_two_layer_relu(model)
+        elif method in ("crown", "lipschitz"):
+            as_net64(model)
+        elif method != "smoothing":
+            return CRCError(f"Unknown method {method!r}; use {', '.join(ALL_METHODS)}.")
+    except CRCError as exc:
+        if method == "crc" and getattr(model, "activation_name", None) == "relu":
+            hint = (f"use {RELU_METHOD} (App. G) for this 2-layer net" if model.depth == 2 else
+                    "crown, lipschitz and smoothing still apply")
+            return type(exc)(f"CRC needs a smooth activation (a bounded second derivative); ReLU's curvature is "
+                             f"unbounded at 0, so no curvature bound exists: {hint}.")
+        return exc
+    return None
+
+
+def refusal(model: MLP, method: str) -> str | None:
+    """Why ``method`` cannot certify ``model`` (one sentence), or None when it applies. Checks only the model."""
+    err = _refusal_error(model, method)
+    return None if err is None else str(err)
+
+
+def applicable_methods(model: MLP, methods: Sequence[str] = ALL_METHODS) -> tuple[str, ...]:
+    """The subset of ``methods`` that :func:`refusal` accepts for ``model`` (order kept)."""
+    return tuple(m for m in methods if refusal(model, m) is None)
+
+
+def default_methods(model: MLP) -> tuple[str, ...]:
+    """The main certificate of a model: App. G for a 2-layer ReLU net, CRC otherwise (refused for deeper ReLU)."""
+    return (RELU_METHOD,) if refusal(model, RELU_METHOD) is None else ("crc",)
+
+
+def _check_methods(model: MLP, methods: Sequence[str], targets: str, smoothing: dict, skip_unsupported: bool
+                   ) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(methods to run, refused name -> reason); raises CRCError for bad input or (unless ``skip_unsupported``)
+    a method that does not apply, before any work."""
+    methods = tuple(dict.fromkeys(str(m).strip().lower() for m in methods))
+    if not methods:
+        raise CRCError(f"Choose at least one method of {', '.join(ALL_METHODS)}.")
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise CRCError(f"Unknown method(s) {', '.join(unknown)}; use {', '.join(ALL_METHODS)}.")
+    if targets not in ("all", "runner-up"):
+        raise CRCError(f"Unknown target mode {targets!r}; use 'all' or 'runner-up'.")
+    if not isinstance(model, MLP):
+        raise CRCError(f"Comparing certificates needs a crc_core.models.MLP, got {type(model).__name__}.")
+    refused: dict[str, str] = {}
+    for m in methods:
+        if (err := _refusal_error(model, m)) is not None:
+            if not skip_unsupported:
+                raise err
+            refused[m] = str(err)
+    methods = tuple(m for m in methods if m not in refused)
+    if not methods:
+        raise CRCError("No chosen method applies to this model: " + " ".join(f"{m}: {w}" for m, w in refused.items()))
+    if "smoothing" in methods:
+        check_smoothing_args(smoothing.get("sigma", 0.25), smoothing.get("n0", 100), smoothing.get("n", 10_000),
+                             smoothing.get("alpha", 0.001))
+    return methods, refused
+
+
+def _targets(logits: torch.Tensor, pred: torch.Tensor, targets: str) -> torch.Tensor:
+    """(B, T): every class but the prediction (T = C - 1), or the runner-up (T = 1)."""
+    B, C = logits.shape
+    if targets == "runner-up":
+        return logits.scatter(1, pred[:, None], float("-inf")).argmax(1, keepdim=True)
+    ar = torch.arange(C, device=logits.device).expand(B, C)
+    return ar[ar != pred[:, None]].reshape(B, C - 1)
+
+
+def _timed(fn, dev: torch.device):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    out = fn()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return out, time.perf_counter() - t0
+
+
+def _run_crc(model, x0, label, targets, options) -> MethodResult:
+    res, sec = _timed(lambda: certify(model, x0, label, targets=targets, **options), x0.device)
+    return MethodResult("crc", res.radius.double().cpu(), sec, True, _GUARANTEE,
+                        {"exact": res.exact.cpu(), "upper": res.upper.double().cpu()})
+
+
+def _run_lipschitz(model, x0, pred, T, correct) -> MethodResult:
+    def run() -> torch.Tensor:
+        B, nT = T.shape
+        rows = torch.arange(B, device=x0.device).repeat_interleave(nT)
+        r = lipschitz_radius(model, x0[rows], pred[rows], T.reshape(-1), hidden=hidden_lipschitz(model))
+        return r.reshape(B, nT).min(1).values
+
+    r, sec = _timed(run, x0.device)
+    return MethodResult("lipschitz", torch.where(correct, r, 0).cpu(), sec, True, _GUARANTEE)
+
+
+def _run_crown(model, x0, pred, T, correct, options) -> MethodResult:
+    res, sec = _timed(lambda: crown_radius(model, x0, pred, T, **options), x0.device)
+    r = torch.where(correct, res.radius, 0).cpu()
+    return MethodResult("crown", r, sec, True, _GUARANTEE, {"n_bounds": res.n_bounds.cpu()})
+
+
+def _run_relu(model, x0, label, targets, options) -> MethodResult:
+    res, sec = _timed(lambda: certify_relu(model, x0, label, targets=targets, **options), x0.device)
+    guarantee = _GUARANTEE + "; App. G quadratic bounds, last ρ proved by bisection (< ρ_high)"
+    return MethodResult(RELU_METHOD, res.radius.double().cpu(), sec, True, guarantee, {"target": res.target.cpu()})
+
+
+def _run_smoothing(model, x0, label, opts) -> MethodResult:
+    opts = {"sigma": 0.25, "n0": 100, "n": 10_000, "alpha": 0.001, "binary": False, **opts}
+    smooth = Smooth(model, opts.pop("sigma"))
+    binary = opts.pop("binary")
+    run = smooth.certify_binary if binary else smooth.certify
+    c, sec = _timed(lambda: run(x0, opts.pop("n0"), opts.pop("n"), opts.pop("alpha"), **opts), x0.device)
+    ok = c.pred == label.cpu()
+    flags = {"smoothed_pred": c.pred, "abstain": c.abstain, "p_lower": c.p_lower}
+    if binary:
+        flags["target"] = c.target
+    return MethodResult("smoothing", torch.where(ok, c.radius, 0), sec, False,
+                        f"{SMOOTHING_GUARANTEE} (σ = {c.sigma:g}, α = {c.alpha:g}"
+                        f"{', binary y-vs-t' if binary else ''})", flags)
+
+
+def attack_upper_bound(model: MLP, x0: torch.Tensor, pred: torch.Tensor, *, target: torch.Tensor | None = None,
+                       start: torch.Tensor | float = 0.5, grow_steps: int = 6, bisect_steps: int = 8,
+                       pgd_steps: int = 50, seed: int = 0) -> torch.Tensor:
+    """Distance (B,) float64 of the closest point found whose float64 prediction differs from ``pred`` (inf if
+    none): an upper bound on the true distance to the decision boundary, in R^D (no box constraint). With
+    ``target`` (B,), the closest point found where z_target ≥ z_pred instead (the boundary a targeted certificate,
+    e.g. the paper's runner-up one, is about).
+
+    Untargeted L2 PGD (:func:`crc_core.attack.pgd_attack`) at ρ = start, doubled until a flip is found (at most
+    ``grow_steps`` times), then ``bisect_steps`` bisections of ρ below the closest flip. Call it with gradients
+    enabled (PGD differentiates the model).
+    """
+    net = as_net64(model)
+    B = x0.shape[0]
+    dev = x0.device
+    upper = torch.full((B,), float("inf"), dtype=torch.float64, device=dev)
+    hi = torch.as_tensor(start, dtype=torch.float64, device=dev).reshape(-1).expand(B).clamp_min(1e-3).clone()
+    lo = torch.zeros_like(hi)
+
+    def attack(rows: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+        tg = None if target is None else target[rows]
+        xa, _ = pgd_attack(model, x0[rows], pred[rows], rho.to(x0.dtype), target=tg, steps=pgd_steps, clamp=False,
+                           seed=seed)
+        with torch.no_grad():
+            z = net.forward(xa.double())
+            if tg is None:
+                flipped = z.argmax(1) != pred[rows]
+            else:
+                flipped = z.gather(1, tg[:, None])[:, 0] >= z.gather(1, pred[rows, None])[:, 0]
+        d = torch.where(flipped, (xa.double() - x0[rows].double()).norm(dim=1), torch.inf)
+        upper[rows] = torch.minimum(upper[rows], d)
+        return flipped
+
+    for _ in range(grow_steps):
+        rows = torch.nonzero(~torch.isfinite(upper)).reshape(-1)
+        if rows.numel() == 0:
+            break
+        attack(rows, hi[rows])
+        hi[rows] = 2 * hi[rows]
+    for _ in range(bisect_steps):
+        rows = torch.nonzero(torch.isfinite(upper) & (upper > lo * (1 + 1e-3))).reshape(-1)
+        if rows.numel() == 0:
+            break
+        mid = (lo[rows] + upper[rows]) / 2
+        flipped = attack(rows, mid)
+        lo[rows] = torch.where(flipped, lo[rows], mid)
+    return upper
+
+
+def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *,
+                         methods: Sequence[str] = METHODS, targets: Targets = "all", attack: bool = True,
+                         crc_options: dict | None = None, crown_options: dict | None = None,
+                         smoothing_options: dict | None = None, attack_options: dict | None = None,
+                         relu_options: dict | None = None, skip_unsupported: bool = False) -> ComparisonResult:
+    """Every method's radius for images x (B, D) (or (B, 1, 28, 28)) in [0, 1], beside the attack's upper bound.
+
+    labels (B,): a misclassified image gets radius 0 from every method (without labels the prediction is
+    certified). targets: "all" (the classifier's radius: min over every t ≠ y) or "runner-up" (the paper's).
+    Options go to :func:`~crc_core.certify.certify`, :func:`~crc_core.baselines.crown.crown_radius`,
+    :meth:`~crc_core.baselines.smoothing.Smooth.certify` (keys sigma, n0, n, alpha, binary, batch_size, seed;
+    defaults σ = 0.25, n0 = 100, n = 10,000, α = 0.001), :func:`attack_upper_bound` and (``relu_options``)
+    :func:`~crc_core.baselines.relu_quadratic.certify_relu`. A method that does not apply to the model (CRC on
+    ReLU, "relu-quadratic" on anything but a 2-layer ReLU net) raises CRCError before any work, or with
+    ``skip_unsupported`` is left out and its reason kept in ``refused``. Computation follows the model's device;
+    results are on the CPU.
+    """
+    smoothing_options = dict(smoothing_options or {})
+    methods, refused = _check_methods(model, methods, targets, smoothing_options, skip_unsupported)
+    dev, dtype = model.layers[0].weight.device, model.layers[0].weight.dtype
+    x0 = model.flatten_input(x).detach().to(device=dev, dtype=dtype)
+    if x0.shape[0] == 0 or not torch.isfinite(x0).all():
+        raise CRCError("Images must be a non-empty batch of finite values.")
+    with torch.no_grad():
+        logits = model(x0)
+    pred = logits.argmax(1)
+    label = pred.clone() if labels is None else torch.as_tensor(labels, device=dev).long().reshape(-1)
+    if label.shape[0] != x0.shape[0] or ((label < 0) | (label >= model.n_classes)).any():
+        raise CRCError(f"Need one label in [0, {model.n_classes - 1}] per image.")
+    correct = pred == label
+    T = _targets(logits, pred, targets)
+    out: dict[str, MethodResult] = {}
+    for name in methods:
+        if name == "crc":
+            out[name] = _run_crc(model, x0, label, targets, crc_options or {})
+        elif name == "lipschitz":
+            out[name] = _run_lipschitz(model, x0, pred, T, correct)
+        elif name == "crown":
+            out[name] = _run_crown(model, x0, pred, T, correct, crown_options or {})
+        elif name == RELU_METHOD:
+            out[name] = _run_relu(model, x0, label, targets, relu_options or {})
+        else:
+            out[name] = _run_smoothing(model, x0, label, smoothing_options)
+    sound = [out[m].radius for m in methods if out[m].deterministic]
+    best = torch.stack(sound).max(0).values if sound else torch.zeros(x0.shape[0], dtype=torch.float64)
+    upper = torch.full_like(best, float("inf"))
+    if attack:
+        opts = {"start": (1.5 * best).clamp_min(0.1).to(dev), "target": T[:, 0] if targets == "runner-up" else None,
+                **(attack_options or {})}
+        upper = attack_upper_bound(model, x0, pred, **opts).cpu()
+        if "crc" in out:
+            upper = torch.minimum(upper, out["crc"].flags["upper"])
+    upper = torch.where(correct.cpu(), upper, torch.zeros_like(upper))
+    violation = torch.stack(sound).gt(upper).any(0) if sound else torch.zeros_like(best, dtype=torch.bool)
+    return ComparisonResult(pred.cpu(), label.cpu(), correct.cpu(), out, upper, best, violation, targets, refused)

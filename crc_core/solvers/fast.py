@@ -1,0 +1,252 @@
+"""The fast certificate solver: a KKT chase of the closest boundary point, then an accelerated dual ascent.
+
+Phase A (every row): x ← x0 - η_p ∇f(x) with η_p = (f + ∇f·(x0 - x)) / ‖∇f‖² (the linearised boundary's
+multiplier), damped. Each evaluated point feeds the bound tracker; a row stops when the first-order distance to
+the boundary meets its certified radius (the certificate is then exact) or when η_p keeps exceeding 1/|m| (it
+cannot be).
+Phase B (rows with an open gap): maximise d(η) = min_x F_η(x) over η ∈ [0, 1/|m|). d is concave with
+d'(η) = f(x_η), so this is a root search on f(x_η) (regula falsi, Illinois variant) with each F_η minimised by
+Nesterov's method (gradient restart, step 1/(1 + ηM)). The certificate never depends on where either phase stops.
+
+``group`` (N,) gives the image of each row: a row whose bound already reaches the distance of a boundary point
+found for the same image (any target) cannot be that image's minimum, so phase B drops it (its value stays a
+valid, possibly looser, lower bound) unless ``protect`` (N,) marks it (the runner-up, whose radius is reported).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..dual import BoundTracker
+from ..hessian import MarginOracle
+from ..tolerances import (
+    BEYOND_STEPS,
+    CHASE_STEPS,
+    CURVATURE_FLOOR,
+    DAMP_DOWN,
+    DAMP_UP,
+    DUAL_BUDGET,
+    DUAL_CHECK_EVERY,
+    DUAL_GAIN_RTOL,
+    DUAL_LEVEL_ITERS,
+    DUAL_MAX_LEVELS,
+    DUAL_TOP_GAP,
+    FALSE_POSITION_CLAMP,
+    GAP_RTOL,
+    STATIONARY_EPS_MULT,
+    TINY_F64,
+    TINY_NORM,
+    WORSE_SLACK,
+)
+
+
+@dataclass
+class Rows:
+    """The rows a solver works on: starting points x0 (N, D), curvature bounds m ≤ ∇²f ≤ M (N,), and for the
+    pruning of phase B the image of each row ``group`` (N,) and the rows never pruned ``protect`` (N,) bool."""
+
+    x0: torch.Tensor
+    m: torch.Tensor
+    M: torch.Tensor
+    group: torch.Tensor | None = None
+    protect: torch.Tensor | None = None
+
+
+def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_chase: int = CHASE_STEPS,
+               n_dual: int = DUAL_BUDGET) -> torch.Tensor:
+    """Both phases on all rows; returns gradient evaluations per row (N,).
+
+    With several targets per image (``group``) the chase runs in two stages: first every row's step at x0 (its
+    bound there is already a certificate) and the chase of the protected rows (the runner-up: usually the
+    image's minimum); then rows whose certified radius already reaches a boundary point found for their image
+    are left as they are (they cannot be its minimum; their radius stays a valid lower bound), and the others
+    are chased."""
+    n_grad = torch.zeros(rows.x0.shape[0], dtype=torch.long, device=rows.x0.device)
+    ch = Chase(oracle, rows, tracker, n_grad)
+    if rows.group is None or rows.protect is None:
+        ch.run(None, n_chase)
+    else:
+        ch.step(torch.arange(rows.x0.shape[0], device=rows.x0.device), images=per_image_points(rows))
+        ch.run(rows.protect, n_chase)
+        ch.open &= ~(irrelevant_rows(rows, tracker) & ~rows.protect)
+        ch.run(None, n_chase)
+    idx = ch.open.nonzero()[:, 0]
+    if idx.numel() > 0:
+        DualAscent(oracle, rows, tracker, idx, n_grad, ch.f_x0[idx]).run(n_dual)
+    return n_grad
+
+
+def irrelevant_rows(rows: Rows, tracker: BoundTracker, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows (all, or ``idx``) whose certified radius already reaches the distance of a boundary point found for
+    their image (any target): they cannot be the image's minimum. All False without ``group``."""
+    sel = torch.arange(rows.x0.shape[0], device=rows.x0.device) if idx is None else idx
+    if rows.group is None:
+        return torch.zeros(sel.shape[0], dtype=torch.bool, device=sel.device)
+    U = torch.full((int(rows.group.max()) + 1,), float("inf"), dtype=torch.float64, device=sel.device)
+    U.scatter_reduce_(0, rows.group, tracker.d_up, reduce="amin")
+    return (2 * tracker.lb[sel].clamp_min(0)).sqrt() >= U[rows.group[sel]]
+
+
+def per_image_points(rows: Rows) -> torch.Tensor | None:
+    """x0 of each image (B, D) when the rows are B images × P targets in image-major order, else None."""
+    if rows.group is None:
+        return None
+    B = int(rows.group[-1]) + 1
+    N = rows.group.shape[0]
+    P = N // B
+    if B * P != N or not torch.equal(rows.group, torch.arange(B, device=rows.group.device).repeat_interleave(P)):
+        return None
+    return rows.x0[::P]
+
+
+def _gap_open(x0: torch.Tensor, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
+    """First-order estimate of the distance to the boundary minus the certified radius > tolerance (n,) bool."""
+    d = ((x - x0).norm(dim=1) + f.abs() / g.norm(dim=1).clamp_min(TINY_NORM)).double()
+    return d - (2 * lb.clamp_min(0)).sqrt() > GAP_RTOL * (1 + d)
+
+
+class Chase:
+    """Phase A state per row: the point x, damping β, steps taken, whether the row is still open (gap) and still
+    chasing (η_p within reach), and f(x0) (recorded at the first step)."""
+
+    def __init__(self, oracle: MarginOracle, rows: Rows, tracker: BoundTracker, n_grad: torch.Tensor) -> None:
+        self.oracle, self.rows, self.tracker, self.n_grad = oracle, rows, tracker, n_grad
+        x0, m = rows.x0, rows.m
+        N, dev = x0.shape[0], x0.device
+        self.x = x0.clone()
+        self.beta = torch.ones(N, dtype=x0.dtype, device=dev)
+        self.prev_lb = torch.full((N,), -1.0, dtype=torch.float64, device=dev)
+        self.open = torch.ones(N, dtype=torch.bool, device=dev)
+        self.chasing = torch.ones(N, dtype=torch.bool, device=dev)
+        self.steps = torch.zeros(N, dtype=torch.long, device=dev)
+        self.beyond = torch.zeros(N, dtype=torch.long, device=dev)  # consecutive steps with η_p ≥ 1/|m|
+        self.eta_cap = -1.0 / torch.minimum(m, torch.full_like(m, -CURVATURE_FLOOR))
+        self.f_x0 = torch.full((N,), float("nan"), dtype=torch.float64, device=dev)
+
+    def run(self, eligible: torch.Tensor | None, n_steps: int) -> None:
+        """Step the open, chasing rows (among ``eligible``) until each has taken ``n_steps`` steps in total."""
+        while True:
+            live = self.open & self.chasing & (self.steps < n_steps)
+            if eligible is not None:
+                live &= eligible
+            idx = live.nonzero()[:, 0]
+            if idx.numel() == 0:
+                return
+            self.step(idx)
+
+    def step(self, idx: torch.Tensor, images: torch.Tensor | None = None) -> None:
+        """x ← x + β (x0 - η_p ∇f(x) - x) for rows ``idx``; every evaluation feeds the tracker. ``images`` (B, D):
+        all rows are at their image's point (the first step), so one forward pass per image serves its targets."""
+        xs, x0s, tr = self.x[idx], self.rows.x0[idx], self.tracker
+        f, g = self.oracle(xs, idx) if images is None else self.oracle.at_images(images)
+        self.n_grad[idx] += 1
+        first = self.steps[idx] == 0
+        self.f_x0[idx] = torch.where(first, f.double(), self.f_x0[idx])
+        self.steps[idx] += 1
+        lb = tr.update(xs, x0s, f, g, self.rows.m[idx], rows=idx)
+        self.open[idx] = _gap_open(x0s, xs, f, g, tr.lb[idx])
+        eta_p = ((f + (g * (x0s - xs)).sum(1)) / (g * g).sum(1).clamp_min(TINY_NORM)).clamp_min(0)
+        # η_p keeps exceeding the curvature's limit 1/|m|: the dual cannot close the gap, phase B takes the row
+        over = eta_p.double() >= self.eta_cap[idx]
+        self.beyond[idx] = torch.where(over, self.beyond[idx] + 1, torch.zeros_like(self.beyond[idx]))
+        self.chasing[idx] = self.beyond[idx] < BEYOND_STEPS
+        worse = lb < self.prev_lb[idx] - WORSE_SLACK  # oscillation: halve β, else grow it back
+        b = torch.where(worse, self.beta[idx] * DAMP_DOWN, (self.beta[idx] * DAMP_UP).clamp(max=1.0))
+        self.beta[idx] = b
+        self.prev_lb[idx] = torch.maximum(self.prev_lb[idx], lb)
+        self.x[idx] = xs + b[:, None] * ((x0s - eta_p[:, None] * g) - xs)
+
+
+class DualAscent:
+    """Phase B on rows ``idx``: per row a bracket [lo, hi] on η with f(x_lo) > 0 ≥ f(x_hi), the current level η,
+    and the Nesterov state (x, x_prev, momentum t_k, iterations on this level)."""
+
+    def __init__(self, oracle: MarginOracle, rows: Rows, tracker: BoundTracker, idx: torch.Tensor,
+                 n_grad: torch.Tensor, f_x0: torch.Tensor) -> None:
+        self.oracle, self.rows, self.tracker, self.idx, self.n_grad = oracle, rows, tracker, idx, n_grad
+        n, dev = idx.numel(), rows.x0.device
+        self.x0 = rows.x0[idx]
+        self.m_raw = rows.m[idx]
+        self.m = torch.minimum(self.m_raw, torch.full_like(self.m_raw, -CURVATURE_FLOOR))
+        self.M = rows.M[idx].clamp_min(0)
+        self.top = -1.0 / self.m * (1 - DUAL_TOP_GAP)
+        self.eta, self.lo, self.hi = self.top.clone(), torch.zeros_like(self.top), self.top.clone()
+        if not torch.isfinite(f_x0).all():  # f(x0): known from the chase's first step
+            f_x0, _ = oracle(self.x0, idx)
+            n_grad[idx] += 1
+        self.f_lo, self.f_hi = f_x0.double(), torch.full_like(self.eta, float("nan"))
+        self.side = torch.zeros(n, dtype=torch.long, device=dev)  # Illinois: which end moved last (+1 lo, -1 hi)
+        self.x = tracker.x_lb[idx].clone()
+        self.x_prev = self.x.clone()
+        self.mom = torch.ones(n, dtype=torch.float64, device=dev)  # FISTA's t_k
+        self.it = torch.zeros(n, dtype=torch.long, device=dev)
+        self.levels = torch.zeros(n, dtype=torch.long, device=dev)
+        self.alive = torch.ones(n, dtype=torch.bool, device=dev)
+        self.g_tol = STATIONARY_EPS_MULT * torch.finfo(rows.x0.dtype).eps
+
+    def run(self, budget: int) -> None:
+        for step_no in range(budget):
+            if step_no % DUAL_CHECK_EVERY == 0:
+                self.alive &= ~self.irrelevant()
+            a = self.alive.nonzero()[:, 0]
+            if a.numel() == 0:
+                break
+            done, f = self.nesterov_step(a)
+            if done.any():
+                self.next_level(a[done], f[done].double())
+
+    def irrelevant(self) -> torch.Tensor:
+        """Rows that cannot be their image's minimum (see :func:`irrelevant_rows`), unless protected."""
+        out = irrelevant_rows(self.rows, self.tracker, self.idx)
+        return out if self.rows.protect is None else out & ~self.rows.protect[self.idx]
+
+    def nesterov_step(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One accelerated step on F_η for the alive rows ``a``; returns (level finished (k,) bool, f at the point)."""
+        dt = self.x0.dtype
+        e = self.eta[a]
+        tk = self.mom[a]
+        t_next = (1 + (1 + 4 * tk * tk).sqrt()) / 2
+        beta = ((tk - 1) / t_next).to(dt)[:, None]
+        xa, x0a = self.x[a], self.x0[a]
+        yk = xa + beta * (xa - self.x_prev[a])
+        f, g = self.oracle(yk, self.idx[a])
+        self.n_grad[self.idx[a]] += 1
+        self.tracker.update(yk, x0a, f, g, self.m_raw[a], rows=self.idx[a], eta_c=e)
+        gradF = (yk - x0a) + e.to(dt)[:, None] * g
+        x_new = yk - gradF / (1 + e * self.M[a]).to(dt)[:, None]  # step 1/L, L = 1 + ηM ≥ ∇²F_η
+        restart = (gradF * (x_new - xa)).sum(1) > 0  # momentum points uphill: drop it (O'Donoghue & Candès)
+        self.mom[a] = torch.where(restart, torch.ones_like(tk), t_next)
+        self.x_prev[a] = torch.where(restart[:, None], x_new, xa)
+        self.x[a] = x_new
+        self.it[a] += 1
+        # level finished: F_η minimised to working precision, its slack negligible, or the iteration cap reached
+        gn = gradF.norm(dim=1).double()
+        scale = 1 + (yk - x0a).norm(dim=1).double()
+        slack = gn * gn / (2 * (1 + e * self.m[a]).clamp_min(TINY_F64))
+        done = (gn <= self.g_tol * scale) | (slack <= DUAL_GAIN_RTOL * scale) | (self.it[a] >= DUAL_LEVEL_ITERS)
+        return done, f
+
+    def next_level(self, d: torch.Tensor, fd: torch.Tensor) -> None:
+        """Move the bracket of rows ``d`` by the sign of f(x_η) (Illinois halves the stale end's value) and pick
+        the next η by false position; retire rows whose possible gain is negligible."""
+        pos = fd > 0
+        at_top = pos & (self.eta[d] >= self.top[d])
+        side = self.side[d]
+        self.lo[d] = torch.where(pos, self.eta[d], self.lo[d])
+        self.hi[d] = torch.where(pos, self.hi[d], self.eta[d])
+        self.f_lo[d] = torch.where(pos, fd, torch.where(side == -1, self.f_lo[d] / 2, self.f_lo[d]))
+        self.f_hi[d] = torch.where(pos, torch.where(side == 1, self.f_hi[d] / 2, self.f_hi[d]), fd)
+        self.side[d] = torch.where(pos, torch.ones_like(side), -torch.ones_like(side))
+        w = self.f_lo[d] / (self.f_lo[d] - self.f_hi[d])
+        w = torch.where(torch.isfinite(w), w.clamp(*FALSE_POSITION_CLAMP), torch.full_like(w, 0.5))
+        self.eta[d] = self.lo[d] + w * (self.hi[d] - self.lo[d])
+        self.mom[d] = 1.0
+        self.x_prev[d] = self.x[d]
+        self.it[d] = 0
+        self.levels[d] += 1
+        gain = (self.hi[d] - self.lo[d]) * self.f_lo[d].clamp_min(0) * torch.where(self.side[d] == -1, 2.0, 1.0)
+        small = gain <= DUAL_GAIN_RTOL * (1 + self.tracker.lb[self.idx[d]])
+        finished = at_top | (self.levels[d] >= DUAL_MAX_LEVELS) | small
+        self.alive[d] = ~finished

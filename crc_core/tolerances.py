@@ -1,0 +1,51 @@
+"""Named tolerances and floors of the certificate, attack, dual and curvature-bound code (one place, one reason each).
+
+Floors only keep a division or a logarithm finite; they never enter a bound's value where it matters (a floored
+quantity is either provably non-zero or the row's result is discarded). Tolerances decide when an iterative
+solver stops or when a result is called exact: they affect tightness and speed, never soundness.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------------------------------- division floors
+TINY_F64 = 1e-300  # float64 divisor floor: avoids 0/0 while leaving every representable non-zero value unchanged
+TINY_NORM = 1e-30  # norm floor for float32/float64 vectors (normalising a zero vector keeps it zero)
+CURVATURE_FLOOR = 1e-12  # |m|, M, K floor where 1/|m| or 1/M is needed: a curvature below it is treated as ~0
+
+# --------------------------------------------------------------------------------------------------- η ranges
+ETA_UNBOUNDED = 1e12  # top of the η range when m ≥ 0 (F_η convex for every η ≥ 0): large, yet finite in float64
+
+# --------------------------------------------------------------------------------------------------- dual bound (*)
+ETA_TOP_CLOSEST = 1e-12  # the largest η tried is (1 - this)/|m|: μ = 1 + ηm stays positive after rounding
+
+# --------------------------------------------------------------------------------------------------- exactness
+EXACT_MARGIN_RTOL = 1e-5  # |f| after the Newton step, relative to 1 + |f(x0)|: the point is on the boundary
+EXACT_DIST_RTOL = 1e-4  # its distance exceeds the certified radius by at most this, relative: primal = dual
+
+# --------------------------------------------------------------------------------------------------- Algorithm 1/2
+MM_STATIONARY_TOL = 1e-5  # the paper's inner-loop stopping tolerance on ‖∇F_η‖ (Algorithms 1 and 2)
+ATTACK_SOLVED_TOL = 1e-4  # Algorithm 2's inner problem counts as solved below this residual (with the one above)
+ATTACK_SUCCESS_RTOL = 1e-3  # Algorithm 2's success: ‖x - x0‖ = ρ within this relative tolerance
+ATTACK_ETA_TOP = 20.0  # Algorithm 2 searches η ∈ [-m, 20 (1 - m)] (App. C.3: a generous multiple of the curvature)
+PGD_STEP_SCALE = 2.5  # default PGD step = 2.5 ρ / steps (Madry et al.'s rule of thumb)
+
+# --------------------------------------------------------------------------------------------------- fast solver
+CHASE_STEPS = 12  # KKT fixed-point steps of the fast solver's phase A
+GAP_RTOL = 1e-6  # a row's gap (boundary distance estimate - certified radius) is closed below this, relative
+BEYOND_STEPS = 2  # consecutive chase steps with η > 1/|m| that end the chase (the dual cannot close the gap)
+WORSE_SLACK = 1e-12  # a bound below the previous one by more than this halves the chase's damping
+DAMP_DOWN, DAMP_UP = 0.5, 1.5  # the chase's step factor β: × DAMP_DOWN after a worse bound, else × DAMP_UP (≤ 1)
+DUAL_BUDGET = 400  # gradient evaluations the accelerated dual ascent (phase B) may spend per row
+DUAL_LEVEL_ITERS = 60  # Nesterov iterations per η level
+DUAL_MAX_LEVELS = 12  # η levels (regula falsi steps) per row
+DUAL_TOP_GAP = 1e-6  # the first level solves F_η at η = (1 - this) / |m|
+DUAL_GAIN_RTOL = 1e-9  # a level (or the whole row) stops when the possible gain in (*) is below this, relative
+DUAL_CHECK_EVERY = 10  # steps between checks for rows that cannot be their image's minimum
+FALSE_POSITION_CLAMP = (0.02, 0.98)  # regula falsi's new η stays inside this part of its bracket (no stalling)
+STATIONARY_EPS_MULT = 30  # ‖∇F_η‖ ≤ this × machine ε × (1 + ‖x - x0‖): minimised to working precision
+
+# --------------------------------------------------------------------------------------------------- local bounds
+LOCAL_MIN_RADIUS = 1e-6  # with no boundary point found, the ball search starts at 2·max(r_global, this)
+LOCAL_BISECT_RTOL = 1e-6  # ball-radius bisection of the local certificate stops at this relative width
+LOCAL_SPREAD_ROUND = 1e-12  # relative widening of pre-activation intervals (round-off in z0 ± R‖W_i‖)
+LOCAL_D2_ABS, LOCAL_D2_REL = 1e-12, 1e-9  # widening of σ'' ranges: absolute, and relative to max |σ''|
