@@ -187,15 +187,39 @@ class DualAscent:
         self.g_tol = STATIONARY_EPS_MULT * torch.finfo(rows.x0.dtype).eps
 
     def run(self, budget: int) -> None:
-        for step_no in range(budget):
+        """Up to ``budget`` steps per row. Rows whose bound lies above their image's lowest bound wait (best
+        first): a waiting row resumes once that minimum passes it, so every row that can end as the image's
+        minimum is solved exactly as without waiting, and rows still waiting at the end lie above it."""
+        steps = torch.zeros_like(self.it)
+        step_no = 0
+        while True:
             if step_no % DUAL_CHECK_EVERY == 0:
                 self.alive &= ~self.irrelevant()
-            a = self.alive.nonzero()[:, 0]
+                waiting = self.above_image_minimum()
+            a = (self.alive & ~waiting).nonzero()[:, 0]
+            if a.numel() == 0 and step_no % DUAL_CHECK_EVERY != 0:
+                step_no = 0  # the minimum may have moved since the last check: check now
+                continue
             if a.numel() == 0:
                 break
             done, f = self.nesterov_step(a)
+            steps[a] += 1
             if done.any():
                 self.next_level(a[done], f[done].double())
+            self.alive[a] &= steps[a] < budget
+            step_no += 1
+
+    def above_image_minimum(self) -> torch.Tensor:
+        """Rows (n,) whose bound exceeds the lowest bound among their image's rows (all rows, solved or not);
+        never the protected rows. All False without ``group``."""
+        out = torch.zeros_like(self.alive)
+        if self.rows.group is None:
+            return out
+        group, lb = self.rows.group, self.tracker.lb
+        low = torch.full((int(group.max()) + 1,), float("inf"), dtype=lb.dtype, device=lb.device)
+        low.scatter_reduce_(0, group, lb, reduce="amin")
+        out = lb[self.idx] > low[group[self.idx]]
+        return out if self.rows.protect is None else out & ~self.rows.protect[self.idx]
 
     def irrelevant(self) -> torch.Tensor:
         """Rows that cannot be their image's minimum (see :func:`irrelevant_rows`), unless protected."""
