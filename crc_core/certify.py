@@ -49,7 +49,9 @@ class CertificateBatch:
 
     Per class (B, C), indexed by class id, nan / False / 0 where the class was not a target:
     ``radii`` = ``radius_by_class``, ``exact_t`` = ``exact_by_class``, ``n_grad_t`` = ``n_grad_by_class``;
-    ``logits`` (B, C).
+    ``logits`` (B, C). With targets="all" a class that provably cannot be the image's minimum is not refined:
+    its radius is a sound lower bound, possibly looser than a solve of that target alone (the per-image radius
+    and the runner-up's are refined fully).
 
     Per target row (B, T), in the order of ``targets_t`` = ``target_by_row`` (class ids):
     ``x_boundary_t`` = ``x_boundary_by_row`` (B, T, D), ``eta_t`` = ``eta_by_row``, ``margin_t`` = ``margin_by_row``

@@ -11,6 +11,8 @@ Nesterov's method (gradient restart, step 1/(1 + ηM)). The certificate never de
 ``group`` (N,) gives the image of each row: a row whose bound already reaches the distance of a boundary point
 found for the same image (any target) cannot be that image's minimum, so phase B drops it (its value stays a
 valid, possibly looser, lower bound) unless ``protect`` (N,) marks it (the runner-up, whose radius is reported).
+Phase B also works best first: a row whose bound lies above its image's lowest bound waits and resumes only if
+that minimum passes it, so rows that can end as the minimum are solved exactly as they would be alone.
 """
 
 from __future__ import annotations
