@@ -12,8 +12,9 @@ images): ms/image, gradient evaluations per image (median, mean), and the overhe
 
 with the gradient cost measured in the same process (best of --repeat runs of MarginOracle on all n images), and
 the all-classes ÷ runner-up time. Every time is given twice: wall clock, and the CPU time of this process (with
---threads 1 the CPU time hardly depends on other jobs on a loaded machine; the gradient cost is measured both ways). Float64 finalisation evaluations count as gradient evaluations (they cost about
-twice a float32 one, which therefore shows as overhead).
+--threads 1 the CPU time depends far less on other jobs on a loaded machine; the gradient cost is measured both
+ways). Float64 finalisation evaluations count as gradient evaluations (they cost about twice a float32 one, which
+therefore shows as overhead).
 """
 
 from __future__ import annotations
