@@ -45,7 +45,9 @@ DUAL_LEVEL_ITERS = 60  # Nesterov iterations per η level
 DUAL_MAX_LEVELS = 12  # η levels (regula falsi steps) per row
 DUAL_TOP_GAP = 1e-6  # the first level solves F_η at η = (1 - this) / |m|
 DUAL_GAIN_RTOL = 1e-9  # a level (or the whole row) stops when the possible gain in (*) is below this, relative
-DUAL_CHECK_EVERY = 10  # steps between checks for rows that cannot be their image's minimum
+DUAL_CHECK_EVERY = 1  # steps between checks for rows that cannot be (or are not now) their image's minimum
+BEST_FIRST_RTOL = 1e-6  # a row waits only when its bound exceeds its image's lowest by this, relative (the
+#   bookkeeping's float32 rounding is far below it: a waiting row cannot end below the minimum after finalisation)
 FALSE_POSITION_CLAMP = (0.02, 0.98)  # regula falsi's new η stays inside this part of its bracket (no stalling)
 STATIONARY_EPS_MULT = 30  # ‖∇F_η‖ ≤ this × machine ε × (1 + ‖x - x0‖): minimised to working precision
 

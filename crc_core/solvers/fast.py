@@ -24,6 +24,7 @@ import torch
 from ..dual import BoundTracker
 from ..hessian import MarginOracle
 from ..tolerances import (
+    BEST_FIRST_RTOL,
     BEYOND_STEPS,
     CHASE_STEPS,
     CURVATURE_FLOOR,
@@ -67,17 +68,32 @@ def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_cha
     are chased."""
     n_grad = torch.zeros(rows.x0.shape[0], dtype=torch.long, device=rows.x0.device)
     ch = Chase(oracle, rows, tracker, n_grad)
+
+    def dual(todo: torch.Tensor) -> None:
+        idx = todo.nonzero()[:, 0]
+        if idx.numel() > 0:
+            DualAscent(oracle, rows, tracker, idx, n_grad, ch.f_x0[idx]).run(n_dual)
+
     if rows.group is None or rows.protect is None:
         ch.run(None, n_chase)
-    else:
-        ch.step(torch.arange(rows.x0.shape[0], device=rows.x0.device), images=per_image_points(rows))
-        ch.run(rows.protect, n_chase)
-        ch.open &= ~(irrelevant_rows(rows, tracker) & ~rows.protect)
-        ch.run(None, n_chase)
-    idx = ch.open.nonzero()[:, 0]
-    if idx.numel() > 0:
-        DualAscent(oracle, rows, tracker, idx, n_grad, ch.f_x0[idx]).run(n_dual)
+        dual(ch.open)
+        return n_grad
+    ch.step(torch.arange(rows.x0.shape[0], device=rows.x0.device), images=per_image_points(rows))
+    ch.run(rows.protect, n_chase)
+    dual(ch.open & rows.protect)  # the protected rows, solved first: their bounds are final
+    ch.open &= ~((irrelevant_rows(rows, tracker) | above_protected(rows, tracker)) & ~rows.protect)
+    ch.run(None, n_chase)
+    dual(ch.open & ~rows.protect)
     return n_grad
+
+
+def above_protected(rows: Rows, tracker: BoundTracker) -> torch.Tensor:
+    """Rows (N,) whose bound already exceeds their image's protected row's final bound (by BEST_FIRST_RTOL): a
+    bound only grows, so they cannot end below that image's minimum. Call once the protected rows are solved."""
+    assert rows.group is not None and rows.protect is not None
+    low = torch.full((int(rows.group.max()) + 1,), float("inf"), dtype=torch.float64, device=rows.x0.device)
+    low.scatter_reduce_(0, rows.group[rows.protect], tracker.lb[rows.protect], reduce="amin")
+    return tracker.lb > low[rows.group] * (1 + BEST_FIRST_RTOL)
 
 
 def irrelevant_rows(rows: Rows, tracker: BoundTracker, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -220,7 +236,7 @@ class DualAscent:
         group, lb = self.rows.group, self.tracker.lb
         low = torch.full((int(group.max()) + 1,), float("inf"), dtype=lb.dtype, device=lb.device)
         low.scatter_reduce_(0, group, lb, reduce="amin")
-        out = lb[self.idx] > low[group[self.idx]]
+        out = lb[self.idx] > low[group[self.idx]] * (1 + BEST_FIRST_RTOL)
         return out if self.rows.protect is None else out & ~self.rows.protect[self.idx]
 
     def irrelevant(self) -> torch.Tensor:
