@@ -34,12 +34,13 @@ def setup():
     return model, ds.images, cert
 
 
-def _other_target(cert, i: int) -> int:
-    """The target other than the certificate's own whose boundary point is the closest one found."""
+def _other_target(cert, i: int) -> int | None:
+    """The target other than the certificate's own whose boundary point is the closest one found (None: the
+    certifier found none, as for targets that provably cannot be the image's minimum)."""
     row = cert.targets_t[i].tolist()
     up = cert.upper_t[i].clone()
     up[row.index(int(cert.target[i]))] = float("inf")
-    return row[int(up.argmin())]
+    return row[int(up.argmin())] if bool(torch.isfinite(up).any()) else None
 
 
 def _other_class_inside(s: DecisionSlice, radius: float) -> int:
@@ -88,13 +89,15 @@ def test_certified_disc_holds_no_other_class(setup, second):
         if not bool(cert.correct[i]):
             continue
         other = _other_target(cert, i)
+        if second == "target" and other is None:
+            continue
         s = slice_from_certificate(model, x[i], cert, index=i, second=second, rho=0.5, other_target=other,
                                    grid=GRID)
         assert s.inside(s.radius).sum() > 100  # the disc is well sampled
         assert _other_class_inside(s, s.radius) == 0
         assert (s.margin[s.inside(s.radius)] > 0).all()
         checked += 1
-    assert checked >= 4
+    assert checked >= (3 if second == "target" else 4)
 
 
 def test_an_inflated_radius_is_caught(setup):
