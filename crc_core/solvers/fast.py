@@ -17,7 +17,6 @@ that minimum passes it, so rows that can end as the minimum are solved exactly a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -82,10 +81,8 @@ def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_cha
     ch.step(torch.arange(rows.x0.shape[0], device=rows.x0.device), images=per_image_points(rows))
     ch.run(rows.protect, n_chase)
     dual(ch.open & rows.protect)  # the protected rows, solved first: their bounds are final
-    def settled() -> torch.Tensor:  # rows that cannot end below their image's minimum: stop working on them
-        return (irrelevant_rows(rows, tracker) | above_protected(rows, tracker)) & ~rows.protect
-
-    ch.run(None, n_chase, stop=settled)
+    ch.open &= ~((irrelevant_rows(rows, tracker) | above_protected(rows, tracker)) & ~rows.protect)
+    ch.run(None, n_chase)
     dual(ch.open & ~rows.protect)
     return n_grad
 
@@ -146,13 +143,9 @@ class Chase:
         self.eta_cap = -1.0 / torch.minimum(m, torch.full_like(m, -CURVATURE_FLOOR))
         self.f_x0 = torch.full((N,), float("nan"), dtype=torch.float64, device=dev)
 
-    def run(self, eligible: torch.Tensor | None, n_steps: int,
-            stop: Callable[[], torch.Tensor] | None = None) -> None:
-        """Step the open, chasing rows (among ``eligible``) until each has taken ``n_steps`` steps in total;
-        ``stop()`` (N,) bool, checked before every step, closes the rows it marks."""
+    def run(self, eligible: torch.Tensor | None, n_steps: int) -> None:
+        """Step the open, chasing rows (among ``eligible``) until each has taken ``n_steps`` steps in total."""
         while True:
-            if stop is not None:
-                self.open &= ~stop()
             live = self.open & self.chasing & (self.steps < n_steps)
             if eligible is not None:
                 live &= eligible
