@@ -20,9 +20,9 @@ from typing import Literal, get_args
 import torch
 
 from .bounds import Bounds, Method, curvature_bounds
-from .dual import BoundTracker, bound_at
+from .dual import BoundTracker, bound_at, dual_lower_bound
 from .errors import CRCError
-from .hessian import MarginOracle, as_dtype, runner_up
+from .hessian import MarginOracle, as_dtype, f32_matmul_is_ieee, runner_up
 from .local import local_certificate
 from .models import MLP, require_curvature_model
 from .solvers.fast import Rows, per_image_points, solve_fast
@@ -49,7 +49,9 @@ class CertificateBatch:
 
     Per class (B, C), indexed by class id, nan / False / 0 where the class was not a target:
     ``radii`` = ``radius_by_class``, ``exact_t`` = ``exact_by_class``, ``n_grad_t`` = ``n_grad_by_class``;
-    ``logits`` (B, C).
+    ``logits`` (B, C). With targets="all" a class that provably cannot be the image's minimum is not refined:
+    its radius is a sound lower bound, possibly looser than a solve of that target alone (the per-image radius
+    and the runner-up's are refined fully).
 
     Per target row (B, T), in the order of ``targets_t`` = ``target_by_row`` (class ids):
     ``x_boundary_t`` = ``x_boundary_by_row`` (B, T, D), ``eta_t`` = ``eta_by_row``, ``margin_t`` = ``margin_by_row``
@@ -161,6 +163,16 @@ class RowCertificates:
     x_dual: torch.Tensor
     n_grad: torch.Tensor
 
+    @classmethod
+    def empty(cls, tracker: BoundTracker, n_grad: torch.Tensor) -> RowCertificates:
+        """Rows before finalisation: radius 0, not exact, upper and x_show from the tracker (the closest boundary
+        point found, else the best bound's point), n_grad + 1 (the finalisation's ∇f)."""
+        z = torch.zeros_like(tracker.lb)
+        xb = tracker.x_lb.double()
+        found = torch.isfinite(tracker.d_up)[:, None]
+        return cls(z.clone(), torch.zeros_like(z, dtype=torch.bool), z.clone(), z.clone(), tracker.d_up.clone(),
+                   torch.where(found, tracker.x_up.double(), xb), xb, n_grad + 1)
+
 
 @torch.no_grad()
 def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, targets: TargetMode = "all",
@@ -228,39 +240,62 @@ def _validate(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, *, targe
 
 def finalise(model: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: BoundTracker,
              n_grad: torch.Tensor) -> RowCertificates:
-    """Recompute (*) in float64 on a float64 copy of the model at each row's best point; decide exactness."""
+    """Recompute (*) in float64 on a float64 copy of the model at each row's best point; decide exactness.
+
+    With several targets per image, rows still at x0 that are not protected (targets settled by their first
+    step, which cannot be the image's minimum) take the bound at x0 from f(x0) (float64) and a proved upper
+    bound on ‖∇f(x0)‖ whose widest product is float32 (:meth:`MarginOracle.grad_norm_upper_at_images`): (*) at
+    x0 decreases in ‖∇f‖, so the radius stays a proved lower bound, marginally looser and never ``exact``. Where
+    it does not stay strictly above the image's minimum over its other rows, the row is finalised in float64 like
+    the others: the per-image radius is the one the full float64 finalisation gives."""
     m64 = as_dtype(model, torch.float64)
+    oracle = MarginOracle(m64, y, t)
     x0d, xb = rows.x0.double(), tracker.x_lb.double()
-    f0, f, g = _margins_and_grads(MarginOracle(m64, y, t), rows, x0d, xb)
-    lb, eta = bound_at(xb, x0d, f, g, rows.m, tracker.eta)
-    rad = (2 * torch.where(f0 > 0, lb.clamp_min(0), torch.zeros_like(lb))).sqrt()
-    # exact (primal = dual): one Newton step puts x on the boundary within the certified radius
-    x_on = xb - (f / (g * g).sum(1).clamp_min(TINY_F64))[:, None] * g
-    d_on = (x_on - x0d).norm(dim=1)
+    N = x0d.shape[0]
+    images = per_image_points(Rows(x0d, rows.m, rows.M, group=rows.group))
+    settled = torch.zeros(N, dtype=torch.bool, device=x0d.device)
+    if images is None or images.shape[0] == N:  # one target per image: nothing to share
+        f0 = _margins(m64, x0d, y, t, rows.group)
+    else:
+        if rows.protect is not None and f32_matmul_is_ieee(x0d.device):
+            settled = (xb == x0d).all(1) & ~rows.protect
+        f0, g_up = oracle.grad_norm_upper_at_images(images, settled.nonzero()[:, 0])
+    res = RowCertificates.empty(tracker, n_grad)
+    _finalise_rows(oracle, x0d, xb, f0, rows.m, tracker, (~settled).nonzero()[:, 0], res)
+    if settled.any():
+        s = settled.nonzero()[:, 0]
+        zero = torch.zeros_like(g_up)
+        lb, eta = dual_lower_bound(zero, f0[s], zero, zero, g_up * g_up, zero, rows.m[s])
+        rad = (2 * torch.where(f0[s] > 0, lb.clamp_min(0), zero)).sqrt()
+        others = torch.full((int(rows.group.max()) + 1,), float("inf"), dtype=torch.float64, device=x0d.device)
+        others.scatter_reduce_(0, rows.group[~settled], res.radius[~settled], reduce="amin")
+        ok = rad > others[rows.group[s]]  # strictly: never the image's arg-min; NaN fails
+        res.radius[s[ok]], res.eta[s[ok]], res.margin[s[ok]] = rad[ok], eta[ok], f0[s[ok]]
+        _finalise_rows(oracle, x0d, xb, f0, rows.m, tracker, s[~ok], res)
+    return res
+
+
+def _finalise_rows(oracle: MarginOracle, x0d: torch.Tensor, xb: torch.Tensor, f0: torch.Tensor, m: torch.Tensor,
+                   tracker: BoundTracker, idx: torch.Tensor, res: RowCertificates) -> None:
+    """Rows ``idx`` in float64: (*) at the best point xb from the float64 ∇f there, and the exactness test (one
+    Newton step onto the boundary within the certified radius); written into ``res`` in place."""
+    if idx.numel() == 0:
+        return
+    x0i, xbi, f0i = x0d[idx], xb[idx], f0[idx]
+    f, g = oracle(xbi, idx)
+    lb, eta = bound_at(xbi, x0i, f, g, m[idx], tracker.eta[idx])
+    rad = (2 * torch.where(f0i > 0, lb.clamp_min(0), torch.zeros_like(lb))).sqrt()
+    x_on = xbi - (f / (g * g).sum(1).clamp_min(TINY_F64))[:, None] * g
+    d_on = (x_on - x0i).norm(dim=1)
     near = (d_on - rad <= EXACT_DIST_RTOL * (1 + d_on)) & (rad > 0)  # only these can be exact: evaluate them
     f_on = f.clone()
     if near.any():
-        f_on[near] = _margins(m64, x_on[near], y[near], t[near])
-    exact = near & (f_on.abs() <= EXACT_MARGIN_RTOL * (1 + f0.abs()))
-    found = torch.isfinite(tracker.d_up)[:, None]
-    x_show = torch.where(exact[:, None], x_on, torch.where(found, tracker.x_up.double(), xb))
-    return RowCertificates(rad, exact, eta, f_on.where(exact, f), torch.where(exact, d_on, tracker.d_up),
-                           x_show, xb, n_grad + 1 + near.long())  # + the float64 ∇f, the Newton check's f
-
-
-def _margins_and_grads(oracle: MarginOracle, rows: Rows, x0: torch.Tensor, xb: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """f(x0) (N,), f(xb) (N,) and ∇f(xb) (N, D) in the oracle's dtype. Rows whose best point is still x0 (targets
-    settled by their first step) take f and ∇f from one forward pass per image (one Jacobian row per target)."""
-    images = per_image_points(Rows(x0, rows.m, rows.M, group=rows.group))
-    if images is None or images.shape[0] == x0.shape[0]:  # one target per image: nothing to share
-        return _margins(oracle.model, x0, oracle.y[:, 0], oracle.t[:, 0], rows.group), *oracle(xb)
-    f0, g0 = oracle.at_images(images)
-    moved = (xb != x0).any(1).nonzero()[:, 0]
-    f, g = f0.clone(), g0
-    if moved.numel():
-        f[moved], g[moved] = oracle(xb[moved], moved)
-    return f0, f, g
+        f_on[near] = _margins(oracle.model, x_on[near], oracle.y[idx][near, 0], oracle.t[idx][near, 0])
+    exact = near & (f_on.abs() <= EXACT_MARGIN_RTOL * (1 + f0i.abs()))
+    res.radius[idx], res.exact[idx], res.eta[idx], res.margin[idx] = rad, exact, eta, f_on.where(exact, f)
+    res.upper[idx] = torch.where(exact, d_on, tracker.d_up[idx])
+    res.x_show[idx] = torch.where(exact[:, None], x_on, res.x_show[idx])
+    res.n_grad[idx] += near.long()  # the Newton check's f
 
 
 def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, group: torch.Tensor | None = None

@@ -53,16 +53,30 @@ def dual_lower_bound(R: torch.Tensor, f: torch.Tensor, v2: torch.Tensor, vg: tor
 
 def point_scalars(x: torch.Tensor, x0: torch.Tensor, g: torch.Tensor, eta_c: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, ...]:
-    """The scalars (*) needs at points x (N, D) with ∇f(x) = g (N, D), all float64 (N,):
-    (R = ‖x - x0‖², v2 = ‖v‖², vg = v·∇f, grad_sq = ‖∇f‖², η_c) with v = (x - x0) + η_c ∇f computed directly
-    (no cancellation near the centre). ``eta_c`` defaults to the η minimising ‖∇F_η(x)‖."""
-    r, gd = (x - x0).double(), g.double()
-    R, grad_sq = (r * r).sum(1), (gd * gd).sum(1)
+    """The scalars (*) needs at points x (N, D) with ∇f(x) = g (N, D), float64 (N,):
+    (R = ‖x - x0‖², v2 = ‖v‖², vg = v·∇f, grad_sq = ‖∇f‖², η_c) with v = (x - x0) + η_c ∇f formed directly
+    (no cancellation near the centre). ``eta_c`` defaults to the η minimising ‖∇F_η(x)‖.
+
+    Vectors stay in the inputs' dtype and every sum accumulates in float64 (no float64 copies of (N, D) arrays):
+    with float32 inputs the scalars carry float32 rounding, which only the solvers' bookkeeping sees; certificates
+    are finalised from float64 inputs, where this is plain float64 arithmetic."""
+    r = x - x0
+    R, grad_sq = _sum_sq(r), _sum_sq(g)
     if eta_c is None:
-        eta_c = (-(r * gd).sum(1) / grad_sq.clamp_min(TINY_F64)).clamp_min(0)
-    eta_c = eta_c.double()
-    v = r + eta_c[:, None] * gd
-    return R, (v * v).sum(1), (v * gd).sum(1), grad_sq, eta_c
+        eta_c = (-_dot(r, g) / grad_sq.clamp_min(TINY_F64)).clamp_min(0)
+    eta_c = eta_c.to(r.dtype).double()  # the centre v is formed with (exactly representable in r's dtype)
+    v = r + eta_c.to(r.dtype)[:, None] * g
+    return R, _sum_sq(v), _dot(v, g), grad_sq, eta_c
+
+
+def _sum_sq(a: torch.Tensor) -> torch.Tensor:
+    """Row sums of squares (N,), accumulated in float64."""
+    return (a * a).sum(1, dtype=torch.float64) if a.dtype != torch.float64 else (a * a).sum(1)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row dot products (N,), accumulated in float64."""
+    return (a * b).sum(1, dtype=torch.float64) if a.dtype != torch.float64 else (a * b).sum(1)
 
 
 def bound_at(x: torch.Tensor, x0: torch.Tensor, f: torch.Tensor, g: torch.Tensor, m: torch.Tensor,

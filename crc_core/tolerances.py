@@ -12,6 +12,11 @@ TINY_F64 = 1e-300  # float64 divisor floor: avoids 0/0 while leaving every repre
 TINY_NORM = 1e-30  # norm floor for float32/float64 vectors (normalising a zero vector keeps it zero)
 CURVATURE_FLOOR = 1e-12  # |m|, M, K floor where 1/|m| or 1/M is needed: a curvature below it is treated as ~0
 
+# --------------------------------------------------------------------------------------------------- rounding bounds
+F32_UNIT_ROUNDOFF = 2.0**-24  # IEEE float32 round-to-nearest: fl(a ∘ b) = (a ∘ b)(1 + δ), |δ| ≤ this
+F32_UNDERFLOW_ABS = 2.0**-126  # absolute error of one float32 operation near underflow (flush-to-zero included)
+F64_SUM_RTOL = 1e-9  # relative slack for float64 norms/sums of ≤ 10^6 terms (γ_n = n·2^-53 ≈ 1.1e-10 at 10^6)
+
 # --------------------------------------------------------------------------------------------------- η ranges
 ETA_UNBOUNDED = 1e12  # top of the η range when m ≥ 0 (F_η convex for every η ≥ 0): large, yet finite in float64
 
@@ -40,7 +45,9 @@ DUAL_LEVEL_ITERS = 60  # Nesterov iterations per η level
 DUAL_MAX_LEVELS = 12  # η levels (regula falsi steps) per row
 DUAL_TOP_GAP = 1e-6  # the first level solves F_η at η = (1 - this) / |m|
 DUAL_GAIN_RTOL = 1e-9  # a level (or the whole row) stops when the possible gain in (*) is below this, relative
-DUAL_CHECK_EVERY = 10  # steps between checks for rows that cannot be their image's minimum
+DUAL_CHECK_EVERY = 1  # steps between checks for rows that cannot be (or are not now) their image's minimum
+BEST_FIRST_RTOL = 1e-6  # a row waits only when its bound exceeds its image's lowest by this, relative (the
+#   bookkeeping's float32 rounding is far below it: a waiting row cannot end below the minimum after finalisation)
 FALSE_POSITION_CLAMP = (0.02, 0.98)  # regula falsi's new η stays inside this part of its bracket (no stalling)
 STATIONARY_EPS_MULT = 30  # ‖∇F_η‖ ≤ this × machine ε × (1 + ‖x - x0‖): minimised to working precision
 

@@ -4,10 +4,11 @@ import pytest
 import torch
 from helpers import small_data, small_model
 
+import crc_core.certify as certify_module
 from crc_core.certify import TARGET_MODES, certify
 from crc_core.dual import dual_lower_bound
 from crc_core.errors import CRCError, UnsupportedActivationError
-from crc_core.hessian import as_dtype, margin_and_grad
+from crc_core.hessian import as_dtype, f32_product_norm_upper, margin_and_grad
 from crc_core.models import MLP
 
 
@@ -174,3 +175,41 @@ def test_per_class_and_per_row_names_are_the_stored_fields(model, data):
         assert getattr(c, name).shape == (B, T)
     rows = torch.arange(B)[:, None].expand(B, T)
     assert not torch.isnan(c.radius_by_class[rows, c.target_by_row]).any()  # each row's class has a radius
+
+
+def test_f32_product_norm_upper_bounds_the_exact_norm_where_float32_alone_does_not():
+    """The proved bound on ‖u W‖ from a float32 product holds on every row, including rows near W's left null
+    space where the float32 norm alone falls below the exact one (so the error term is needed: dropping it fails)."""
+    g = torch.Generator().manual_seed(0)
+    K, D, n = 1024, 784, 400
+    W = torch.randn(K, D, generator=g).float().double()  # exactly representable in float32
+    Q, _ = torch.linalg.qr(W)  # (K, D): u ⟂ range(W) gives u W = 0
+    u = torch.randn(n, K, generator=g, dtype=torch.float64)
+    u = u - (u @ Q) @ Q.T + 1e-6 * torch.randn(n, K, generator=g, dtype=torch.float64)  # tiny ‖u W‖
+    exact = (u @ W).norm(dim=1)
+    prod32 = u.float() @ W.float()
+    up = f32_product_norm_upper(prod32, u, W)
+    assert (up >= exact).all()
+    assert (prod32.double().norm(dim=1) < exact).any()  # float32 alone would not be a bound
+    # and on well-conditioned rows the bound is tight (relative excess ≪ 1)
+    v = torch.randn(n, K, generator=g, dtype=torch.float64)
+    ev = (v @ W).norm(dim=1)
+    assert ((f32_product_norm_upper(v.float() @ W.float(), v, W) - ev) / ev).max() < 1e-2
+
+
+def test_settled_targets_leave_image_radii_unchanged(model, data, monkeypatch):
+    """All classes: targets settled at x0 take a float32-product bound on ‖∇f(x0)‖ (per-class radius sound, at
+    most slightly looser); per-image and runner-up radii equal the float64 finalisation's."""
+    x, lab = data
+    c = certify(model, x, lab, targets="all")
+    monkeypatch.setattr(certify_module, "f32_matmul_is_ieee", lambda device: False)
+    ref = certify(model, x, lab, targets="all")
+    # equal up to float64 rounding (batched products of other sizes round differently in the last bits)
+    torch.testing.assert_close(c.radius, ref.radius, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c.runner_up_radius, ref.runner_up_radius, rtol=0, atol=1e-12, equal_nan=True)
+    assert torch.equal(c.target, ref.target)
+    done = ~torch.isnan(ref.radii)
+    assert torch.equal(done, ~torch.isnan(c.radii))
+    assert (c.radii[done] <= ref.radii[done] + 1e-12).all()
+    assert (c.radii[done] >= ref.radii[done] * (1 - 1e-3)).all()
+    assert (c.radii[done] < ref.radii[done]).any()  # the cheap path did run

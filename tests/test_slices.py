@@ -35,8 +35,8 @@ def setup():
 
 
 def _other_target(cert, i: int) -> int | None:
-    """The target other than the certificate's own whose boundary point is the closest one found (None when the
-    certifier found no other boundary point: it stops refining targets that cannot be the image's minimum)."""
+    """The target other than the certificate's own whose boundary point is the closest one found (None: the
+    certifier found none, as for targets that provably cannot be the image's minimum)."""
     row = cert.targets_t[i].tolist()
     up = cert.upper_t[i].clone()
     up[row.index(int(cert.target[i]))] = float("inf")
@@ -97,7 +97,7 @@ def test_certified_disc_holds_no_other_class(setup, second):
         assert _other_class_inside(s, s.radius) == 0
         assert (s.margin[s.inside(s.radius)] > 0).all()
         checked += 1
-    assert checked >= (1 if second == "target" else 4)
+    assert checked >= (3 if second == "target" else 4)
 
 
 def test_an_inflated_radius_is_caught(setup):

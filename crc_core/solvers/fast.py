@@ -11,6 +11,8 @@ Nesterov's method (gradient restart, step 1/(1 + ηM)). The certificate never de
 ``group`` (N,) gives the image of each row: a row whose bound already reaches the distance of a boundary point
 found for the same image (any target) cannot be that image's minimum, so phase B drops it (its value stays a
 valid, possibly looser, lower bound) unless ``protect`` (N,) marks it (the runner-up, whose radius is reported).
+Phase B also works best first: a row whose bound lies above its image's lowest bound waits and resumes only if
+that minimum passes it, so rows that can end as the minimum are solved exactly as they would be alone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from ..dual import BoundTracker
 from ..hessian import MarginOracle
 from ..tolerances import (
+    BEST_FIRST_RTOL,
     BEYOND_STEPS,
     CHASE_STEPS,
     CURVATURE_FLOOR,
@@ -65,17 +68,32 @@ def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_cha
     are chased."""
     n_grad = torch.zeros(rows.x0.shape[0], dtype=torch.long, device=rows.x0.device)
     ch = Chase(oracle, rows, tracker, n_grad)
+
+    def dual(todo: torch.Tensor) -> None:
+        idx = todo.nonzero()[:, 0]
+        if idx.numel() > 0:
+            DualAscent(oracle, rows, tracker, idx, n_grad, ch.f_x0[idx]).run(n_dual)
+
     if rows.group is None or rows.protect is None:
         ch.run(None, n_chase)
-    else:
-        ch.step(torch.arange(rows.x0.shape[0], device=rows.x0.device), images=per_image_points(rows))
-        ch.run(rows.protect, n_chase)
-        ch.open &= ~(irrelevant_rows(rows, tracker) & ~rows.protect)
-        ch.run(None, n_chase)
-    idx = ch.open.nonzero()[:, 0]
-    if idx.numel() > 0:
-        DualAscent(oracle, rows, tracker, idx, n_grad, ch.f_x0[idx]).run(n_dual)
+        dual(ch.open)
+        return n_grad
+    ch.step(torch.arange(rows.x0.shape[0], device=rows.x0.device), images=per_image_points(rows))
+    ch.run(rows.protect, n_chase)
+    dual(ch.open & rows.protect)  # the protected rows, solved first: their bounds are final
+    ch.open &= ~((irrelevant_rows(rows, tracker) | above_protected(rows, tracker)) & ~rows.protect)
+    ch.run(None, n_chase)
+    dual(ch.open & ~rows.protect)
     return n_grad
+
+
+def above_protected(rows: Rows, tracker: BoundTracker) -> torch.Tensor:
+    """Rows (N,) whose bound already exceeds their image's protected row's final bound (by BEST_FIRST_RTOL): a
+    bound only grows, so they cannot end below that image's minimum. Call once the protected rows are solved."""
+    assert rows.group is not None and rows.protect is not None
+    low = torch.full((int(rows.group.max()) + 1,), float("inf"), dtype=torch.float64, device=rows.x0.device)
+    low.scatter_reduce_(0, rows.group[rows.protect], tracker.lb[rows.protect], reduce="amin")
+    return tracker.lb > low[rows.group] * (1 + BEST_FIRST_RTOL)
 
 
 def irrelevant_rows(rows: Rows, tracker: BoundTracker, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -187,15 +205,39 @@ class DualAscent:
         self.g_tol = STATIONARY_EPS_MULT * torch.finfo(rows.x0.dtype).eps
 
     def run(self, budget: int) -> None:
-        for step_no in range(budget):
+        """Up to ``budget`` steps per row. Rows whose bound lies above their image's lowest bound wait (best
+        first): a waiting row resumes once that minimum passes it, so every row that can end as the image's
+        minimum is solved exactly as without waiting, and rows still waiting at the end lie above it."""
+        steps = torch.zeros_like(self.it)
+        step_no = 0
+        while True:
             if step_no % DUAL_CHECK_EVERY == 0:
                 self.alive &= ~self.irrelevant()
-            a = self.alive.nonzero()[:, 0]
+                waiting = self.above_image_minimum()
+            a = (self.alive & ~waiting).nonzero()[:, 0]
+            if a.numel() == 0 and step_no % DUAL_CHECK_EVERY != 0:
+                step_no = 0  # the minimum may have moved since the last check: check now
+                continue
             if a.numel() == 0:
                 break
             done, f = self.nesterov_step(a)
+            steps[a] += 1
             if done.any():
                 self.next_level(a[done], f[done].double())
+            self.alive[a] &= steps[a] < budget
+            step_no += 1
+
+    def above_image_minimum(self) -> torch.Tensor:
+        """Rows (n,) whose bound exceeds the lowest bound among their image's rows (all rows, solved or not);
+        never the protected rows. All False without ``group``."""
+        out = torch.zeros_like(self.alive)
+        if self.rows.group is None:
+            return out
+        group, lb = self.rows.group, self.tracker.lb
+        low = torch.full((int(group.max()) + 1,), float("inf"), dtype=lb.dtype, device=lb.device)
+        low.scatter_reduce_(0, group, lb, reduce="amin")
+        out = lb[self.idx] > low[group[self.idx]] * (1 + BEST_FIRST_RTOL)
+        return out if self.rows.protect is None else out & ~self.rows.protect[self.idx]
 
     def irrelevant(self) -> torch.Tensor:
         """Rows that cannot be their image's minimum (see :func:`irrelevant_rows`), unless protected."""
