@@ -27,15 +27,35 @@ def fmt(v: Any, pct: bool = False) -> str:
     return f"{100 * v:.2f}%" if pct else f"{v:.4g}"
 
 
-class Progress:
+class StreamBar:
+    """A tqdm bar on a terminal (``bar``, None in a pipe) with text lines written above it, on ``stream``."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.bar: tqdm | None = None
+
+    def write(self, text: str) -> None:
+        """A line of text above the bar (the bar is redrawn below it)."""
+        if self.bar is not None:
+            tqdm.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class Progress(StreamBar):
     """One task with a known total (steps, images): ``update(done, postfix)``, ``write(text)``, ``close()``."""
 
     def __init__(self, total: int, desc: str = "", unit: str = "it", stream: TextIO | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
+        super().__init__(stream)
         self.total, self.desc, self.unit = max(1, int(total)), desc, unit
         self.tty = is_terminal(self.stream)
         self.t0 = time.perf_counter()
-        self.bar: tqdm | None = None
         if self.tty:
             self.bar = tqdm(total=self.total, desc=desc or None, unit=unit, file=self.stream, dynamic_ncols=True,
                             bar_format=BAR_FORMAT + "{postfix}")
@@ -51,19 +71,6 @@ class Progress:
                                  bar_format=BAR_FORMAT)
         self.stream.write(line + (f" {postfix}" if postfix else "") + "\n")
         self.stream.flush()
-
-    def write(self, text: str) -> None:
-        """A line of text above the bar (the bar is redrawn below it)."""
-        if self.bar is not None:
-            tqdm.write(text, file=self.stream)
-        else:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 class TrainProgress:

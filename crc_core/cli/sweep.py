@@ -13,12 +13,12 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from tqdm import tqdm
 
 from .common import PROG, require_at_least_one
-from .progress import is_terminal
+from .progress import StreamBar, is_terminal
 
 EXIT_TRIALS_FAILED, EXIT_INTERRUPTED = 1, 130
 BAR_FORMAT = "{l_bar}{bar:28}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
@@ -58,13 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
 
 
-class SweepView:
+class SweepView(StreamBar):
     """The progress callback of :func:`crc_core.sweep.run_sweep`: a bar of ended trials on a terminal plus one
     line per trial event (started, finished, failed); plain lines only in a pipe."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.bar: tqdm | None = None
 
     def __call__(self, p: Any) -> None:  # p: SweepProgress
         counts = (f"{p.done}/{p.total} done, {p.running} running, {p.failed} failed, "
@@ -85,18 +81,6 @@ class SweepView:
                                      f"{'?' if p.eta_seconds is None else tqdm.format_interval(p.eta_seconds)}")
             if p.event == "done":
                 self.close()
-
-    def write(self, text: str) -> None:
-        if self.bar is not None:
-            tqdm.write(text, file=self.stream)
-        else:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def summary(result: Any, name: str) -> str:
