@@ -271,6 +271,12 @@ def _model_row(key: str, dataset: str, n_images: int, device: str, _model: MLP) 
     return row
 
 
+def model_row(key: str, dataset: str, n_images: int, device: torch.device, model: MLP) -> dict[str, Any]:
+    """One model's Table 5b row (accuracy, mean certificate per method, CRC / CROWN), cached per model key; the
+    caller holds the heavy-job lock."""
+    return _model_row(key, dataset, int(n_images), str(device), model)
+
+
 def models_table(model_ids: list[str], names: dict[str, str], dataset: str, n_images: int,
                  device: torch.device) -> pd.DataFrame:
     """Mean certificate (runner-up target, over correctly classified images among the first ``n_images``) per

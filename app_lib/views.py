@@ -235,20 +235,30 @@ def compare(ids: Sequence[str], dataset: str, n_images: int, min_count: int, dev
         ref, m, meta = ui.model_by_id(mid, device)
         if not has_curvature(m):  # no curvature bound to compare (the page does not offer ReLU models)
             continue
-        df = ui.curvature_survey(ref.key, m, dataset, int(n_images), device, label=f"for {ref.name}")
-        if df is None:
+        row = compare_row(ref, m, meta, dataset, n_images, min_count, device)
+        if row is None:
             waiting.append(mid)
-            continue
-        sel = df[df["n_images"] >= max(1, int(min_count))]
-        y, t = torch.tensor(sel["y"].to_numpy()), torch.tensor(sel["t"].to_numpy())
-        row: dict[str, Any] = {"model": short_name(ref, meta), "architecture": registry.arch_text(
-            meta.get("architecture") or m.config()), "training": registry.kind_text(meta), "γ": meta.get("gamma"),
-            "test accuracy": (meta.get("metrics") or {}).get("test_accuracy")}
-        for meth in methods_for(m):
-            K = ui.bounds_table(ref.key, meth, str(device), m).for_pairs(y.to(device), t.to(device)).K
-            row[f"K_ub_{meth}"] = float(K.mean()) if len(sel) else None
-        row["K_lb"] = float(sel["K_lb"].mean()) if len(sel) else None
-        best = row.get("K_ub_thm3") or row.get("K_ub_refined")
-        row["K_ub/K_lb"] = best / row["K_lb"] if best and row["K_lb"] else None
-        rows.append(row)
+        else:
+            rows.append(row)
     return Comparison(rows, waiting)
+
+
+def compare_row(ref: registry.ModelRef, m, meta: Mapping[str, Any], dataset: str, n_images: int, min_count: int,
+                device: torch.device) -> dict[str, Any] | None:
+    """One model's row of :func:`compare` (K_lb measured through the survey store); None while the survey waits
+    for the machine."""
+    df = ui.curvature_survey(ref.key, m, dataset, int(n_images), device, label=f"for {ref.name}")
+    if df is None:
+        return None
+    sel = df[df["n_images"] >= max(1, int(min_count))]
+    y, t = torch.tensor(sel["y"].to_numpy()), torch.tensor(sel["t"].to_numpy())
+    row: dict[str, Any] = {"model": short_name(ref, meta), "architecture": registry.arch_text(
+        meta.get("architecture") or m.config()), "training": registry.kind_text(meta), "γ": meta.get("gamma"),
+        "test accuracy": (meta.get("metrics") or {}).get("test_accuracy")}
+    for meth in methods_for(m):
+        K = ui.bounds_table(ref.key, meth, str(device), m).for_pairs(y.to(device), t.to(device)).K
+        row[f"K_ub_{meth}"] = float(K.mean()) if len(sel) else None
+    row["K_lb"] = float(sel["K_lb"].mean()) if len(sel) else None
+    best = row.get("K_ub_thm3") or row.get("K_ub_refined")
+    row["K_ub/K_lb"] = best / row["K_lb"] if best and row["K_lb"] else None
+    return row

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_lib import links, plots, texts, ui, views
+from app_lib import links, plots, sweep_view, texts, ui, views
 
 links.sync(links.CURVATURE)  # a shared link: restore its view, then mirror the view into the address bar
 ctx = ui.page_setup("Curvature", ":material/monitoring:")
@@ -90,8 +90,15 @@ with ui.guard("Curvature"):
         st.info("The comparison appears here once the curvature of this model has been measured.")
     elif cmp.waiting:
         ui.wait_for_machine("the comparison")
-    if cmp is not None and cmp.rows:
-        rows = cmp.rows
+    swept = views.Comparison([], [])
+    with st.expander("Add a sweep's models (python -m crc_core sweep)", expanded=bool(st.session_state.get(
+            "crc_sweep_dir"))), ui.guard("Sweep folder"):  # K columns of its table, else measured as above
+        swept = sweep_view.curvature_rows(sweep_view.picker("crc_sweep"), ctx.dataset, int(n_images),
+                                          int(min_count), ctx.device)
+        if swept.waiting:
+            ui.wait_for_machine("the sweep's models")
+    rows = (cmp.rows if cmp is not None else []) + swept.rows
+    if rows:
         gammas = [r["γ"] for r in rows]
         numeric = len(rows) > 1 and all(isinstance(g, (int, float)) for g in gammas) and len(set(gammas)) > 1
         by_gamma = numeric and st.toggle("Plot against γ", value=False, key="crc_cmp_gamma",

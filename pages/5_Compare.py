@@ -6,7 +6,7 @@ import streamlit as st
 
 from app_lib import compare_figures as cf
 from app_lib import compare_view as cv
-from app_lib import ui
+from app_lib import sweep_view, ui
 
 ctx = ui.page_setup("Compare certificates", ":material/compare_arrows:")
 st.title("Compare certificates: is CRC the better proof, and by how much?")
@@ -90,3 +90,10 @@ with ui.guard("Table 5b"):
     st.markdown("**The paper's numbers** (Table 5b, MNIST, sigmoid nets, mean certificate): CRC ≫ CROWN on 2-layer "
                 "and curvature-regularized nets; CROWN ahead on standard deeper nets.")
     st.dataframe(cv.PAPER_TABLE_5B, hide_index=True)
+
+with ui.guard("Sweep folder"):  # Table 5b for a sweep's models: its table's mean certificates, else certified here
+    st.subheader("3 · Mean certificate across a sweep's models (python -m crc_core sweep)")
+    if (pick := sweep_view.picker("cmp_sweep")) is not None:
+        swept = sweep_view.table5b(pick, ctx.dataset, int(st.session_state.get("cmp_n5", 20)), ctx.device)
+        st.dataframe(swept, hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.2f")})
+        ui.plot(cf.mean_certificate_bars(*sweep_view.bars(swept), cv.LABELS), key="cmp_sweep_bars")
