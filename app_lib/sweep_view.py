@@ -71,7 +71,7 @@ def problem(root: Path) -> str | None:
 def _stamp(root: Path) -> tuple[int, ...]:
     """Changes whenever a trial finishes or changes state, or the table is rewritten (the cache key)."""
     files = [root / "sweep.json", root / "results.csv", root / "results.parquet",
-             *root.glob("trials/*/result.json"), *root.glob("trials/*/status.json")]
+             *(f for name in ("result.json", "status.json", "last-epoch.pt") for f in root.glob(f"trials/*/{name}"))]
     return tuple(sorted(f.stat().st_mtime_ns for f in files if f.is_file()))
 
 

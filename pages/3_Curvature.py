@@ -97,6 +97,8 @@ with ui.guard("Curvature"):
                                           int(min_count), ctx.device)
         if swept.waiting:
             ui.wait_for_machine("the sweep's models")
+        st.caption("K_lb and K_ub of a sweep's model come from its results table when the sweep measured them (on its "
+                   "own test sample and pair minimum), else they are measured here like the others.")
     rows = (cmp.rows if cmp is not None else []) + swept.rows
     if rows:
         gammas = [r["γ"] for r in rows]

@@ -72,10 +72,16 @@ def _warnings(at: AppTest) -> list[str]:
     return [w.value for w in at.warning]
 
 
-def test_the_sweep_folder_holds_two_trials_with_k_columns(sweep_dir):
+def test_the_sweep_folder_is_found_and_resolved(monkeypatch, sweep_dir):
     df = read_results(sweep_dir)
     assert len(df) == 2 and {"K_lb", "K_ub", "mean_radius_crc_runner-up", "checkpoint"} <= set(df.columns)
-    assert sweep_view.found_sweeps() == [] or all(p.is_dir() for p in sweep_view.found_sweeps())
+    runs = sweep_dir.parent.parent
+    monkeypatch.setenv(registry.RUNS_ENV, str(runs))
+    assert sweep_dir.resolve() in sweep_view.found_sweeps()
+    for text in ("app-tiny", "sweeps/app-tiny", str(sweep_dir), f" {sweep_dir} "):
+        assert sweep_view.resolve(text).resolve() == sweep_dir.resolve(), text
+    assert sweep_view.problem(sweep_dir) is None
+    assert "is not a sweep folder" in sweep_view.problem(runs)
 
 
 def test_curvature_page_adds_the_sweeps_models(app_env, sweep_dir):
@@ -116,6 +122,18 @@ def test_compare_page_table_5b_reads_the_mean_certificates(app_env, sweep_dir):
     assert list(table["CRC (curvature)"]) == pytest.approx(list(df["mean_radius_crc_runner-up"]))
     assert list(table["first-order (Lipschitz)"]) == pytest.approx(list(df["mean_radius_lipschitz_runner-up"]))
     assert "CROWN" not in table  # not measured by this sweep: no invented column
+
+
+def test_compare_page_certifies_when_the_table_has_no_mean_certificates(app_env, sweep_dir, tmp_path):
+    copy = tmp_path / "no-means"
+    _copy_sweep(sweep_dir, copy, drop=[c for c in read_results(sweep_dir).columns if c.startswith("mean_radius_")])
+    at = _page("pages/5_Compare.py")
+    at.number_input(key="cmp_n5").set_value(8).run()
+    at.text_input(key="cmp_sweep_dir").set_value(str(copy)).run()
+    _ok(at)
+    table = at.dataframe[-1].value
+    assert len(table) == 2 and {"CRC (curvature)", "CROWN", "first-order (Lipschitz)"} <= set(table.columns)
+    assert (table["CRC (curvature)"] >= 0).all() and (table["CROWN"] >= 0).all()
 
 
 def _copy_sweep(src: Path, dst: Path, *, drop: list[str] | None = None, keep_rows: int | None = None) -> None:
