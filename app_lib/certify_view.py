@@ -299,6 +299,9 @@ SLICE_DIRECTIONS = {
     "target": "to another class's boundary point",
     "random": "a random direction",
 }  # the second directions of crc_core.slices.SECOND_DIRECTIONS, in words
+SLICE_TITLE_WORDS = {"hessian-top": "the top Hessian eigenvector", "hessian-bottom": "the bottom Hessian eigenvector",
+                     "pgd": "the PGD attack direction (at ρ)", "target": "the direction to another class's boundary "
+                     "point", "random": "a random direction"}  # the same, as the end of the slice's title
 
 
 @dataclass(frozen=True)
@@ -335,7 +338,7 @@ def slice_view(ctx: ui.Ctx, picked: ui.Picked, mode: str, rho: float, second: st
     if compare is None:
         s = _slice(ctx.key, picked.key, mode, str(ctx.device), second, other, float(rho), None, ctx.model, picked.x,
                    batch)
-        title = f"Class regions around x0 in the plane of x_b and the {SLICE_DIRECTIONS[second].lower()}"
+        title = f"Class regions around x0 in the plane of x_b and {SLICE_TITLE_WORDS[second]}"
         return SliceView(slice_figure(s, class_names, title=title), (s.radius,))
     ref, model, _meta = ui.model_by_id(compare, ctx.device)
     table = ui.bounds_table(ref.key, "auto", str(ctx.device), model)

@@ -17,8 +17,9 @@ with ui.guard("Certify"):
     rho = ui.persistent(top[0].slider, "ρ: the attack budget (ℓ2 distance)", "crc_rho", 0.5, min_value=0.05,
                         max_value=3.0, step=0.05, help="The paper uses ρ = 0.5 for MNIST/Fashion-MNIST.")
     mode = ui.persistent(top[1].selectbox, "Certificate solver", "crc_mode", "fast", options=["fast", "paper"],
-                         valid=lambda v: v in ("fast", "paper"), help="fast: our accelerated solver; paper: "
-                         "Algorithm 1 as published (slower). Both give sound radii.")
+                         valid=lambda v: v in ("fast", "paper"), disabled=not cv.has_curvature(ctx.model),
+                         help="fast: our accelerated solver; paper: Algorithm 1 as published (slower). Both give "
+                         "sound radii. (CRC only: a ReLU model has no curvature bound.)")
     links.copy_link(links.CERTIFY, top[2])
 
     now = ui.picked_image(ctx.test_set()).what  # the gallery folds away once an image is picked
@@ -118,7 +119,7 @@ with ui.guard("Certify"):
                                              diverging=[False, False, True]), key="attack_images")
         correct = cert.correct
 
-    st.subheader("5 · Every certificate for this image")  # CROWN, first-order, smoothing beside CRC (compare_view)
+    st.subheader(f"{3 if note else 5} · Every certificate for this image")  # CROWN, first-order, smoothing, …
     sections.methods_section(ctx, picked, rho, correct)
 
 links.write(links.CERTIFY)  # the picked image may have changed during this run (a drawing): keep the address current
