@@ -35,7 +35,7 @@ with c1:
                 "the paper's official files and other PyTorch MLPs, which are imported).")
     else:
         rows = views.model_rows(ctx)
-        st.dataframe({"property": list(rows), "value": list(rows.values())}, hide_index=True, width="stretch")
+        st.table({"property": list(rows), "value": list(rows.values())}, border="horizontal", hide_index=True)
         st.caption("Change it in the sidebar: every page follows the same choice.")
 
 with c2:

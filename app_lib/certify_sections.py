@@ -1,13 +1,15 @@
 """The Certify page's larger sections, drawn here so that the page stays a short layout: the image picker (gallery
-and upload), the drawing canvas, the 2-D slice and the local certificate. Computations live in
-:mod:`app_lib.certify_view`; this module only lays out widgets and results.
+and upload), the drawing canvas, the 2-D slice, the local certificate, every method's radius, and the main
+certificate of a ReLU model (App. G for 2-layer nets; for deeper ones CRC's refusal and the other methods).
+Computations live in :mod:`app_lib.certify_view`; this module only lays out widgets and results.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
-from app_lib import analysis, links, texts, ui
+from app_lib import analysis, compare_figures, compare_view, links, plots, texts, ui
 from app_lib import certify_view as cv
 from app_lib.slice_figures import SLICE_CAPTION
 
@@ -16,14 +18,18 @@ CLEAR_KEY = "crc_canvas_generation"  # bumped by "Clear": a new canvas key gives
 
 def gallery(ctx: ui.Ctx, mode: str, rho: float, names: list[str]) -> None:
     """The filterable gallery of certified test images; a click picks an image (and reruns the page)."""
-    pool = cv.gallery(ctx, mode)
+    pool, radii = cv.gallery(ctx, mode), cv.has_curvature(ctx.model)
     f1, f2, f3 = st.columns(3)
+    at_rho = f3.selectbox(f"At ρ = {rho:g}", ["any", "certified", "not certified"], key="crc_f_cert",
+                          disabled=not radii, help=None if radii else "No gallery radii for a ReLU model: certify "
+                          "an image by picking it (App. G for 2-layer ReLU nets).")
     sel = cv.filter_gallery(pool, names, f1.selectbox("Class", ["any", *names], key="crc_f_class"),
                             f2.selectbox("Prediction", ["any", "correct", "wrong"], key="crc_f_outcome"),
-                            f3.selectbox(f"At ρ = {rho:g}", ["any", "certified", "not certified"],
-                                         key="crc_f_cert"), rho)
-    st.caption(f"{len(sel)} of the first {len(pool)} test images match; showing up to {cv.SHOW}. "
-               "✓/✗: correct or wrong prediction; r: certified radius (all classes). Click an image to pick it.")
+                            at_rho if radii else "any", rho)
+    st.caption(f"{len(sel)} of the first {len(pool)} test images match; showing up to {cv.SHOW}. ✓/✗: correct or "
+               "wrong prediction; " + ("r: certified radius (all classes)." if radii else "the model's prediction "
+               "(a ReLU model: no curvature bound, so the gallery shows predictions only).")
+               + " Click an image to pick it.")
     ui.clickable_thumbnails()
     shown, picked_index = sel.head(cv.SHOW), st.session_state.get(ui.IMAGE_KEY)
     for start in range(0, len(shown), 12):
@@ -31,7 +37,8 @@ def gallery(ctx: ui.Ctx, mode: str, rho: float, names: list[str]) -> None:
             i = int(row["index"])
             with col.container(key=f"thumb_{i}"):
                 st.image(analysis.to_png_array(ctx.test_set().images[i]), width="stretch",
-                         caption=f"{'✓' if row['correct'] else '✗'} r={row['radius']:.2f}")
+                         caption=f"{'✓' if row['correct'] else '✗'} " + (f"r={row['radius']:.2f}" if radii
+                                                                           else names[int(row['pred'])]))
                 if st.button(f"#{i}", key=f"pick_{i}", type="primary" if i == picked_index else "secondary"):
                     ui.pick_test_image(i)
                     st.rerun()
@@ -79,11 +86,17 @@ def draw(ctx: ui.Ctx, mode: str, rho: float, names: list[str]) -> None:
             st.info(d.note, icon=":material/draw:")
             return
         ui.use_uploaded_image(cv.DRAWING_NAME, d.x)
-        cert = cv.certificate(ctx, ui.picked_image(ctx.test_set()), mode)
+        picked = ui.picked_image(ctx.test_set())
         i1, i2 = st.columns([1, 3])
         i1.image(analysis.to_png_array(d.x), width="stretch", caption="the model sees")
-        i2.markdown(f"Predicted **{names[cert.pred]}** ({cert.prob:.0%}), certified radius **{cert.radius:.4f}**: "
-                    f"{'certified' if cert.certified(rho) else 'not certified'} at ρ = {rho:g}.")
+        if cv.has_curvature(ctx.model):
+            cert = cv.certificate(ctx, picked, mode)
+            i2.markdown(f"Predicted **{names[cert.pred]}** ({cert.prob:.0%}), certified radius "
+                        f"**{cert.radius:.4f}**: {'certified' if cert.certified(rho) else 'not certified'} at "
+                        f"ρ = {rho:g}.")
+        else:  # a ReLU model: the prediction here, its certificates in the sections below
+            pred, prob, _ = cv.prediction(ctx, picked)
+            i2.markdown(f"Predicted **{names[pred]}** ({prob:.0%}): its certificates are below.")
         i2.caption(d.note)
 
 
@@ -134,3 +147,57 @@ def local_section(ctx: ui.Ctx, picked: ui.Picked, cert: cv.Certificate, mode: st
         c2.metric("local radius", f"{lv.local_radius:.4f}",
                   f"+{lv.local_radius - lv.global_radius:.4f}", delta_color="off", delta_arrow="off")
         c3.caption(texts.LOCAL)
+
+
+RELU_NOT_SHOWN = ("The 2-D slice along Hessian directions, the local certificate and the curvature sections do not "
+                  "apply either: a ReLU network's Hessian is zero almost everywhere, so there is no curvature to "
+                  "bound or follow.")
+
+
+def relu_main(ctx: ui.Ctx, picked: ui.Picked, rho: float, names: list[str], note: str) -> bool:
+    """Section 2 for a ReLU model (no curvature bound): prediction, App. G's certificate for a 2-layer net (radius,
+    verdict at ρ, the attack's closest point as the upper end) or, deeper, CRC's refusal. Returns correct."""
+    st.subheader(f"2 · The certificate of {picked.what}")
+    pred, prob, logits = cv.prediction(ctx, picked)
+    correct = picked.label is None or pred == picked.label
+    main = compare_view.relu_certificate(ctx, picked)
+    head = st.columns([1, 6])
+    head[0].image(analysis.to_png_array(picked.x), width="stretch", caption=picked.what)
+    with head[1]:
+        m = st.columns(4)
+        m[0].metric("prediction", names[pred], f"{prob:.0%} confident", delta_color="off", delta_arrow="off")
+        m[1].metric("true label", names[picked.label] if picked.label is not None else "unknown",
+                    ("correct" if correct else "wrong") if picked.label is not None else None,
+                    delta_color="normal" if correct else "inverse", delta_arrow="off")
+        if main is None:
+            m[2].metric("CRC radius", "refused", "no curvature bound for ReLU", delta_color="off", delta_arrow="off")
+        else:
+            ok = main.correct and main.radius >= rho
+            m[2].metric("certified radius (App. G)", f"{main.radius:.4f}", f"smallest against {names[main.target]}"
+                        if main.target >= 0 else None, delta_color="off", delta_arrow="off",
+                        help="App. G's quadratic bound for 2-layer ReLU nets, over all other classes: a proof.")
+            m[3].metric(f"verdict at ρ = {rho:g}", "certified" if ok else "not certified",
+                        f"radius {'≥' if ok else '<'} ρ" if main.correct else "misclassified",
+                        delta_color="normal" if ok else "inverse", delta_arrow="off")
+        st.info(f"{note} {RELU_NOT_SHOWN}", icon=":material/info:")
+        if main is not None and main.correct:
+            upper = compare_view.image_methods(ctx, picked).attack_upper
+            st.info(f"The true distance to the decision boundary lies in **[{main.radius:.4f}, {upper:.4f}]**: "
+                    "App. G's certified radius ≤ distance ≤ distance of the closest point the attack found where "
+                    "another class wins." if np.isfinite(upper) else f"The true distance to the decision boundary "
+                    f"is **at least {main.radius:.4f}**; the attack found no point where another class wins.")
+    ui.plot(plots.margins_bar(logits, names, pred=pred, label=picked.label), key="margins")
+    return correct
+
+
+def methods_section(ctx: ui.Ctx, picked: ui.Picked, rho: float, correct: bool) -> None:
+    """Every certificate that applies to the model on this image (CROWN, first-order, smoothing, App. G; CRC for
+    smooth nets) beside the attack's upper bound, with why a method does not apply."""
+    if not correct:
+        st.info("Misclassified: every method's radius is 0.")
+        return
+    other = compare_view.image_methods(ctx, picked)
+    ui.plot(compare_figures.methods_vs_attack(other.deterministic, compare_view.LABELS, rho=rho,
+                                              attack_upper=other.attack_upper, smoothing=other.smoothing),
+            key="methods")
+    st.caption(compare_view.caption(other))

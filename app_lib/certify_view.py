@@ -20,6 +20,7 @@ from app_lib import analysis, ui
 from app_lib.drawing import Drawing, read_drawing
 from crc_core.attack import curvature_attack
 from crc_core.certify import CertificateBatch, certify
+from crc_core.compare import refusal
 from crc_core.errors import CRCError
 from crc_core.hessian import margin_and_grad
 from crc_core.models import MLP
@@ -32,9 +33,16 @@ NO_DIRECTION = 1e-9  # a boundary point closer than this to x0 gives no directio
 
 # ------------------------------------------------------------------------------------------------ gallery
 @st.cache_resource(show_spinner="Certifying the gallery images (once per model)…", max_entries=8)
-def _pool(key: str, dataset: str, mode: str, device: str, _model, _table) -> tuple[pd.DataFrame, CertificateBatch]:
+def _pool(key: str, dataset: str, mode: str, device: str, _model, _table
+          ) -> tuple[pd.DataFrame, CertificateBatch | None]:
     ds = ui.cached_test_set(dataset)
     x, y = ds.images[:POOL].to(device), ds.labels[:POOL].to(device)
+    if _table is None:  # no curvature bound (a ReLU model): predictions only, the radius column is NaN
+        with torch.no_grad():
+            pred = _model(x.reshape(len(x), -1)).argmax(1)
+        df = pd.DataFrame({"index": range(len(x)), "pred": pred.cpu().numpy(), "label": y.cpu().numpy(),
+                           "correct": (pred == y).cpu().numpy(), "radius": np.nan})
+        return df, None
     with torch.no_grad():
         batch = certify(_model, x, y, mode=mode, bounds=_table)
     df = batch.to_frame()
@@ -44,7 +52,21 @@ def _pool(key: str, dataset: str, mode: str, device: str, _model, _table) -> tup
 
 def gallery(ctx: ui.Ctx, mode: str) -> pd.DataFrame:
     """One row per gallery image (the first POOL test images): index, pred, label, correct, radius, …"""
-    return _pool(ctx.key, ctx.dataset, mode, str(ctx.device), ctx.model, ctx.bounds("auto"))[0]
+    table = ctx.bounds("auto") if has_curvature(ctx.model) else None
+    return _pool(ctx.key, ctx.dataset, mode, str(ctx.device), ctx.model, table)[0]
+
+
+def has_curvature(model: MLP) -> bool:
+    """Whether CRC applies (a smooth activation): otherwise the page shows App. G / the other methods instead."""
+    return refusal(model, "crc") is None
+
+
+def prediction(ctx: ui.Ctx, picked: ui.Picked) -> tuple[int, float, np.ndarray]:
+    """(predicted class, its softmax probability, logits (C,) float64) of the picked image."""
+    with torch.no_grad():
+        z = ctx.model(picked.x.reshape(1, -1).to(ctx.device))[0].detach().cpu().double()
+    pred = int(z.argmax())
+    return pred, float(torch.softmax(z, 0)[pred]), z.numpy()
 
 
 def filter_gallery(pool: pd.DataFrame, class_names: list[str], cls: str, outcome: str, at_rho: str, rho: float
@@ -277,6 +299,9 @@ SLICE_DIRECTIONS = {
     "target": "to another class's boundary point",
     "random": "a random direction",
 }  # the second directions of crc_core.slices.SECOND_DIRECTIONS, in words
+SLICE_TITLE_WORDS = {"hessian-top": "the top Hessian eigenvector", "hessian-bottom": "the bottom Hessian eigenvector",
+                     "pgd": "the PGD attack direction (at ρ)", "target": "the direction to another class's boundary "
+                     "point", "random": "a random direction"}  # the same, as the end of the slice's title
 
 
 @dataclass(frozen=True)
@@ -313,7 +338,7 @@ def slice_view(ctx: ui.Ctx, picked: ui.Picked, mode: str, rho: float, second: st
     if compare is None:
         s = _slice(ctx.key, picked.key, mode, str(ctx.device), second, other, float(rho), None, ctx.model, picked.x,
                    batch)
-        title = f"Class regions around x0 in the plane of x_b and the {SLICE_DIRECTIONS[second].lower()}"
+        title = f"Class regions around x0 in the plane of x_b and {SLICE_TITLE_WORDS[second]}"
         return SliceView(slice_figure(s, class_names, title=title), (s.radius,))
     ref, model, _meta = ui.model_by_id(compare, ctx.device)
     table = ui.bounds_table(ref.key, "auto", str(ctx.device), model)

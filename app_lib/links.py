@@ -145,6 +145,7 @@ HESSIAN = (*COMMON, IMAGE, Field("target", "crc_hess_target", integer(0, 999, "t
 CURVATURE = (*COMMON, Field("kub", "crc_curv_method", choice(("thm3", "thm4", "refined"), "the bound K_ub")),
              Field("n", "crc_curv_n", _survey_size))
 TRAIN = COMMON
+COMPARE = COMMON  # the test-set job and its settings stay in the session that ran it
 
 
 # ------------------------------------------------------------------------------------------------ sync

@@ -311,7 +311,7 @@ PAGES = (
     Page("pages/5_Compare.py", "Compare", ":material/compare_arrows:",
          "CRC beside CROWN, the first-order bound and randomized smoothing: on a test set and across models."),
     Page("pages/1_Train.py", "Train", ":material/model_training:",
-         "Train a small network (standard, γ-regularized or CRT) with live curves; stop any time."),
+         "Train a small network (standard, γ-regularized, CRT, PGD or TRADES) with live curves; stop any time."),
 )  # the one page list: the sidebar links and the Home page's tool cards
 
 

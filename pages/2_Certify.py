@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_lib import analysis, compare_figures, compare_view, links, plots, texts, ui
+from app_lib import analysis, compare_view, links, plots, texts, ui
 from app_lib import certify_sections as sections
 from app_lib import certify_view as cv
 
@@ -17,8 +17,9 @@ with ui.guard("Certify"):
     rho = ui.persistent(top[0].slider, "ρ: the attack budget (ℓ2 distance)", "crc_rho", 0.5, min_value=0.05,
                         max_value=3.0, step=0.05, help="The paper uses ρ = 0.5 for MNIST/Fashion-MNIST.")
     mode = ui.persistent(top[1].selectbox, "Certificate solver", "crc_mode", "fast", options=["fast", "paper"],
-                         valid=lambda v: v in ("fast", "paper"), help="fast: our accelerated solver; paper: "
-                         "Algorithm 1 as published (slower). Both give sound radii.")
+                         valid=lambda v: v in ("fast", "paper"), disabled=not cv.has_curvature(ctx.model),
+                         help="fast: our accelerated solver; paper: Algorithm 1 as published (slower). Both give "
+                         "sound radii. (CRC only: a ReLU model has no curvature bound.)")
     links.copy_link(links.CERTIFY, top[2])
 
     now = ui.picked_image(ctx.test_set()).what  # the gallery folds away once an image is picked
@@ -33,93 +34,92 @@ with ui.guard("Certify"):
         sections.draw(ctx, mode, rho, names)
 
     picked = ui.picked_image(ctx.test_set())
-    cert = cv.certificate(ctx, picked, mode)
-    pred = names[cert.pred]
+    note = compare_view.main_certificate_note(ctx.model)  # None: CRC applies (a smooth activation)
+    if note is not None:  # a ReLU model: App. G (2-layer) or CRC's refusal, then the other methods
+        correct = sections.relu_main(ctx, picked, rho, names, note)
+    else:
+        cert = cv.certificate(ctx, picked, mode)
+        pred = names[cert.pred]
 
-    st.subheader(f"2 · The certificate of {picked.what}")
-    head = st.columns([1, 6])
-    head[0].image(analysis.to_png_array(picked.x), width="stretch", caption=picked.what)
-    with head[1]:
-        m = st.columns(3)
-        m[0].metric("prediction", pred, f"{cert.prob:.0%} confident", delta_color="off", delta_arrow="off")
-        m[1].metric("true label", names[cert.label] if cert.label is not None else "unknown",
-                    ("correct" if cert.correct else "wrong") if cert.label is not None else None,
-                    delta_color="normal" if cert.correct else "inverse", delta_arrow="off")
-        m[2].metric("certified radius", f"{cert.radius:.4f}", f"smallest against {names[cert.target]}"
-                    if cert.target >= 0 else None, delta_color="off", delta_arrow="off",
-                    help="The smallest radius over all other classes: the guarantee for the classifier.")
-        m = st.columns(3)
-        m[0].metric("runner-up radius", f"{cert.runner_up_radius:.4f}" if cert.runner_up_radius == cert.runner_up_radius
-                    else "—", f"against {names[cert.runner_up]}", delta_color="off", delta_arrow="off",
-                    help="The paper's radius: against the class with the second-highest score only.")
-        m[1].metric("exact?", "yes" if cert.exact else "no",
-                    help="Yes: a boundary point lies at exactly the certified distance (primal = dual).")
-        m[2].metric(f"verdict at ρ = {rho:g}", "certified" if cert.certified(rho) else "not certified",
-                    f"radius {'≥' if cert.certified(rho) else '<'} ρ" if cert.correct else "misclassified",
-                    delta_color="normal" if cert.certified(rho) else "inverse", delta_arrow="off")
-        kind, text = cert.summary()
-        getattr(st, kind)(text)
-    sections.local_section(ctx, picked, cert, mode)
-    ui.explain(texts.CERTIFY)
-    c1, c2 = st.columns(2)
-    with c1:
-        ui.plot(plots.radii_bar(cert.radii, names, pred=cert.pred, runner_up=cert.runner_up, rho=rho,
-                                exact=cert.exact_t, correct=cert.correct), key="radii")
-    with c2:
-        ui.plot(plots.margins_bar(cert.logits, names, pred=cert.pred, label=cert.label), key="margins")
+        st.subheader(f"2 · The certificate of {picked.what}")
+        head = st.columns([1, 6])
+        head[0].image(analysis.to_png_array(picked.x), width="stretch", caption=picked.what)
+        with head[1]:
+            m = st.columns(3)
+            m[0].metric("prediction", pred, f"{cert.prob:.0%} confident", delta_color="off", delta_arrow="off")
+            m[1].metric("true label", names[cert.label] if cert.label is not None else "unknown",
+                        ("correct" if cert.correct else "wrong") if cert.label is not None else None,
+                        delta_color="normal" if cert.correct else "inverse", delta_arrow="off")
+            m[2].metric("certified radius", f"{cert.radius:.4f}", f"smallest against {names[cert.target]}"
+                        if cert.target >= 0 else None, delta_color="off", delta_arrow="off",
+                        help="The smallest radius over all other classes: the guarantee for the classifier.")
+            m = st.columns(3)
+            ru = cert.runner_up_radius
+            m[0].metric("runner-up radius", f"{ru:.4f}" if ru == ru else "—", f"against {names[cert.runner_up]}",
+                        delta_color="off", delta_arrow="off",
+                        help="The paper's radius: against the class with the second-highest score only.")
+            m[1].metric("exact?", "yes" if cert.exact else "no",
+                        help="Yes: a boundary point lies at exactly the certified distance (primal = dual).")
+            m[2].metric(f"verdict at ρ = {rho:g}", "certified" if cert.certified(rho) else "not certified",
+                        f"radius {'≥' if cert.certified(rho) else '<'} ρ" if cert.correct else "misclassified",
+                        delta_color="normal" if cert.certified(rho) else "inverse", delta_arrow="off")
+            kind, text = cert.summary()
+            getattr(st, kind)(text)
+        sections.local_section(ctx, picked, cert, mode)
+        ui.explain(texts.CERTIFY)
+        c1, c2 = st.columns(2)
+        with c1:
+            ui.plot(plots.radii_bar(cert.radii, names, pred=cert.pred, runner_up=cert.runner_up, rho=rho,
+                                    exact=cert.exact_t, correct=cert.correct), key="radii")
+        with c2:
+            ui.plot(plots.margins_bar(cert.logits, names, pred=cert.pred, label=cert.label), key="margins")
 
-    if cert.correct:
-        b = cert.boundary
-        if b is not None:
-            st.markdown(f"**The closest boundary point found**, x_b, over all classes: distance {b.distance:.4f} "
-                        f"(the upper end of the interval). There *{names[b.cls]}* ties with or beats *{pred}*. "
-                        f"The certificate's smallest radius is against *{names[cert.target]}*, a separate fact: "
-                        "the radius is what is proved, x_b is the closest point the search reached.")
-            ui.plot(plots.boundary_triptych(picked.x, b.x_b, distance=b.distance,
-                                            xb_title=f"x_b ({names[b.cls]} ties or wins)"), key="triptych")
+        if cert.correct:
+            b = cert.boundary
+            if b is not None:
+                st.markdown(f"**The closest boundary point found**, x_b, over all classes: distance {b.distance:.4f} "
+                            f"(the upper end of the interval). There *{names[b.cls]}* ties with or beats *{pred}*. "
+                            f"The certificate's smallest radius is against *{names[cert.target]}*, a separate fact: "
+                            "the radius is what is proved, x_b is the closest point the search reached.")
+                ui.plot(plots.boundary_triptych(picked.x, b.x_b, distance=b.distance,
+                                                xb_title=f"x_b ({names[b.cls]} ties or wins)"), key="triptych")
+            else:
+                st.markdown(f"**No point where another class wins was found.** The chart follows the line towards the "
+                            f"solver's best point against *{names[cert.toward_class]}*.")
+            line = cv.margin_path(ctx, picked, cert, rho)
+            ui.plot(plots.margin_along_path(line.s, line.f_target, line.f_any, radius=cert.radius, rho=rho,
+                                            boundary_distance=b.distance if b is not None else None,
+                                            target_name=names[cert.toward_class]), key="path")
+            st.caption("Along this straight line the margin reaches 0 at x_b. The green band is the certified radius: "
+                       "inside it the margin cannot reach 0 in *any* direction, not only along this line.")
+
+            st.subheader("3 · The decision regions around the image: a 2-D slice")
+            sections.slice_section(ctx, picked, cert, mode, rho, names)
+
+        st.subheader(f"4 · At ρ = {rho:g}")
+        if not cert.correct:
+            st.info("Misclassified: not certified at any ρ.")
         else:
-            st.markdown(f"**No point where another class wins was found.** The chart follows the line towards the "
-                        f"solver's best point against *{names[cert.toward_class]}*.")
-        line = cv.margin_path(ctx, picked, cert, rho)
-        ui.plot(plots.margin_along_path(line.s, line.f_target, line.f_any, radius=cert.radius, rho=rho,
-                                        boundary_distance=b.distance if b is not None else None,
-                                        target_name=names[cert.toward_class]), key="path")
-        st.caption("Along this straight line the margin reaches 0 at x_b. The green band is the certified radius: "
-                   "inside it the margin cannot reach 0 in *any* direction, not only along this line.")
+            certified, att = cert.certified(rho), cv.attack(ctx, picked, cert, rho, names)
+            a1, a2, a3 = st.columns(3)
+            a1.metric(f"certified at ρ = {rho:g}?", "yes" if certified else "no",
+                      f"radius {cert.radius:.3f} {'≥' if certified else '<'} ρ",
+                      delta_color="normal" if certified else "inverse", delta_arrow="off")
+            a2.metric("attack changed the class?", "yes" if att.fooled else "no", f"strongest target: "
+                      f"{names[att.target]}", delta_color="inverse" if att.fooled else "normal", delta_arrow="off")
+            a3.metric("attack provably worst case?", "yes" if att.provably_worst else "no",
+                      help="Success flag of Algorithm 2: the attack point is on the sphere of radius ρ and its dual "
+                           "certifies that no point in the ball has a lower margin (paper Theorem 2).")
+            kind, text = att.verdict(certified, rho, names)
+            getattr(st, kind)(text)
+            with st.expander("The attack against every target class"):
+                st.dataframe(att.table, hide_index=True)
+                ui.plot(plots.image_heatmaps([picked.x, att.x, att.x - picked.x],
+                                             ["x0", f"attack (target {names[att.target]})", "attack − x0"],
+                                             diverging=[False, False, True]), key="attack_images")
+        correct = cert.correct
 
-        st.subheader("3 · The decision regions around the image: a 2-D slice")
-        sections.slice_section(ctx, picked, cert, mode, rho, names)
-
-    st.subheader(f"4 · At ρ = {rho:g}")
-    if not cert.correct:
-        st.info("Misclassified: not certified at any ρ.")
-    else:
-        certified, att = cert.certified(rho), cv.attack(ctx, picked, cert, rho, names)
-        a1, a2, a3 = st.columns(3)
-        a1.metric(f"certified at ρ = {rho:g}?", "yes" if certified else "no",
-                  f"radius {cert.radius:.3f} {'≥' if certified else '<'} ρ",
-                  delta_color="normal" if certified else "inverse", delta_arrow="off")
-        a2.metric("attack changed the class?", "yes" if att.fooled else "no", f"strongest target: "
-                  f"{names[att.target]}", delta_color="inverse" if att.fooled else "normal", delta_arrow="off")
-        a3.metric("attack provably worst case?", "yes" if att.provably_worst else "no",
-                  help="Success flag of Algorithm 2: the attack point is on the sphere of radius ρ and its dual "
-                       "certifies that no point in the ball has a lower margin (paper Theorem 2).")
-        kind, text = att.verdict(certified, rho, names)
-        getattr(st, kind)(text)
-        with st.expander("The attack against every target class"):
-            st.dataframe(att.table, hide_index=True)
-            ui.plot(plots.image_heatmaps([picked.x, att.x, att.x - picked.x],
-                                         ["x0", f"attack (target {names[att.target]})", "attack − x0"],
-                                         diverging=[False, False, True]), key="attack_images")
-
-    st.subheader("5 · Every certificate for this image")  # CROWN, first-order, smoothing beside CRC (compare_view)
-    if not cert.correct:
-        st.info("Misclassified: every method's radius is 0.")
-    else:
-        other = compare_view.image_methods(ctx, picked)
-        ui.plot(compare_figures.methods_vs_attack(other.deterministic, compare_view.LABELS, rho=rho,
-                                                  attack_upper=other.attack_upper, smoothing=other.smoothing),
-                key="methods")
-        st.caption(compare_view.caption(other))
+    st.subheader(f"{3 if note else 5} · Every certificate for this image")  # CROWN, first-order, smoothing, …
+    sections.methods_section(ctx, picked, rho, correct)
 
 links.write(links.CERTIFY)  # the picked image may have changed during this run (a drawing): keep the address current

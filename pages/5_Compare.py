@@ -6,24 +6,27 @@ import streamlit as st
 
 from app_lib import compare_figures as cf
 from app_lib import compare_view as cv
-from app_lib import sweep_view, ui
+from app_lib import links, sweep_view, ui
 
+links.sync(links.COMPARE)  # a shared link: restore the model and dataset, then mirror them into the address bar
 ctx = ui.page_setup("Compare certificates", ":material/compare_arrows:")
 st.title("Compare certificates: is CRC the better proof, and by how much?")
+links.notes()
 st.caption("CRC, CROWN and the first-order (Lipschitz) bound prove radii for this model; 2-layer ReLU models get "
            "App. G's quadratic certificate instead of CRC. Randomized smoothing certifies a different classifier "
            "(the smoothed one) and holds with probability ≥ 1 − α: it is drawn apart, dashed.")
+links.copy_link(links.COMPARE)
 
 with ui.guard("Compare"):
     methods = cv.usable_methods(ctx.model)
     st.subheader("1 · Certified accuracy against ρ on the test set")
-    c1, c2, c3 = st.columns([2, 3, 1])
+    chosen = tuple(st.multiselect("Methods", methods, default=list(methods), key="cmp_methods",
+                                  format_func=cv.label))  # a full row: every method's chip stays readable
+    c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
     n_images = int(c1.number_input("Test images", 8, 2000, 48, step=8, key="cmp_n",
                                    help="The first N test images; CROWN and smoothing take ~0.1–1 s per image."))
-    chosen = tuple(c2.multiselect("Methods", methods, default=list(methods), key="cmp_methods",
-                                  format_func=cv.label))
+    rho = c2.slider("ρ marked on the chart", 0.05, 3.0, 0.5, 0.05, key="cmp_rho")
     start = c3.button("Start", type="primary", key="cmp_start", disabled=not chosen, width="stretch")
-    rho = st.slider("ρ marked on the chart", 0.05, 3.0, 0.5, 0.05, key="cmp_rho")
     if start:
         cv.start_job(ctx, n_images, chosen)
 
@@ -72,10 +75,10 @@ with ui.guard("Table 5b"):
     st.caption("Mean certified radius over the correctly classified images, against the runner-up class (the "
                "paper's setting), for each model you pick: standard, γ-regularized and CRT, 2 and 3 layers.")
     labels = ui.catalogue_labels()
-    t1, t2, t3 = st.columns([4, 1, 1])
     default = [i for i in labels if i.startswith("shipped:")][:5]
-    picked = t1.multiselect("Models", list(labels), default=default, format_func=lambda i: labels.get(i, i),
+    picked = st.multiselect("Models", list(labels), default=default, format_func=lambda i: labels.get(i, i),
                             key="cmp_models")
+    t2, t3, _ = st.columns([2, 1, 3], vertical_alignment="bottom")
     n5 = int(t2.number_input("Test images", 4, 500, 20, step=4, key="cmp_n5"))
     if t3.button("Compute", key="cmp_table", disabled=not picked, width="stretch"):
         with st.spinner(f"Certifying {n5} images with each model…"):

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_lib import compare_figures as cf
 from app_lib import compare_view as cv
-from app_lib import registry
+from app_lib import registry, ui
 from crc_core.data import load_dataset
 from crc_core.models import MLP
 
@@ -192,3 +192,14 @@ def test_test_set_job_ends_when_its_session_is_gone():
                         threading.Lock(), alive=lambda: False, orphan_after=0.0).start()
     assert job.wait(60) and job.status == "stopped" and job.n_done < 40
     assert not job.lock.locked()  # the machine is free again
+
+
+def test_compare_page_link_restores_the_model_and_offers_a_share_link(app_env):
+    at = AppTest.from_file(str(H.REPO / PAGE), default_timeout=TIMEOUT)
+    at.query_params.update({"model": "shipped:small-standard.pt", "bogus": "1"})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state[ui.MODEL_KEY] == "shipped:small-standard.pt"
+    assert at.query_params["model"] == "shipped:small-standard.pt"
+    assert any("'bogus' is not something this page can restore" in w.value.replace("\\", "") for w in at.warning)
+    assert any("?model=shipped" in c.value for c in at.code)  # the 'Share this view' popover's link

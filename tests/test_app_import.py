@@ -138,7 +138,7 @@ def _button(at: AppTest, label: str):
 
 
 def _prompt_text(at: AppTest) -> str:
-    table = " ".join(" ".join(map(str, df.value.to_numpy().ravel())) for df in at.dataframe)
+    table = " ".join(" ".join(map(str, df.value.to_numpy().ravel())) for df in [*at.dataframe, *at.table])
     return " ".join([*(m.value for m in at.markdown), *(c.value for c in at.caption), table])
 
 

@@ -1,6 +1,7 @@
 """A real browser on the Train page with TRADES selected (its fields, the picked TRADES model's curves with the
 empirical robust accuracy) and on the Curvature and Hessian pages with the ReLU model picked (the explanation instead
-of an error). Screenshots go to test-artifacts/screenshots/. Skipped cleanly when Chromium is missing.
+of an error), and the Certify page with the 2-layer ReLU model (App. G's certificate, the other methods).
+Screenshots go to test-artifacts/screenshots/. Skipped cleanly when Chromium is missing.
 """
 
 from __future__ import annotations
@@ -117,3 +118,10 @@ def test_train_trades_and_relu_pages_in_a_browser(page):
     _switch(pg, "Train", "Train a network")
     pg.get_by_text("ReLU network: no curvature curves").first.wait_for()
     _shot(pg, "train-relu-model")
+    _switch(pg, "Certify", "Certify: how far is this image from changing class?")
+    pg.get_by_text("certified radius (App. G)").first.wait_for(timeout=180_000)
+    pg.get_by_text("zero almost everywhere").first.wait_for()
+    charts = pg.locator('[data-testid="stPlotlyChart"]')  # the margins, then every method (drawn last: CROWN,
+    charts.nth(1).wait_for(timeout=180_000)                  # first-order, smoothing and App. G are computed first)
+    _idle(pg, 2.0)
+    _shot(pg, "certify-relu")
