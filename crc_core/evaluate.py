@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from .attack import curvature_attack, pgd_attack
-from .bounds import Bounds, curvature_bounds
-from .certify import certify
+from .bounds import Bounds, Method, curvature_bounds
+from .certify import SolverMode, TargetMode, certify
 from .curvature_stats import PairCurvature, measured_curvature
 from .errors import CRCError
 from .models import MLP, require_curvature_model
@@ -29,8 +29,8 @@ class Evaluation:
     rho: float
 
 
-def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: float, targets: str = "all",
-             mode: str = "fast", attacks: bool = True, pgd_steps: int = 50, pgd_restarts: int = 1,
+def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: float, targets: TargetMode = "all",
+             mode: SolverMode = "fast", attacks: bool = True, pgd_steps: int = 50, pgd_restarts: int = 1,
              bounds: Bounds | None = None, batch_size: int = 256, local: bool = False,
              progress: Callable[[int, int], None] | None = None) -> Evaluation:
     """Certify (and attack at ρ) images (N, D) with labels (N,), in batches; ``progress(done, total)`` after each.
@@ -60,7 +60,7 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
     N = x.shape[0]
     for s in range(0, N, batch_size):
         xb, lb = x[s:s + batch_size], labels[s:s + batch_size]
-        c = certify(model, xb, lb, targets=targets, mode=mode, bounds=bounds, local=local)  # type: ignore[arg-type]
+        c = certify(model, xb, lb, targets=targets, mode=mode, bounds=bounds, local=local)
         df = c.to_frame()
         df.insert(0, "index", range(s, s + xb.shape[0]))
         if targets not in ("runner-up", "all"):  # the paper's runner-up radius (already in c.radii for "all")
@@ -97,7 +97,7 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
 
 
 def curvature_table(model: MLP, images: torch.Tensor, *, min_images: int = 1, method: str = "exact",
-                    bounds: Bounds | None = None, bound_method: str = "auto"):
+                    bounds: Bounds | None = None, bound_method: Method = "auto"):
     """K_lb (App. H.1: largest |eigenvalue| over test images whose prediction is y and runner-up t) beside K_ub,
     per pair with at least ``min_images`` images: DataFrame with y, t, n_images, K_lb, K_ub, ratio; plus the
     averages in ``df.attrs``."""
@@ -105,7 +105,7 @@ def curvature_table(model: MLP, images: torch.Tensor, *, min_images: int = 1, me
 
     pc: PairCurvature = measured_curvature(model, images, method=method)
     if bounds is None:
-        bounds = curvature_bounds(model, method=bound_method)  # type: ignore[arg-type]
+        bounds = curvature_bounds(model, method=bound_method)
     mask = pc.mask(min_images)
     y, t = mask.nonzero(as_tuple=True)
     if y.numel() == 0:

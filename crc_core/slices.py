@@ -227,7 +227,7 @@ def slice_from_certificate(model: MLP, x0: torch.Tensor, cert: CertificateBatch,
                            "radius without one): pick another target or direction.")
         other = cert.x_boundary_t[i, j]
     d = second_direction(model, x0, second, y=y, t=t, rho=rho, other_boundary=other, seed=seed)
-    label = second if second != "target" else f"target {int(other_target)}"  # type: ignore[arg-type]
+    label = second if second != "target" else f"target {other_target}"
     return decision_slice(model, x0, cert.x_boundary[i], d, radius=float(cert.radius[i]), rho=rho, y=y,
                           half_width=half_width, grid=grid, second=label)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, cast
 
 from ..errors import CRCError
 from .progress import Progress
@@ -81,7 +81,7 @@ def run_methods(model, images, labels, methods: tuple[str, ...], *, targets: str
     methods' flags, attack_upper (distance of the closest prediction change found; inf without --attacks)."""
     import pandas as pd
 
-    from ..compare import compare_certificates
+    from ..compare import Targets, compare_certificates
 
     frames = []
     N = images.shape[0]
@@ -89,7 +89,8 @@ def run_methods(model, images, labels, methods: tuple[str, ...], *, targets: str
     try:
         for s in range(0, N, batch_size):
             res = compare_certificates(model, images[s:s + batch_size], labels[s:s + batch_size], methods=methods,
-                                       targets=targets, attack=attack, smoothing_options=smoothing)  # type: ignore[arg-type]
+                                       targets=cast(Targets, targets), attack=attack,  # validated above
+                                       smoothing_options=smoothing)
             df = res.to_frame().drop(columns=["best_sound", "violation"])
             df.insert(0, "index", range(s, s + len(df)))
             frames.append(df)

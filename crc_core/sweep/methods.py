@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
 from ..baselines.smoothing import SMOOTHING_GUARANTEE
 from ..bounds import curvature_bounds
-from ..certify import TARGET_MODES, certify
-from ..compare import compare_certificates
+from ..certify import TARGET_MODES, SolverMode, TargetMode, certify
+from ..compare import Targets, compare_certificates
 from ..models import MLP
 
 __all__ = ["METHODS", "CertificateMethod", "MethodResult", "compared_radii", "crc_radii"]
@@ -59,8 +60,8 @@ def crc_radii(model: MLP, images: torch.Tensor, labels: torch.Tensor, target: st
     bounds = curvature_bounds(model)  # all ordered pairs, computed once for every batch
     radii, exact, correct = [], [], []
     for s in range(0, images.shape[0], CERTIFY_BATCH):
-        c = certify(model, images[s:s + CERTIFY_BATCH], labels[s:s + CERTIFY_BATCH], targets=target,  # type: ignore[arg-type]
-                    mode=mode, bounds=bounds)  # type: ignore[arg-type]
+        c = certify(model, images[s:s + CERTIFY_BATCH], labels[s:s + CERTIFY_BATCH],
+                    targets=cast(TargetMode, target), mode=cast(SolverMode, mode), bounds=bounds)  # validated
         radii.append(torch.where(c.correct, c.radius, torch.zeros_like(c.radius)))
         exact.append(c.exact & c.correct)
         correct.append(c.correct)
@@ -74,7 +75,7 @@ def compared_radii(name: str) -> RadiusFn:
 
     def radii(model: MLP, images: torch.Tensor, labels: torch.Tensor, target: str, mode: str) -> MethodResult:
         out = [compare_certificates(model, images[s:s + CERTIFY_BATCH], labels[s:s + CERTIFY_BATCH], methods=(name,),
-                                    targets=target, attack=False).radius(name)  # type: ignore[arg-type]
+                                    targets=cast(Targets, target), attack=False).radius(name)  # validated
                for s in range(0, images.shape[0], CERTIFY_BATCH)]
         return MethodResult(torch.cat(out).to(images.device))
 
