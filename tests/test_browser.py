@@ -11,20 +11,15 @@ from __future__ import annotations
 import math
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+import browser_helpers as B  # noqa: E402  (before anything that needs playwright)
 
-if not CHROMIUM.exists():
-    pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+sync_api = B.require_browser()
+SHOTS = B.SHOTS
 
 import app_helpers as H  # noqa: E402
 
@@ -40,20 +35,9 @@ def app_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(app_url):
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(60_000)
+        browser, pg = B.launch(p)
         yield pg
         browser.close()
-
-
-def _idle(pg, settle: float = 0.8) -> None:
-    """Wait until the script run is over (Streamlit's 'running' status widget stays gone) and the page is calm."""
-    pg.wait_for_selector('[data-testid="stMain"]')
-    for _ in range(2):
-        time.sleep(0.5)
-        pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
-    time.sleep(settle)
 
 
 def _see(pg, text: str) -> None:
@@ -68,21 +52,6 @@ def _charts(pg, n: int) -> int:
     return pg.locator('[data-testid="stPlotlyChart"]').count()
 
 
-def _check(pg, name: str) -> None:
-    """No exception box, no error message; save a screenshot of the whole page."""
-    exc = pg.locator('[data-testid="stException"]')
-    assert exc.count() == 0, exc.first.inner_text()
-    err = pg.locator('[data-testid="stAlertContentError"]')
-    assert err.count() == 0, err.first.inner_text()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    h = pg.evaluate("() => { const m = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
-                    " return m ? m.scrollHeight + 120 : 1000; }")
-    pg.set_viewport_size({"width": 1400, "height": max(1000, min(int(h), 7000))})
-    time.sleep(0.6)
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-    pg.set_viewport_size({"width": 1400, "height": 1000})
-
-
 def _set_slider(pg, value: float, label: str = "At ρ = {:g}") -> None:
     """Move the first slider to ``value`` with the keyboard, one key at a time, until the app shows it.
 
@@ -93,18 +62,18 @@ def _set_slider(pg, value: float, label: str = "At ρ = {:g}") -> None:
         slider = pg.locator('[data-testid="stSlider"] input[type="range"]').first
         now = float(slider.input_value())
         if abs(now - value) < 1e-9:
-            _idle(pg)
+            B.idle(pg)
             try:
                 pg.get_by_text(label.format(value)).first.wait_for(state="visible", timeout=20_000)
                 return
             except sync_api.TimeoutError:  # the last value never reached the script: send it again
                 slider.focus()
                 slider.press("ArrowLeft")
-                _idle(pg)
+                B.idle(pg)
                 continue
         slider.focus()
         slider.press("ArrowRight" if now < value else "ArrowLeft")
-        _idle(pg, settle=0.3)
+        B.idle(pg, settle=0.3)
     raise AssertionError(f"the slider did not reach {value} (it shows {slider.input_value()})")
 
 
@@ -112,7 +81,7 @@ def _goto(pg, url: str, title: str) -> None:
     """Open ``url`` and wait until its title is drawn and the script run is over."""
     pg.goto(url)
     pg.get_by_role("heading", name=title).first.wait_for(timeout=90_000)
-    _idle(pg)
+    B.idle(pg)
 
 
 def test_every_page_in_a_real_browser(app_url, page):
@@ -126,13 +95,13 @@ def test_every_page_in_a_real_browser(app_url, page):
     link = pg.locator('[data-testid="stMain"] [data-testid="stPageLink"]').first.bounding_box()
     upload = pg.get_by_text("Upload a checkpoint").first.bounding_box()
     assert start["y"] < 500 and link["y"] < 600 < upload["y"], (start, link, upload)
-    _check(pg, "1-home")
+    B.check(pg, "1-home")
 
     # Certify: click a gallery thumbnail itself (finding 8), then move ρ with the keyboard
     _goto(pg, f"{app_url}/Certify", "Certify: how far is this image from changing class?")
     thumb = pg.locator(".st-key-thumb_3 img").first.bounding_box()  # a click on the picture, where a user clicks
     pg.mouse.click(thumb["x"] + thumb["width"] / 2, thumb["y"] + thumb["height"] / 2)
-    _idle(pg)
+    B.idle(pg)
     _see(pg, "The certificate of test image #3")
     _set_slider(pg, 0.7, label="4 · At ρ = {:g}")  # the section's title (the gallery's filter has folded away)
     _see(pg, "4 · At ρ = 0.7")
@@ -141,13 +110,13 @@ def test_every_page_in_a_real_browser(app_url, page):
     interval = re.search(r"lies in \[([\d.]+), ([\d.]+)\]", text)
     if interval:
         assert re.search(r"over all classes: distance ([\d.]+)", text)[1] == interval[2]
-    _check(pg, "3-certify")
+    B.check(pg, "3-certify")
 
     # Curvature: the pair tables and the comparison across models
     _goto(pg, f"{app_url}/Curvature", "Curvature: bounds vs reality")
     _see(pg, "Across models")
     assert _charts(pg, 5) >= 5
-    _check(pg, "4-curvature")
+    B.check(pg, "4-curvature")
 
     # Hessian: another test image
     _goto(pg, f"{app_url}/Hessian", "Hessian: the curvature at one image")
@@ -155,7 +124,7 @@ def test_every_page_in_a_real_browser(app_url, page):
         box = pg.get_by_label("Test image #", exact=True)
         box.fill("5")
         box.press("Enter")
-        _idle(pg)
+        B.idle(pg)
         try:
             pg.get_by_text("test image #5").first.wait_for(state="visible", timeout=30_000)
             break
@@ -163,14 +132,14 @@ def test_every_page_in_a_real_browser(app_url, page):
             if attempt == 2:
                 raise
     assert _charts(pg, 3) >= 3
-    _check(pg, "5-hessian")
+    B.check(pg, "5-hessian")
 
     # Train: invalid fields say why nothing starts (finding 6); a tiny run to the end (live curves, saved model),
     # then a default run stopped with the button
     _goto(pg, f"{app_url}/Train", "Train a network")
     pg.get_by_label("Epochs", exact=True).fill("-2")
     pg.get_by_role("button", name="Start training").click()
-    _idle(pg)
+    B.idle(pg)
     _see(pg, "Not started: Epochs must be a whole number from 1 to 100")
     pg.get_by_text("standard (cross-entropy only)").click()
     pg.get_by_label("Epochs", exact=True).fill("2")
@@ -179,9 +148,9 @@ def test_every_page_in_a_real_browser(app_url, page):
     pg.get_by_label("Test images certified each epoch", exact=True).fill("50")
     pg.get_by_role("button", name="Start training").click()
     pg.get_by_text("Finished after").wait_for(timeout=90_000)
-    _idle(pg)
+    B.idle(pg)
     assert _charts(pg, 1) == 1
-    _check(pg, "2-train")
+    B.check(pg, "2-train")
 
     pg.get_by_text("CRT (curvature attack inputs + γ·K)").click()
     pg.get_by_label("Training images (0 = all)", exact=True).fill("0")
@@ -201,12 +170,12 @@ def test_every_page_in_a_real_browser(app_url, page):
     stop.click()
     pg.get_by_text("Stopped after").wait_for(timeout=60_000)
     other.get_by_text("K_lb per pair (measured at 200 test images)").first.wait_for(timeout=120_000)
-    _idle(other)
-    _check(other, "4-curvature-after-waiting")
+    B.idle(other)
+    B.check(other, "4-curvature-after-waiting")
     other.close()
     _see(pg, "it is now the model picked in the sidebar")
-    _idle(pg)
-    _check(pg, "2-train-stopped")
+    B.idle(pg)
+    B.check(pg, "2-train-stopped")
 
 
 def _shot(pg, name: str) -> None:
@@ -248,7 +217,7 @@ def test_certify_extras_projector_link_slice_and_drawing(app_url, browser_page_7
     # side by side with a standard model (the same image): two panels, two discs
     pg.get_by_role("combobox", name="Side by side with (same image)").click()
     pg.get_by_role("option", name=re.compile("standard")).first.click()
-    _idle(pg)
+    B.idle(pg)
     pair = pg.locator('[data-testid="stPlotlyChart"]').filter(has_text=re.compile(r"standard.*: r = ")).first
     pair.wait_for(timeout=90_000)
     pair.scroll_into_view_if_needed()
@@ -268,11 +237,11 @@ def test_certify_extras_projector_link_slice_and_drawing(app_url, browser_page_7
     for k in range(1, 21):
         pg.mouse.move(x0 + 10 * math.sin(k / 3), y0 + k * box["height"] * 0.03, steps=2)
     pg.mouse.up()
-    _idle(pg)
+    B.idle(pg)
     _see(pg, "The certificate of uploaded image your drawing")
     frame.scroll_into_view_if_needed()
     _shot(pg, "8-certify-drawing")
-    _check(pg, "8-certify-drawing-full")
+    B.check(pg, "8-certify-drawing-full")
     pg.set_viewport_size({"width": 1280, "height": 720})
 
     # a garbage link: the page opens with a note and the defaults
@@ -287,7 +256,7 @@ def test_certify_extras_projector_link_slice_and_drawing(app_url, browser_page_7
     pg.locator(".st-key-thumb_3 img").first.scroll_into_view_if_needed()
     thumb = pg.locator(".st-key-thumb_3 img").first.bounding_box()  # a click on the picture (the button lies over it)
     pg.mouse.click(thumb["x"] + thumb["width"] / 2, thumb["y"] + thumb["height"] / 2)
-    _idle(pg)
+    B.idle(pg)
     _see(pg, "The certificate of test image #3")
     pg.evaluate("() => window.scrollTo(0, 0)")
     pg.locator('[data-testid="stMain"]').evaluate("m => m.scrollTo && m.scrollTo(0, 0)")

@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+import browser_helpers as B  # noqa: E402  (before anything that needs playwright)
 
-if not CHROMIUM.exists():
-    pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+sync_api = B.require_browser()
 
 import app_helpers as H  # noqa: E402
 
@@ -41,54 +34,29 @@ def page(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     log = tmp_path_factory.mktemp("log") / "streamlit.log"
     with H.streamlit_server(models, runs, log) as (url, _proc), sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(60_000)
+        browser, pg = B.launch(p)
         pg.app_url = url
         yield pg
         browser.close()
 
 
-def _idle(pg, settle: float = 0.8) -> None:
-    pg.wait_for_selector('[data-testid="stMain"]')
-    for _ in range(2):
-        time.sleep(0.5)
-        pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
-    time.sleep(settle)
-
-
 def _goto(pg, path: str, title: str) -> None:
     pg.goto(f"{pg.app_url}/{path}")
     pg.get_by_role("heading", name=title).first.wait_for(timeout=90_000)
-    _idle(pg)
+    B.idle(pg)
 
 
 def _switch(pg, label: str, title: str) -> None:
     """Go to another page through the sidebar (the same session: the picked model stays)."""
     pg.locator('[data-testid="stSidebar"]').get_by_role("link", name=label).first.click()
     pg.get_by_role("heading", name=title).first.wait_for(timeout=90_000)
-    _idle(pg)
+    B.idle(pg)
 
 
 def _pick_model(pg, name: str) -> None:
     pg.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
     pg.get_by_role("option", name=re.compile(re.escape(name))).first.click()
-    _idle(pg)
-
-
-def _shot(pg, name: str) -> None:
-    """No exception box, no error message; a screenshot of the whole page."""
-    exc = pg.locator('[data-testid="stException"]')
-    assert exc.count() == 0, exc.first.inner_text()
-    err = pg.locator('[data-testid="stAlertContentError"]')
-    assert err.count() == 0, err.first.inner_text()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    h = pg.evaluate("() => { const m = document.querySelector('[data-testid=\"stMainBlockContainer\"]');"
-                    " return m ? m.scrollHeight + 120 : 1000; }")
-    pg.set_viewport_size({"width": 1400, "height": max(1000, min(int(h), 7000))})
-    time.sleep(0.6)
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-    pg.set_viewport_size({"width": 1400, "height": 1000})
+    B.idle(pg)
 
 
 def test_train_trades_and_relu_pages_in_a_browser(page):
@@ -96,32 +64,32 @@ def test_train_trades_and_relu_pages_in_a_browser(page):
     _goto(pg, "Train", "Train a network")
     _pick_model(pg, "trades-3x256")
     pg.get_by_text("TRADES (cross-entropy + β·KL at a PGD point)").click()
-    _idle(pg)
+    B.idle(pg)
     pg.get_by_label("TRADES β (weight of the KL term)", exact=True).wait_for()
     assert pg.get_by_label("γ (curvature penalty)", exact=True).count() == 0
     pg.get_by_text("robust to PGD at ρ (empirical, an upper bound)").first.wait_for()  # the saved curves' legend
-    _shot(pg, "train-trades")
+    B.check(pg, "train-trades")
 
     pg.get_by_role("combobox", name="Activation").click()  # a combination that cannot be trained: the reason at once
     pg.get_by_role("option", name="relu", exact=True).click()
     pg.get_by_text("CRT (curvature attack inputs + γ·K)").click()
-    _idle(pg)
+    B.idle(pg)
     pg.get_by_text("needs a smooth activation").first.wait_for()
 
     _pick_model(pg, "relu-2x256")
     _switch(pg, "Curvature", "Curvature: bounds vs reality")
     pg.get_by_text("This page does not apply to ReLU networks.").first.wait_for()
-    _shot(pg, "curvature-relu")
+    B.check(pg, "curvature-relu")
     _switch(pg, "Hessian", "Hessian: the curvature at one image")
     pg.get_by_text("This page does not apply to ReLU networks.").first.wait_for()
-    _shot(pg, "hessian-relu")
+    B.check(pg, "hessian-relu")
     _switch(pg, "Train", "Train a network")
     pg.get_by_text("ReLU network: no curvature curves").first.wait_for()
-    _shot(pg, "train-relu-model")
+    B.check(pg, "train-relu-model")
     _switch(pg, "Certify", "Certify: how far is this image from changing class?")
     pg.get_by_text("certified radius (App. G)").first.wait_for(timeout=180_000)
     pg.get_by_text("zero almost everywhere").first.wait_for()
     charts = pg.locator('[data-testid="stPlotlyChart"]')  # the margins, then every method (drawn last: CROWN,
     charts.nth(1).wait_for(timeout=180_000)                  # first-order, smoothing and App. G are computed first)
-    _idle(pg, 2.0)
-    _shot(pg, "certify-relu")
+    B.idle(pg, 2.0)
+    B.check(pg, "certify-relu")
