@@ -50,3 +50,14 @@ def record(title: str, command: str, lines: list[str]) -> str:
     with path.open("a", encoding="utf-8") as fh:
         fh.write(text)
     return text
+
+
+def append_jsonl(path: Path | None, row: dict) -> None:
+    """Append one result row as a JSON line to ``path`` (nothing when None); the folder is created."""
+    if path is None:
+        return
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -18,7 +18,6 @@ For each checkpoint (trained by `python -m crc_core train`, see docs/reproductio
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import append_jsonl
 
 from crc_core.bounds import curvature_bounds
 from crc_core.certify import certify
@@ -98,10 +99,7 @@ def main() -> None:
                   for x in args.rho]
         cells += [f"{r['K_lb']:.4g}", f"{r['K_ub']:.4g}", f"{r['K_ub_thm4']:.4g}"]
         print("| " + " | ".join(cells) + " |", flush=True)
-        if args.jsonl is not None:
-            args.jsonl.parent.mkdir(parents=True, exist_ok=True)
-            with open(args.jsonl, "a") as f:
-                f.write(json.dumps(r) + "\n")
+        append_jsonl(args.jsonl, r)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ For each smooth-activation checkpoint (standard, CRT, PGD, TRADES; see docs/repr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import append_jsonl
 
 from crc_core.adversarial import pgd_robust
 from crc_core.bounds import curvature_bounds
@@ -87,10 +88,7 @@ def main() -> None:
                  f"{100 * r['certified_runner_up']:.2f}% / {100 * r['certified_all']:.2f}%",
                  f"{r['mean_radius_runner_up']:.3f} / {r['mean_radius_all']:.3f}", f"{r['mean_K_ub']:.3g}"]
         print("| " + " | ".join(cells) + " |", flush=True)
-        if args.jsonl is not None:
-            args.jsonl.parent.mkdir(parents=True, exist_ok=True)
-            with open(args.jsonl, "a") as f:
-                f.write(json.dumps(r) + "\n")
+        append_jsonl(args.jsonl, r)
 
 
 if __name__ == "__main__":

@@ -136,3 +136,23 @@ def healthy(url: str) -> bool:
             return r.read().strip() == b"ok"
     except OSError:
         return False
+
+
+APPTEST_TIMEOUT = 180  # s per script run in AppTest: torch imports and certificates on a busy 2-core CI box
+
+
+def assert_clean(at) -> None:
+    """No exception and no error box in an AppTest run."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def open_page(path: str, *, timeout: float = APPTEST_TIMEOUT):
+    """An AppTest that ran Home, then switched to ``path`` (e.g. "pages/5_Compare.py"); both runs clean."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=timeout)
+    at.run()
+    at.switch_page(path).run()
+    assert_clean(at)
+    return at

@@ -22,7 +22,7 @@ from app_lib import registry, ui
 from crc_core.data import load_dataset
 from crc_core.models import MLP
 
-TIMEOUT = 180
+TIMEOUT = H.APPTEST_TIMEOUT
 PAGE = "pages/5_Compare.py"
 
 
@@ -33,35 +33,22 @@ def app_env(monkeypatch, tmp_path) -> Path:
     return tmp_path
 
 
-def _page(path: str) -> AppTest:
-    at = AppTest.from_file(str(H.REPO / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page(path).run()
-    _ok(at)
-    return at
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
 def _job(at: AppTest) -> cv.TestSetJob:
     return at.session_state[cv.JOB_KEY][1]
 
 
 def test_compare_page_runs_the_test_set_with_progress_and_csv(app_env):
-    at = _page(PAGE)
+    at = H.open_page(PAGE)
     assert any("Start" in i.value for i in at.info)
     assert set(at.multiselect(key="cmp_methods").value) == {"crc", "crown", "lipschitz", "smoothing"}
     at.number_input(key="cmp_n").set_value(16)
     at.multiselect(key="cmp_methods").set_value(["crc", "crown", "lipschitz", "smoothing"])
     at.button(key="cmp_start").click().run()
-    _ok(at)
+    H.assert_clean(at)
     job = _job(at)
     assert job.wait(TIMEOUT) and job.status == "done" and job.n_done == 16
     at.run()
-    _ok(at)
+    H.assert_clean(at)
     assert any("Finished: 16 of 16" in c.value for c in at.caption)
     assert any("smoothed classifier" in c.value for c in at.caption)  # smoothing is labelled
     frame = job.frame()
@@ -75,13 +62,13 @@ def test_compare_page_runs_the_test_set_with_progress_and_csv(app_env):
 
 
 def test_compare_page_stop_keeps_what_is_done(app_env):
-    at = _page(PAGE)
+    at = H.open_page(PAGE)
     at.number_input(key="cmp_n").set_value(2000)
     at.multiselect(key="cmp_methods").set_value(["crown"])
     lock = __import__("app_lib.ui", fromlist=["heavy_lock"]).heavy_lock()
     with lock:  # the machine is busy: the job waits for it, and a stop while waiting ends it
         at.button(key="cmp_start").click().run()
-        _ok(at)
+        H.assert_clean(at)
         job = _job(at)
         assert job.status == "waiting"
         assert any("waiting for the machine" in (p.proto.text or "") for p in at.get("progress"))
@@ -94,16 +81,16 @@ def test_compare_page_stop_keeps_what_is_done(app_env):
     job.stop()
     assert job.wait(60) and job.status == "stopped" and 0 < job.n_done < 2000
     at.run()
-    _ok(at)
+    H.assert_clean(at)
     assert any(f"Stopped: {job.n_done} of 2000" in c.value for c in at.caption)
 
 
 def test_compare_page_table_5b_view(app_env):
-    at = _page(PAGE)
+    at = H.open_page(PAGE)
     at.multiselect(key="cmp_models").set_value(["shipped:small-standard.pt", "shipped:small-deep.pt"])
     at.number_input(key="cmp_n5").set_value(8)
     at.button(key="cmp_table").click().run()
-    _ok(at)
+    H.assert_clean(at)
     tables = [d.value for d in at.dataframe]
     mine = next(t for t in tables if "model" in t.columns)
     assert len(mine) == 2 and {"CRC (curvature)", "CROWN", "first-order (Lipschitz)", "CRC / CROWN"} <= set(mine)
@@ -113,11 +100,11 @@ def test_compare_page_table_5b_view(app_env):
 
 
 def test_certify_page_shows_every_method_against_the_attack(app_env):
-    at = _page("pages/2_Certify.py")
+    at = H.open_page("pages/2_Certify.py")
     assert any("Every certificate for this image" in s.value for s in at.subheader)
     for i in range(8):  # the first correctly classified gallery image
         at.button(key=f"pick_{i}").click().run()
-        _ok(at)
+        H.assert_clean(at)
         if not any("Misclassified: every" in x.value for x in at.info):
             break
     else:

@@ -19,7 +19,6 @@ from app_lib import registry, sweep_view
 from crc_core.sweep import SweepFolder, execute_trial, parse_sweep_config, read_results
 from crc_core.sweep.results import model_label, write_results
 
-TIMEOUT = 180
 DOC = {
     "name": "app-tiny",
     "train": {"dataset": "embedded", "widths": "2x16", "activation": "softplus", "epochs": 1, "batch_size": 64,
@@ -51,19 +50,6 @@ def app_env(monkeypatch, tmp_path, sweep_dir) -> Path:
     return tmp_path
 
 
-def _page(path: str) -> AppTest:
-    at = AppTest.from_file(str(H.REPO / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page(path).run()
-    _ok(at)
-    return at
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
 def _labels(root: Path) -> list[str]:
     return [model_label(r) for r in read_results(root).to_dict("records")]
 
@@ -85,10 +71,10 @@ def test_the_sweep_folder_is_found_and_resolved(monkeypatch, sweep_dir):
 
 
 def test_curvature_page_adds_the_sweeps_models(app_env, sweep_dir):
-    at = _page("pages/3_Curvature.py")
+    at = H.open_page("pages/3_Curvature.py")
     assert any("sweeps found" in c.value.lower() and "app-tiny" in c.value for c in at.caption)
     at.text_input(key="crc_sweep_dir").set_value("app-tiny").run()  # relative to $CRC_RUNS_DIR/sweeps
-    _ok(at)
+    H.assert_clean(at)
     labels = _labels(sweep_dir)
     assert any(all(lab in m.value for lab in labels) for m in at.markdown)  # the results table, paper style
     table = at.dataframe[-1].value
@@ -103,9 +89,9 @@ def test_curvature_page_adds_the_sweeps_models(app_env, sweep_dir):
 def test_curvature_page_measures_when_the_table_has_no_k_columns(app_env, sweep_dir, tmp_path):
     copy = tmp_path / "no-k"
     _copy_sweep(sweep_dir, copy, drop=["K_lb", "K_ub", "K_ub_thm4"])
-    at = _page("pages/3_Curvature.py")
+    at = H.open_page("pages/3_Curvature.py")
     at.text_input(key="crc_sweep_dir").set_value(str(copy)).run()
-    _ok(at)
+    H.assert_clean(at)
     table = at.dataframe[-1].value
     swept = table[table["model"].str.endswith("(sweep)")]
     assert len(swept) == 2 and swept["K_lb"].notna().all()
@@ -113,9 +99,9 @@ def test_curvature_page_measures_when_the_table_has_no_k_columns(app_env, sweep_
 
 
 def test_compare_page_table_5b_reads_the_mean_certificates(app_env, sweep_dir):
-    at = _page("pages/5_Compare.py")
+    at = H.open_page("pages/5_Compare.py")
     at.text_input(key="cmp_sweep_dir").set_value(str(sweep_dir)).run()
-    _ok(at)
+    H.assert_clean(at)
     table = at.dataframe[-1].value
     df = read_results(sweep_dir)
     assert list(table["model"]) == [f"{lab} (sweep)" for lab in _labels(sweep_dir)]
@@ -127,10 +113,10 @@ def test_compare_page_table_5b_reads_the_mean_certificates(app_env, sweep_dir):
 def test_compare_page_certifies_when_the_table_has_no_mean_certificates(app_env, sweep_dir, tmp_path):
     copy = tmp_path / "no-means"
     _copy_sweep(sweep_dir, copy, drop=[c for c in read_results(sweep_dir).columns if c.startswith("mean_radius_")])
-    at = _page("pages/5_Compare.py")
+    at = H.open_page("pages/5_Compare.py")
     at.number_input(key="cmp_n5").set_value(8).run()
     at.text_input(key="cmp_sweep_dir").set_value(str(copy)).run()
-    _ok(at)
+    H.assert_clean(at)
     table = at.dataframe[-1].value
     assert len(table) == 2 and {"CRC (curvature)", "CROWN", "first-order (Lipschitz)"} <= set(table.columns)
     assert (table["CRC (curvature)"] >= 0).all() and (table["CROWN"] >= 0).all()
@@ -154,9 +140,9 @@ def _copy_sweep(src: Path, dst: Path, *, drop: list[str] | None = None, keep_row
     (lambda tmp: _mkdir(tmp / "models"), "is not a sweep folder"),
 ])
 def test_bad_folders_get_one_sentence(app_env, tmp_path, make, expected):
-    at = _page("pages/3_Curvature.py")
+    at = H.open_page("pages/3_Curvature.py")
     at.text_input(key="crc_sweep_dir").set_value(str(make(tmp_path))).run()
-    _ok(at)
+    H.assert_clean(at)
     assert any(expected in w for w in _warnings(at)), _warnings(at)
     assert at.dataframe  # the rest of the page is still there
 
@@ -164,7 +150,7 @@ def test_bad_folders_get_one_sentence(app_env, tmp_path, make, expected):
 def test_a_table_missing_columns_and_an_unfinished_sweep(app_env, sweep_dir, tmp_path):
     bad = tmp_path / "bad-columns"
     _copy_sweep(sweep_dir, bad, drop=["checkpoint"])
-    at = _page("pages/5_Compare.py")
+    at = H.open_page("pages/5_Compare.py")
     at.text_input(key="cmp_sweep_dir").set_value(str(bad)).run()
     assert not at.exception
     assert any("lacks the column checkpoint" in e.value for e in at.error)
@@ -176,7 +162,7 @@ def test_a_table_missing_columns_and_an_unfinished_sweep(app_env, sweep_dir, tmp
     (trial / "status.json").write_text('{"state": "running"}')
     pd.DataFrame(read_results(running).iloc[:1]).to_csv(running / "results.csv", index=False)
     at.text_input(key="cmp_sweep_dir").set_value(str(running)).run()
-    _ok(at)
+    H.assert_clean(at)
     assert any("1 finished" in i.value and "1 running" in i.value for i in at.info), [i.value for i in at.info]
     assert len(at.dataframe[-1].value) == 1  # the finished trial's row
 
