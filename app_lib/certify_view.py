@@ -367,7 +367,8 @@ class LocalView:
 def _local(key: str, image_key: str, mode: str, device: str, _model, _x, _label, _table) -> float:
     lab = None if _label is None else torch.tensor([_label], device=device)
     with torch.no_grad():
-        return float(certify(_model, _x[None].to(device), lab, mode=mode, bounds=_table, local=True).radius[0])
+        cert = certify(_model, _x[None].to(device), lab, mode=mode, bounds=_table, local=True, refine="minimum")
+        return float(cert.radius[0])
 
 
 def local_view(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, mode: str) -> LocalView:

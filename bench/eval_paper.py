@@ -48,7 +48,7 @@ def evaluate_checkpoint(path: Path, dataset: str, rhos: list[float], samples: in
     idx = fixed_eval_sample(len(test), samples)
     x, y = x_all[idx], y_all[idx]
     bounds = curvature_bounds(model)  # all pairs, default method (certification grade)
-    cert = certify(model, x, y, targets="all", mode="fast", bounds=bounds)
+    cert = certify(model, x, y, targets="all", mode="fast", bounds=bounds, refine="minimum")
     row: dict = {"checkpoint": str(path), "label": meta.get("label"), "dataset": dataset,
                  "epochs": meta.get("epochs"), "command": meta.get("command"), "standard_accuracy": acc,
                  "samples": int(x.shape[0]), "bound_method": bounds.method}

@@ -22,17 +22,20 @@ import torch
 from .bounds import Bounds, Method, curvature_bounds
 from .dual import BoundTracker, bound_at, dual_lower_bound
 from .errors import CRCError
-from .hessian import MarginOracle, as_dtype, f32_matmul_is_ieee, runner_up
+from .f32_bounds import f32_matmul_is_ieee
+from .hessian import MarginOracle, as_dtype, runner_up
 from .local import local_certificate
 from .models import MLP, require_curvature_model
-from .solvers.fast import Rows, per_image_points, solve_fast
+from .solvers.fast import FastResult, Rows, solve_fast
 from .solvers.paper import solve_paper
 from .tolerances import EXACT_DIST_RTOL, EXACT_MARGIN_RTOL, TINY_F64
 
 TargetMode = Literal["all", "runner-up", "random", "least"]
 SolverMode = Literal["fast", "paper"]
+RefineMode = Literal["every-target", "minimum"]
 TARGET_MODES: tuple[str, ...] = get_args(TargetMode)
 SOLVER_MODES: tuple[str, ...] = get_args(SolverMode)
+REFINE_MODES: tuple[str, ...] = get_args(RefineMode)
 
 
 @dataclass
@@ -49,9 +52,10 @@ class CertificateBatch:
 
     Per class (B, C), indexed by class id, nan / False / 0 where the class was not a target:
     ``radii`` = ``radius_by_class``, ``exact_t`` = ``exact_by_class``, ``n_grad_t`` = ``n_grad_by_class``;
-    ``logits`` (B, C). With targets="all" a class that provably cannot be the image's minimum is not refined:
-    its radius is a sound lower bound, possibly looser than a solve of that target alone (the per-image radius
-    and the runner-up's are refined fully).
+    ``logits`` (B, C); ``refined_t`` = ``refined_by_class`` (B, C) bool: the class's radius is its own certificate
+    (solved as if it were the only target). Always True with refine="every-target" (the default); with
+    refine="minimum" a class that provably cannot be the image's minimum is left early (False): its radius is a
+    sound lower bound, possibly looser. The per-image radius and the runner-up's are always refined fully.
 
     Per target row (B, T), in the order of ``targets_t`` = ``target_by_row`` (class ids):
     ``x_boundary_t`` = ``x_boundary_by_row`` (B, T, D), ``eta_t`` = ``eta_by_row``, ``margin_t`` = ``margin_by_row``
@@ -75,6 +79,7 @@ class CertificateBatch:
     exact_t: torch.Tensor
     n_grad_t: torch.Tensor
     logits: torch.Tensor
+    refined_t: torch.Tensor
     targets_t: torch.Tensor
     x_boundary_t: torch.Tensor
     eta_t: torch.Tensor
@@ -89,6 +94,7 @@ class CertificateBatch:
     radius_by_class = property(lambda self: self.radii, doc="(B, C) radius per class id; nan where not a target.")
     exact_by_class = property(lambda self: self.exact_t, doc="(B, C) bool: exact per class id.")
     n_grad_by_class = property(lambda self: self.n_grad_t, doc="(B, C) gradient evaluations per class id.")
+    refined_by_class = property(lambda self: self.refined_t, doc="(B, C) bool: the class's own certificate.")
     target_by_row = property(lambda self: self.targets_t, doc="(B, T) the class id of each target row.")
     x_boundary_by_row = property(lambda self: self.x_boundary_t, doc="(B, T, D) boundary/dual point per row.")
     eta_by_row = property(lambda self: self.eta_t, doc="(B, T) η of each row's certificate.")
@@ -148,11 +154,13 @@ def choose_targets(logits: torch.Tensor, y: torch.Tensor, mode: TargetMode, *, s
 
 @dataclass
 class RowCertificates:
-    """Finalised (float64) results per (image, target) row, N = B·T rows in image-major order.
+    """Finalised results per (image, target) row, N = B·T rows in image-major order (float64 scalars; the points
+    in the solver's dtype).
 
     radius, eta, margin (f at x_show), upper (N,); exact (N,) bool; x_show (N, D) the boundary point (exact), else
     the closest boundary point found, else the dual's point; x_dual (N, D) the point of the best bound;
-    n_grad (N,) gradient evaluations including the finalisation."""
+    n_grad (N,) gradient evaluations including the finalisation; refined (N,) bool: the row was solved as if it
+    were the only target (False: left early as it cannot be its image's minimum; sound, possibly looser)."""
 
     radius: torch.Tensor
     exact: torch.Tensor
@@ -162,33 +170,37 @@ class RowCertificates:
     x_show: torch.Tensor
     x_dual: torch.Tensor
     n_grad: torch.Tensor
+    refined: torch.Tensor
 
     @classmethod
-    def empty(cls, tracker: BoundTracker, n_grad: torch.Tensor) -> RowCertificates:
+    def empty(cls, tracker: BoundTracker, n_grad: torch.Tensor, dropped: torch.Tensor) -> RowCertificates:
         """Rows before finalisation: radius 0, not exact, upper and x_show from the tracker (the closest boundary
-        point found, else the best bound's point), n_grad + 1 (the finalisation's ∇f)."""
+        point found, else the best bound's point), n_grad (the finalisation adds its own), refined = not dropped."""
         z = torch.zeros_like(tracker.lb)
-        xb = tracker.x_lb.double()
         found = torch.isfinite(tracker.d_up)[:, None]
         return cls(z.clone(), torch.zeros_like(z, dtype=torch.bool), z.clone(), z.clone(), tracker.d_up.clone(),
-                   torch.where(found, tracker.x_up.double(), xb), xb, n_grad + 1)
+                   torch.where(found, tracker.x_up, tracker.x_lb), tracker.x_lb, n_grad.clone(), ~dropped)
 
 
 @torch.no_grad()
 def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, targets: TargetMode = "all",
             mode: SolverMode = "fast", bounds: Bounds | None = None, bound_method: Method = "auto",
-            local: bool = False, seed: int = 0) -> CertificateBatch:
+            local: bool = False, seed: int = 0, refine: RefineMode = "every-target") -> CertificateBatch:
     """Certified L2 radii for images x (B, D) (or (B, 1, 28, 28)) in [0, 1].
 
     labels (B,): true labels; a misclassified image gets radius 0 (``correct`` False). Without labels the
     prediction is certified. targets: "all" (default; the radius of the classifier), "runner-up" (the paper's),
     "random", "least". mode: "fast" or "paper". bounds: a precomputed table covering the needed pairs (e.g.
-    ``curvature_bounds(model)`` cached per model); computed when None. local: 2-layer nets only, refine the
+    ``curvature_bounds(model)`` cached per model); computed when None. local: 2-layer nets only, tighten the
     certificates that are not exact with local curvature bounds (section 7.4); never smaller than the global ones.
+    refine (fast mode, several targets): "every-target" solves each target as if it were the only one (every
+    per-class radius is that class's own certificate); "minimum" solves fully only what the image's radius and
+    the runner-up's need (a target that provably cannot be the minimum keeps a sound, looser bound; see
+    ``refined_t``): same per-image and runner-up radii, far fewer gradient evaluations.
 
     Guarantee: no x' with ‖x' - x0‖ < radius changes the prediction (in exact arithmetic on the float64 model).
     """
-    x0, label = _validate(model, x, labels, targets=targets, mode=mode, local=local)
+    x0, label = _validate(model, x, labels, targets=targets, mode=mode, local=local, refine=refine)
     logits = model(x0)
     pred = logits.argmax(1)
     label = pred.clone() if label is None else label  # without labels the prediction is certified
@@ -199,21 +211,24 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
         pairs = torch.unique(y_row * model.n_classes + t_row)
         bounds = curvature_bounds(model, pairs // model.n_classes, pairs % model.n_classes, method=bound_method)
     pb = bounds.for_pairs(y_row, t_row)
-    rows = Rows(x0[image], pb.m, pb.M, group=image, protect=t_row == runner_up(logits, pred)[image])
+    protect = t_row == runner_up(logits, pred)[image] if refine == "minimum" else torch.ones_like(image).bool()
+    rows = Rows(x0[image], pb.m, pb.M, group=image, protect=protect)
     tracker = BoundTracker.new(rows.x0)
     oracle = MarginOracle(model, y_row, t_row)
+    m64 = as_dtype(model, torch.float64)
     if mode == "paper":
-        n_grad = solve_paper(oracle, rows.x0, pb.m, pb.M, pb.K, tracker)
+        solved = FastResult(solve_paper(oracle, rows.x0, pb.m, pb.M, pb.K, tracker), torch.zeros_like(protect))
     else:
-        n_grad = solve_fast(oracle, rows, tracker)
-    res = finalise(model, rows, y_row, t_row, tracker, n_grad)
+        proved = x0.dtype == torch.float32 and f32_matmul_is_ieee(x0.device)
+        solved = solve_fast(oracle, rows, tracker, model64=m64 if proved else None)
+    res = finalise(m64, rows, y_row, t_row, tracker, solved)
     if local:
-        _refine_locally(model, rows, y_row, t_row, res)
+        _refine_locally(m64, rows, y_row, t_row, res)
     return _reduce(res, logits, pred, label, T, mode=mode, targets=targets, bound_method=bounds.method)
 
 
-def _validate(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, *, targets: str, mode: str, local: bool
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _validate(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, *, targets: str, mode: str, local: bool,
+              refine: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Every check before any work: returns images x0 (B, D) in the model's dtype and labels (B,) (or None)."""
     require_curvature_model(model)
     if local and model.depth != 2:
@@ -222,6 +237,8 @@ def _validate(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, *, targe
         raise CRCError(f"Unknown solver mode {mode!r}; use one of {', '.join(SOLVER_MODES)}.")
     if targets not in TARGET_MODES:
         raise CRCError(f"Unknown target mode {targets!r}; use one of {', '.join(TARGET_MODES)}.")
+    if refine not in REFINE_MODES:
+        raise CRCError(f"Unknown refine mode {refine!r}; use one of {', '.join(REFINE_MODES)}.")
     x0 = model.flatten_input(x).detach().to(model.layers[0].weight.dtype)
     if not torch.isfinite(x0).all():
         raise CRCError("Input images contain NaN or infinite values.")
@@ -238,50 +255,49 @@ def _validate(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, *, targe
     return x0, label
 
 
-def finalise(model: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: BoundTracker,
-             n_grad: torch.Tensor) -> RowCertificates:
-    """Recompute (*) in float64 on a float64 copy of the model at each row's best point; decide exactness.
+def finalise(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: BoundTracker, solved: FastResult
+             ) -> RowCertificates:
+    """Recompute (*) in float64 on the float64 model ``m64`` at each row's best point; decide exactness.
+    Rows the solver dropped (``solved.dropped``) are not ``refined``.
 
-    With several targets per image, rows still at x0 that are not protected (targets settled by their first
-    step, which cannot be the image's minimum) take the bound at x0 from f(x0) (float64) and a proved upper
-    bound on ‖∇f(x0)‖ whose widest product is float32 (:meth:`MarginOracle.grad_norm_upper_at_images`): (*) at
-    x0 decreases in ‖∇f‖, so the radius stays a proved lower bound, marginally looser and never ``exact``. Where
-    it does not stay strictly above the image's minimum over its other rows, the row is finalised in float64 like
-    the others: the per-image radius is the one the full float64 finalisation gives."""
-    m64 = as_dtype(model, torch.float64)
+    Where the solver's first step proved f(x0) and an upper bound on ‖∇f(x0)‖ (``solved.grad_norm_up_x0``), rows
+    still at x0 that are not protected (targets settled by their first step, which cannot be the image's minimum)
+    take the bound (*) at x0 from these two numbers: (*) at x0 decreases in ‖∇f‖, so the radius is a proved lower
+    bound, marginally looser and never ``exact``. Where it does not stay strictly above the image's minimum over
+    its other rows, the row is finalised in float64 like the others: the per-image radius is the one the full
+    float64 finalisation gives. Rows that keep the looser radius are not ``refined``."""
     oracle = MarginOracle(m64, y, t)
-    x0d, xb = rows.x0.double(), tracker.x_lb.double()
-    N = x0d.shape[0]
-    images = per_image_points(Rows(x0d, rows.m, rows.M, group=rows.group))
-    settled = torch.zeros(N, dtype=torch.bool, device=x0d.device)
-    if images is None or images.shape[0] == N:  # one target per image: nothing to share
-        f0 = _margins(m64, x0d, y, t, rows.group)
+    x0, xb = rows.x0, tracker.x_lb  # the solver's dtype; rows are taken to float64 where they are evaluated
+    settled = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+    if solved.grad_norm_up_x0 is not None and solved.f_x0 is not None and rows.protect is not None:
+        settled = (xb == x0).all(1) & ~rows.protect
+        f0 = solved.f_x0
     else:
-        if rows.protect is not None and f32_matmul_is_ieee(x0d.device):
-            settled = (xb == x0d).all(1) & ~rows.protect
-        f0, g_up = oracle.grad_norm_upper_at_images(images, settled.nonzero()[:, 0])
-    res = RowCertificates.empty(tracker, n_grad)
-    _finalise_rows(oracle, x0d, xb, f0, rows.m, tracker, (~settled).nonzero()[:, 0], res)
+        f0 = _margins(m64, x0.double(), y, t, rows.group)
+    res = RowCertificates.empty(tracker, solved.n_grad, solved.dropped)
+    _finalise_rows(oracle, x0, xb, f0, rows.m, tracker, (~settled).nonzero()[:, 0], res)
     if settled.any():
         s = settled.nonzero()[:, 0]
+        g_up = solved.grad_norm_up_x0[s]
         zero = torch.zeros_like(g_up)
         lb, eta = dual_lower_bound(zero, f0[s], zero, zero, g_up * g_up, zero, rows.m[s])
         rad = (2 * torch.where(f0[s] > 0, lb.clamp_min(0), zero)).sqrt()
-        others = torch.full((int(rows.group.max()) + 1,), float("inf"), dtype=torch.float64, device=x0d.device)
+        others = torch.full((int(rows.group.max()) + 1,), float("inf"), dtype=torch.float64, device=x0.device)
         others.scatter_reduce_(0, rows.group[~settled], res.radius[~settled], reduce="amin")
         ok = rad > others[rows.group[s]]  # strictly: never the image's arg-min; NaN fails
         res.radius[s[ok]], res.eta[s[ok]], res.margin[s[ok]] = rad[ok], eta[ok], f0[s[ok]]
-        _finalise_rows(oracle, x0d, xb, f0, rows.m, tracker, s[~ok], res)
+        res.refined[s[ok]] = False
+        _finalise_rows(oracle, x0, xb, f0, rows.m, tracker, s[~ok], res)
     return res
 
 
-def _finalise_rows(oracle: MarginOracle, x0d: torch.Tensor, xb: torch.Tensor, f0: torch.Tensor, m: torch.Tensor,
+def _finalise_rows(oracle: MarginOracle, x0: torch.Tensor, xb: torch.Tensor, f0: torch.Tensor, m: torch.Tensor,
                    tracker: BoundTracker, idx: torch.Tensor, res: RowCertificates) -> None:
     """Rows ``idx`` in float64: (*) at the best point xb from the float64 ∇f there, and the exactness test (one
     Newton step onto the boundary within the certified radius); written into ``res`` in place."""
     if idx.numel() == 0:
         return
-    x0i, xbi, f0i = x0d[idx], xb[idx], f0[idx]
+    x0i, xbi, f0i = x0[idx].double(), xb[idx].double(), f0[idx]
     f, g = oracle(xbi, idx)
     lb, eta = bound_at(xbi, x0i, f, g, m[idx], tracker.eta[idx])
     rad = (2 * torch.where(f0i > 0, lb.clamp_min(0), torch.zeros_like(lb))).sqrt()
@@ -294,8 +310,8 @@ def _finalise_rows(oracle: MarginOracle, x0d: torch.Tensor, xb: torch.Tensor, f0
     exact = near & (f_on.abs() <= EXACT_MARGIN_RTOL * (1 + f0i.abs()))
     res.radius[idx], res.exact[idx], res.eta[idx], res.margin[idx] = rad, exact, eta, f_on.where(exact, f)
     res.upper[idx] = torch.where(exact, d_on, tracker.d_up[idx])
-    res.x_show[idx] = torch.where(exact[:, None], x_on, res.x_show[idx])
-    res.n_grad[idx] += near.long()  # the Newton check's f
+    res.x_show[idx] = torch.where(exact[:, None], x_on.to(res.x_show.dtype), res.x_show[idx])
+    res.n_grad[idx] += 1 + near.long()  # the float64 ∇f at xb and the Newton check's f
 
 
 def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, group: torch.Tensor | None = None
@@ -311,12 +327,13 @@ def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, grou
     return z.gather(1, y[:, None])[:, 0] - z.gather(1, t[:, None])[:, 0]
 
 
-def _refine_locally(model: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, res: RowCertificates) -> None:
-    """Section 7.4 on the rows that are not exact (2-layer nets): res.radius only ever grows (in place)."""
+def _refine_locally(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, res: RowCertificates) -> None:
+    """Section 7.4 on the rows that are not exact (2-layer nets, float64 copy ``m64``): res.radius only ever grows
+    (in place)."""
     todo = ~res.exact & (res.radius > 0)
     if todo.any():
-        r_loc = local_certificate(as_dtype(model, torch.float64), rows.x0.double()[todo], y[todo], t[todo],
-                                  res.radius[todo], res.upper[todo], rows.M[todo], x_start=res.x_dual[todo])
+        r_loc = local_certificate(m64, rows.x0.double()[todo], y[todo], t[todo],
+                                  res.radius[todo], res.upper[todo], rows.M[todo], x_start=res.x_dual[todo].double())
         res.radius = res.radius.clone()
         res.radius[todo] = torch.maximum(res.radius[todo], r_loc)
 
@@ -346,6 +363,6 @@ def _reduce(res: RowCertificates, logits: torch.Tensor, pred: torch.Tensor, labe
         upper=torch.where(correct, upper.min(1).values, torch.zeros_like(upper[:, 0])),
         x_boundary=res.x_show[pick].to(dt), runner_up=ru, runner_up_radius=radii.gather(1, ru[:, None])[:, 0],
         radii=radii, exact_t=by_class(res.exact & correct.repeat_interleave(nT), False),
-        n_grad_t=by_class(res.n_grad, 0), logits=logits, targets_t=T,
+        n_grad_t=by_class(res.n_grad, 0), logits=logits, refined_t=by_class(res.refined, False), targets_t=T,
         x_boundary_t=res.x_show.reshape(B, nT, -1).to(dt), eta_t=res.eta.reshape(B, nT),
         margin_t=res.margin.reshape(B, nT), upper_t=upper, mode=mode, targets=targets, bound_method=bound_method)

@@ -199,7 +199,7 @@ def _timed(fn, dev: torch.device):
 
 
 def _run_crc(model, x0, label, targets, options) -> MethodResult:
-    res, sec = _timed(lambda: certify(model, x0, label, targets=targets, **options), x0.device)
+    res, sec = _timed(lambda: certify(model, x0, label, targets=targets, refine="minimum", **options), x0.device)
     return MethodResult("crc", res.radius.double().cpu(), sec, True, _GUARANTEE,
                         {"exact": res.exact.cpu(), "upper": res.upper.double().cpu()})
 

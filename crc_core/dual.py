@@ -61,12 +61,18 @@ def point_scalars(x: torch.Tensor, x0: torch.Tensor, g: torch.Tensor, eta_c: tor
     with float32 inputs the scalars carry float32 rounding, which only the solvers' bookkeeping sees; certificates
     are finalised from float64 inputs, where this is plain float64 arithmetic."""
     r = x - x0
-    R, grad_sq = _sum_sq(r), _sum_sq(g)
+    grad_sq = _sum_sq(g)
     if eta_c is None:
         eta_c = (-_dot(r, g) / grad_sq.clamp_min(TINY_F64)).clamp_min(0)
     eta_c = eta_c.to(r.dtype).double()  # the centre v is formed with (exactly representable in r's dtype)
     v = r + eta_c.to(r.dtype)[:, None] * g
-    return R, _sum_sq(v), _dot(v, g), grad_sq, eta_c
+    return _sum_sq(r), _sum_sq(v), _dot(v, g), grad_sq, eta_c
+
+
+def vector_scalars(r: torch.Tensor, v: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(R = ‖r‖², v2 = ‖v‖², vg = v·g, grad_sq = ‖g‖²) (N,) float64 from r = x - x0, v = r + η_c g, g = ∇f(x)
+    (N, D): for a solver that has r and v = ∇F_{η_c}(x) at hand (sums accumulated in float64)."""
+    return _sum_sq(r), _sum_sq(v), _dot(v, g), _sum_sq(g)
 
 
 def _sum_sq(a: torch.Tensor) -> torch.Tensor:
@@ -112,6 +118,13 @@ class BoundTracker:
                rows: torch.Tensor | None = None, eta_c: torch.Tensor | None = None) -> torch.Tensor:
         """Evaluate (*) at x (n, D) for the given rows (all when None); returns the new bound of those rows (n,)."""
         R, v2, vg, grad_sq, eta_c = point_scalars(x, x0, g, eta_c)
+        return self.update_scalars(x, f, (R, v2, vg, grad_sq, eta_c), m, rows)
+
+    def update_scalars(self, x: torch.Tensor, f: torch.Tensor, scalars: tuple[torch.Tensor, ...], m: torch.Tensor,
+                       rows: torch.Tensor | None = None) -> torch.Tensor:
+        """As :meth:`update`, from the point x (n, D), f(x) (n,) and its :func:`point_scalars` (R, v2, vg,
+        grad_sq, η_c)."""
+        R, v2, vg, grad_sq, eta_c = scalars
         lb, eta = dual_lower_bound(R, f.double(), v2, vg, grad_sq, eta_c, m)
         d = R.sqrt()
         closer = f <= 0

@@ -60,7 +60,7 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
     N = x.shape[0]
     for s in range(0, N, batch_size):
         xb, lb = x[s:s + batch_size], labels[s:s + batch_size]
-        c = certify(model, xb, lb, targets=targets, mode=mode, bounds=bounds, local=local)
+        c = certify(model, xb, lb, targets=targets, mode=mode, bounds=bounds, local=local, refine="minimum")
         df = c.to_frame()
         df.insert(0, "index", range(s, s + xb.shape[0]))
         if targets not in ("runner-up", "all"):  # the paper's runner-up radius (already in c.radii for "all")

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import CRCError
+from .f32_bounds import backward_f32, grad_norm_upper
 from .models import MLP, require_curvature_model
-from .tolerances import F32_UNDERFLOW_ABS, F32_UNIT_ROUNDOFF, F64_SUM_RTOL
 
 
 @dataclass
@@ -130,48 +130,19 @@ class MarginOracle:
         g = (p.rows[0] * p.d1[0][:, None, :]) @ self.model.layers[0].weight  # (B, P, D)
         return f.reshape(-1), g.reshape(-1, x.shape[1])
 
-    def grad_norm_upper_at_images(self, x: torch.Tensor, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows as in :meth:`at_images` (B images × P targets, each at its image's point x (B, D)): f (N,) in the
-        oracle's dtype, and for the rows ``sel`` (n,) a proved upper bound on ‖∇f‖ (n,) float64.
-
-        Everything but the widest product runs in the oracle's dtype (one forward pass per image, the backward
-        rows u = ∂f/∂z^(1) (n, N_1)); ∇f = u W^(1) is formed in float32 and bounded by
-        :func:`f32_product_norm_upper`: half the cost of a float64 gradient, a slightly larger ‖∇f‖."""
+    def at_images_proved(self, x: torch.Tensor, model64: MLP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`at_images`, with a proved bound on ‖∇f‖: the forward pass on ``model64`` (the float64 copy of
+        this oracle's float32 model), the backward pass in float32 (:func:`crc_core.f32_bounds.backward_f32`).
+        x (B, D) -> (f (N,) float64 on the float64 model, ∇f (N, D) float32, an upper bound (N,) float64 on the
+        float64 model's ‖∇f‖). Valid where float32 products are IEEE (:func:`f32_bounds.f32_matmul_is_ieee`)."""
         B = x.shape[0]
         y2, t2 = self.y.reshape(B, -1)[:, :1], self.t.reshape(B, -1)
-        p = _forward_backward_unchecked(self.model, self.act, x, y2, t2, second=False)
-        f = (p.logits.gather(1, y2) - p.logits.gather(1, t2)).reshape(-1)
-        u = (p.rows[0] * p.d1[0][:, None, :]).reshape(-1, p.d1[0].shape[1])[sel]  # (n, N_1)
-        W = self.model.layers[0].weight
-        return f, f32_product_norm_upper(u.float() @ W.float(), u, W)
-
-
-def f32_matmul_is_ieee(device: torch.device) -> bool:
-    """True when float32 matrix products on ``device`` are plain IEEE float32 (no TF32 / bf16 shortcuts), the
-    model :func:`f32_product_norm_upper` assumes."""
-    if torch.get_float32_matmul_precision() != "highest":
-        return False
-    return device.type == "cpu" or (device.type == "cuda" and not torch.backends.cuda.matmul.allow_tf32)
-
-
-def f32_product_norm_upper(prod32: torch.Tensor, u: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """A proved upper bound on ‖u_i W‖ for every row i (float64 (n,)), given prod32 = fl32(fl32(u) fl32(W)) (n, D),
-    u (n, K), W (K, D) (float64 or float32, taken as exact).
-
-    Rounding u and W to float32 changes each product u_k W_kj by a factor (1 + δ)², |δ| ≤ ε = 2^-24, and a
-    length-K float32 dot product errs by at most γ_K Σ|a_k b_k|, γ_K = Kε/(1 - Kε) (Higham, Thm 3.5, any order,
-    FMA included). So |prod32 - uW| ≤ c |u| |W| elementwise with c = (1 + γ_K)(1 + ε)² - 1, and
-    ‖ |u| |W| ‖ ≤ ‖u‖ S with S ≥ ‖ |W| ‖₂ (S = min(Frobenius norm, √(‖W‖₁‖W‖_∞))). Underflow adds at most
-    (K + max column sum of |W|) · 2^-126 per entry. The float64 norms carry the relative slack F64_SUM_RTOL."""
-    K, D = W.shape
-    eps = F32_UNIT_ROUNDOFF
-    gamma = K * eps / (1 - K * eps)
-    c = (1 + gamma) * (1 + eps) ** 2 - 1
-    Wa = W.double().abs()
-    S = torch.minimum(Wa.norm(), (Wa.sum(0).max() * Wa.sum(1).max()).sqrt())
-    under = (K + Wa.sum(0).max()) * F32_UNDERFLOW_ABS * D**0.5
-    err = c * u.double().norm(dim=1) * S * (1 + F64_SUM_RTOL) + under
-    return (prod32.double().norm(dim=1) * (1 + F64_SUM_RTOL) + err) * (1 + F64_SUM_RTOL)
+        logits, zs = model64.forward_all(x.double())
+        d1 = [self.act.d1(z) for z in zs]
+        f = (logits.gather(1, y2) - logits.gather(1, t2)).reshape(-1)
+        WL = model64.layers[-1].weight
+        g, err = backward_f32(self.model, d1, WL[y2] - WL[t2])
+        return f, g.reshape(-1, x.shape[1]), grad_norm_upper(g, err).reshape(-1)
 
 
 def margin_hessian(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, per_layer: bool = False

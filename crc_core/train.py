@@ -309,7 +309,7 @@ def _certified_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, rho: float
     the all-class run also yields the runner-up radius.
     """
     if all_targets:
-        cert = certify(model, x, y, targets="all", mode=mode, bounds=bounds)
+        cert = certify(model, x, y, targets="all", mode=mode, bounds=bounds, refine="minimum")
         ok_all = cert.correct & (cert.radius >= rho)
         ok_ru = cert.correct & (cert.runner_up_radius >= rho)
         return float(ok_ru.float().mean()), float(ok_all.float().mean())

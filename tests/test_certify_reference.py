@@ -1,7 +1,7 @@
 """Radii never shrink: certify() against the radii stored before the issue-9 rebuild (tests/data/).
 
-On the same inputs every radius (per image, and the runner-up's) must equal the stored one to 1e-6 or be
-larger (a sound, tighter certificate);
+On the same inputs every radius (per image, per class, and the runner-up's) must equal the stored one to 1e-6
+or be larger (a sound, tighter certificate);
 soundness itself is checked by tests/test_soundness_certify.py.
 Shipped models in paper mode run under -m slow.
 """
@@ -42,12 +42,10 @@ def test_radii_are_never_smaller_than_the_stored_reference(key):
     ru = ~torch.isnan(ref["runner_up_radius"])
     assert torch.equal(ru, ~torch.isnan(c.runner_up_radius))
     assert (c.runner_up_radius.double()[ru] >= ref["runner_up_radius"][ru] - TOL).all()
-    # per-class radii of targets that cannot be an image's minimum are deliberately left loose in "all" mode
-    # (the solver stops on them early; still sound), so they are compared where every target is solved fully
-    if targets == "runner-up":
-        done = ~torch.isnan(ref["radii"])
-        assert torch.equal(done, ~torch.isnan(c.radii))
-        assert (c.radii.double()[done] >= ref["radii"][done] - TOL).all()
+    done = ~torch.isnan(ref["radii"])  # every class's radius (the default refine="every-target")
+    assert torch.equal(done, ~torch.isnan(c.radii))
+    assert (c.radii.double()[done] >= ref["radii"][done] - TOL).all(), (c.radii - ref["radii"])[done].min()
+    assert c.refined_by_class[done].all()
 
 
 def test_an_inflated_reference_is_caught():

@@ -17,12 +17,14 @@ that minimum passes it, so rows that can end as the minimum are solved exactly a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from ..dual import BoundTracker
+from ..dual import BoundTracker, vector_scalars
 from ..hessian import MarginOracle
+from ..models import MLP
 from ..tolerances import (
     BEST_FIRST_RTOL,
     BEYOND_STEPS,
@@ -46,6 +48,19 @@ from ..tolerances import (
 
 
 @dataclass
+class FastResult:
+    """What :func:`solve_fast` leaves besides the tracker: gradient evaluations per row ``n_grad`` (N,); ``dropped``
+    (N,) bool, the rows left early because they provably cannot be their image's minimum (sound, possibly looser
+    bounds; never a protected row); with ``model64`` given to the solver, f(x0) (N,) float64 and a proved upper
+    bound on ‖∇f(x0)‖ (N,) float64, both on the float64 model (else None)."""
+
+    n_grad: torch.Tensor
+    dropped: torch.Tensor
+    f_x0: torch.Tensor | None = None
+    grad_norm_up_x0: torch.Tensor | None = None
+
+
+@dataclass
 class Rows:
     """The rows a solver works on: starting points x0 (N, D), curvature bounds m ≤ ∇²f ≤ M (N,), and for the
     pruning of phase B the image of each row ``group`` (N,) and the rows never pruned ``protect`` (N,) bool."""
@@ -58,33 +73,56 @@ class Rows:
 
 
 def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_chase: int = CHASE_STEPS,
-               n_dual: int = DUAL_BUDGET) -> torch.Tensor:
-    """Both phases on all rows; returns gradient evaluations per row (N,).
+               n_dual: int = DUAL_BUDGET, model64: MLP | None = None) -> FastResult:
+    """Both phases on all rows (see :class:`FastResult` for what is returned). ``model64``: the float64 copy of
+    the oracle's float32 model, for a first step with proved f(x0) and ‖∇f(x0)‖ bounds (IEEE float32 products
+    only, see :mod:`crc_core.f32_bounds`).
 
     With several targets per image (``group``) the chase runs in two stages: first every row's step at x0 (its
     bound there is already a certificate) and the chase of the protected rows (the runner-up: usually the
-    image's minimum); then rows whose certified radius already reaches a boundary point found for their image
-    are left as they are (they cannot be its minimum; their radius stays a valid lower bound), and the others
-    are chased."""
+    image's minimum); then the other rows are chased, and after every step a row that provably cannot be its
+    image's minimum (:func:`hopeless`) is left as it is (its radius stays a valid lower bound)."""
     n_grad = torch.zeros(rows.x0.shape[0], dtype=torch.long, device=rows.x0.device)
+    dropped = torch.zeros(rows.x0.shape[0], dtype=torch.bool, device=rows.x0.device)
     ch = Chase(oracle, rows, tracker, n_grad)
 
     def dual(todo: torch.Tensor) -> None:
         idx = todo.nonzero()[:, 0]
         if idx.numel() > 0:
-            DualAscent(oracle, rows, tracker, idx, n_grad, ch.f_x0[idx]).run(n_dual)
+            dual_ascent = DualAscent(oracle, rows, tracker, idx, n_grad, ch.f_x0[idx])
+            dual_ascent.run(n_dual)
+            dropped[idx] |= dual_ascent.dropped
 
     if rows.group is None or rows.protect is None:
         ch.run(None, n_chase)
         dual(ch.open)
-        return n_grad
-    ch.step(torch.arange(rows.x0.shape[0], device=rows.x0.device), images=per_image_points(rows))
+        return FastResult(n_grad, dropped)
+    images = per_image_points(rows)
+    if images is None:
+        ch.step(torch.arange(rows.x0.shape[0], device=rows.x0.device))
+    else:
+        ch.first_step(images, model64)
     ch.run(rows.protect, n_chase)
     dual(ch.open & rows.protect)  # the protected rows, solved first: their bounds are final
-    ch.open &= ~((irrelevant_rows(rows, tracker) | above_protected(rows, tracker)) & ~rows.protect)
-    ch.run(None, n_chase)
+
+    def drop_hopeless() -> None:
+        cut = ch.open & hopeless(rows, tracker)
+        dropped.logical_or_(cut)
+        ch.open &= ~cut
+
+    drop_hopeless()
+    ch.run(None, n_chase, after_step=drop_hopeless)
     dual(ch.open & ~rows.protect)
-    return n_grad
+    f_x0 = ch.f_x0 if ch.grad_norm_up_x0 is not None else None
+    return FastResult(n_grad, dropped, f_x0, ch.grad_norm_up_x0)
+
+
+def hopeless(rows: Rows, tracker: BoundTracker) -> torch.Tensor:
+    """Rows (N,) that provably cannot be their image's minimum and are not protected: their radius reaches a
+    boundary point found for the image, or their bound exceeds the protected row's final one. Call once the
+    protected rows are solved."""
+    assert rows.protect is not None
+    return (irrelevant_rows(rows, tracker) | above_protected(rows, tracker)) & ~rows.protect
 
 
 def above_protected(rows: Rows, tracker: BoundTracker) -> torch.Tensor:
@@ -142,9 +180,12 @@ class Chase:
         self.beyond = torch.zeros(N, dtype=torch.long, device=dev)  # consecutive steps with η_p ≥ 1/|m|
         self.eta_cap = -1.0 / torch.minimum(m, torch.full_like(m, -CURVATURE_FLOOR))
         self.f_x0 = torch.full((N,), float("nan"), dtype=torch.float64, device=dev)
+        self.grad_norm_up_x0: torch.Tensor | None = None  # proved ‖∇f(x0)‖ bound (first_step with model64)
 
-    def run(self, eligible: torch.Tensor | None, n_steps: int) -> None:
-        """Step the open, chasing rows (among ``eligible``) until each has taken ``n_steps`` steps in total."""
+    def run(self, eligible: torch.Tensor | None, n_steps: int, after_step: Callable[[], None] | None = None
+            ) -> None:
+        """Step the open, chasing rows (among ``eligible``) until each has taken ``n_steps`` steps in total;
+        ``after_step`` runs after every step (it may close rows)."""
         while True:
             live = self.open & self.chasing & (self.steps < n_steps)
             if eligible is not None:
@@ -153,6 +194,32 @@ class Chase:
             if idx.numel() == 0:
                 return
             self.step(idx)
+            if after_step is not None:
+                after_step()
+
+    def first_step(self, images: torch.Tensor, model64: MLP | None = None) -> None:
+        """The first step of every row when the rows are B images × P targets (image-major) and all sit at their
+        image's point (``images`` (B, D)): one forward pass per image serves its targets, and at x = x0 the bound
+        (*) needs only f and ‖∇f‖² (R = 0, η_c = 0). Equivalent to :meth:`step` on every row. With ``model64`` the
+        forward pass runs on it and ‖∇f(x0)‖ gets a proved bound (:meth:`MarginOracle.at_images_proved`)."""
+        if model64 is None:
+            f, g = self.oracle.at_images(images)
+        else:
+            f, g, self.grad_norm_up_x0 = self.oracle.at_images_proved(images, model64)
+        x0, m = self.rows.x0, self.rows.m
+        self.n_grad += 1
+        self.steps += 1
+        self.f_x0 = f.double()
+        grad_sq = (g * g).sum(1, dtype=torch.float64)
+        zero = torch.zeros_like(grad_sq)
+        lb = self.tracker.update_scalars(x0, f, (zero, zero, zero, grad_sq, zero), m)
+        d = self.f_x0.abs() / grad_sq.sqrt().clamp_min(TINY_NORM)  # first-order distance to the boundary
+        self.open = d - (2 * lb.clamp_min(0)).sqrt() > GAP_RTOL * (1 + d)
+        eta_p = (self.f_x0 / grad_sq.clamp_min(TINY_NORM)).clamp_min(0)
+        self.beyond = (eta_p >= self.eta_cap).long()
+        self.chasing = self.beyond < BEYOND_STEPS
+        self.prev_lb = torch.maximum(self.prev_lb, lb)  # the bound at x0 is ≥ 0 > prev_lb: β stays 1
+        self.x = x0 - eta_p.to(x0.dtype)[:, None] * g
 
     def step(self, idx: torch.Tensor, images: torch.Tensor | None = None) -> None:
         """x ← x + β (x0 - η_p ∇f(x) - x) for rows ``idx``; every evaluation feeds the tracker. ``images`` (B, D):
@@ -202,6 +269,7 @@ class DualAscent:
         self.it = torch.zeros(n, dtype=torch.long, device=dev)
         self.levels = torch.zeros(n, dtype=torch.long, device=dev)
         self.alive = torch.ones(n, dtype=torch.bool, device=dev)
+        self.dropped = torch.zeros(n, dtype=torch.bool, device=dev)  # left unfinished: cannot be the minimum
         self.g_tol = STATIONARY_EPS_MULT * torch.finfo(rows.x0.dtype).eps
 
     def run(self, budget: int) -> None:
@@ -212,13 +280,16 @@ class DualAscent:
         step_no = 0
         while True:
             if step_no % DUAL_CHECK_EVERY == 0:
-                self.alive &= ~self.irrelevant()
+                cut = self.alive & self.irrelevant()
+                self.dropped |= cut
+                self.alive &= ~cut
                 waiting = self.above_image_minimum()
             a = (self.alive & ~waiting).nonzero()[:, 0]
             if a.numel() == 0 and step_no % DUAL_CHECK_EVERY != 0:
                 step_no = 0  # the minimum may have moved since the last check: check now
                 continue
             if a.numel() == 0:
+                self.dropped |= self.alive  # still waiting: above their image's minimum for good
                 break
             done, f = self.nesterov_step(a)
             steps[a] += 1
@@ -245,28 +316,37 @@ class DualAscent:
         return out if self.rows.protect is None else out & ~self.rows.protect[self.idx]
 
     def nesterov_step(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One accelerated step on F_η for the alive rows ``a``; returns (level finished (k,) bool, f at the point)."""
+        """One accelerated step on F_η for the alive rows ``a``; returns (level finished (k,) bool, f at the point).
+        The vectors r = y - x0 and ∇F_η(y) = r + η∇f(y) serve both the step and the tracker's bound (*)."""
         dt = self.x0.dtype
-        e = self.eta[a]
-        tk = self.mom[a]
+        every = a.numel() == self.idx.numel()  # all rows step: work on the arrays, no gathers and scatters
+        e, tk = self.eta[a], self.mom[a]
         t_next = (1 + (1 + 4 * tk * tk).sqrt()) / 2
-        beta = ((tk - 1) / t_next).to(dt)[:, None]
-        xa, x0a = self.x[a], self.x0[a]
-        yk = xa + beta * (xa - self.x_prev[a])
+        beta = (tk - 1) / t_next
+        xa = self.x if every else self.x[a]
+        d = xa - (self.x_prev if every else self.x_prev[a])
+        yk = xa + beta.to(dt)[:, None] * d
         f, g = self.oracle(yk, self.idx[a])
         self.n_grad[self.idx[a]] += 1
-        self.tracker.update(yk, x0a, f, g, self.m_raw[a], rows=self.idx[a], eta_c=e)
-        gradF = (yk - x0a) + e.to(dt)[:, None] * g
-        x_new = yk - gradF / (1 + e * self.M[a]).to(dt)[:, None]  # step 1/L, L = 1 + ηM ≥ ∇²F_η
-        restart = (gradF * (x_new - xa)).sum(1) > 0  # momentum points uphill: drop it (O'Donoghue & Candès)
+        r = yk - (self.x0 if every else self.x0[a])
+        gradF = r + e.to(dt)[:, None] * g
+        R, v2, vg, grad_sq = vector_scalars(r, gradF, g)
+        self.tracker.update_scalars(yk, f, (R, v2, vg, grad_sq, e.to(dt).double()), self.m_raw[a], rows=self.idx[a])
+        L = 1 + e * self.M[a]  # step 1/L, L = 1 + ηM ≥ ∇²F_η
+        x_new = yk - gradF / L.to(dt)[:, None]
+        # momentum points uphill, ∇F·(x_new - x) > 0 with x_new - x = β d - ∇F/L: drop it (O'Donoghue & Candès)
+        restart = beta * (gradF * d).sum(1, dtype=torch.float64) - v2 / L > 0
         self.mom[a] = torch.where(restart, torch.ones_like(tk), t_next)
-        self.x_prev[a] = torch.where(restart[:, None], x_new, xa)
-        self.x[a] = x_new
+        x_prev = torch.where(restart[:, None], x_new, xa)
+        if every:
+            self.x, self.x_prev = x_new, x_prev
+        else:
+            self.x[a], self.x_prev[a] = x_new, x_prev
         self.it[a] += 1
         # level finished: F_η minimised to working precision, its slack negligible, or the iteration cap reached
-        gn = gradF.norm(dim=1).double()
-        scale = 1 + (yk - x0a).norm(dim=1).double()
-        slack = gn * gn / (2 * (1 + e * self.m[a]).clamp_min(TINY_F64))
+        gn = v2.sqrt()
+        scale = 1 + R.sqrt()
+        slack = v2 / (2 * (1 + e * self.m[a]).clamp_min(TINY_F64))
         done = (gn <= self.g_tol * scale) | (slack <= DUAL_GAIN_RTOL * scale) | (self.it[a] >= DUAL_LEVEL_ITERS)
         return done, f
 

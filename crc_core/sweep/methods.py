@@ -61,7 +61,8 @@ def crc_radii(model: MLP, images: torch.Tensor, labels: torch.Tensor, target: st
     radii, exact, correct = [], [], []
     for s in range(0, images.shape[0], CERTIFY_BATCH):
         c = certify(model, images[s:s + CERTIFY_BATCH], labels[s:s + CERTIFY_BATCH],
-                    targets=cast(TargetMode, target), mode=cast(SolverMode, mode), bounds=bounds)  # validated
+                    targets=cast(TargetMode, target), mode=cast(SolverMode, mode), bounds=bounds,  # validated
+                    refine="minimum")
         radii.append(torch.where(c.correct, c.radius, torch.zeros_like(c.radius)))
         exact.append(c.exact & c.correct)
         correct.append(c.correct)
