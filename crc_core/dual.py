@@ -140,8 +140,10 @@ class BoundTracker:
         better = lb > self.lb[rows]
         self.lb[rows] = torch.where(better, lb, self.lb[rows])
         self.eta[rows] = torch.where(better, eta, self.eta[rows])
-        self.x_lb[rows[better]] = x[better]
+        b = better.nonzero()[:, 0]
+        self.x_lb.index_copy_(0, rows[b], x.index_select(0, b))
         closer &= d < self.d_up[rows]
         self.d_up[rows] = torch.where(closer, d, self.d_up[rows])
-        self.x_up[rows[closer]] = x[closer]
+        c = closer.nonzero()[:, 0]
+        self.x_up.index_copy_(0, rows[c], x.index_select(0, c))
         return lb

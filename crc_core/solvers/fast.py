@@ -224,7 +224,7 @@ class Chase:
     def step(self, idx: torch.Tensor, images: torch.Tensor | None = None) -> None:
         """x ← x + β (x0 - η_p ∇f(x) - x) for rows ``idx``; every evaluation feeds the tracker. ``images`` (B, D):
         all rows are at their image's point (the first step), so one forward pass per image serves its targets."""
-        xs, x0s, tr = self.x[idx], self.rows.x0[idx], self.tracker
+        xs, x0s, tr = self.x.index_select(0, idx), self.rows.x0.index_select(0, idx), self.tracker
         f, g = self.oracle(xs, idx) if images is None else self.oracle.at_images(images)
         self.n_grad[idx] += 1
         first = self.steps[idx] == 0
@@ -252,7 +252,7 @@ class DualAscent:
                  n_grad: torch.Tensor, f_x0: torch.Tensor) -> None:
         self.oracle, self.rows, self.tracker, self.idx, self.n_grad = oracle, rows, tracker, idx, n_grad
         n, dev = idx.numel(), rows.x0.device
-        self.x0 = rows.x0[idx]
+        self.x0 = rows.x0.index_select(0, idx)
         self.m_raw = rows.m[idx]
         self.m = torch.minimum(self.m_raw, torch.full_like(self.m_raw, -CURVATURE_FLOOR))
         self.M = rows.M[idx].clamp_min(0)
@@ -263,7 +263,7 @@ class DualAscent:
             n_grad[idx] += 1
         self.f_lo, self.f_hi = f_x0.double(), torch.full_like(self.eta, float("nan"))
         self.side = torch.zeros(n, dtype=torch.long, device=dev)  # Illinois: which end moved last (+1 lo, -1 hi)
-        self.x = tracker.x_lb[idx].clone()
+        self.x = tracker.x_lb.index_select(0, idx)
         self.x_prev = self.x.clone()
         self.mom = torch.ones(n, dtype=torch.float64, device=dev)  # FISTA's t_k
         self.it = torch.zeros(n, dtype=torch.long, device=dev)
@@ -271,6 +271,9 @@ class DualAscent:
         self.alive = torch.ones(n, dtype=torch.bool, device=dev)
         self.dropped = torch.zeros(n, dtype=torch.bool, device=dev)  # left unfinished: cannot be the minimum
         self.g_tol = STATIONARY_EPS_MULT * torch.finfo(rows.x0.dtype).eps
+        # rows that may be dropped or wait: none when every row is protected (runner-up, refine="every-target")
+        unprotected = rows.protect is None or not bool(rows.protect[idx].all())
+        self.prunable = rows.group is not None and unprotected
 
     def run(self, budget: int) -> None:
         """Up to ``budget`` steps per row. Rows whose bound lies above their image's lowest bound wait (best
@@ -279,7 +282,9 @@ class DualAscent:
         steps = torch.zeros_like(self.it)
         step_no = 0
         while True:
-            if step_no % DUAL_CHECK_EVERY == 0:
+            if not self.prunable:
+                waiting = torch.zeros_like(self.alive)
+            elif step_no % DUAL_CHECK_EVERY == 0:
                 cut = self.alive & self.irrelevant()
                 self.dropped |= cut
                 self.alive &= ~cut
@@ -323,15 +328,16 @@ class DualAscent:
         e, tk = self.eta[a], self.mom[a]
         t_next = (1 + (1 + 4 * tk * tk).sqrt()) / 2
         beta = (tk - 1) / t_next
-        xa = self.x if every else self.x[a]
-        d = xa - (self.x_prev if every else self.x_prev[a])
+        xa = self.x if every else self.x.index_select(0, a)  # index_select: far faster than x[a] on CPU
+        d = xa - (self.x_prev if every else self.x_prev.index_select(0, a))
         yk = xa + beta.to(dt)[:, None] * d
-        f, g = self.oracle(yk, self.idx[a])
-        self.n_grad[self.idx[a]] += 1
-        r = yk - (self.x0 if every else self.x0[a])
+        ia = self.idx[a]
+        f, g = self.oracle(yk, ia)
+        self.n_grad[ia] += 1
+        r = yk - (self.x0 if every else self.x0.index_select(0, a))
         gradF = r + e.to(dt)[:, None] * g
         R, v2, vg, grad_sq = vector_scalars(r, gradF, g)
-        self.tracker.update_scalars(yk, f, (R, v2, vg, grad_sq, e.to(dt).double()), self.m_raw[a], rows=self.idx[a])
+        self.tracker.update_scalars(yk, f, (R, v2, vg, grad_sq, e.to(dt).double()), self.m_raw[a], rows=ia)
         L = 1 + e * self.M[a]  # step 1/L, L = 1 + ηM ≥ ∇²F_η
         x_new = yk - gradF / L.to(dt)[:, None]
         # momentum points uphill, ∇F·(x_new - x) > 0 with x_new - x = β d - ∇F/L: drop it (O'Donoghue & Candès)
@@ -342,12 +348,13 @@ class DualAscent:
             self.x, self.x_prev = x_new, x_prev
         else:
             self.x[a], self.x_prev[a] = x_new, x_prev
-        self.it[a] += 1
+        it = self.it[a] + 1
+        self.it[a] = it
         # level finished: F_η minimised to working precision, its slack negligible, or the iteration cap reached
         gn = v2.sqrt()
         scale = 1 + R.sqrt()
         slack = v2 / (2 * (1 + e * self.m[a]).clamp_min(TINY_F64))
-        done = (gn <= self.g_tol * scale) | (slack <= DUAL_GAIN_RTOL * scale) | (self.it[a] >= DUAL_LEVEL_ITERS)
+        done = (gn <= self.g_tol * scale) | (slack <= DUAL_GAIN_RTOL * scale) | (it >= DUAL_LEVEL_ITERS)
         return done, f
 
     def next_level(self, d: torch.Tensor, fd: torch.Tensor) -> None:
