@@ -44,7 +44,8 @@ def test_target_modes(model, data):
     x, lab = data
     full = certify(model, x, lab, targets="all")
     ru = certify(model, x, lab, targets="runner-up")
-    assert (ru.radius >= full.radius - 1e-9).all()  # one target vs the min over all
+    # one target vs the min over all (two solves: float32 paths of different batch shapes round differently)
+    assert (ru.radius >= full.radius - 1e-6).all()
     torch.testing.assert_close(ru.radius[ru.correct], full.radii[full.correct].gather(
         1, full.runner_up[full.correct][:, None])[:, 0], atol=2e-4, rtol=0)
     least = certify(model, x, lab, targets="least")
@@ -248,14 +249,15 @@ def test_refine_minimum_keeps_image_and_runner_up_radii_and_marks_loose_classes(
     full = certify(model, x, lab, targets="all")
     fast = certify(model, x, lab, targets="all", refine="minimum")
     assert full.refined_by_class[~torch.isnan(full.radii)].all()
-    torch.testing.assert_close(fast.radius, full.radius, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(fast.runner_up_radius, full.runner_up_radius, rtol=1e-9, atol=1e-9, equal_nan=True)
+    # the same solves in batches of other shapes: float32 products round differently (the 1e-6 allowance)
+    torch.testing.assert_close(fast.radius, full.radius, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fast.runner_up_radius, full.runner_up_radius, rtol=0, atol=1e-6, equal_nan=True)
     done = ~torch.isnan(full.radii)
     assert torch.equal(done, ~torch.isnan(fast.radii)) and not fast.refined_t[~done].any()
     same = fast.refined_t & done
-    torch.testing.assert_close(fast.radii[same], full.radii[same], rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(fast.radii[same], full.radii[same], rtol=0, atol=1e-6)
     loose = ~fast.refined_t & done
-    assert loose.any() and (fast.radii[loose] <= full.radii[loose] + 1e-9).all()
+    assert loose.any() and (fast.radii[loose] <= full.radii[loose] + 1e-6).all()
     assert (fast.radii[loose] < full.radii[loose] - 1e-6).any()  # the difference is real: the flag means something
     assert fast.n_grad.sum() < full.n_grad.sum()
     ru = full.runner_up
