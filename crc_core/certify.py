@@ -211,7 +211,7 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
         pairs = torch.unique(y_row * model.n_classes + t_row)
         bounds = curvature_bounds(model, pairs // model.n_classes, pairs % model.n_classes, method=bound_method)
     pb = bounds.for_pairs(y_row, t_row)
-    protect = t_row == runner_up(logits, pred)[image] if refine == "minimum" else torch.ones_like(image).bool()
+    protect = (t_row == runner_up(logits, pred)[image]) if refine == "minimum" else torch.ones_like(t_row).bool()
     rows = Rows(x0[image], pb.m, pb.M, group=image, protect=protect)
     tracker = BoundTracker.new(rows.x0)
     oracle = MarginOracle(model, y_row, t_row)
@@ -223,7 +223,7 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
         solved = solve_fast(oracle, rows, tracker, model64=m64 if proved else None)
     res = finalise(m64, rows, y_row, t_row, tracker, solved)
     if local:
-        _refine_locally(m64, rows, y_row, t_row, res)
+        _tighten_locally(m64, rows, y_row, t_row, res)
     return _reduce(res, logits, pred, label, T, mode=mode, targets=targets, bound_method=bounds.method)
 
 
@@ -327,7 +327,7 @@ def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, grou
     return z.gather(1, y[:, None])[:, 0] - z.gather(1, t[:, None])[:, 0]
 
 
-def _refine_locally(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, res: RowCertificates) -> None:
+def _tighten_locally(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, res: RowCertificates) -> None:
     """Section 7.4 on the rows that are not exact (2-layer nets, float64 copy ``m64``): res.radius only ever grows
     (in place)."""
     todo = ~res.exact & (res.radius > 0)
