@@ -141,18 +141,41 @@ def healthy(url: str) -> bool:
 APPTEST_TIMEOUT = 180  # s per script run in AppTest: torch imports and certificates on a busy 2-core CI box
 
 
+def assert_no_exception(at) -> None:
+    """No uncaught exception in an AppTest run (error boxes allowed: some tests expect them)."""
+    assert not at.exception, [e.value for e in at.exception]
+
+
 def assert_clean(at) -> None:
     """No exception and no error box in an AppTest run."""
-    assert not at.exception, [e.value for e in at.exception]
+    assert_no_exception(at)
     assert not at.error, [e.value for e in at.error]
 
 
-def open_page(path: str, *, timeout: float = APPTEST_TIMEOUT):
-    """An AppTest that ran Home, then switched to ``path`` (e.g. "pages/5_Compare.py"); both runs clean."""
+def error_texts(at) -> list[str]:
+    """The texts of the error boxes of an AppTest run."""
+    return [e.value for e in at.error]
+
+
+def open_app(path: str = "app.py", model: str | None = None, *, timeout: float = APPTEST_TIMEOUT):
+    """An AppTest opened at the entry point (as a browser does), with ``model`` picked in the sidebar when given,
+    then switched to ``path``; no run raised (error boxes are the caller's to check)."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=timeout)
     at.run()
-    at.switch_page(path).run()
+    assert_no_exception(at)
+    if model is not None:
+        at.sidebar.selectbox(key="_w_crc_model_id").set_value(model).run()
+        assert_no_exception(at)
+    if path != "app.py":
+        at.switch_page(path).run()
+        assert_no_exception(at)
+    return at
+
+
+def open_page(path: str, *, timeout: float = APPTEST_TIMEOUT):
+    """An AppTest that ran Home, then switched to ``path`` (e.g. "pages/5_Compare.py"); both runs clean."""
+    at = open_app(path, timeout=timeout)
     assert_clean(at)
     return at

@@ -41,21 +41,10 @@ def app_env(monkeypatch, tmp_path) -> Path:
 
 def _page(path: str) -> AppTest:
     """Open the app at its entry point (as a browser does), then go to ``path``."""
-    at = AppTest.from_file(str(H.REPO / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    _ok(at)
-    if path != "app.py":
-        at.switch_page(path).run()
-        _ok(at)
-    return at
+    return H.open_app(path, timeout=TIMEOUT)
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def _errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+_ok, _errors = H.assert_no_exception, H.error_texts
 
 
 def _metrics(at: AppTest) -> dict[str, str]:
@@ -186,13 +175,18 @@ def test_certify_pick_image_filter_and_move_rho(app_env):
     assert m["prediction"] != m["true label"] and float(m["certified radius"]) == 0
 
 
-def test_certify_uploaded_image_and_bad_uploads(app_env):
-    at = _page("pages/2_Certify.py")
+def _upload_shoe(at: AppTest) -> None:
+    """Upload embedded test image #4 as shoe.png on the Certify page; the page certifies it."""
     img = load_dataset("embedded", "test", limit=5).images[4].reshape(28, 28).numpy()
     at.file_uploader(key="crc_upload_image").set_value(("shoe.png", H.png_bytes(img), "image/png"))
     at.run()
     _ok(at)
     assert any("uploaded image shoe.png" in s.value for s in at.subheader)
+
+
+def test_certify_uploaded_image_and_bad_uploads(app_env):
+    at = _page("pages/2_Certify.py")
+    _upload_shoe(at)
     assert _metrics(at)["true label"] == "unknown"
 
     captions = " ".join(c.value for c in at.caption)
@@ -681,11 +675,7 @@ def test_refused_image_upload_clears_the_previous_result(app_env):
     """Finding 2: a non-image upload gets a plain sentence (no Python internals) and the previous upload's
     certificate does not stay on screen: the page goes back to the picked test image."""
     at = _page("pages/2_Certify.py")
-    img = load_dataset("embedded", "test", limit=5).images[4].reshape(28, 28).numpy()
-    at.file_uploader(key="crc_upload_image").set_value(("shoe.png", H.png_bytes(img), "image/png"))
-    at.run()
-    _ok(at)
-    assert any("uploaded image shoe.png" in s.value for s in at.subheader)
+    _upload_shoe(at)
     at.file_uploader(key="crc_upload_image").set_value(("notes.png", b"just some notes", "image/png"))
     at.run()
     _ok(at)

@@ -38,9 +38,7 @@ def _open(query: dict[str, str] | None = None, page: str = PAGE) -> AppTest:
     return at
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_ok = H.assert_clean
 
 
 def _plain(markdown: str) -> str:

@@ -113,18 +113,10 @@ def _clear_data_caches() -> None:
 
 
 def _home() -> AppTest:
-    at = AppTest.from_file(str(H.REPO / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    _ok(at)
-    return at
+    return H.open_app(timeout=TIMEOUT)
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def _errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+_ok, _errors = H.assert_no_exception, H.error_texts
 
 
 def _upload(at: AppTest, name: str, data: bytes) -> None:

@@ -49,9 +49,7 @@ def app_env(monkeypatch, tmp_path) -> Path:
     return tmp_path
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_ok = H.assert_clean
 
 
 def _page(path: str, model: str, image: int | None = None) -> AppTest:

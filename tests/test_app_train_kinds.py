@@ -47,24 +47,14 @@ def app_env(monkeypatch, tmp_path, models_dir) -> Path:
 
 
 def _page(path: str, model: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(H.REPO / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    _ok(at)
-    if model is not None:
-        at.sidebar.selectbox(key="_w_crc_model_id").set_value(model).run()
-        _ok(at)
-    if path != "app.py":
-        at.switch_page(path).run()
-        _ok(at)
-    return at
+    return H.open_app(path, model, timeout=TIMEOUT)
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
+_ok = H.assert_no_exception
 
 
 def _errors(at: AppTest) -> str:
-    return " ".join(e.value for e in at.error)
+    return " ".join(H.error_texts(at))
 
 
 def _specs(at: AppTest) -> list[dict]:

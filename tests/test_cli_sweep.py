@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
-import time
 from pathlib import Path
 
 import pytest
+import ray_helpers
 import torch
 
 from crc_core.cli import COMMANDS, main
@@ -20,7 +19,6 @@ from crc_core.sweep import SweepFolder, SweepProgress, load_sweep_config
 
 ray = pytest.importorskip("ray")
 
-RAY_DAEMONS = ("raylet", "gcs_server")
 
 TINY = """\
 name = "cli-tiny"
@@ -117,40 +115,7 @@ def test_epoch_reports_give_an_eta_before_any_trial_ends(monkeypatch):
 # ----------------------------------------------------------------------------------------------------------------
 # A real sweep through the CLI on a local 2-CPU Ray
 # ----------------------------------------------------------------------------------------------------------------
-def _ray_daemons_under(pid: int) -> list[int]:
-    """Live descendants of ``pid`` named like Ray's daemons (from /proc)."""
-    children: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
-            names[int(entry.name)] = stat[stat.index("(") + 1: stat.rindex(")")]
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            todo.append(c)
-            if names[c] in RAY_DAEMONS:
-                out.append(c)
-    return out
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    if not Path("/proc").is_dir():
-        pytest.skip("needs /proc to check for leftover Ray processes")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    daemons = _ray_daemons_under(os.getpid())
-    yield
-    ray.shutdown()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in daemons):
-        time.sleep(0.2)
-    left = _ray_daemons_under(os.getpid())
-    assert daemons and not left, f"Ray processes left behind: {left}"
+local_ray = pytest.fixture(scope="module")(ray_helpers.local_ray)
 
 
 def test_sweep_with_a_failing_trial_and_an_epoch_resume(local_ray, tmp_path, capsys):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import socket
 import time
 from pathlib import Path
 
 import pytest
+import ray_helpers
 
 from crc_core.data import load_dataset, write_idx
 from crc_core.errors import CRCError
@@ -30,7 +30,6 @@ from crc_core.train import KINDS
 ray = pytest.importorskip("ray")
 
 REPO = Path(__file__).resolve().parent.parent
-RAY_DAEMONS = ("raylet", "gcs_server")
 
 TINY = {
     "name": "tiny",
@@ -309,42 +308,7 @@ def test_progress_counts_and_eta(monkeypatch):
 # ----------------------------------------------------------------------------------------------------------------
 # Real sweeps on a local 2-CPU Ray
 # ----------------------------------------------------------------------------------------------------------------
-def _descendants(pid: int) -> list[tuple[int, str]]:
-    """(pid, name) of every live descendant of ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1: stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-        names[int(entry.name)] = name
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append((c, names[c]))
-            todo.append(c)
-    return out
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    if not Path("/proc").is_dir():
-        pytest.skip("needs /proc to check for leftover Ray processes")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    daemons = [p for p in _descendants(os.getpid()) if p[1] in RAY_DAEMONS]
-    yield
-    ray.shutdown()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid, _ in daemons):
-        time.sleep(0.2)
-    left = [p for p in _descendants(os.getpid()) if p[1] in RAY_DAEMONS]
-    assert daemons and not left, f"Ray processes left behind: {left}"
+local_ray = pytest.fixture(scope="module")(ray_helpers.local_ray)
 
 
 def _embedded_as_idx(folder: Path) -> None:
