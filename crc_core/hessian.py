@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import CRCError
-from .f32_bounds import backward_f32, grad_norm_upper
+from .f32_bounds import backward_f32, grad_norm_upper, pair_row_norms
 from .models import MLP, require_curvature_model
 
 
@@ -130,19 +130,22 @@ class MarginOracle:
         g = (p.rows[0] * p.d1[0][:, None, :]) @ self.model.layers[0].weight  # (B, P, D)
         return f.reshape(-1), g.reshape(-1, x.shape[1])
 
-    def at_images_proved(self, x: torch.Tensor, model64: MLP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def at_images_proved(self, x: torch.Tensor, model64: MLP) -> tuple[torch.Tensor, ...]:
         """As :meth:`at_images`, with a proved bound on ‖∇f‖: the forward pass on ``model64`` (the float64 copy of
         this oracle's float32 model), the backward pass in float32 (:func:`crc_core.f32_bounds.backward_f32`).
-        x (B, D) -> (f (N,) float64 on the float64 model, ∇f (N, D) float32, an upper bound (N,) float64 on the
-        float64 model's ‖∇f‖). Valid where float32 products are IEEE (:func:`f32_bounds.f32_matmul_is_ieee`)."""
+        x (B, D) -> (f (N,) float64 on the float64 model, ∇f (N, D) float32, its Σ (∇f)² (N,) accumulated in
+        float64, an upper bound (N,) float64 on the float64 model's ‖∇f‖). Valid where float32 products are IEEE
+        (:func:`f32_bounds.f32_matmul_is_ieee`)."""
         B = x.shape[0]
         y2, t2 = self.y.reshape(B, -1)[:, :1], self.t.reshape(B, -1)
         logits, zs = model64.forward_all(x.double())
         d1 = [self.act.d1(z) for z in zs]
         f = (logits.gather(1, y2) - logits.gather(1, t2)).reshape(-1)
-        WL = model64.layers[-1].weight
-        g, err = backward_f32(self.model, d1, WL[y2] - WL[t2])
-        return f, g.reshape(-1, x.shape[1]), grad_norm_upper(g, err).reshape(-1)
+        WL = self.model.layers[-1].weight  # float32: WL[y] - WL[t] is the exact rows' float32 rounding
+        g, err = backward_f32(self.model, d1, WL[y2] - WL[t2], pair_row_norms(WL)[y2, t2])
+        g = g.reshape(-1, x.shape[1])
+        grad_sq = (g * g).sum(1, dtype=torch.float64)
+        return f, g, grad_sq, grad_norm_upper(g, err.reshape(-1), grad_sq)
 
 
 def margin_hessian(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, per_layer: bool = False

@@ -8,7 +8,8 @@ import crc_core.certify as certify_module
 from crc_core.certify import TARGET_MODES, certify
 from crc_core.dual import dual_lower_bound
 from crc_core.errors import CRCError, UnsupportedActivationError
-from crc_core.f32_bounds import backward_f32, grad_norm_upper
+from crc_core.f32_bounds import backward_f32, grad_norm_upper, norm_upper
+from crc_core.tolerances import F64_SUM_RTOL
 from crc_core.hessian import MarginOracle, as_dtype, margin_and_grad
 from crc_core.models import MLP
 
@@ -198,6 +199,21 @@ def test_float32_backward_bound_holds_where_float32_alone_does_not():
     assert (g32[0].double().norm(dim=1) < exact).any()  # float32 alone would not be a bound
 
 
+def test_norm_upper_bounds_float32_rows_whose_squares_round_down():
+    """norm_upper and grad_norm_upper hold on float32 rows whose squares all round down by almost a unit roundoff,
+    where summing the float32 squares in float64 (widened by F64_SUM_RTOL only) falls below the exact norm."""
+    cand = 1 + torch.arange(1, 4096, dtype=torch.float64) * 2.0**-23  # float32 numbers just above 1
+    loss = cand * cand - (cand.float() * cand.float()).double()  # what fl32(x²) drops
+    a = torch.full((2, 1024), float(cand[loss.argmax()]), dtype=torch.float32)
+    a[1] *= 2.0**-70  # squares in float32 underflow (subnormal): the absolute term is needed
+    exact = a.double().norm(dim=1)
+    naive = (a * a).sum(1, dtype=torch.float64).sqrt() * (1 + F64_SUM_RTOL)
+    assert (naive < exact).all()  # the old widening was not enough
+    assert (norm_upper(a) >= exact).all()
+    assert (grad_norm_upper(a, torch.zeros(2, dtype=torch.float64)) >= exact).all()
+    assert norm_upper(a)[0] <= exact[0] * (1 + 1e-4)  # tight away from underflow
+
+
 @pytest.mark.parametrize("depth, act", [(2, "softplus"), (3, "tanh"), (4, "sigmoid")])
 def test_proved_first_step_bounds_the_float64_gradient_tightly(depth, act, data):
     """at_images_proved: f equals the float64 model's, ‖∇f‖ ≤ the bound ≤ ‖∇f‖ (1 + 1e-2) on every (image, target)."""
@@ -210,12 +226,13 @@ def test_proved_first_step_bounds_the_float64_gradient_tightly(depth, act, data)
     ar = torch.arange(C).expand(B, C)
     T = ar[ar != pred[:, None]].reshape(B, C - 1)
     y_row, t_row = pred.repeat_interleave(C - 1), T.reshape(-1)
-    f, g, up = MarginOracle(model, y_row, t_row).at_images_proved(x, m64)
+    f, g, grad_sq, up = MarginOracle(model, y_row, t_row).at_images_proved(x, m64)
     f64, g64 = margin_and_grad(m64, x.double().repeat_interleave(C - 1, 0), y_row, t_row)
     assert torch.equal(f, f64)
     exact = g64.norm(dim=1)
     assert (up >= exact).all() and (up <= exact * (1 + 1e-2)).all()
     torch.testing.assert_close(g.double(), g64, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad_sq, (g.double() ** 2).sum(1), rtol=1e-6, atol=0)  # float32 squares
 
 
 def test_settled_targets_leave_image_radii_unchanged(model, data, monkeypatch):

@@ -204,13 +204,13 @@ class Chase:
         forward pass runs on it and ‖∇f(x0)‖ gets a proved bound (:meth:`MarginOracle.at_images_proved`)."""
         if model64 is None:
             f, g = self.oracle.at_images(images)
+            grad_sq = (g * g).sum(1, dtype=torch.float64)
         else:
-            f, g, self.grad_norm_up_x0 = self.oracle.at_images_proved(images, model64)
+            f, g, grad_sq, self.grad_norm_up_x0 = self.oracle.at_images_proved(images, model64)
         x0, m = self.rows.x0, self.rows.m
         self.n_grad += 1
         self.steps += 1
         self.f_x0 = f.double()
-        grad_sq = (g * g).sum(1, dtype=torch.float64)
         zero = torch.zeros_like(grad_sq)
         lb = self.tracker.update_scalars(x0, f, (zero, zero, zero, grad_sq, zero), m)
         d = self.f_x0.abs() / grad_sq.sqrt().clamp_min(TINY_NORM)  # first-order distance to the boundary
