@@ -25,7 +25,6 @@ import streamlit as st
 import torch
 
 from app_lib import ui
-from crc_core.baselines.relu_quadratic import certify_relu
 from crc_core.baselines.smoothing import SMOOTHING_GUARANTEE
 from crc_core.compare import ALL_METHODS, RELU_METHOD, applicable_methods, compare_certificates, refusal
 from crc_core.models import MLP
@@ -60,13 +59,16 @@ def short_model_label(text: str) -> str:
 @dataclass(frozen=True)
 class ImageMethods:
     """One image: radius per method that applies (0 when misclassified), the attack's upper bound (inf if no
-    change was found; 0 when misclassified), seconds per method, refused method -> reason, correct."""
+    change was found; 0 when misclassified), seconds per method, refused method -> reason, correct, the
+    prediction, and the arg-min class per method that reports one (-1 when misclassified)."""
 
     radii: dict[str, float]
     seconds: dict[str, float]
     attack_upper: float
     refused: dict[str, str]
     correct: bool
+    pred: int = -1
+    targets: dict[str, int] = field(default_factory=dict)
 
     @property
     def deterministic(self) -> dict[str, float]:
@@ -85,7 +87,8 @@ def _image_methods(key: str, image_key: str, device: str, _model: MLP, _x: torch
                                smoothing_options=SMOOTHING)
     return ImageMethods({m: float(r.radius[0]) for m, r in res.methods.items()},
                         {m: r.seconds for m, r in res.methods.items()}, float(res.attack_upper[0]),
-                        dict(res.refused), bool(res.correct[0]))
+                        dict(res.refused), bool(res.correct[0]), int(res.pred[0]),
+                        {m: int(r.flags["target"][0]) for m, r in res.methods.items() if "target" in r.flags})
 
 
 def image_methods(ctx: ui.Ctx, picked: ui.Picked) -> ImageMethods:
@@ -127,19 +130,13 @@ class ReluMain:
     correct: bool
 
 
-@st.cache_resource(show_spinner="Certifying with App. G's quadratic bound…", max_entries=64)
-def _relu_certificate(key: str, image_key: str, device: str, _model: MLP, _x: torch.Tensor, label: int | None
-                      ) -> ReluMain:
-    labels = None if label is None else torch.tensor([label], device=device)
-    c = certify_relu(_model, _x[None].to(device), labels)
-    return ReluMain(float(c.radius[0]), int(c.target[0]), int(c.pred[0]), bool(c.correct[0]))
-
-
 def relu_certificate(ctx: ui.Ctx, picked: ui.Picked) -> ReluMain | None:
-    """The main certificate of a 2-layer ReLU model (App. G, all targets); None for any other model."""
+    """The main certificate of a 2-layer ReLU model (App. G, all targets); None for any other model. Taken from
+    :func:`image_methods` (App. G is one of its methods), so the page runs App. G once per image."""
     if refusal(ctx.model, RELU_METHOD) is not None:
         return None
-    return _relu_certificate(ctx.key, picked.key, str(ctx.device), ctx.model, picked.x, picked.label)
+    im = image_methods(ctx, picked)
+    return ReluMain(im.radii[RELU_METHOD], im.targets.get(RELU_METHOD, -1), im.pred, im.correct)
 
 
 # ------------------------------------------------------------------------------------------------ test set

@@ -93,6 +93,26 @@ def test_two_layer_relu_gets_app_g_radius(app_env):
     assert "does not apply" in " ".join(c.value for c in at.caption)  # CRC's reason under the methods chart
 
 
+def test_app_g_runs_once_per_image_on_the_certify_page(app_env, monkeypatch):
+    """The main certificate and the methods chart share one App. G run (~6 s per image on a 2×[1024] ReLU net)."""
+    import app_lib.compare_view as compare_view
+    import crc_core.baselines.relu_quadratic as relu_quadratic
+    import crc_core.compare as compare
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[1].shape[0])
+        return certify_relu(*args, **kwargs)
+
+    for module in (relu_quadratic, compare, compare_view):  # wherever the name is bound
+        monkeypatch.setattr(module, "certify_relu", counting, raising=False)
+    i = _correct_image("relu-two.pt") + 1  # an image no other test of this file opens (nothing cached)
+    at = _page(CERTIFY, TWO, i)
+    assert _metric(at, "certified radius (App. G)")
+    assert calls == [1]
+
+
 def test_three_layer_relu_refuses_crc_and_shows_the_others(app_env):
     i = _correct_image("relu-three.pt")
     at = _page(CERTIFY, THREE, i)
