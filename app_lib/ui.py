@@ -565,13 +565,19 @@ def curvature_survey(key: str, model: MLP, dataset: str, n_images: int, device: 
     lock = heavy_lock()
     if not lock.acquire(blocking=False):
         return None
+    what = f"Measuring the curvature (K_lb){' ' + label if label else ''}"
+    bar = st.progress(0.0, text=f"{what}: 0 of {n_images} test images…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{what}: {done} of {total} test images…")
+
     try:
         ds = cached_test_set(dataset)
-        with st.spinner(f"Measuring the curvature at {n_images} test images{' ' + label if label else ''}…"):
-            store[skey] = curvature_table(model, ds.images[:n_images].to(device), min_images=1, method="power",
-                                          bounds=bounds_table(key, "auto", str(device), model))
+        store[skey] = curvature_table(model, ds.images[:n_images].to(device), min_images=1, method="power",
+                                      bounds=bounds_table(key, "auto", str(device), model), progress=progress)
     finally:
         lock.release()
+        bar.empty()
     return store[skey]
 
 

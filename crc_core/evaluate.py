@@ -97,13 +97,15 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
 
 
 def curvature_table(model: MLP, images: torch.Tensor, *, min_images: int = 1, method: str = "exact",
-                    bounds: Bounds | None = None, bound_method: Method = "auto"):
+                    bounds: Bounds | None = None, bound_method: Method = "auto",
+                    progress: Callable[[int, int], None] | None = None, batch_size: int = 256):
     """K_lb (App. H.1: largest |eigenvalue| over test images whose prediction is y and runner-up t) beside K_ub,
     per pair with at least ``min_images`` images: DataFrame with y, t, n_images, K_lb, K_ub, ratio; plus the
-    averages in ``df.attrs``."""
+    averages in ``df.attrs``. ``progress(done, total)`` after every ``batch_size`` images (it may raise to
+    cancel)."""
     import pandas as pd
 
-    pc: PairCurvature = measured_curvature(model, images, method=method)
+    pc: PairCurvature = measured_curvature(model, images, method=method, progress=progress, batch_size=batch_size)
     if bounds is None:
         bounds = curvature_bounds(model, method=bound_method)
     mask = pc.mask(min_images)

@@ -47,6 +47,20 @@ def test_measured_curvature_never_exceeds_the_bound(depth):
     assert df.attrs["mean_K_lb"] <= df.attrs["mean_K_ub"]
 
 
+def test_curvature_table_reports_progress_per_batch_and_can_be_cancelled():
+    model = small_model(2, "softplus", True)
+    x, _ = small_data("test", 60)
+    seen = []
+    df = curvature_table(model, x, method="power", batch_size=25, progress=lambda *done_total: seen.append(done_total))
+    assert seen == [(25, 60), (50, 60), (60, 60)] and len(df) > 0
+
+    def cancel(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        curvature_table(model, x, method="power", batch_size=25, progress=cancel)
+
+
 @pytest.mark.parametrize("act", ["softplus", "sigmoid", "tanh"])
 def test_second_derivative_range_is_exact_on_intervals(act):
     a_fn = ACTIVATIONS[act]
