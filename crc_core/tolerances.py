@@ -46,13 +46,17 @@ DAMP_DOWN, DAMP_UP = 0.5, 1.5  # the chase's step factor β: × DAMP_DOWN after 
 DUAL_BUDGET = 400  # gradient evaluations the accelerated dual ascent (phase B) may spend per row
 DUAL_LEVEL_ITERS = 60  # Nesterov iterations per η level
 DUAL_MAX_LEVELS = 12  # η levels (regula falsi steps) per row
+DUAL_STALL_ITERS = 10  # a level also ends after this many iterations in which ‖∇F_η‖ fell by less than
+DUAL_STALL_FALL = 0.1  # this fraction below its smallest value so far: the row sits at its float32 rounding floor
 DUAL_TOP_GAP = 1e-6  # the first level solves F_η at η = (1 - this) / |m|
 DUAL_GAIN_RTOL = 1e-9  # a level (or the whole row) stops when the possible gain in (*) is below this, relative
 DUAL_CHECK_EVERY = 1  # steps between checks for rows that cannot be (or are not now) their image's minimum
 BEST_FIRST_RTOL = 1e-6  # a row waits only when its bound exceeds its image's lowest by this, relative (the
 #   bookkeeping's float32 rounding is far below it: a waiting row cannot end below the minimum after finalisation)
 FALSE_POSITION_CLAMP = (0.02, 0.98)  # regula falsi's new η stays inside this part of its bracket (no stalling)
-STATIONARY_EPS_MULT = 30  # ‖∇F_η‖ ≤ this × machine ε × (1 + ‖x - x0‖): minimised to working precision
+STATIONARY_EPS_MULT = 6  # ‖∇F_η‖ ≤ this × machine ε × (1 + ‖x - x0‖): minimised to working precision. At 6
+#   certificates that are not exact end within ~1e-6 of the same solver in float64 (at 30: up to 7.8e-6 below;
+#   bench/bench_solver_accuracy.py); far below it float32 rounding keeps rows iterating (see DUAL_STALL_*)
 
 # --------------------------------------------------------------------------------------------------- local bounds
 LOCAL_MIN_RADIUS = 1e-6  # with no boundary point found, the ball search starts at 2·max(r_global, this)

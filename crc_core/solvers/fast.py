@@ -1,12 +1,13 @@
 """The fast certificate solver: a KKT chase of the closest boundary point, then an accelerated dual ascent.
 
 Phase A (every row): x ← x0 - η_p ∇f(x) with η_p = (f + ∇f·(x0 - x)) / ‖∇f‖² (the linearised boundary's
-multiplier), damped. Each evaluated point feeds the bound tracker; a row stops when the first-order distance to
-the boundary meets its certified radius (the certificate is then exact) or when η_p keeps exceeding 1/|m| (it
-cannot be).
+multiplier; the move uses at most 1/|m|), damped. Each evaluated point feeds the bound tracker; a row stops when
+the first-order distance to the boundary meets its certified radius (the certificate is then exact) or when η_p
+keeps exceeding 1/|m| (it cannot be).
 Phase B (rows with an open gap): maximise d(η) = min_x F_η(x) over η ∈ [0, 1/|m|). d is concave with
 d'(η) = f(x_η), so this is a root search on f(x_η) (regula falsi, Illinois variant) with each F_η minimised by
-Nesterov's method (gradient restart, step 1/(1 + ηM)). The certificate never depends on where either phase stops.
+Nesterov's method (gradient restart, step 1/(1 + ηM)); a level ends when ‖∇F_η‖ reaches working precision or stops
+falling. The certificate never depends on where either phase stops.
 
 ``group`` (N,) gives the image of each row: a row whose bound already reaches the distance of a boundary point
 found for the same image (any target) cannot be that image's minimum, so phase B drops it (its value stays a
@@ -37,6 +38,8 @@ from ..tolerances import (
     DUAL_GAIN_RTOL,
     DUAL_LEVEL_ITERS,
     DUAL_MAX_LEVELS,
+    DUAL_STALL_FALL,
+    DUAL_STALL_ITERS,
     DUAL_TOP_GAP,
     FALSE_POSITION_CLAMP,
     GAP_RTOL,
@@ -219,7 +222,7 @@ class Chase:
         self.beyond = (eta_p >= self.eta_cap).long()
         self.chasing = self.beyond < BEYOND_STEPS
         self.prev_lb = torch.maximum(self.prev_lb, lb)  # the bound at x0 is ≥ 0 > prev_lb: β stays 1
-        self.x = x0 - eta_p.to(x0.dtype)[:, None] * g
+        self.x = x0 - torch.minimum(eta_p, self.eta_cap).to(x0.dtype)[:, None] * g  # η capped as in step()
 
     def step(self, idx: torch.Tensor, images: torch.Tensor | None = None) -> None:
         """x ← x + β (x0 - η_p ∇f(x) - x) for rows ``idx``; every evaluation feeds the tracker. ``images`` (B, D):
@@ -241,7 +244,11 @@ class Chase:
         b = torch.where(worse, self.beta[idx] * DAMP_DOWN, (self.beta[idx] * DAMP_UP).clamp(max=1.0))
         self.beta[idx] = b
         self.prev_lb[idx] = torch.maximum(self.prev_lb[idx], lb)
-        self.x[idx] = xs + b[:, None] * ((x0s - eta_p[:, None] * g) - xs)
+        # the target point x0 - η∇f with η capped at 1/|m|: beyond it the linearised multiplier overshoots (the
+        # certificate cannot be exact there), while at the cap it is the minimiser of the linearised F_η at the top
+        # of the η range, where the dual ascent starts
+        eta_move = torch.minimum(eta_p, self.eta_cap[idx].to(eta_p.dtype))
+        self.x[idx] = xs + b[:, None] * ((x0s - eta_move[:, None] * g) - xs)
 
 
 class DualAscent:
@@ -267,6 +274,8 @@ class DualAscent:
         self.x_prev = self.x.clone()
         self.mom = torch.ones(n, dtype=torch.float64, device=dev)  # FISTA's t_k
         self.it = torch.zeros(n, dtype=torch.long, device=dev)
+        self.best_gn = torch.full((n,), float("inf"), dtype=torch.float64, device=dev)  # smallest ‖∇F_η‖ this level
+        self.stall = torch.zeros(n, dtype=torch.long, device=dev)  # iterations since it last fell
         self.levels = torch.zeros(n, dtype=torch.long, device=dev)
         self.alive = torch.ones(n, dtype=torch.bool, device=dev)
         self.dropped = torch.zeros(n, dtype=torch.bool, device=dev)  # left unfinished: cannot be the minimum
@@ -354,7 +363,13 @@ class DualAscent:
         gn = v2.sqrt()
         scale = 1 + R.sqrt()
         slack = v2 / (2 * (1 + e * self.m[a]).clamp_min(TINY_F64))
-        done = (gn <= self.g_tol * scale) | (slack <= DUAL_GAIN_RTOL * scale) | (it >= DUAL_LEVEL_ITERS)
+        # or ‖∇F_η‖ has stopped falling: the row sits at its float32 rounding floor
+        fell = gn < self.best_gn[a] * (1 - DUAL_STALL_FALL)
+        self.best_gn[a] = torch.where(fell, gn, self.best_gn[a])
+        stall = torch.where(fell, torch.zeros_like(it), self.stall[a] + 1)
+        self.stall[a] = stall
+        done = ((gn <= self.g_tol * scale) | (slack <= DUAL_GAIN_RTOL * scale) | (it >= DUAL_LEVEL_ITERS)
+                | (stall >= DUAL_STALL_ITERS))
         return done, f
 
     def next_level(self, d: torch.Tensor, fd: torch.Tensor) -> None:
@@ -374,6 +389,7 @@ class DualAscent:
         self.mom[d] = 1.0
         self.x_prev[d] = self.x[d]
         self.it[d] = 0
+        self.best_gn[d], self.stall[d] = float("inf"), 0
         self.levels[d] += 1
         gain = (self.hi[d] - self.lo[d]) * self.f_lo[d].clamp_min(0) * torch.where(self.side[d] == -1, 2.0, 1.0)
         small = gain <= DUAL_GAIN_RTOL * (1 + self.tracker.lb[self.idx[d]])
