@@ -227,6 +227,7 @@ def _browser_round(browser, url: str, reference: torch.Tensor, images: list[int]
             out.radii[i] = (float(pg.evaluate(METRIC_JS, "certified radius")), float(reference[i]))
         if evil is not None:  # one Certify user also uploads a non-image while the others work
             pg = cert_pages[0]
+            pg.get_by_text("1 · Pick an image").first.click()  # the picker folds once an image is picked
             pg.get_by_role("tab", name="Upload your own image").click()
             pg.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
                 files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image at all"}])
