@@ -20,7 +20,7 @@ from typing import Literal, get_args
 import torch
 
 from .bounds import Bounds, Method, curvature_bounds
-from .dual import BoundTracker, dual_lower_bound, point_scalars
+from .dual import BoundTracker, bound_at, dual_lower_bound
 from .errors import CRCError
 from .f32_bounds import f32_matmul_is_ieee
 from .hessian import MarginOracle, as_dtype, runner_up
@@ -28,7 +28,7 @@ from .local import local_certificate
 from .models import MLP, require_curvature_model
 from .solvers.fast import FastResult, Rows, solve_fast
 from .solvers.paper import solve_paper
-from .tolerances import EXACT_DIST_RTOL, EXACT_MARGIN_RTOL, NEWTON_SCREEN_RTOL, TINY_F64
+from .tolerances import EXACT_DIST_RTOL, EXACT_MARGIN_RTOL, TINY_F64
 
 TargetMode = Literal["all", "runner-up", "random", "least"]
 SolverMode = Literal["fast", "paper"]
@@ -299,29 +299,19 @@ def _finalise_rows(oracle: MarginOracle, x0: torch.Tensor, xb: torch.Tensor, f0:
         return
     x0i, xbi, f0i = x0[idx].double(), xb[idx].double(), f0[idx]
     f, g = oracle(xbi, idx)
-    R, v2, vg, grad_sq, eta_c = point_scalars(xbi, x0i, g, tracker.eta[idx])
-    lb, eta = dual_lower_bound(R, f, v2, vg, grad_sq, eta_c, m[idx])
+    lb, eta = bound_at(xbi, x0i, f, g, m[idx], tracker.eta[idx])
     rad = (2 * torch.where(f0i > 0, lb.clamp_min(0), torch.zeros_like(lb))).sqrt()
-    s = f / grad_sq.clamp_min(TINY_F64)  # the Newton step onto the boundary: x_on = xb - s ∇f
-    # its distance ‖r - s∇f‖ from the scalars (r·∇f = vg - η_c‖∇f‖²) screens the rows; the point is formed only
-    # where it may lie within the radius, and decided there exactly as from the vectors
-    d_est = (R - 2 * s * (vg - eta_c * grad_sq) + s * s * grad_sq).clamp_min(0).sqrt()
-    slack = NEWTON_SCREEN_RTOL * (R.sqrt() + s.abs() * grad_sq.sqrt())
-    cand = ((d_est - rad <= EXACT_DIST_RTOL * (1 + d_est) + slack) & (rad > 0)).nonzero()[:, 0]
-    x_on = xbi.index_select(0, cand) - s[cand, None] * g.index_select(0, cand)
-    d_on = (x_on - x0i.index_select(0, cand)).norm(dim=1)
-    near = d_on - rad[cand] <= EXACT_DIST_RTOL * (1 + d_on)  # only these can be exact: evaluate them
-    f_on = f[cand].clone()
+    x_on = xbi - (f / (g * g).sum(1).clamp_min(TINY_F64))[:, None] * g
+    d_on = (x_on - x0i).norm(dim=1)
+    near = (d_on - rad <= EXACT_DIST_RTOL * (1 + d_on)) & (rad > 0)  # only these can be exact: evaluate them
+    f_on = f.clone()
     if near.any():
-        f_on[near] = _margins(oracle.model, x_on[near], oracle.y[idx[cand]][near, 0], oracle.t[idx[cand]][near, 0])
-    ex = near & (f_on.abs() <= EXACT_MARGIN_RTOL * (1 + f0i[cand].abs()))
-    exact = torch.zeros_like(rad, dtype=torch.bool).index_fill_(0, cand[ex], True)
-    margin, upper = f.clone(), tracker.d_up[idx].clone()
-    margin[cand[ex]], upper[cand[ex]] = f_on[ex], d_on[ex]
-    res.radius[idx], res.exact[idx], res.eta[idx], res.margin[idx], res.upper[idx] = rad, exact, eta, margin, upper
-    res.x_show[idx[cand[ex]]] = x_on[ex].to(res.x_show.dtype)
-    res.n_grad[idx] += 1  # the float64 ∇f at xb
-    res.n_grad[idx[cand[near]]] += 1  # and the Newton check's f
+        f_on[near] = _margins(oracle.model, x_on[near], oracle.y[idx][near, 0], oracle.t[idx][near, 0])
+    exact = near & (f_on.abs() <= EXACT_MARGIN_RTOL * (1 + f0i.abs()))
+    res.radius[idx], res.exact[idx], res.eta[idx], res.margin[idx] = rad, exact, eta, f_on.where(exact, f)
+    res.upper[idx] = torch.where(exact, d_on, tracker.d_up[idx])
+    res.x_show[idx] = torch.where(exact[:, None], x_on.to(res.x_show.dtype), res.x_show[idx])
+    res.n_grad[idx] += 1 + near.long()  # the float64 ∇f at xb and the Newton check's f
 
 
 def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, group: torch.Tensor | None = None

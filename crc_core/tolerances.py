@@ -26,8 +26,6 @@ ETA_TOP_CLOSEST = 1e-12  # the largest η tried is (1 - this)/|m|: μ = 1 + ηm 
 # --------------------------------------------------------------------------------------------------- exactness
 EXACT_MARGIN_RTOL = 1e-5  # |f| after the Newton step, relative to 1 + |f(x0)|: the point is on the boundary
 EXACT_DIST_RTOL = 1e-4  # its distance exceeds the certified radius by at most this, relative: primal = dual
-NEWTON_SCREEN_RTOL = 1e-7  # the Newton point's distance from scalars (‖r‖² - 2s r·∇f + s²‖∇f‖²) loses at most
-#   ~√ε₆₄ (‖r‖ + |s|‖∇f‖) to cancellation: rows within this much more of the test are checked from the vectors
 
 # --------------------------------------------------------------------------------------------------- Algorithm 1/2
 MM_STATIONARY_TOL = 1e-5  # the paper's inner-loop stopping tolerance on ‖∇F_η‖ (Algorithms 1 and 2)
