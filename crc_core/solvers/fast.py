@@ -160,9 +160,9 @@ def per_image_points(rows: Rows) -> torch.Tensor | None:
     return rows.x0[::P]
 
 
-def _gap_open(x0: torch.Tensor, x: torch.Tensor, f: torch.Tensor, g: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
-    """First-order estimate of the distance to the boundary minus the certified radius > tolerance (n,) bool."""
-    d = ((x - x0).norm(dim=1) + f.abs() / g.norm(dim=1).clamp_min(TINY_NORM)).double()
+def _gap_open(d: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: a first-order estimate d of the distance to the boundary exceeds the certified radius
+    sqrt(2 lb) by more than the tolerance (the row's gap is still open)."""
     return d - (2 * lb.clamp_min(0)).sqrt() > GAP_RTOL * (1 + d)
 
 
@@ -217,24 +217,24 @@ class Chase:
         zero = torch.zeros_like(grad_sq)
         lb = self.tracker.update_scalars(x0, f, (zero, zero, zero, grad_sq, zero), m)
         d = self.f_x0.abs() / grad_sq.sqrt().clamp_min(TINY_NORM)  # first-order distance to the boundary
-        self.open = d - (2 * lb.clamp_min(0)).sqrt() > GAP_RTOL * (1 + d)
+        self.open = _gap_open(d, lb)
         eta_p = (self.f_x0 / grad_sq.clamp_min(TINY_NORM)).clamp_min(0)
         self.beyond = (eta_p >= self.eta_cap).long()
         self.chasing = self.beyond < BEYOND_STEPS
         self.prev_lb = torch.maximum(self.prev_lb, lb)  # the bound at x0 is ≥ 0 > prev_lb: β stays 1
         self.x = x0 - torch.minimum(eta_p, self.eta_cap).to(x0.dtype)[:, None] * g  # η capped as in step()
 
-    def step(self, idx: torch.Tensor, images: torch.Tensor | None = None) -> None:
-        """x ← x + β (x0 - η_p ∇f(x) - x) for rows ``idx``; every evaluation feeds the tracker. ``images`` (B, D):
-        all rows are at their image's point (the first step), so one forward pass per image serves its targets."""
+    def step(self, idx: torch.Tensor) -> None:
+        """x ← x + β (x0 - η_p ∇f(x) - x) for rows ``idx``; every evaluation feeds the tracker."""
         xs, x0s, tr = self.x.index_select(0, idx), self.rows.x0.index_select(0, idx), self.tracker
-        f, g = self.oracle(xs, idx) if images is None else self.oracle.at_images(images)
+        f, g = self.oracle(xs, idx)
         self.n_grad[idx] += 1
         first = self.steps[idx] == 0
         self.f_x0[idx] = torch.where(first, f.double(), self.f_x0[idx])
         self.steps[idx] += 1
         lb = tr.update(xs, x0s, f, g, self.rows.m[idx], rows=idx)
-        self.open[idx] = _gap_open(x0s, xs, f, g, tr.lb[idx])
+        d = ((xs - x0s).norm(dim=1) + f.abs() / g.norm(dim=1).clamp_min(TINY_NORM)).double()
+        self.open[idx] = _gap_open(d, tr.lb[idx])
         eta_p = ((f + (g * (x0s - xs)).sum(1)) / (g * g).sum(1).clamp_min(TINY_NORM)).clamp_min(0)
         # η_p keeps exceeding the curvature's limit 1/|m|: the dual cannot close the gap, phase B takes the row
         over = eta_p.double() >= self.eta_cap[idx]
