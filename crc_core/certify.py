@@ -4,10 +4,12 @@
 The maths lives elsewhere, one home each:
 - crc_core.dual: the sound dual bound (*) (DESIGN.md §2) and the tracker of its best value over evaluated points;
 - crc_core.solvers.paper: Algorithm 1 as written; crc_core.solvers.fast: the default solver;
-- crc_core.solvers.mm: the η-bisection + MM step shared with Algorithm 2 (crc_core.attack).
+- crc_core.solvers.mm: the η-bisection + MM step shared with Algorithm 2 (crc_core.attack);
+- crc_core.row_space: the coordinates of the fast solver when the first layer is narrower than the input.
 
 The radius of a row is sqrt(2 · max(0, best (*))), recomputed in float64 on a float64 copy of the model at the
-best point: a true lower bound however the solver stopped. When that point can be moved onto the boundary within
+best point (in row-space coordinates where the solver used them: the same value of (*) at the same point): a true
+lower bound however the solver stopped. When that point can be moved onto the boundary within
 the certified radius (one Newton step), the certificate is ``exact``: primal = dual, the point is the closest
 boundary point.
 """
@@ -26,7 +28,8 @@ from .f32_bounds import f32_matmul_is_ieee
 from .hessian import MarginOracle, as_dtype, runner_up
 from .local import local_certificate
 from .models import MLP, require_curvature_model
-from .solvers.fast import FastResult, Rows, solve_fast
+from .row_space import RowSpace
+from .solvers.fast import FastResult, ProvedStart, Rows, solve_fast
 from .solvers.paper import solve_paper
 from .tolerances import EXACT_DIST_RTOL, EXACT_MARGIN_RTOL, TINY_F64
 
@@ -158,7 +161,8 @@ class RowCertificates:
     in the solver's dtype).
 
     radius, eta, margin (f at x_show), upper (N,); exact (N,) bool; x_show (N, D) the boundary point (exact), else
-    the closest boundary point found, else the dual's point; x_dual (N, D) the point of the best bound;
+    the closest boundary point found, else the dual's point; x_dual (N, D) the point of the best bound (None
+    where the caller did not ask for it: only the local refinement starts there);
     n_grad (N,) gradient evaluations including the finalisation; refined (N,) bool: the row was solved as if it
     were the only target (False: left early as it cannot be its image's minimum; sound, possibly looser)."""
 
@@ -168,7 +172,7 @@ class RowCertificates:
     margin: torch.Tensor
     upper: torch.Tensor
     x_show: torch.Tensor
-    x_dual: torch.Tensor
+    x_dual: torch.Tensor | None
     n_grad: torch.Tensor
     refined: torch.Tensor
 
@@ -213,15 +217,14 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
     pb = bounds.for_pairs(y_row, t_row)
     protect = (t_row == runner_up(logits, pred)[image]) if refine == "minimum" else torch.ones_like(t_row).bool()
     rows = Rows(x0[image], pb.m, pb.M, group=image, protect=protect)
-    tracker = BoundTracker.new(rows.x0)
-    oracle = MarginOracle(model, y_row, t_row)
     m64 = as_dtype(model, torch.float64)
     if mode == "paper":
+        tracker = BoundTracker.new(rows.x0)
+        oracle = MarginOracle(model, y_row, t_row)
         solved = FastResult(solve_paper(oracle, rows.x0, pb.m, pb.M, pb.K, tracker), torch.zeros_like(protect))
+        res = finalise(m64, rows, y_row, t_row, tracker, solved)
     else:
-        proved = x0.dtype == torch.float32 and f32_matmul_is_ieee(x0.device)
-        solved = solve_fast(oracle, rows, tracker, model64=m64 if proved else None)
-    res = finalise(m64, rows, y_row, t_row, tracker, solved)
+        res = _fast_rows(model, m64, x0, rows, y_row, t_row, keep_dual=local)
     if local:
         _tighten_locally(m64, rows, y_row, t_row, res)
     return _reduce(res, logits, pred, label, T, mode=mode, targets=targets, bound_method=bounds.method)
@@ -255,6 +258,47 @@ def _validate(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, *, targe
     return x0, label
 
 
+def _fast_rows(model: MLP, m64: MLP, x0: torch.Tensor, rows: Rows, y: torch.Tensor, t: torch.Tensor, *,
+               keep_dual: bool = False) -> RowCertificates:
+    """The fast solver and the float64 finalisation on rows (image-major over the images x0 (B, D)).
+
+    Where the first layer's row space is smaller than the input (:class:`RowSpace`), both work in its coordinates
+    s = Qᵀx (same margins at the same points, same distances, same values of (*)): the solver in the model's dtype,
+    the finalisation on the float64 model from the float64 coordinates of x0 and the exact float64 displacement of
+    each point; the points are taken back to the full space at the end (``x_dual`` only with ``keep_dual``, else
+    None). With IEEE float32 products the first step
+    is evaluated with proofs on the full model (f(x0) on the float64 copy ``m64``, a proved bound on ‖∇f(x0)‖),
+    which the finalisation may use."""
+    oracle = MarginOracle(model, y, t)
+    proved = x0.dtype == torch.float32 and f32_matmul_is_ieee(x0.device)
+    start = ProvedStart(*oracle.at_images_proved(x0, m64)) if proved else None
+    space = RowSpace.of(model)
+    if space is None:
+        tracker = BoundTracker.new(rows.x0)
+        return finalise(m64, rows, y, t, tracker, solve_fast(oracle, rows, tracker, start=start))
+    group = rows.group
+    assert group is not None
+    if start is not None:
+        start.to_solver = space.coords
+    origin = x0.double().mean(0)  # coordinates from the images' mean: small, finely spaced in float32
+    s0 = space.coords(x0, origin)[group]  # the solver's coordinates of x0, rounded to its dtype
+    tr = BoundTracker.new(s0)
+    solved = solve_fast(MarginOracle(space.model_on(model, origin), y, t), Rows(s0, rows.m, rows.M, group,
+                                                                                 rows.protect), tr, start=start)
+    if solved.f_x0 is None:  # f(x0) on the full float64 model
+        solved.f_x0 = _margins(m64, rows.x0.double(), y, t, group)
+    c0 = space.coords(x0.double(), origin)[group]  # float64 coordinates of x0: the centre of every bound
+
+    def at(s: torch.Tensor) -> torch.Tensor:  # float64 coordinates of the point s0 + (s - s0), exact displacement
+        return c0 + (s.double() - s0.double())
+
+    tr64 = BoundTracker(tr.lb, tr.eta, at(tr.x_lb), at(tr.x_up), tr.d_up)
+    res = finalise(space.model_on(m64, origin), Rows(c0, rows.m, rows.M, group, rows.protect), y, t, tr64, solved)
+    res.x_show = space.points(rows.x0, res.x_show, c0)
+    res.x_dual = space.points(rows.x0, res.x_dual, c0) if keep_dual and res.x_dual is not None else None
+    return res
+
+
 def finalise(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: BoundTracker, solved: FastResult
              ) -> RowCertificates:
     """Recompute (*) in float64 on the float64 model ``m64`` at each row's best point; decide exactness.
@@ -271,9 +315,7 @@ def finalise(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: Bo
     settled = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
     if solved.grad_norm_up_x0 is not None and solved.f_x0 is not None and rows.protect is not None:
         settled = (xb == x0).all(1) & ~rows.protect
-        f0 = solved.f_x0
-    else:
-        f0 = _margins(m64, x0.double(), y, t, rows.group)
+    f0 = solved.f_x0 if solved.f_x0 is not None else _margins(m64, x0.double(), y, t, rows.group)
     res = RowCertificates.empty(tracker, solved.n_grad, solved.dropped)
     _finalise_rows(oracle, x0, xb, f0, rows.m, tracker, (~settled).nonzero()[:, 0], res)
     if settled.any():
@@ -330,6 +372,7 @@ def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, grou
 def _tighten_locally(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, res: RowCertificates) -> None:
     """Section 7.4 on the rows that are not exact (2-layer nets, float64 copy ``m64``): res.radius only ever grows
     (in place)."""
+    assert res.x_dual is not None, "the local refinement starts at the dual's points (keep_dual)"
     todo = ~res.exact & (res.radius > 0)
     if todo.any():
         r_loc = local_certificate(m64, rows.x0.double()[todo], y[todo], t[todo],

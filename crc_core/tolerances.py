@@ -56,6 +56,9 @@ STATIONARY_EPS_MULT = 6  # ‖∇F_η‖ ≤ this × machine ε × (1 + ‖x - x
 #   certificates that are not exact end within ~1e-6 of the same solver in float64 (at 30: up to 7.8e-6 below;
 #   bench/bench_solver_accuracy.py); far below it float32 rounding keeps rows iterating (see DUAL_STALL_*)
 
+ROW_SPACE_MAX_FRACTION = 0.75  # the fast solver works in the first layer's row space when N1 < this × D (the
+#   vectors shrink by N1 / D; closer to 1 the QR factorisation and the change of coordinates cost more than that)
+
 # --------------------------------------------------------------------------------------------------- local bounds
 LOCAL_MIN_RADIUS = 1e-6  # with no boundary point found, the ball search starts at 2·max(r_global, this)
 LOCAL_BISECT_RTOL = 1e-6  # ball-radius bisection of the local certificate stops at this relative width

@@ -25,7 +25,6 @@ import torch
 
 from ..dual import BoundTracker, vector_scalars
 from ..hessian import MarginOracle
-from ..models import MLP
 from ..tolerances import (
     BEST_FIRST_RTOL,
     BEYOND_STEPS,
@@ -54,8 +53,8 @@ from ..tolerances import (
 class FastResult:
     """What :func:`solve_fast` leaves besides the tracker: gradient evaluations per row ``n_grad`` (N,); ``dropped``
     (N,) bool, the rows left early because they provably cannot be their image's minimum (sound, possibly looser
-    bounds; never a protected row); with ``model64`` given to the solver, f(x0) (N,) float64 and a proved upper
-    bound on ‖∇f(x0)‖ (N,) float64, both on the float64 model (else None)."""
+    bounds; never a protected row); with a :class:`ProvedStart` given to the solver, f(x0) (N,) float64 and a
+    proved upper bound on ‖∇f(x0)‖ (N,) float64, both on the float64 model (else None)."""
 
     n_grad: torch.Tensor
     dropped: torch.Tensor
@@ -75,11 +74,24 @@ class Rows:
     protect: torch.Tensor | None = None
 
 
+@dataclass
+class ProvedStart:
+    """f and ∇f at every row's x0, with proofs (:meth:`MarginOracle.at_images_proved`): f (N,) float64 on the
+    float64 model, ∇f (N, D') float32, Σ (∇f)² (N,) float64, a proved bound on ‖∇f‖ (N,) float64. ``to_solver``
+    takes rows of ∇f (n, D') to the solver's coordinates (n, D) when these differ (applied only to the rows that
+    are chased)."""
+
+    f: torch.Tensor
+    g: torch.Tensor
+    grad_sq: torch.Tensor
+    grad_norm_up: torch.Tensor
+    to_solver: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
 def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_chase: int = CHASE_STEPS,
-               n_dual: int = DUAL_BUDGET, model64: MLP | None = None) -> FastResult:
-    """Both phases on all rows (see :class:`FastResult` for what is returned). ``model64``: the float64 copy of
-    the oracle's float32 model, for a first step with proved f(x0) and ‖∇f(x0)‖ bounds (IEEE float32 products
-    only, see :mod:`crc_core.f32_bounds`).
+               n_dual: int = DUAL_BUDGET, start: ProvedStart | None = None) -> FastResult:
+    """Both phases on all rows (see :class:`FastResult` for what is returned). ``start``: f and ∇f at x0 with
+    proved f(x0) and ‖∇f(x0)‖ bounds, used as the first step (B images × P targets only).
 
     With several targets per image (``group``) the chase runs in two stages: first every row's step at x0 (its
     bound there is already a certificate) and the chase of the protected rows (the runner-up: usually the
@@ -104,7 +116,7 @@ def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_cha
     if images is None:
         ch.step(torch.arange(rows.x0.shape[0], device=rows.x0.device))
     else:
-        ch.first_step(images, model64)
+        ch.first_step(images, start)
     ch.run(rows.protect, n_chase)
     dual(ch.open & rows.protect)  # the protected rows, solved first: their bounds are final
 
@@ -183,7 +195,9 @@ class Chase:
         self.beyond = torch.zeros(N, dtype=torch.long, device=dev)  # consecutive steps with η_p ≥ 1/|m|
         self.eta_cap = -1.0 / torch.minimum(m, torch.full_like(m, -CURVATURE_FLOOR))
         self.f_x0 = torch.full((N,), float("nan"), dtype=torch.float64, device=dev)
-        self.grad_norm_up_x0: torch.Tensor | None = None  # proved ‖∇f(x0)‖ bound (first_step with model64)
+        self.grad_norm_up_x0: torch.Tensor | None = None  # proved ‖∇f(x0)‖ bound (first_step with start)
+        self.first_move: tuple[torch.Tensor, torch.Tensor, Callable | None] | None = None  # see first_step
+        self.placed = torch.ones(N, dtype=torch.bool, device=dev)  # x holds the row's point (see first_points)
 
     def run(self, eligible: torch.Tensor | None, n_steps: int, after_step: Callable[[], None] | None = None
             ) -> None:
@@ -200,16 +214,18 @@ class Chase:
             if after_step is not None:
                 after_step()
 
-    def first_step(self, images: torch.Tensor, model64: MLP | None = None) -> None:
+    def first_step(self, images: torch.Tensor, start: ProvedStart | None = None) -> None:
         """The first step of every row when the rows are B images × P targets (image-major) and all sit at their
         image's point (``images`` (B, D)): one forward pass per image serves its targets, and at x = x0 the bound
-        (*) needs only f and ‖∇f‖² (R = 0, η_c = 0). Equivalent to :meth:`step` on every row. With ``model64`` the
-        forward pass runs on it and ‖∇f(x0)‖ gets a proved bound (:meth:`MarginOracle.at_images_proved`)."""
-        if model64 is None:
+        (*) needs only f and ‖∇f‖² (R = 0, η_c = 0). Equivalent to :meth:`step` on every row. With ``start`` the
+        evaluation comes from there, and ‖∇f(x0)‖ has a proved bound."""
+        to_solver = None
+        if start is None:
             f, g = self.oracle.at_images(images)
             grad_sq = (g * g).sum(1, dtype=torch.float64)
         else:
-            f, g, grad_sq, self.grad_norm_up_x0 = self.oracle.at_images_proved(images, model64)
+            f, g, grad_sq, self.grad_norm_up_x0 = start.f, start.g, start.grad_sq, start.grad_norm_up
+            to_solver = start.to_solver
         x0, m = self.rows.x0, self.rows.m
         self.n_grad += 1
         self.steps += 1
@@ -222,10 +238,25 @@ class Chase:
         self.beyond = (eta_p >= self.eta_cap).long()
         self.chasing = self.beyond < BEYOND_STEPS
         self.prev_lb = torch.maximum(self.prev_lb, lb)  # the bound at x0 is ≥ 0 > prev_lb: β stays 1
-        self.x = x0 - torch.minimum(eta_p, self.eta_cap).to(x0.dtype)[:, None] * g  # η capped as in step()
+        # the step x0 - η∇f (η capped as in step()) is formed when a row is chased (most rows never are)
+        self.first_move = (torch.minimum(eta_p, self.eta_cap), g, to_solver)
+        self.placed.zero_()
+
+    def first_points(self, idx: torch.Tensor) -> None:
+        """Form x = x0 - η∇f of the first step for the rows among ``idx`` (n,) not stepped since (x holds x0)."""
+        if self.first_move is None:
+            return
+        p = idx[~self.placed[idx]]
+        if p.numel() > 0:
+            eta, g, to_solver = self.first_move
+            gp = g.index_select(0, p)
+            gp = gp if to_solver is None else to_solver(gp)
+            self.x[p] = self.rows.x0.index_select(0, p) - eta[p].to(gp.dtype)[:, None] * gp
+            self.placed[p] = True
 
     def step(self, idx: torch.Tensor) -> None:
         """x ← x + β (x0 - η_p ∇f(x) - x) for rows ``idx``; every evaluation feeds the tracker."""
+        self.first_points(idx)
         xs, x0s, tr = self.x.index_select(0, idx), self.rows.x0.index_select(0, idx), self.tracker
         f, g = self.oracle(xs, idx)
         self.n_grad[idx] += 1
