@@ -263,23 +263,21 @@ def _fast_rows(model: MLP, m64: MLP, x0: torch.Tensor, rows: Rows, y: torch.Tens
     """The fast solver and the float64 finalisation on rows (image-major over the images x0 (B, D)).
 
     Where the first layer's row space is smaller than the input (:class:`RowSpace`), both work in its coordinates
-    s = Qᵀx (same margins at the same points, same distances, same values of (*)): the solver in the model's dtype,
-    the finalisation on the float64 model from the float64 coordinates of x0 and the exact float64 displacement of
-    each point; the points are taken back to the full space at the end (``x_dual`` only with ``keep_dual``, else
-    None). With IEEE float32 products the first step
-    is evaluated with proofs on the full model (f(x0) on the float64 copy ``m64``, a proved bound on ‖∇f(x0)‖),
-    which the finalisation may use."""
+    s = Qᵀ(x - origin) (same margins at the same points, same distances, same values of (*)): the solver in the
+    model's dtype, the finalisation on the float64 model from the float64 coordinates of x0 and the exact float64
+    displacement of each point; the points are taken back to the full space at the end (``x_dual`` only with
+    ``keep_dual``, else None). With IEEE float32 products the first step is evaluated with proofs on the full
+    model (f(x0) on the float64 copy ``m64``, a proved bound on ‖∇f(x0)‖), which the finalisation may use."""
     oracle = MarginOracle(model, y, t)
-    proved = x0.dtype == torch.float32 and f32_matmul_is_ieee(x0.device)
-    start = ProvedStart(*oracle.at_images_proved(x0, m64)) if proved else None
     space = RowSpace.of(model)
+    start = None
+    if x0.dtype == torch.float32 and f32_matmul_is_ieee(x0.device):
+        start = ProvedStart(*oracle.at_images_proved(x0, m64), to_solver=None if space is None else space.coords)
     if space is None:
         tracker = BoundTracker.new(rows.x0)
         return finalise(m64, rows, y, t, tracker, solve_fast(oracle, rows, tracker, start=start))
     group = rows.group
     assert group is not None
-    if start is not None:
-        start.to_solver = space.coords
     origin = x0.double().mean(0)  # coordinates from the images' mean: small, finely spaced in float32
     s0 = space.coords(x0, origin)[group]  # the solver's coordinates of x0, rounded to its dtype
     tr = BoundTracker.new(s0)
@@ -289,7 +287,7 @@ def _fast_rows(model: MLP, m64: MLP, x0: torch.Tensor, rows: Rows, y: torch.Tens
         solved.f_x0 = _margins(m64, rows.x0.double(), y, t, group)
     c0 = space.coords(x0.double(), origin)[group]  # float64 coordinates of x0: the centre of every bound
 
-    def at(s: torch.Tensor) -> torch.Tensor:  # float64 coordinates of the point s0 + (s - s0), exact displacement
+    def at(s: torch.Tensor) -> torch.Tensor:  # the solver's point re-centred: c0 + (s - s0), displacement exact
         return c0 + (s.double() - s0.double())
 
     tr64 = BoundTracker(tr.lb, tr.eta, at(tr.x_lb), at(tr.x_up), tr.d_up)
