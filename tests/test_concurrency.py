@@ -207,9 +207,10 @@ def _browser_round(browser, url: str, reference: torch.Tensor, images: list[int]
             pg.goto(f"{url}/Certify", wait_until="commit")
         for pg in train_pages:
             pg.goto(f"{url}/Train", wait_until="commit")
-        for pg in train_pages:  # a short run (long enough for the others to find it running), then all press Start
+        long_first = "30" if n_train > 1 else "1"  # the first run lasts until the others have pressed Start
+        for k, pg in enumerate(train_pages):  # short runs, then all press Start
             pg.get_by_text("standard (cross-entropy only)").click()
-            pg.get_by_label("Epochs", exact=True).fill("1")
+            pg.get_by_label("Epochs", exact=True).fill(long_first if k == 0 else "1")
             pg.get_by_text("Advanced").click()
             pg.get_by_label("Training images (0 = all)", exact=True).fill("3000")
             pg.get_by_label("Test images certified each epoch", exact=True).fill("20")
