@@ -9,9 +9,8 @@ The maths lives elsewhere, one home each:
 
 The radius of a row is sqrt(2 · max(0, best (*))), recomputed in float64 on a float64 copy of the model at the
 best point (in row-space coordinates where the solver used them: the same value of (*) at the same point): a true
-lower bound however the solver stopped. When that point can be moved onto the boundary within
-the certified radius (one Newton step), the certificate is ``exact``: primal = dual, the point is the closest
-boundary point.
+lower bound however the solver stopped. When that point can be moved onto the boundary within the certified radius
+(one Newton step), the certificate is ``exact``: primal = dual, the point is the closest boundary point.
 """
 
 from __future__ import annotations
