@@ -238,7 +238,7 @@ class Chase:
         self.beyond = (eta_p >= self.eta_cap).long()
         self.chasing = self.beyond < BEYOND_STEPS
         self.prev_lb = torch.maximum(self.prev_lb, lb)  # the bound at x0 is ≥ 0 > prev_lb: β stays 1
-        # the step x0 - η∇f (η capped as in step()) is formed when a row is chased (most rows never are)
+        # the step x0 - η∇f (η capped as in step()) is formed when a row is chased (with all targets, most never are)
         self.first_move = (torch.minimum(eta_p, self.eta_cap), g, to_solver)
         self.placed.zero_()
 
