@@ -154,7 +154,7 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text.strip()).strip("-")[:40]
 
 
-def describe(ref: ModelRef, meta: Mapping[str, Any]) -> str:
+def describe(ref: ModelRef, meta: Mapping[str, Any], *, today: _dt.date | None = None) -> str:
     """One line for the picker, what tells models apart first.
 
     Shipped and uploaded: ``"crt-2x256 · 2x[256] softplus · CRT γ=0.01 ε=0.5 · acc 80% (shipped)"``. Imported:
@@ -162,12 +162,13 @@ def describe(ref: ModelRef, meta: Mapping[str, Any]) -> str:
     mnist"`` (its dataset, since imported models come for either). Trained in
     the app (file names differ only by a time stamp): ``"CRT γ=0.01 ε=0.5 · 08:52:43 · acc 81% · 2x[256] softplus
     (trained)"`` (the date too when not today; the name given on the Train page, if any, after the time): the
-    sidebar shows only the start of a label, so what tells runs apart comes first.
+    sidebar shows only the start of a label, so what tells runs apart comes first. ``today``: the clock's date
+    (default: the real one).
     """
     arch = meta.get("architecture") or {}
     acc = (meta.get("metrics") or {}).get("test_accuracy")
     acc_txt = f" · acc {acc:.0%}" if isinstance(acc, (int, float)) else ""
-    stamp = trained_stamp(ref, meta)
+    stamp = trained_stamp(ref, meta, today=today)
     if training_kind(meta) == IMPORTED_KIND:
         return f"{ref.name} · {arch_text(arch)} · {kind_text(meta)} · {meta.get('dataset') or '?'}{acc_txt}"
     if stamp is None:
@@ -175,14 +176,14 @@ def describe(ref: ModelRef, meta: Mapping[str, Any]) -> str:
     return f"{kind_text(meta)} · {stamp}{acc_txt} · {arch_text(arch)} (trained)"
 
 
-def trained_stamp(ref: ModelRef, meta: Mapping[str, Any]) -> str | None:
-    """For a model saved by the Train page: when it was saved, ``"08:52:43"`` (``"Nov 30 08:52"`` before today),
-    plus the name given on the page, if any (None for other models)."""
+def trained_stamp(ref: ModelRef, meta: Mapping[str, Any], *, today: _dt.date | None = None) -> str | None:
+    """For a model saved by the Train page: when it was saved, ``"08:52:43"`` (``"Nov 30 08:52"`` on any other day
+    than ``today``, default the real clock's), plus the name given on the page, if any (None for other models)."""
     stamp = STAMP.match(ref.name) if ref.source == "trained" else None
     if stamp is None:
         return None
     at = _dt.datetime.strptime(stamp[1] + stamp[2], "%Y%m%d%H%M%S")
-    when = at.strftime("%H:%M:%S" if at.date() == _dt.date.today() else "%b %d %H:%M")
+    when = at.strftime("%H:%M:%S" if at.date() == (today or _dt.date.today()) else "%b %d %H:%M")
     name = stamp[3] or ""
     given = f" · {name}" if name and name != slug(str(meta.get("label") or "")) and name != "model" else ""
     return f"{when}{given}"

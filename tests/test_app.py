@@ -8,6 +8,7 @@ tested directly at the end, followed by one test per finding of the browser walk
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import threading
 import time
 from pathlib import Path
@@ -741,11 +742,15 @@ def test_picker_labels_tell_trained_models_apart():
             "crt_eps": 0.5, "metrics": {"test_accuracy": 0.81}, "label": "2x[256] softplus, CRT"}
     ref = registry.ModelRef("trained:20261130-085243-2x-256-softplus-CRT.pt", "trained",
                             Path("20261130-085243-2x-256-softplus-CRT.pt"), "k")
-    label = registry.describe(ref, meta)
-    assert label.startswith("CRT γ=0.01 ε=0.5 · ") and "08:52" in label[:30]  # what tells runs apart comes first
-    assert "20261130" not in label and "acc 81%" in label and "2x[256] softplus" in label
+    saved_on, next_day = datetime.date(2026, 11, 30), datetime.date(2026, 12, 1)  # the clock is injected: any date
+    label = registry.describe(ref, meta, today=saved_on)  # saved today: the time alone
+    assert label == "CRT γ=0.01 ε=0.5 · 08:52:43 · acc 81% · 2x[256] softplus (trained)"  # what tells runs apart first
+    later = registry.describe(ref, meta, today=next_day)  # any other day: the date too
+    assert later == "CRT γ=0.01 ε=0.5 · Nov 30 08:52 · acc 81% · 2x[256] softplus (trained)"
+    assert registry.describe(ref, meta) == (label if datetime.date.today() == saved_on else later)  # the real clock
     named = registry.ModelRef("trained:20261130-085243-my-run.pt", "trained", Path("20261130-085243-my-run.pt"), "k")
-    assert "08:52" in registry.describe(named, meta) and " · my-run · " in registry.describe(named, meta)
+    assert registry.describe(named, meta, today=saved_on).startswith("CRT γ=0.01 ε=0.5 · 08:52:43 · my-run · acc 81%")
+    assert registry.describe(named, meta, today=next_day).startswith("CRT γ=0.01 ε=0.5 · Nov 30 08:52 · my-run · ")
 
 
 def test_text_file_named_pt_gets_one_plain_sentence(app_env):
