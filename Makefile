@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.deps.stamp
 
-.PHONY: venv run chromium test test-slow test-gpu bench lint clean
+.PHONY: venv run chromium faketime test test-portability test-slow test-gpu bench lint clean
 
 venv: $(STAMP)
 
@@ -24,10 +24,41 @@ chromium:
 		echo "note: could not install chromium; browser tests will be skipped"; \
 	fi
 
+# Date-sensitive tests rerun under a fake clock (libfaketime); install it only if it is missing and we may (root).
+faketime:
+	@if ! command -v faketime >/dev/null 2>&1 && [ "$$(id -u)" = "0" ]; then \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y faketime >/dev/null 2>&1 || \
+		 (apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y faketime >/dev/null 2>&1)) || \
+		echo "note: could not install faketime; the date-sensitive tests will not be rerun under another date"; \
+	fi
+
 lint: venv
 	$(BIN)/ruff check .
 
-test: venv chromium lint
+# Tests that hold on every machine and every day (docs/reliability.md): results that depend on the CPU's float
+# kernels run once more with MKL's most portable kernels (what another CPU may pick), backwards (no test may rely on
+# another having run first); tests that read the clock run once more on another day, in another time zone, just
+# before midnight of a leap day. A missing file or node id fails (pytest exit 4), and so does an empty selection (5).
+PORTABILITY_NUMERICS := tests/test_certify_reference.py tests/test_soundness_certify.py tests/test_determinism.py \
+	tests/test_certify.py tests/test_bounds.py tests/test_hessian.py tests/test_row_space.py tests/test_verified_eig.py \
+	tests/test_relu_quadratic.py tests/test_lipschitz.py tests/test_evaluate.py tests/test_compare.py \
+	tests/test_train_resume.py
+PORTABILITY_DATES := tests/test_app.py::test_picker_labels_tell_trained_models_apart tests/test_checkpoints.py \
+	tests/test_cli_train.py::test_progress_bar_plain_lines_when_not_a_terminal \
+	tests/test_cli_sweep.py::test_registry_and_plain_progress_lines \
+	tests/test_cli_sweep.py::test_epoch_reports_give_an_eta_before_any_trial_ends
+FAKE_DATE := 2028-02-29 23:58:00
+FAKE_TZ   := Pacific/Kiritimati
+PYTEST_ONCE_MORE := $(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-portability: venv faketime
+	MKL_CBWR=COMPATIBLE CRC_TEST_ORDER=reverse $(PYTEST_ONCE_MORE) $(PORTABILITY_NUMERICS)
+	@if command -v faketime >/dev/null 2>&1; then \
+		echo "TZ=$(FAKE_TZ) faketime '$(FAKE_DATE)' pytest <date-sensitive tests>"; \
+		TZ=$(FAKE_TZ) faketime '$(FAKE_DATE)' $(PYTEST_ONCE_MORE) $(PORTABILITY_DATES); \
+	else echo "note: faketime missing; date-sensitive tests not rerun under another date"; fi
+
+test: venv chromium lint test-portability
 	$(BIN)/python -m pytest
 
 test-slow: venv

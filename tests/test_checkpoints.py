@@ -153,6 +153,8 @@ def test_stale_temp_files_of_killed_saves_are_removed(tmp_path: Path) -> None:
     link.symlink_to(target)
     for p in [*stale, other, *(tmp_path / n for n in keep_names)]:
         os.utime(p, (old, old))
+    now = time.time()  # fresh by this process's clock, not the file system's (the two differ under faketime)
+    os.utime(fresh, (now, now))
     os.utime(link, (old, old), follow_symlinks=False)
 
     save_checkpoint(path, _model(seed=2), _meta())
