@@ -40,9 +40,8 @@ lint: venv
 # another having run first); tests that read the clock run once more on another day, in another time zone, just
 # before midnight of a leap day. A missing file or node id fails (pytest exit 4), and so does an empty selection (5).
 PORTABILITY_NUMERICS := tests/test_certify_reference.py tests/test_soundness_certify.py tests/test_determinism.py \
-	tests/test_certify.py tests/test_bounds.py tests/test_hessian.py tests/test_row_space.py tests/test_verified_eig.py \
-	tests/test_relu_quadratic.py tests/test_lipschitz.py tests/test_evaluate.py tests/test_compare.py \
-	tests/test_train_resume.py
+	tests/test_certify.py tests/test_row_space.py tests/test_bounds.py tests/test_hessian.py tests/test_verified_eig.py \
+	tests/test_compare.py tests/test_train_resume.py
 PORTABILITY_DATES := tests/test_app.py::test_picker_labels_tell_trained_models_apart tests/test_checkpoints.py \
 	tests/test_cli_train.py::test_progress_bar_plain_lines_when_not_a_terminal \
 	tests/test_cli_sweep.py::test_registry_and_plain_progress_lines \
