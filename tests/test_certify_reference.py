@@ -4,8 +4,8 @@ On the same inputs every radius (per image, per class, and the runner-up's) must
 solver's own stated accuracy for its mode (ALLOWANCE below, derived there) or be larger (a sound, tighter
 certificate); soundness itself is checked by tests/test_soundness_certify.py. The reference was stored on one CPU
 (AMD EPYC, MKL's AVX2 kernels); other CPUs' float32 kernels (MKL_CBWR=COMPATIBLE, AVX-512 Xeons) move the solver's
-path within that accuracy, so `make test` also runs this file under MKL_CBWR=COMPATIBLE (the Makefile's PORTABILITY_NUMERICS).
-Shipped models in paper mode run under -m slow.
+path within that accuracy, so `make test` also runs this file under MKL_CBWR=COMPATIBLE (the Makefile's
+PORTABILITY_NUMERICS). Shipped models in paper mode run under -m slow.
 """
 
 from __future__ import annotations
