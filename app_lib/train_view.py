@@ -17,6 +17,7 @@ from app_lib import jobs, registry, ui
 from crc_core.adversarial import EXPLANATIONS
 from crc_core.checkpoints import run_record
 from crc_core.errors import CRCError
+from crc_core.metrics import upgrade_metric_keys
 from crc_core.train import (
     ADVERSARIAL_KINDS,
     CURVATURE_KINDS,
@@ -177,4 +178,4 @@ def saved_history(meta: dict[str, Any]) -> list[dict[str, Any]]:
     """A saved model's training history as events for :func:`app_lib.plots.training_curves` (empty if none)."""
     hist = meta.get("history") or {}
     return [{"kind": "step", **e} for e in hist.get("steps", [])] + [
-        {"kind": "epoch", **e} for e in hist.get("epochs", [])]
+        {"kind": "epoch", **upgrade_metric_keys(e)} for e in hist.get("epochs", [])]

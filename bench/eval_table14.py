@@ -31,7 +31,8 @@ from crc_core.bounds import curvature_bounds
 from crc_core.certify import certify
 from crc_core.checkpoints import load_checkpoint
 from crc_core.data import load_dataset
-from crc_core.train import fixed_eval_sample, runner_up
+from crc_core.hessian import runner_up
+from crc_core.metrics import fixed_eval_sample
 
 
 def evaluate_checkpoint(path: Path, dataset: str, rho: float, samples: int, pgd_steps: int) -> dict:

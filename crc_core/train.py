@@ -38,22 +38,20 @@ import torch
 import torch.nn.functional as F
 
 from .activations import CURVATURE_ACTIVATIONS
-from .adversarial import pgd_robust, pgd_training_loss, trades_loss, validate_adversarial_options
+from .adversarial import pgd_training_loss, trades_loss, validate_adversarial_options
 from .attack import curvature_attack
-from .baselines.relu_quadratic import certified_at
-from .bounds import CurvatureRegularizer, curvature_bounds
-from .certify import certify
+from .bounds import CurvatureRegularizer
 from .data import DATASET_NAMES, Dataset, load_dataset
 from .device import default_device
 from .epoch_checkpoint import load_epoch_checkpoint, restore_run, save_epoch_checkpoint
 from .errors import CRCError
 from .hessian import runner_up
+from .metrics import EPOCH_METRIC_KEYS, epoch_metrics
 from .models import MLP, format_architecture
 
 __all__ = [
     "ADVERSARIAL_KINDS",
     "CURVATURE_KINDS",
-    "EVAL_PGD_STEPS",
     "KINDS",
     "RELU_KINDS",
     "TRAIN_ACTIVATIONS",
@@ -63,12 +61,9 @@ __all__ = [
     "StepStats",
     "TrainConfig",
     "TrainResult",
-    "epoch_metrics",
     "final_metrics",
-    "fixed_eval_sample",
     "parse_widths",
     "run_epoch",
-    "runner_up",
     "train",
 ]
 
@@ -78,10 +73,6 @@ CURVATURE_KINDS: tuple[str, ...] = ("gamma", "crt")  # use the curvature bound K
 ADVERSARIAL_KINDS: tuple[str, ...] = ("pgd", "trades")  # empirical baselines (Table 14), no curvature term
 RELU_KINDS: tuple[str, ...] = ("standard", "pgd", "trades")  # the kinds a ReLU net can be trained with
 TRAIN_ACTIVATIONS: tuple[str, ...] = (*CURVATURE_ACTIVATIONS, "relu")
-EVAL_PGD_STEPS = 50  # PGD steps of the per-epoch empirical robust accuracy (as crc_core.evaluate's default)
-_EVAL_KEYS = ("test_accuracy", "empirical_robust_accuracy", "certified_accuracy", "certified_accuracy_all",
-              "mean_K_ub", "eval_rho", "eval_samples", "eval_seconds")
-EVAL_SAMPLE_SEED = 20200712  # fixed: every model is certified on the same test images
 Event = dict[str, Any]
 
 
@@ -271,8 +262,8 @@ class TrainResult:
     """What :func:`train` returns.
 
     model: the trained MLP (eval mode, on the training device). history: every event emitted, in order.
-    metrics: the last evaluation (keys as in :func:`epoch_metrics`, plus "epoch"); empty if stopped before the first
-    epoch ended. stopped: True when ``should_stop`` ended the run early. seconds: wall time.
+    metrics: the last evaluation (keys as in :func:`crc_core.metrics.epoch_metrics`, plus "epoch"); empty if
+    stopped before the first epoch ended. stopped: True when ``should_stop`` ended the run early. seconds: wall time.
     """
 
     model: MLP
@@ -286,111 +277,8 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------------------------
 # Pieces of the loop
 # --------------------------------------------------------------------------------------------------------------
-def fixed_eval_sample(n_total: int, n: int) -> torch.Tensor:
-    """Indices (min(n, n_total),) of the fixed certification sample: the same test images for every model and seed."""
-    g = torch.Generator().manual_seed(EVAL_SAMPLE_SEED)
-    return torch.randperm(n_total, generator=g)[: min(n, n_total)]
-
-
-@torch.no_grad()
-def _accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
-    correct = 0
-    for s in range(0, x.shape[0], batch):
-        correct += int((model(x[s:s + batch]).argmax(1) == y[s:s + batch]).sum())
-    return correct / max(1, x.shape[0])
-
-
-def _certified_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, rho: float, *, all_targets: bool,
-                        bounds: Any, mode: str) -> tuple[float | None, float | None]:
-    """(runner-up, all-class) certified accuracy of x (B, D) with labels y (B,) at radius ρ.
-
-    Certified = correctly classified with certified radius ≥ ρ (against the runner-up class only, as in the
-    paper, or against every other class; None when not computed). One :func:`crc_core.certify.certify` call:
-    the all-class run also yields the runner-up radius.
-    """
-    if all_targets:
-        cert = certify(model, x, y, targets="all", mode=mode, bounds=bounds, refine="minimum")
-        ok_all = cert.correct & (cert.radius >= rho)
-        ok_ru = cert.correct & (cert.runner_up_radius >= rho)
-        return float(ok_ru.float().mean()), float(ok_all.float().mean())
-    cert = certify(model, x, y, targets="runner-up", mode=mode, bounds=bounds)
-    return float((cert.correct & (cert.radius >= rho)).float().mean()), None
-
-
-def _curvature_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: float, *, all_targets: bool,
-                            mode: str) -> dict[str, Any]:
-    """CRC on the sample of a smooth net: certified_accuracy, certified_accuracy_all, mean_K_ub."""
-    with torch.no_grad():
-        logits = model(xs)
-    pred = logits.argmax(1)
-    t = runner_up(logits, pred)
-    bounds = curvature_bounds(model) if all_targets else None
-    pair_bounds = bounds.for_pairs(pred, t) if bounds is not None else curvature_bounds(model, pred, t)
-    ru, every = _certified_accuracy(model, xs, ys, rho, all_targets=all_targets,
-                                    bounds=bounds if bounds is not None else pair_bounds, mode=mode)
-    return {"certified_accuracy": ru, "certified_accuracy_all": every, "mean_K_ub": float(pair_bounds.K.mean())}
-
-
-def _relu_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: float, *,
-                       all_targets: bool) -> dict[str, Any]:
-    """App. G on the sample of a 2-layer ReLU net (one proof at ρ per image and target, no bisection); None for
-    deeper ReLU nets, which have no certificate here. No mean_K_ub (ReLU has no curvature bound)."""
-    if model.depth != 2:
-        return {"certified_accuracy": None, "certified_accuracy_all": None, "mean_K_ub": None}
-    ru = certified_at(model, xs, ys, rho, targets="runner-up")
-    every = None
-    if all_targets:  # only images certified against the runner-up can be certified against every class
-        ok = torch.zeros_like(ru)
-        if ru.any():
-            ok[ru] = certified_at(model, xs[ru], ys[ru], rho, targets="all")
-        every = float(ok.float().mean())
-    return {"certified_accuracy": float(ru.float().mean()), "certified_accuracy_all": every, "mean_K_ub": None}
-
-
-def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, rho: float = 0.5,
-                  eval_samples: int = 100, all_targets: bool = True, mode: str = "fast") -> dict[str, Any]:
-    """The metrics reported after a training epoch, on a test set (images (N, D) in [0, 1], labels (N,)).
-
-    Returns a dict with
-      test_accuracy: clean accuracy on all N images;
-      empirical_robust_accuracy: fraction of the fixed sample (``eval_samples`` images, see
-        :func:`fixed_eval_sample`) correctly classified at the image and at the point L2 PGD (EVAL_PGD_STEPS steps,
-        radius ρ) finds: an upper bound on the true robust accuracy; None if eval_samples = 0;
-      certified_accuracy: fraction of the sample correctly classified with a certified radius ≥ ρ against the
-        runner-up class (the paper's metric); CRC for smooth nets, the App. G certificate for 2-layer ReLU nets;
-        None if eval_samples = 0 and for deeper ReLU nets (no certificate for them here);
-      certified_accuracy_all: the same against every class t ≠ y (None if not computed);
-      mean_K_ub: mean certification-grade K (Theorems 3/4) over the sample's (prediction, runner-up) pairs
-        (None for ReLU nets);
-      eval_rho, eval_samples, eval_seconds.
-    Follows the model's device. (The per-image evaluation tables of the paper are :func:`crc_core.evaluate.evaluate`.)
-    """
-    t0 = time.perf_counter()
-    images, labels = (test.images, test.labels) if isinstance(test, Dataset) else test
-    dev = model.layers[0].weight.device
-    images, labels = images.to(dev), labels.to(dev)
-    was_training = model.training
-    model.eval()
-    out: dict[str, Any] = {"test_accuracy": _accuracy(model, images, labels), "empirical_robust_accuracy": None,
-                           "certified_accuracy": None, "certified_accuracy_all": None, "mean_K_ub": None,
-                           "eval_rho": float(rho), "eval_samples": 0}
-    if eval_samples > 0 and images.shape[0] > 0:
-        idx = fixed_eval_sample(images.shape[0], eval_samples).to(dev)
-        xs, ys = images[idx], labels[idx]
-        out["eval_samples"] = int(xs.shape[0])
-        robust = pgd_robust(model, xs, ys, eps=rho, steps=EVAL_PGD_STEPS)
-        out["empirical_robust_accuracy"] = float(robust.float().mean())
-        if model.activation_name == "relu":
-            out.update(_relu_certificates(model, xs, ys, rho, all_targets=all_targets))
-        else:
-            out.update(_curvature_certificates(model, xs, ys, rho, all_targets=all_targets, mode=mode))
-    out["eval_seconds"] = time.perf_counter() - t0
-    model.train(was_training)
-    return out
-
-
 def config_epoch_metrics(model: MLP, config: TrainConfig, test: Dataset) -> dict[str, Any]:
-    """:func:`epoch_metrics` with the evaluation settings of ``config`` (eval_rho, eval_samples, ...)."""
+    """:func:`crc_core.metrics.epoch_metrics` with the evaluation settings of ``config`` (eval_rho, ...)."""
     return epoch_metrics(model, test, rho=config.eval_rho, eval_samples=config.eval_samples,
                          all_targets=config.eval_all_targets, mode=config.eval_mode)
 
@@ -478,7 +366,7 @@ class EventLog:
 
     def epoch(self, epoch: int, step: int, train_means: dict[str, float], metrics: dict[str, Any] | None) -> None:
         """An "epoch" event; ``metrics`` None for an epoch skipped by eval_every (its evaluation keys are None)."""
-        shown = metrics if metrics is not None else {"epoch": epoch, "step": step, **dict.fromkeys(_EVAL_KEYS)}
+        shown = metrics if metrics is not None else {"epoch": epoch, "step": step, **dict.fromkeys(EPOCH_METRIC_KEYS)}
         self.emit({"kind": "epoch", "epoch": epoch, "step": step, "seconds": self.seconds(),
                    "train_loss": train_means["loss"], "train_accuracy": train_means["accuracy"], **shown})
 
@@ -556,8 +444,8 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
              ``log_every`` steps (means over the window; accuracy on the clean batch; mean_K absent for ReLU nets;
              ce is TRADES' natural loss; attack_accuracy on the attacked batch for CRT, PGD and TRADES;
              attack_grads = gradient evaluations per attacked image for CRT; robust_kl for TRADES);
-            {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + :func:`epoch_metrics`
-             keys (None on epochs skipped by ``eval_every``)};
+            {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + the keys of
+             :func:`crc_core.metrics.epoch_metrics` (None on epochs skipped by ``eval_every``)};
             {"kind": "done", "stopped", "step", "seconds", "metrics"}.
         should_stop: polled before every step; when it returns True the loop ends after the current step and
             the result has ``stopped=True`` with the model as trained so far (usable, finite).

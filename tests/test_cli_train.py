@@ -152,7 +152,7 @@ def test_adversarial_kinds_dry_run_record_their_settings(kind: str, flags: list[
     assert meta["kind"] == kind and meta["gamma"] == 0.0 and meta["crt_eps"] is None
     assert meta["kind_settings"] == settings and meta["command"] == "python -m crc_core " + " ".join(argv)
     assert meta["config"]["adv_eps"] == settings["eps"] and meta["config"]["adv_steps"] == 2
-    assert meta["metrics"]["empirical_robust_accuracy"] is not None
+    assert meta["metrics"]["pgd_robust_accuracy"] is not None
     assert meta["label"].startswith("2x[8] softplus, " + {"pgd": "PGD", "trades": "TRADES"}[kind])
     err = capsys.readouterr().err
     assert "adv-acc" in err and "PGD acc" in err

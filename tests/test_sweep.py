@@ -174,14 +174,14 @@ def small_model():
 
 def test_evaluation_agrees_with_crc_core_evaluate(small_model):
     from crc_core.evaluate import evaluate
+    from crc_core.metrics import fixed_eval_sample
     from crc_core.sweep import EvalSpec, evaluate_trial
-    from crc_core.sweep.trial import fixed_sample
 
     model, test = small_model
     spec = EvalSpec(rho=(0.05, 0.3), targets=("runner-up", "all"), images=25, attacks=True, pgd_steps=10,
                     curvature=True, curvature_min_images=2)
     row = evaluate_trial(model, test, spec)
-    idx = fixed_sample(len(test), 25)
+    idx = fixed_eval_sample(len(test), 25)
     for target in spec.targets:  # the same numbers computed the other way
         for rho in spec.rho:
             ref = evaluate(model, test.images[idx], test.labels[idx], rho=rho, targets=target, attacks=False)
