@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from .adversarial import pgd_robust
 from .attack import AttackResult, curvature_attack, pgd_attack
 from .baselines.relu_quadratic import certified_at
 from .bounds import Bounds, curvature_bounds
@@ -29,7 +28,7 @@ from .hessian import runner_up
 from .models import MLP
 
 __all__ = ["ACCURACY_BATCH", "EPOCH_METRIC_KEYS", "EVAL_PGD_STEPS", "EVAL_SAMPLE_SEED", "accuracy", "attacks_at",
-           "epoch_metrics", "fixed_eval_sample", "upgrade_metric_keys"]
+           "epoch_metrics", "fixed_eval_sample", "pgd_robust", "upgrade_metric_keys"]
 
 EVAL_SAMPLE_SEED = 20200712  # fixed: every model is certified on the same test images
 ACCURACY_BATCH = 2000  # images per forward pass when measuring clean accuracy
@@ -59,6 +58,16 @@ def accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, batch: int = ACCURACY
     for s in range(0, x.shape[0], batch):
         correct += int((model(x[s:s + batch]).argmax(1) == y[s:s + batch]).sum())
     return correct / max(1, x.shape[0])
+
+
+def pgd_robust(model: MLP, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = EVAL_PGD_STEPS,
+               step_size: float | None = None) -> torch.Tensor:
+    """(B,) bool: x (B, D) is classified y (B,) at x and at the last point of one L2 PGD run from x within ε (ascent
+    on the margin loss max_{j≠y} z_j − z_y). Its mean is the pgd_robust_accuracy: an upper bound on the true robust
+    accuracy (a stronger attack can only lower it). No gradient reaches the parameters."""
+    x_adv, _ = pgd_attack(model, x, y, eps, steps=steps, step_size=step_size, keep_best=False)
+    with torch.no_grad():
+        return (model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)
 
 
 def attacks_at(model: MLP, x: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, rho: float, *,

@@ -32,7 +32,6 @@ MM_STATIONARY_TOL = 1e-5  # the paper's inner-loop stopping tolerance on ‖∇F
 ATTACK_SOLVED_TOL = 1e-4  # Algorithm 2's inner problem counts as solved below this residual (with the one above)
 ATTACK_SUCCESS_RTOL = 1e-3  # Algorithm 2's success: ‖x - x0‖ = ρ within this relative tolerance
 ATTACK_ETA_TOP = 20.0  # Algorithm 2 searches η ∈ [-m, 20 (1 - m)] (App. C.3: a generous multiple of the curvature)
-PGD_STEP_SCALE = 2.5  # default PGD step = 2.5 ρ / steps (Madry et al.'s rule of thumb)
 
 # --------------------------------------------------------------------------------------------------- fast solver
 CHASE_STEPS = 12  # KKT fixed-point steps of the fast solver's phase A
