@@ -195,14 +195,18 @@ def test_evaluation_agrees_with_crc_core_evaluate(small_model):
 
 
 def test_an_inflated_method_is_caught_by_the_attacks(small_model, monkeypatch):
-    from crc_core.sweep import CertificateMethod, EvalSpec, MethodResult, evaluate_trial
-    from crc_core.sweep.methods import crc_radii
+    import dataclasses
+
+    from crc_core.sweep import EvalSpec, evaluate_trial
+
+    crc = METHODS["crc"]
 
     def inflated(model, x, y, target, mode):  # 100x CRC's radii: certifies what attacks break
-        res = crc_radii(model, x, y, target, mode)
-        return MethodResult(res.radius * 100, res.extras)
+        res = crc.radii(model, x, y, target, mode)
+        return dataclasses.replace(res, name="inflated", radius=res.radius * 100)
 
-    monkeypatch.setitem(METHODS, "inflated", CertificateMethod(inflated, ("all",)))
+    monkeypatch.setitem(METHODS, "inflated", dataclasses.replace(crc, name="inflated", radii=inflated,
+                                                                 targets=("all",)))
     spec = EvalSpec(rho=(1.0,), targets=("all",), methods=("crc", "inflated"), images=25, attacks=True,
                     pgd_steps=10)
     row = evaluate_trial(*small_model, spec)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..compare import METHODS
 from ..data import Dataset, load_dataset
 from ..device import describe_device
 from ..evaluate import curvature_table
@@ -28,7 +29,6 @@ from ..metrics import accuracy, attacks_at, fixed_eval_sample
 from ..models import MLP
 from ..train import TrainConfig, train
 from .config import EvalSpec, Trial
-from .methods import METHODS
 
 __all__ = ["TrialOutput", "cert_column", "evaluate_trial", "execute_trial", "identity_columns"]
 
