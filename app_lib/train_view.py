@@ -18,14 +18,8 @@ from crc_core.adversarial import EXPLANATIONS
 from crc_core.checkpoints import run_record
 from crc_core.errors import CRCError
 from crc_core.metrics import upgrade_metric_keys
-from crc_core.train import (
-    ADVERSARIAL_KINDS,
-    CURVATURE_KINDS,
-    TRAIN_ACTIVATIONS,
-    TrainConfig,
-    TrainResult,
-    final_metrics,
-)
+from crc_core.train import TrainConfig, TrainResult, final_metrics
+from crc_core.training_kinds import ADVERSARIAL_KINDS, CURVATURE_KINDS, TRAIN_ACTIVATIONS
 
 JOB_KEY = "crc_train_job"
 KINDS = {"standard": "standard (cross-entropy only)", "gamma": "γ-regularized (cross-entropy + γ·K)",

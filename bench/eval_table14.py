@@ -30,8 +30,8 @@ from crc_core.bounds import curvature_bounds
 from crc_core.certify import certify
 from crc_core.checkpoints import load_checkpoint
 from crc_core.data import load_dataset
-from crc_core.hessian import runner_up
 from crc_core.metrics import fixed_eval_sample, pgd_robust
+from crc_core.targets import runner_up
 
 
 def evaluate_checkpoint(path: Path, dataset: str, rho: float, samples: int, pgd_steps: int) -> dict:

@@ -28,24 +28,17 @@ from .bounds import (
 )
 from .dual import BoundTracker, bound_at, dual_lower_bound
 from .errors import CheckpointError, CRCError, DataError, UnsupportedActivationError
-from .hessian import (
-                      as_dtype,
-                      margin_and_grad,
-                      margin_hessian,
-                      margin_hessian_eigh,
-                      margin_hessian_eigvals,
-                      margin_hvp,
-                      runner_up,
-)
-from .models import MLP, validate_model
+from .hessian import margin_and_grad, margin_hessian, margin_hessian_eigh, margin_hessian_eigvals, margin_hvp
+from .models import MLP, as_dtype, validate_model
+from .targets import margin, runner_up
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS", "CURVATURE_ACTIVATIONS", "MLP", "Activation", "BoundTracker", "Bounds", "CRCError",
     "CheckpointError", "CurvatureRegularizer", "DataError", "UnsupportedActivationError", "__version__", "all_pairs",
-    "as_dtype", "bound_at", "curvature_bounds", "dual_lower_bound", "get_activation", "margin_and_grad",
-    "margin_hessian", "margin_hessian_eigh", "margin_hessian_eigvals", "margin_hvp", "power_iteration",
-    "runner_up", "scaled_sq_norm", "spectral_norm_exact", "spectral_norm_pi",
+    "as_dtype", "bound_at", "curvature_bounds", "dual_lower_bound", "get_activation", "margin",
+    "margin_and_grad", "margin_hessian", "margin_hessian_eigh", "margin_hessian_eigvals", "margin_hvp",
+    "power_iteration", "runner_up", "scaled_sq_norm", "spectral_norm_exact", "spectral_norm_pi",
     "theorem3", "theorem4", "theorem4_terms", "validate_model",
 ]

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attack import l2_pgd, random_ball_start
+from .checks import check_images, check_labels
 from .errors import CRCError
 
 TRADES_START_STD = 0.001  # TRADES' start x + 0.001·N(0, I): any nonzero start, since ∇KL = 0 at x' = x
@@ -59,13 +60,9 @@ def validate_adversarial_options(*, eps: float, steps: int, step_size: float | N
 
 
 def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x) or x.dim() < 2 or x.shape[0] == 0:
-        raise CRCError("Expected a non-empty floating-point batch of images x of shape (B, ...).")
-    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-        raise CRCError(f"Expected labels of shape ({x.shape[0]},), got "
-                       f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}.")
     if not isinstance(model, nn.Module):
         raise CRCError(f"Expected a torch model, got {type(model).__name__}.")
+    check_labels(y, check_images(model, x).shape[0], getattr(model, "n_classes", None), x.device)
 
 
 def _delta_max(x: torch.Tensor, x_adv: torch.Tensor) -> float:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .bounds import Bounds, curvature_bounds
+from .checks import check_images, check_labels, check_targets
 from .errors import CRCError
 from .hessian import MarginOracle
 from .models import MLP, require_curvature_model
@@ -83,12 +84,10 @@ def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
     (crc_core.solvers.mm, prox = η, lin = 1); η moves by bisection on ‖x - x0‖ vs ρ.
     """
     require_curvature_model(model)
-    x0 = model.flatten_input(x0).detach()
-    if not torch.isfinite(x0).all():
-        raise CRCError("Input images contain NaN or infinite values.")
+    x0 = check_images(model, x0, empty_ok=True)
     N = x0.shape[0]
-    y = torch.as_tensor(y, device=x0.device).long().reshape(-1)
-    t = torch.as_tensor(t, device=x0.device).long().reshape(-1)
+    y = check_labels(y, N, model.n_classes, x0.device)
+    t = check_targets(y, torch.as_tensor(t).reshape(-1), model.n_classes)
     rho_t = _check_rho(rho, N, x0)
     mm, KK = _pair_bounds(model, y, t, bounds, m, K, x0)
     oracle = MarginOracle(model, y, t)

@@ -21,21 +21,21 @@ from typing import Literal, get_args
 import torch
 
 from .bounds import Bounds, Method, curvature_bounds
+from .checks import check_images, check_labels
 from .dual import BoundTracker, bound_at, dual_lower_bound
 from .errors import CRCError
 from .f32_bounds import f32_matmul_is_ieee
-from .hessian import MarginOracle, as_dtype, runner_up
+from .hessian import MarginOracle
 from .local import local_certificate
-from .models import MLP, require_curvature_model
+from .models import MLP, as_dtype, require_curvature_model
 from .row_space import RowSpace
 from .solvers.fast import FastResult, ProvedStart, Rows, solve_fast
 from .solvers.paper import solve_paper
+from .targets import TARGET_MODES, TargetMode, choose_targets, margin, runner_up
 from .tolerances import EXACT_DIST_RTOL, EXACT_MARGIN_RTOL, TINY_F64
 
-TargetMode = Literal["all", "runner-up", "random", "least"]
 SolverMode = Literal["fast", "paper"]
 RefineMode = Literal["every-target", "minimum"]
-TARGET_MODES: tuple[str, ...] = get_args(TargetMode)
 SOLVER_MODES: tuple[str, ...] = get_args(SolverMode)
 REFINE_MODES: tuple[str, ...] = get_args(RefineMode)
 
@@ -135,25 +135,6 @@ class CertificateBatch:
         })
 
 
-def choose_targets(logits: torch.Tensor, y: torch.Tensor, mode: TargetMode, *, seed: int = 0) -> torch.Tensor:
-    """Targets (B, T) for predictions y: all others (T = C - 1), runner-up, random, or least likely (T = 1)."""
-    B, C = logits.shape
-    if mode == "all":
-        ar = torch.arange(C, device=logits.device).expand(B, C)
-        return ar[ar != y[:, None]].reshape(B, C - 1)
-    if mode == "runner-up":
-        return runner_up(logits, y)[:, None]
-    if mode == "least":
-        z = logits.detach().clone()
-        z.scatter_(1, y[:, None], float("inf"))
-        return z.argmin(1, keepdim=True)
-    if mode == "random":
-        g = torch.Generator().manual_seed(seed)
-        off = torch.randint(1, C, (B,), generator=g).to(logits.device)
-        return ((y + off) % C)[:, None]
-    raise CRCError(f"Unknown target mode {mode!r}; use one of {', '.join(TARGET_MODES)}.")
-
-
 @dataclass
 class RowCertificates:
     """Finalised results per (image, target) row, N = B·T rows in image-major order (float64 scalars; the points
@@ -241,20 +222,10 @@ def _validate(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, *, targe
         raise CRCError(f"Unknown target mode {targets!r}; use one of {', '.join(TARGET_MODES)}.")
     if refine not in REFINE_MODES:
         raise CRCError(f"Unknown refine mode {refine!r}; use one of {', '.join(REFINE_MODES)}.")
-    x0 = model.flatten_input(x).detach().to(model.layers[0].weight.dtype)
-    if not torch.isfinite(x0).all():
-        raise CRCError("Input images contain NaN or infinite values.")
-    B, C = x0.shape[0], model.n_classes
-    if B == 0:
-        raise CRCError("No images to certify (the batch is empty).")
+    x0 = check_images(model, x, dtype=model.layers[0].weight.dtype)
     if labels is None:
         return x0, None
-    label = torch.as_tensor(labels, device=x0.device).long().reshape(-1)
-    if label.shape[0] != B:
-        raise CRCError(f"Got {B} images but {label.shape[0]} labels.")
-    if ((label < 0) | (label >= C)).any():
-        raise CRCError(f"Labels must lie in [0, {C - 1}].")
-    return x0, label
+    return x0, check_labels(labels, x0.shape[0], model.n_classes, x0.device)
 
 
 def _fast_rows(model: MLP, m64: MLP, x0: torch.Tensor, rows: Rows, y: torch.Tensor, t: torch.Tensor, *,
@@ -358,12 +329,10 @@ def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, grou
     """f = z_y - z_t (N,) at rows x (N, D) by a forward pass only; with ``group`` (N,) the rows of one image share
     one point, so each image is evaluated once (x[first row of each image])."""
     if group is None:
-        z = model(x)
-        return z.gather(1, y[:, None])[:, 0] - z.gather(1, t[:, None])[:, 0]
+        return margin(model(x), y, t)
     first = torch.ones_like(group, dtype=torch.bool)
     first[1:] = group[1:] != group[:-1]
-    z = model(x[first])[torch.cumsum(first.long(), 0) - 1]
-    return z.gather(1, y[:, None])[:, 0] - z.gather(1, t[:, None])[:, 0]
+    return margin(model(x[first])[torch.cumsum(first.long(), 0) - 1], y, t)
 
 
 def _tighten_locally(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, res: RowCertificates) -> None:

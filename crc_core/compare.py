@@ -34,9 +34,11 @@ from .baselines.lipschitz import hidden_lipschitz, lipschitz_radius
 from .baselines.relu_quadratic import certify_relu, require_two_layer_relu
 from .baselines.smoothing import SMOOTHING_GUARANTEE, Smooth, check_smoothing_args
 from .bounds import curvature_bounds
-from .certify import TARGET_MODES, SolverMode, TargetMode, certify
+from .certify import SolverMode, certify
+from .checks import check_images, check_labels
 from .errors import CRCError
 from .models import MLP, require_curvature_model
+from .targets import TARGET_MODES, TargetMode, choose_targets
 
 __all__ = ["ALL_METHODS", "DEFAULT_METHODS", "METHODS", "RELU_METHOD", "ComparisonResult", "Method", "MethodResult",
            "applicable_methods", "attack_upper_bound", "compare_certificates", "default_methods", "is_deterministic",
@@ -181,15 +183,6 @@ def _check_methods(model: MLP, methods: Sequence[str], targets: str, smoothing: 
         check_smoothing_args(smoothing.get("sigma", 0.25), smoothing.get("n0", 100), smoothing.get("n", 10_000),
                              smoothing.get("alpha", 0.001))
     return methods, refused
-
-
-def _targets(logits: torch.Tensor, pred: torch.Tensor, targets: str) -> torch.Tensor:
-    """(B, T): every class but the prediction (T = C - 1), or the runner-up (T = 1)."""
-    B, C = logits.shape
-    if targets == "runner-up":
-        return logits.scatter(1, pred[:, None], float("-inf")).argmax(1, keepdim=True)
-    ar = torch.arange(C, device=logits.device).expand(B, C)
-    return ar[ar != pred[:, None]].reshape(B, C - 1)
 
 
 @dataclass
@@ -399,17 +392,13 @@ def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | Non
     smoothing_options = dict(smoothing_options or {})
     methods, refused = _check_methods(model, methods, targets, smoothing_options, skip_unsupported)
     dev, dtype = model.layers[0].weight.device, model.layers[0].weight.dtype
-    x0 = model.flatten_input(x).detach().to(device=dev, dtype=dtype)
-    if x0.shape[0] == 0 or not torch.isfinite(x0).all():
-        raise CRCError("Images must be a non-empty batch of finite values.")
+    x0 = check_images(model, x, dtype=dtype, device=dev)
     with torch.no_grad():
         logits = model(x0)
     pred = logits.argmax(1)
-    label = pred.clone() if labels is None else torch.as_tensor(labels, device=dev).long().reshape(-1)
-    if label.shape[0] != x0.shape[0] or ((label < 0) | (label >= model.n_classes)).any():
-        raise CRCError(f"Need one label in [0, {model.n_classes - 1}] per image.")
+    label = pred.clone() if labels is None else check_labels(labels, x0.shape[0], model.n_classes, dev)
     correct = pred == label
-    T = _targets(logits, pred, targets)
+    T = choose_targets(logits, pred, targets)  # (B, C - 1) or the runner-up (B, 1)
     batch = _Batch(model, x0, label, pred, correct, T, targets)
     options = {"crc": crc_options, "crown": crown_options, "smoothing": smoothing_options, RELU_METHOD: relu_options}
     out = {name: METHODS[name].run(batch, options.get(name) or {}) for name in methods}

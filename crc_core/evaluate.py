@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import torch
 
 from .bounds import Bounds, Method, curvature_bounds
-from .certify import SolverMode, TargetMode, certify
+from .certify import SolverMode, certify
+from .checks import check_images, check_labels
 from .curvature_stats import PairCurvature, measured_curvature
 from .errors import CRCError
 from .metrics import attacks_at
 from .models import MLP, require_curvature_model
+from .targets import TargetMode
 
 
 @dataclass
@@ -48,12 +50,8 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
     rho = float(rho)
     if not (rho > 0 and rho < float("inf")):
         raise CRCError(f"ρ must be a positive finite number, got {rho!r}.")
-    x = model.flatten_input(images)
-    labels = torch.as_tensor(labels, device=x.device).long().reshape(-1)
-    if labels.shape[0] != x.shape[0]:
-        raise CRCError(f"Got {x.shape[0]} images but {labels.shape[0]} labels.")
-    if x.shape[0] == 0:
-        raise CRCError("No images to evaluate.")
+    x = check_images(model, images)
+    labels = check_labels(labels, x.shape[0], model.n_classes, x.device)
     if bounds is None:
         bounds = curvature_bounds(model)
     frames = []

@@ -24,8 +24,8 @@ from .baselines.relu_quadratic import certified_at
 from .bounds import Bounds, curvature_bounds
 from .certify import certify
 from .data import Dataset
-from .hessian import runner_up
 from .models import MLP
+from .targets import runner_up
 
 __all__ = ["ACCURACY_BATCH", "EPOCH_METRIC_KEYS", "EVAL_PGD_STEPS", "EVAL_SAMPLE_SEED", "accuracy", "attacks_at",
            "epoch_metrics", "fixed_eval_sample", "pgd_robust", "upgrade_metric_keys"]

@@ -15,7 +15,8 @@ CURVATURE_FLOOR = 1e-12  # |m|, M, K floor where 1/|m| or 1/M is needed: a curva
 # --------------------------------------------------------------------------------------------------- rounding bounds
 F32_UNIT_ROUNDOFF = 2.0**-24  # IEEE float32 round-to-nearest: fl(a ∘ b) = (a ∘ b)(1 + δ), |δ| ≤ this
 F32_UNDERFLOW_ABS = 2.0**-126  # absolute error of one float32 operation near underflow (flush-to-zero included)
-F64_SUM_RTOL = 1e-9  # relative slack for float64 norms/sums of ≤ 10^6 terms (γ_n = n·2^-53 ≈ 1.1e-10 at 10^6)
+F64_SUM_RTOL = 1e-9  # relative slack for float64 norms/sums of ≤ 10^6 terms (γ_n = n·2^-53 ≈ 1.1e-10 at 10^6);
+#   also every baseline's round-off allowance (CROWN's intercepts, the Lipschitz norms, App. G's dot products)
 
 # --------------------------------------------------------------------------------------------------- η ranges
 ETA_UNBOUNDED = 1e12  # top of the η range when m ≥ 0 (F_η convex for every η ≥ 0): large, yet finite in float64

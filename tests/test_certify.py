@@ -9,8 +9,8 @@ from crc_core.certify import TARGET_MODES, certify
 from crc_core.dual import dual_lower_bound
 from crc_core.errors import CRCError, UnsupportedActivationError
 from crc_core.f32_bounds import backward_f32, grad_norm_upper, norm_upper
-from crc_core.hessian import MarginOracle, as_dtype, margin_and_grad
-from crc_core.models import MLP
+from crc_core.hessian import MarginOracle, margin_and_grad
+from crc_core.models import MLP, as_dtype
 from crc_core.tolerances import F64_SUM_RTOL
 
 

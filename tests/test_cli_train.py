@@ -188,7 +188,7 @@ def test_adversarial_and_relu_bad_settings_exit_2(argv: list[str], match: str, t
 def test_help_explains_every_kind_and_lists_relu() -> None:
     from crc_core.adversarial import EXPLANATIONS
     from crc_core.cli.train import EPILOG, KIND_HELP
-    from crc_core.train import KINDS, TRAIN_ACTIVATIONS
+    from crc_core.training_kinds import KINDS, TRAIN_ACTIVATIONS
 
     assert set(KIND_HELP) == set(KINDS) and "relu" in TRAIN_ACTIVATIONS
     flat = " ".join(EPILOG.split())

@@ -9,8 +9,8 @@ from helpers import small_data, small_model
 
 import crc_core.certify as certify_module
 from crc_core.certify import certify
-from crc_core.hessian import as_dtype, margin_and_grad
-from crc_core.models import MLP
+from crc_core.hessian import margin_and_grad
+from crc_core.models import MLP, as_dtype
 from crc_core.row_space import RowSpace
 
 

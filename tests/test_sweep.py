@@ -25,7 +25,7 @@ from crc_core.sweep import (
     run_sweep,
 )
 from crc_core.sweep.runner import check_address
-from crc_core.train import KINDS
+from crc_core.training_kinds import KINDS
 
 ray = pytest.importorskip("ray")
 

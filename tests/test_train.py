@@ -8,13 +8,15 @@ import pytest
 import torch
 
 import crc_core.train as train_mod
+import crc_core.training_kinds as kinds_mod
 from crc_core.bounds import curvature_bounds
 from crc_core.data import Dataset, load_dataset
 from crc_core.errors import CRCError
-from crc_core.hessian import runner_up
 from crc_core.metrics import epoch_metrics
 from crc_core.models import MLP
-from crc_core.train import TrainConfig, TrainResult, parse_widths, train
+from crc_core.targets import runner_up
+from crc_core.train import TrainConfig, TrainResult, train
+from crc_core.train_config import parse_widths
 
 STEP_KEYS = {"kind", "step", "epoch", "epoch_step", "steps_per_epoch", "total_steps", "seconds", "loss", "ce",
              "mean_K", "accuracy"}
@@ -104,7 +106,7 @@ def test_gamma_regularization_reduces_curvature() -> None:
 
 def test_crt_trains_on_attacked_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict] = []
-    real_attack = train_mod.curvature_attack
+    real_attack = kinds_mod.curvature_attack
     real_forward = MLP.forward
     seen_inputs: list[torch.Tensor] = []
 
@@ -118,7 +120,7 @@ def test_crt_trains_on_attacked_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
             seen_inputs.append(x.detach().clone())
         return real_forward(self, x)
 
-    monkeypatch.setattr(train_mod, "curvature_attack", spy_attack)
+    monkeypatch.setattr(kinds_mod, "curvature_attack", spy_attack)
     monkeypatch.setattr(MLP, "forward", spy_forward)
     train(tiny(kind="crt", crt_eps=0.7, eval_samples=0, attack_outer=4, attack_inner=2), data=tiny_data())
     assert len(calls) == 4
@@ -138,7 +140,7 @@ def test_gamma_and_standard_do_not_attack(monkeypatch: pytest.MonkeyPatch) -> No
     def boom(*a, **k):
         raise AssertionError("attack called")
 
-    monkeypatch.setattr(train_mod, "curvature_attack", boom)
+    monkeypatch.setattr(kinds_mod, "curvature_attack", boom)
     train(tiny(kind="gamma", eval_samples=0, epochs=1), data=tiny_data())
     train(tiny(kind="standard", eval_samples=0, epochs=1), data=tiny_data())
 
@@ -294,14 +296,14 @@ def test_adversarial_kinds_train_end_to_end(kind: str) -> None:
 def test_adversarial_kinds_call_their_loss_with_the_config(monkeypatch: pytest.MonkeyPatch, kind: str,
                                                           loss_name: str) -> None:
     calls: list[dict] = []
-    real = getattr(train_mod, loss_name)
+    real = getattr(kinds_mod, loss_name)
 
     def spy(model, x, y, **kw):
         calls.append(kw)
         return real(model, x, y, **kw)
 
-    monkeypatch.setattr(train_mod, loss_name, spy)
-    monkeypatch.setattr(train_mod, "curvature_attack", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(kinds_mod, loss_name, spy)
+    monkeypatch.setattr(kinds_mod, "curvature_attack", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     cfg = tiny(kind=kind, adv_eps=0.3, adv_steps=2, adv_step_size=0.2, trades_beta=2.0, adv_random_start=False,
                eval_samples=0)
     train(cfg, data=tiny_data())

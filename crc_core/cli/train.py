@@ -16,7 +16,7 @@ from ..certify import SOLVER_MODES
 from ..data import DATASET_NAMES
 from ..errors import CRCError
 from ..models import architecture_slug
-from ..train import ADVERSARIAL_KINDS, KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
+from ..training_kinds import ADVERSARIAL_KINDS, KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
 from .common import PROG, output_file, set_threads
 from .progress import TrainProgress, fmt
 
@@ -124,7 +124,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
     """The validated TrainConfig the flags describe (--dry-run shrinks the run); CRCError for impossible ones."""
-    from ..train import TrainConfig, parse_widths
+    from ..train_config import TrainConfig, parse_widths
 
     _check_kind_flags(args)
     gamma = 0.01 if args.gamma is None else args.gamma

@@ -48,7 +48,7 @@ from typing import Any
 from ..certify import SOLVER_MODES, TARGET_MODES
 from ..compare import METHODS
 from ..errors import CRCError
-from ..train import TrainConfig, parse_widths
+from ..train_config import TrainConfig, parse_widths
 
 try:
     import tomllib

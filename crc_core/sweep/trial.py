@@ -24,9 +24,9 @@ from ..compare import METHODS
 from ..data import Dataset, load_dataset
 from ..device import describe_device
 from ..evaluate import curvature_table
-from ..hessian import runner_up
 from ..metrics import accuracy, attacks_at, fixed_eval_sample
 from ..models import MLP
+from ..targets import runner_up
 from ..train import TrainConfig, train
 from .config import EvalSpec, Trial
 
@@ -121,7 +121,7 @@ def identity_columns(config: TrainConfig) -> dict[str, Any]:
     """The trial's settings as results columns (model label, dataset, architecture, training)."""
     return {"label": config.describe(), "dataset": config.dataset, "depth": len(config.widths) + 1,
             "widths": ",".join(map(str, config.widths)), "activation": config.activation, "kind": config.kind,
-            "gamma": config.gamma_used, "crt_eps": config.crt_eps if config.kind == "crt" else None,
+            "gamma": config.gamma_used, "crt_eps": config.crt_eps_used,
             "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed,
             "train_limit": config.train_limit, "test_limit": config.test_limit}
 
