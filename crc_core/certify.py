@@ -44,7 +44,7 @@ REFINE_MODES: tuple[str, ...] = get_args(RefineMode)
 class CertificateBatch:
     """Certificates for B images, C classes, T targets per image (T = C - 1 for "all", 1 otherwise).
 
-    Three kinds of arrays; the name says which (the older short names stay as the stored fields):
+    Three kinds of arrays:
 
     Per image (B,): pred, label, correct (bool); radius (min over targets, 0 if misclassified); target (the arg-min
     class, -1 if none); exact (primal = dual for that target); eta; margin (f at x_boundary); n_grad (summed over
@@ -52,16 +52,14 @@ class CertificateBatch:
     [radius, upper]); runner_up (class id); runner_up_radius (nan when the runner-up was not a target);
     x_boundary (B, D): the arg-min target's boundary point (the dual's point when not exact).
 
-    Per class (B, C), indexed by class id, nan / False / 0 where the class was not a target:
-    ``radii`` = ``radius_by_class``, ``exact_t`` = ``exact_by_class``, ``n_grad_t`` = ``n_grad_by_class``;
-    ``logits`` (B, C); ``refined_t`` = ``refined_by_class`` (B, C) bool: the class's radius is its own certificate
-    (solved as if it were the only target). Always True with refine="every-target" (the default); with
-    refine="minimum" a class that provably cannot be the image's minimum is left early (False): its radius is a
-    sound lower bound, possibly looser. The per-image radius and the runner-up's are always refined fully.
+    Per class (B, C), indexed by class id, nan / False / 0 where the class was not a target: ``radii``, ``exact_t``,
+    ``n_grad_t``; ``logits`` (B, C); ``refined_t`` (B, C) bool: the class's radius is its own certificate (solved
+    as if it were the only target). Always True with refine="every-target" (the default); with refine="minimum" a
+    class that provably cannot be the image's minimum is left early (False): its radius is a sound lower bound,
+    possibly looser. The per-image radius and the runner-up's are always refined fully.
 
-    Per target row (B, T), in the order of ``targets_t`` = ``target_by_row`` (class ids):
-    ``x_boundary_t`` = ``x_boundary_by_row`` (B, T, D), ``eta_t`` = ``eta_by_row``, ``margin_t`` = ``margin_by_row``
-    (f at the shown point), ``upper_t`` = ``upper_by_row``.
+    Per target row (B, T), in the order of ``targets_t`` (class ids): ``x_boundary_t`` (B, T, D), ``eta_t``,
+    ``margin_t`` (f at the shown point), ``upper_t``.
     """
 
     pred: torch.Tensor
@@ -91,17 +89,6 @@ class CertificateBatch:
     targets: str = "all"
     bound_method: str = ""
     extra: dict = field(default_factory=dict)
-
-    # explicit names: (B, C) per class vs (B, T) per target row
-    radius_by_class = property(lambda self: self.radii, doc="(B, C) radius per class id; nan where not a target.")
-    exact_by_class = property(lambda self: self.exact_t, doc="(B, C) bool: exact per class id.")
-    n_grad_by_class = property(lambda self: self.n_grad_t, doc="(B, C) gradient evaluations per class id.")
-    refined_by_class = property(lambda self: self.refined_t, doc="(B, C) bool: the class's own certificate.")
-    target_by_row = property(lambda self: self.targets_t, doc="(B, T) the class id of each target row.")
-    x_boundary_by_row = property(lambda self: self.x_boundary_t, doc="(B, T, D) boundary/dual point per row.")
-    eta_by_row = property(lambda self: self.eta_t, doc="(B, T) η of each row's certificate.")
-    margin_by_row = property(lambda self: self.margin_t, doc="(B, T) f at each row's shown point.")
-    upper_by_row = property(lambda self: self.upper_t, doc="(B, T) distance to a boundary point found per row.")
 
     def certified(self, rho: float) -> torch.Tensor:
         """(B,) bool: correctly classified and radius ≥ ρ (strictly provable robustness at ρ)."""

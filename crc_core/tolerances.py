@@ -48,7 +48,6 @@ DUAL_STALL_ITERS = 10  # a level also ends after this many iterations in which �
 DUAL_STALL_FALL = 0.1  # this fraction below its smallest value so far: the row sits at its float32 rounding floor
 DUAL_TOP_GAP = 1e-6  # the first level solves F_η at η = (1 - this) / |m|
 DUAL_GAIN_RTOL = 1e-9  # a level (or the whole row) stops when the possible gain in (*) is below this, relative
-DUAL_CHECK_EVERY = 1  # steps between checks for rows that cannot be (or are not now) their image's minimum
 BEST_FIRST_RTOL = 1e-6  # a row waits only when its bound exceeds its image's lowest by this, relative (the
 #   bookkeeping's float32 rounding is far below it: a waiting row cannot end below the minimum after finalisation)
 FALSE_POSITION_CLAMP = (0.02, 0.98)  # regula falsi's new η stays inside this part of its bracket (no stalling)

@@ -45,7 +45,7 @@ def test_radii_are_never_smaller_than_the_stored_reference(key):
     done = ~torch.isnan(ref["radii"])  # every class's radius (the default refine="every-target")
     assert torch.equal(done, ~torch.isnan(c.radii))
     assert (c.radii.double()[done] >= ref["radii"][done] - TOL).all(), (c.radii - ref["radii"])[done].min()
-    assert c.refined_by_class[done].all()
+    assert c.refined_t[done].all()
 
 
 def test_an_inflated_reference_is_caught():
