@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attack import l2_pgd, random_ball_start
-from .checks import check_images, check_labels
+from .checks import check_attack_options, check_images, check_labels
 from .errors import CRCError
 
 TRADES_START_STD = 0.001  # TRADES' start x + 0.001·N(0, I): any nonzero start, since ∇KL = 0 at x' = x
@@ -46,16 +46,9 @@ EXPLANATIONS: dict[str, str] = {
 def validate_adversarial_options(*, eps: float, steps: int, step_size: float | None = None,
                                  beta: float | None = None) -> None:
     """Raise CRCError (one line) unless ε > 0, steps ≥ 1 (an integer), step size > 0 (or None) and β ≥ 0."""
-    def finite(v: object) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-    if not finite(eps) or eps <= 0:
-        raise CRCError(f"The attack radius ε must be a positive finite number, got {eps!r}.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise CRCError(f"The number of attack steps must be an integer ≥ 1, got {steps!r}.")
-    if step_size is not None and (not finite(step_size) or step_size <= 0):
-        raise CRCError(f"The attack step size must be a positive finite number (or None), got {step_size!r}.")
-    if beta is not None and (not finite(beta) or beta < 0):
+    check_attack_options(eps=eps, steps=steps, step_size=step_size)
+    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta)
+                             or beta < 0):
         raise CRCError(f"The TRADES weight β must be a finite number ≥ 0, got {beta!r}.")
 
 

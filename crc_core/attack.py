@@ -9,15 +9,13 @@ solution) certifies primal = dual: x is then the *worst-case* perturbation in th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from .bounds import Bounds, curvature_bounds
-from .checks import check_images, check_labels, check_targets
-from .errors import CRCError
+from .checks import check_attack_options, check_images, check_labels, check_radius, check_targets
 from .hessian import MarginOracle
 from .models import MLP, require_curvature_model
 from .solvers.mm import bisect_eta, mm_minimise
@@ -53,13 +51,6 @@ class AttackResult:
     n_grad: torch.Tensor
 
 
-def _check_rho(rho: float | torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
-    r = torch.as_tensor(rho, dtype=like.dtype, device=like.device).reshape(-1)
-    if not torch.isfinite(r).all() or (r <= 0).any():
-        raise CRCError(f"The radius ρ must be a positive finite number, got {rho!r}.")
-    return r.expand(n) if r.numel() == 1 else r
-
-
 def _pair_bounds(model: MLP, y: torch.Tensor, t: torch.Tensor, bounds: Bounds | None, m, K, like: torch.Tensor):
     if m is not None and K is not None:
         return (torch.as_tensor(m, dtype=like.dtype, device=like.device).expand(len(y)),
@@ -88,7 +79,7 @@ def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
     N = x0.shape[0]
     y = check_labels(y, N, model.n_classes, x0.device)
     t = check_targets(y, torch.as_tensor(t).reshape(-1), model.n_classes)
-    rho_t = _check_rho(rho, N, x0)
+    rho_t = check_radius(rho, N, x0)
     mm, KK = _pair_bounds(model, y, t, bounds, m, K, x0)
     oracle = MarginOracle(model, y, t)
     mm = torch.minimum(mm, torch.zeros_like(mm))
@@ -123,13 +114,9 @@ def curvature_attack(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
 def _check_eps(eps: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:
     """ε as a float, or per row as a tensor (B, 1, ...) broadcasting against x (B, ...)."""
     if isinstance(eps, torch.Tensor) and eps.numel() > 1:
-        if eps.numel() != x.shape[0]:
-            raise CRCError(f"Got {x.shape[0]} images but {eps.numel()} radii.")
-        return _check_rho(eps, x.shape[0], x).reshape(-1, *([1] * (x.dim() - 1)))
-    value = float(eps)
-    if not (math.isfinite(value) and value > 0):
-        raise CRCError(f"The attack radius ε must be a positive finite number, got {eps!r}.")
-    return value
+        return check_radius(eps, x.shape[0], x).reshape(-1, *([1] * (x.dim() - 1)))
+    check_attack_options(eps=float(eps), steps=1)
+    return float(eps)
 
 
 def _project(x: torch.Tensor, x_adv: torch.Tensor, eps: float | torch.Tensor, clamp: bool) -> torch.Tensor:
@@ -163,10 +150,7 @@ def l2_pgd(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, 
     (projected) or x. Returns the last x_adv (B, ...), detached, with ‖x_adv − x‖ ≤ ε per row (and in [0, 1] when
     ``clamp``). Step size defaults to PGD_STEP_FACTOR·ε/steps. ``track(x_i, loss_i)`` sees every iterate but the
     last with its per-row loss (detached)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise CRCError(f"The number of attack steps must be an integer ≥ 1, got {steps!r}.")
-    if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
-        raise CRCError(f"The attack step size must be a positive finite number (or None), got {step_size!r}.")
+    check_attack_options(eps=1.0, steps=steps, step_size=step_size)  # ε: next line, a number or per row
     x = x.detach()
     eps = _check_eps(eps, x)
     alpha = PGD_STEP_FACTOR * eps / steps if step_size is None else step_size

@@ -7,12 +7,14 @@ door, and the solvers beneath never check again.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from .errors import CRCError
 
-__all__ = ["check_images", "check_labels", "check_targets"]
+__all__ = ["check_attack_options", "check_images", "check_labels", "check_radius", "check_targets"]
 
 
 def check_images(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = None,
@@ -59,3 +61,24 @@ def check_targets(y: torch.Tensor, t: torch.Tensor, n_classes: int | None) -> to
         raise CRCError("A target class equals the label: every target t must differ from y (t ≠ y), or the margin "
                        "z_y − z_t is identically zero.")
     return t
+
+
+def check_radius(rho: float | torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
+    """A radius ρ > 0, finite, one value or one per image -> (n,) in ``like``'s dtype and device."""
+    r = torch.as_tensor(rho, dtype=like.dtype, device=like.device).reshape(-1)
+    if r.numel() not in (1, n) or not torch.isfinite(r).all() or (r <= 0).any():
+        raise CRCError(f"The radius ρ must be a positive finite number (one, or one per image), got {rho!r}.")
+    return r.expand(n) if r.numel() == 1 else r
+
+
+def check_attack_options(*, eps: object, steps: object, step_size: object = None) -> None:
+    """An attack's radius ε > 0 (a number), steps ≥ 1 (an integer) and step size > 0 (or None)."""
+    def finite(v: object) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not finite(eps) or eps <= 0:
+        raise CRCError(f"The attack radius ε must be a positive finite number, got {eps!r}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise CRCError(f"The number of attack steps must be an integer ≥ 1, got {steps!r}.")
+    if step_size is not None and (not finite(step_size) or step_size <= 0):
+        raise CRCError(f"The attack step size must be a positive finite number (or None), got {step_size!r}.")

@@ -166,7 +166,7 @@ def _check_methods(model: MLP, methods: Sequence[str], targets: str, smoothing: 
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise CRCError(f"Unknown method(s) {', '.join(unknown)}; use {', '.join(ALL_METHODS)}.")
-    if targets not in ("all", "runner-up"):
+    if targets not in COMPARED_TARGETS:
         raise CRCError(f"Unknown target mode {targets!r}; use 'all' or 'runner-up'.")
     if not isinstance(model, MLP):
         raise CRCError(f"Comparing certificates needs a crc_core.models.MLP, got {type(model).__name__}.")
@@ -290,10 +290,6 @@ def _compared_radii(name: str) -> RadiusFn:
     return radii
 
 
-def _applies_to_any_model(model: MLP) -> None:
-    """Randomized smoothing needs only the model's predictions."""
-
-
 @dataclass(frozen=True)
 class Method:
     """One entry of THE method registry.
@@ -317,7 +313,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("crc", require_curvature_model, _run_crc, _crc_radii, targets=TARGET_MODES),
     Method("crown", as_net64, _run_crown, _compared_radii("crown")),
     Method("lipschitz", as_net64, _run_lipschitz, _compared_radii("lipschitz")),
-    Method("smoothing", _applies_to_any_model, _run_smoothing, _compared_radii("smoothing"), deterministic=False),
+    Method("smoothing", lambda model: None, _run_smoothing, _compared_radii("smoothing"), deterministic=False),
     Method(RELU_METHOD, require_two_layer_relu, _run_relu, _compared_radii(RELU_METHOD)),
 )}
 ALL_METHODS: tuple[str, ...] = tuple(METHODS)

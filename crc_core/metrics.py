@@ -80,31 +80,25 @@ def attacks_at(model: MLP, x: torch.Tensor, pred: torch.Tensor, target: torch.Te
     return pgd_fooled, curvature_attack(model, x, pred, target, rho, bounds=bounds)
 
 
-def _certified_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, rho: float, *, all_targets: bool,
-                        bounds: Any, mode: str) -> tuple[float | None, float | None]:
-    """(runner-up, all-class) certified accuracy of x (B, D) with labels y (B,) at radius ρ (None when not
-    computed). One :func:`crc_core.certify.certify` call: the all-class run also yields the runner-up radius."""
-    if all_targets:
-        cert = certify(model, x, y, targets="all", mode=mode, bounds=bounds, refine="minimum")
-        ok_all = cert.correct & (cert.radius >= rho)
-        ok_ru = cert.correct & (cert.runner_up_radius >= rho)
-        return float(ok_ru.float().mean()), float(ok_all.float().mean())
-    cert = certify(model, x, y, targets="runner-up", mode=mode, bounds=bounds)
-    return float((cert.correct & (cert.radius >= rho)).float().mean()), None
-
-
 def _curvature_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: float, *, all_targets: bool,
                             mode: str) -> dict[str, Any]:
-    """CRC on the sample of a smooth net: certified_accuracy, certified_accuracy_all, mean_K_ub."""
+    """CRC on the sample of a smooth net: certified_accuracy (runner-up), certified_accuracy_all (every class,
+    None unless ``all_targets``; one certify call also yields the runner-up radius), mean_K_ub."""
     with torch.no_grad():
         logits = model(xs)
     pred = logits.argmax(1)
     t = runner_up(logits, pred)
-    bounds = curvature_bounds(model) if all_targets else None
-    pair_bounds = bounds.for_pairs(pred, t) if bounds is not None else curvature_bounds(model, pred, t)
-    ru, every = _certified_accuracy(model, xs, ys, rho, all_targets=all_targets,
-                                    bounds=bounds if bounds is not None else pair_bounds, mode=mode)
-    return {"certified_accuracy": ru, "certified_accuracy_all": every, "mean_K_ub": float(pair_bounds.K.mean())}
+    if all_targets:
+        bounds = curvature_bounds(model)
+        cert = certify(model, xs, ys, targets="all", mode=mode, bounds=bounds, refine="minimum")
+        every = float((cert.correct & (cert.radius >= rho)).float().mean())
+        ru, pair_bounds = cert.runner_up_radius, bounds.for_pairs(pred, t)
+    else:
+        pair_bounds = curvature_bounds(model, pred, t)
+        cert = certify(model, xs, ys, targets="runner-up", mode=mode, bounds=pair_bounds)
+        every, ru = None, cert.radius
+    return {"certified_accuracy": float((cert.correct & (ru >= rho)).float().mean()),
+            "certified_accuracy_all": every, "mean_K_ub": float(pair_bounds.K.mean())}
 
 
 def _relu_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: float, *,
@@ -125,21 +119,11 @@ def _relu_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: floa
 
 def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, rho: float = 0.5,
                   eval_samples: int = 100, all_targets: bool = True, mode: str = "fast") -> dict[str, Any]:
-    """The metrics reported after a training epoch, on a test set (images (N, D) in [0, 1], labels (N,)).
-
-    Returns a dict with
-      test_accuracy: :func:`accuracy` on all N images;
-      pgd_robust_accuracy: correct at x and at the point L2 PGD finds from x (EVAL_PGD_STEPS steps, radius ρ), on
-        the fixed sample (``eval_samples`` images, :func:`fixed_eval_sample`); None if eval_samples = 0;
-      certified_accuracy: fraction of the sample correctly classified with a certified radius ≥ ρ against the
-        runner-up class (the paper's metric); CRC for smooth nets, the App. G certificate for 2-layer ReLU nets;
-        None if eval_samples = 0 and for deeper ReLU nets (no certificate for them here);
-      certified_accuracy_all: the same against every class t ≠ y (None if not computed);
-      mean_K_ub: mean certification-grade K (Theorems 3/4) over the sample's (prediction, runner-up) pairs
-        (None for ReLU nets);
-      eval_rho, eval_samples, eval_seconds.
-    Follows the model's device. (The per-image evaluation tables of the paper are :func:`crc_core.evaluate.evaluate`.)
-    """
+    """The metrics reported after a training epoch (keys EPOCH_METRIC_KEYS, meanings in the module docstring) on a
+    test set (images (N, D) in [0, 1], labels (N,)): test_accuracy on all N images, the others at ρ on the fixed
+    sample of ``eval_samples`` images (None when 0). Certificates: CRC for smooth nets, App. G for 2-layer ReLU
+    nets, none (None) for deeper ReLU nets; mean_K_ub: mean certification-grade K over the sample's (prediction,
+    runner-up) pairs (None for ReLU). Follows the model's device."""
     t0 = time.perf_counter()
     images, labels = (test.images, test.labels) if isinstance(test, Dataset) else test
     dev = model.layers[0].weight.device

@@ -76,27 +76,8 @@ def _trades_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, 
     return loss, torch.tensor(s["natural_loss"]), {"attack_accuracy": s["adv_acc"], "robust_kl": s["robust_kl"]}
 
 
-def _no_settings(config: TrainConfig) -> dict[str, Any]:
-    return {}
-
-
-def _gamma_settings(config: TrainConfig) -> dict[str, Any]:
-    return {"gamma": float(config.gamma)}
-
-
-def _crt_settings(config: TrainConfig) -> dict[str, Any]:
-    return {"gamma": float(config.gamma), "eps": float(config.crt_eps), "attack_outer": config.attack_outer,
-            "attack_inner": config.attack_inner}
-
-
-def _pgd_settings(config: TrainConfig) -> dict[str, Any]:
-    return {"eps": float(config.adv_eps), "steps": config.adv_steps, "step_size": config.adv_step_size,
-            "random_start": config.adv_random_start}
-
-
-def _trades_settings(config: TrainConfig) -> dict[str, Any]:
-    return {"eps": float(config.adv_eps), "steps": config.adv_steps, "step_size": config.adv_step_size,
-            "beta": float(config.trades_beta)}
+def _adversarial_settings(config: TrainConfig) -> dict[str, Any]:
+    return {"eps": float(config.adv_eps), "steps": config.adv_steps, "step_size": config.adv_step_size}
 
 
 @dataclass(frozen=True)
@@ -117,12 +98,15 @@ class TrainingKind:
 
 
 KINDS: dict[str, TrainingKind] = {k.name: k for k in (
-    TrainingKind("standard", _clean_loss, _no_settings, lambda c: "standard", relu=True),
-    TrainingKind("gamma", _clean_loss, _gamma_settings, lambda c: f"γ={c.gamma:g}", curvature=True),
-    TrainingKind("crt", _crt_loss, _crt_settings, lambda c: f"CRT γ={c.gamma:g} ε={c.crt_eps:g}", curvature=True,
-                 crt_attack=True),
-    TrainingKind("pgd", _pgd_loss, _pgd_settings, lambda c: f"PGD ε={c.adv_eps:g}", adversarial=True, relu=True),
-    TrainingKind("trades", _trades_loss, _trades_settings,
+    TrainingKind("standard", _clean_loss, lambda c: {}, lambda c: "standard", relu=True),
+    TrainingKind("gamma", _clean_loss, lambda c: {"gamma": float(c.gamma)}, lambda c: f"γ={c.gamma:g}",
+                 curvature=True),
+    TrainingKind("crt", _crt_loss, lambda c: {"gamma": float(c.gamma), "eps": float(c.crt_eps),
+                                              "attack_outer": c.attack_outer, "attack_inner": c.attack_inner},
+                 lambda c: f"CRT γ={c.gamma:g} ε={c.crt_eps:g}", curvature=True, crt_attack=True),
+    TrainingKind("pgd", _pgd_loss, lambda c: {**_adversarial_settings(c), "random_start": c.adv_random_start},
+                 lambda c: f"PGD ε={c.adv_eps:g}", adversarial=True, relu=True),
+    TrainingKind("trades", _trades_loss, lambda c: {**_adversarial_settings(c), "beta": float(c.trades_beta)},
                  lambda c: f"TRADES β={c.trades_beta:g} ε={c.adv_eps:g}", adversarial=True, relu=True),
 )}
 CURVATURE_KINDS: tuple[str, ...] = tuple(k for k, v in KINDS.items() if v.curvature)  # ("gamma", "crt")
