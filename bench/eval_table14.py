@@ -2,7 +2,7 @@
 
 For each smooth-activation checkpoint (standard, CRT, PGD, TRADES; see docs/reproduction.md, "Table 14"):
 - clean accuracy on the whole test split;
-- on the fixed sample of test images used by every evaluation here (crc_core.train.fixed_eval_sample):
+- on the fixed sample of test images used by every evaluation here (crc_core.metrics.fixed_eval_sample):
   empirical robust accuracy = correct at the image and at the L2 PGD point within ρ (crc_core.metrics.pgd_robust,
   --pgd-steps steps; an upper bound on the true robust accuracy), and CRC certified accuracy at ρ against the
   runner-up class (the paper's metric) and against every class (crc_core.certify, "fast" solver), with the mean
