@@ -41,7 +41,7 @@ from .models import MLP, require_curvature_model
 from .targets import TARGET_MODES, TargetMode, choose_targets
 
 __all__ = ["ALL_METHODS", "DEFAULT_METHODS", "METHODS", "RELU_METHOD", "ComparisonResult", "Method", "MethodResult",
-           "applicable_methods", "attack_upper_bound", "compare_certificates", "default_methods", "is_deterministic",
+           "applicable_methods", "attack_upper_bound", "compare_certificates", "default_methods",
            "refusal"]
 
 DEFAULT_METHODS: tuple[str, ...] = ("crc", "crown", "lipschitz", "smoothing")  # issue 11's comparison (any activation)
@@ -116,11 +116,6 @@ class ComparisonResult:
         cols.update(best_sound=self.best_sound.numpy(), attack_upper=self.attack_upper.numpy(),
                     violation=self.violation.numpy())
         return pd.DataFrame(cols)
-
-
-def is_deterministic(name: str) -> bool:
-    """True for the methods whose radius is a proof about the model itself (all but smoothing)."""
-    return METHODS[name].deterministic
 
 
 def _refusal_error(model: MLP, method: str) -> CRCError | None:

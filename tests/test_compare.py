@@ -14,7 +14,6 @@ from crc_core.compare import (
     applicable_methods,
     compare_certificates,
     default_methods,
-    is_deterministic,
     refusal,
 )
 from crc_core.errors import CRCError, UnsupportedActivationError
@@ -126,7 +125,7 @@ def test_two_layer_relu_gets_the_app_g_certificate_and_crc_is_refused_with_the_r
     assert "App. G" in refusal(model, "crc") or RELU_METHOD in refusal(model, "crc")
     res = compare_certificates(model, x, y, methods=("crc", RELU_METHOD, "crown"), skip_unsupported=True)
     assert tuple(res.methods) == (RELU_METHOD, "crown") and "ReLU" in res.refused["crc"]
-    assert res.methods[RELU_METHOD].deterministic and is_deterministic(RELU_METHOD)
+    assert res.methods[RELU_METHOD].deterministic and METHODS[RELU_METHOD].deterministic
     assert not res.violation.any() and (res.best_sound <= res.attack_upper).all()
     assert "radius_relu-quadratic" in res.to_frame().columns
     with pytest.raises(CRCError, match="smooth activation"):
