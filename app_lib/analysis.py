@@ -15,8 +15,8 @@ import torch
 
 from crc_core.bounds import theorem4_terms
 from crc_core.errors import CRCError, DataError
-from crc_core.hessian import as_dtype, margin_hessian, margin_hessian_eigh
-from crc_core.models import MLP
+from crc_core.hessian import margin_hessian, margin_hessian_eigh
+from crc_core.models import MLP, as_dtype
 
 # ------------------------------------------------------------------------------------------------ images
 SIDE = 28  # the models take SIDE×SIDE grey images (Fashion-MNIST)

@@ -209,7 +209,7 @@ def training_curves(events: Sequence[Mapping[str, Any]], *, title: str = "Traini
          markers="circle-open", size=14, width=4)
     line(3, epochs, "certified_accuracy_all", "certified at ρ (all classes)", COLORS["rho"], markers="x",
          dash="dash", size=8)
-    line(3, epochs, "empirical_robust_accuracy", "robust to PGD at ρ (empirical, an upper bound)",
+    line(3, epochs, "pgd_robust_accuracy", "robust to PGD at ρ (empirical, an upper bound)",
          COLORS["boundary"],
          markers="square", dash="dot", size=7)
     if steps and not ks:

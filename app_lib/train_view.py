@@ -17,14 +17,9 @@ from app_lib import jobs, registry, ui
 from crc_core.adversarial import EXPLANATIONS
 from crc_core.checkpoints import run_record
 from crc_core.errors import CRCError
-from crc_core.train import (
-    ADVERSARIAL_KINDS,
-    CURVATURE_KINDS,
-    TRAIN_ACTIVATIONS,
-    TrainConfig,
-    TrainResult,
-    final_metrics,
-)
+from crc_core.metrics import upgrade_metric_keys
+from crc_core.train import TrainConfig, TrainResult, final_metrics
+from crc_core.training_kinds import ADVERSARIAL_KINDS, CURVATURE_KINDS, TRAIN_ACTIVATIONS
 
 JOB_KEY = "crc_train_job"
 KINDS = {"standard": "standard (cross-entropy only)", "gamma": "γ-regularized (cross-entropy + γ·K)",
@@ -177,4 +172,4 @@ def saved_history(meta: dict[str, Any]) -> list[dict[str, Any]]:
     """A saved model's training history as events for :func:`app_lib.plots.training_curves` (empty if none)."""
     hist = meta.get("history") or {}
     return [{"kind": "step", **e} for e in hist.get("steps", [])] + [
-        {"kind": "epoch", **e} for e in hist.get("epochs", [])]
+        {"kind": "epoch", **upgrade_metric_keys(e)} for e in hist.get("epochs", [])]

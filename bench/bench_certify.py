@@ -36,8 +36,9 @@ from crc_core.bounds import curvature_bounds
 from crc_core.certify import certify
 from crc_core.checkpoints import load_checkpoint, save_checkpoint
 from crc_core.data import available_datasets, load_dataset
-from crc_core.hessian import MarginOracle, runner_up
+from crc_core.hessian import MarginOracle
 from crc_core.row_space import RowSpace
+from crc_core.targets import runner_up
 
 # (targets, refine): the paper's runner-up radius; the classifier's radius (every target that can be the image's
 # minimum solved fully, the others left with a sound bound); every class's own certificate

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import ROOT, machine
 
 from crc_core.checkpoints import load_checkpoint
-from crc_core.compare import METHODS, compare_certificates
+from crc_core.compare import DEFAULT_METHODS as METHODS
+from crc_core.compare import compare_certificates
 from crc_core.data import load_dataset
 
 DEFAULT_MODELS = ("standard-2x256", "gamma-2x256", "crt-2x256", "standard-3x256", "crt-3x256")

@@ -30,7 +30,7 @@ from crc_core.bounds import curvature_bounds
 from crc_core.certify import certify
 from crc_core.checkpoints import load_checkpoint
 from crc_core.data import available_datasets, load_dataset
-from crc_core.hessian import as_dtype
+from crc_core.models import as_dtype
 
 
 def shortfall_lines(name: str, r32: torch.Tensor, r64: torch.Tensor, exact: torch.Tensor) -> list[str]:

@@ -22,7 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crc_core.data import load_dataset
-from crc_core.train import TrainConfig, parse_widths, train
+from crc_core.train import TrainConfig, train
+from crc_core.train_config import parse_widths
 
 
 def run(kind: str, outer: int, inner: int, widths: tuple[int, ...], batch: int, data) -> dict:

@@ -33,7 +33,7 @@ from crc_core.certify import certify
 from crc_core.checkpoints import load_checkpoint
 from crc_core.curvature_stats import measured_curvature
 from crc_core.data import load_dataset
-from crc_core.train import fixed_eval_sample
+from crc_core.metrics import fixed_eval_sample
 
 
 def evaluate_checkpoint(path: Path, dataset: str, rhos: list[float], samples: int, min_count: int,

@@ -2,8 +2,8 @@
 
 For each smooth-activation checkpoint (standard, CRT, PGD, TRADES; see docs/reproduction.md, "Table 14"):
 - clean accuracy on the whole test split;
-- on the fixed sample of test images used by every evaluation here (crc_core.train.fixed_eval_sample):
-  empirical robust accuracy = correct at the image and at the L2 PGD point within ρ (crc_core.adversarial.pgd_robust,
+- on the fixed sample of test images used by every evaluation here (crc_core.metrics.fixed_eval_sample):
+  empirical robust accuracy = correct at the image and at the L2 PGD point within ρ (crc_core.metrics.pgd_robust,
   --pgd-steps steps; an upper bound on the true robust accuracy), and CRC certified accuracy at ρ against the
   runner-up class (the paper's metric) and against every class (crc_core.certify, "fast" solver), with the mean
   certified radius (runner-up, all classes) over the correctly classified sample images and the mean K_ub of the
@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import append_jsonl
 
-from crc_core.adversarial import pgd_robust
 from crc_core.bounds import curvature_bounds
 from crc_core.certify import certify
 from crc_core.checkpoints import load_checkpoint
 from crc_core.data import load_dataset
-from crc_core.train import fixed_eval_sample, runner_up
+from crc_core.metrics import fixed_eval_sample, pgd_robust
+from crc_core.targets import runner_up
 
 
 def evaluate_checkpoint(path: Path, dataset: str, rho: float, samples: int, pgd_steps: int) -> dict:

@@ -28,8 +28,9 @@ from crc_core.certify import certify  # noqa: E402
 from crc_core.checkpoints import load_checkpoint  # noqa: E402
 from crc_core.data import load_dataset  # noqa: E402
 from crc_core.errors import CRCError  # noqa: E402
-from crc_core.hessian import margin_hessian_eigvals, runner_up  # noqa: E402
+from crc_core.hessian import margin_hessian_eigvals  # noqa: E402
 from crc_core.models import MLP  # noqa: E402
+from crc_core.targets import runner_up  # noqa: E402
 
 
 class Results:

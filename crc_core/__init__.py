@@ -1,51 +1,38 @@
 """crc_core: curvature-based robustness certificates (Singla & Feizi, ICML 2020).
 
-Public API (all batched, device-following, typed):
-- models:      :class:`MLP`, :func:`validate_model`
-- activations: :func:`get_activation`, ``ACTIVATIONS`` (σ, σ', σ'' and App. F constants g, h, h_L, h_U)
-- hessian:     :func:`margin_hessian` (Lemma 1), :func:`margin_hessian_eigvals`, :func:`margin_hvp`,
-               :func:`margin_and_grad`, :func:`runner_up`, :func:`as_dtype` (the float64 copy of a model)
-- dual:        :func:`dual_lower_bound`, :func:`bound_at`, :class:`BoundTracker` (the sound bound (*) of certify)
-- certify:     :func:`certify`, :class:`CertificateBatch` (import from crc_core.certify)
-- bounds:      :func:`curvature_bounds` (Theorems 3 / 4 / refined; certification grade),
-               :func:`spectral_norm_exact`, :func:`spectral_norm_pi`, :class:`CurvatureRegularizer`
-- errors:      :class:`CRCError` and subclasses (all ValueError)
+The public face (README.md "Library quick start")::
+
+    import crc_core
+    model, meta = crc_core.load_checkpoint("assets/models/crt-2x256.pt")
+    test = crc_core.load_dataset("embedded", "test", limit=100)
+    cert = crc_core.certify(model, test.images, test.labels)   # CertificateBatch: cert.radius (B,) ...
+
+- :func:`certify` (Algorithm 1, sound; the classifier's radius against every class by default),
+  :func:`compare_certificates` (CRC beside CROWN, the first-order bound and randomized smoothing),
+  :func:`curvature_bounds` (Theorems 3 / 4 / refined, certification grade);
+- :func:`train` with a :class:`TrainConfig` (standard, γ, CRT, PGD, TRADES), :class:`MLP`;
+- :func:`load_checkpoint`, :func:`load_dataset`, :func:`import_checkpoint` (foreign MLP files);
+- errors: :class:`CRCError` and subclasses (all ValueError).
+The maths beneath has one module each (DESIGN.md §1): hessian (Lemma 1), bounds, dual, targets, attack, metrics, ...
+
+``crc_core.certify`` and ``crc_core.train`` are the functions; their modules stay importable by name
+(``from crc_core.certify import CertificateBatch``, ``from crc_core.train import TrainResult``).
 """
 
-from .activations import ACTIVATIONS, CURVATURE_ACTIVATIONS, Activation, get_activation
-from .bounds import (
-                     Bounds,
-                     CurvatureRegularizer,
-                     all_pairs,
-                     curvature_bounds,
-                     power_iteration,
-                     scaled_sq_norm,
-                     spectral_norm_exact,
-                     spectral_norm_pi,
-                     theorem3,
-                     theorem4,
-                     theorem4_terms,
-)
-from .dual import BoundTracker, bound_at, dual_lower_bound
+from .bounds import curvature_bounds
+from .certify import CertificateBatch, certify
+from .checkpoints import load_checkpoint, save_checkpoint
+from .compare import compare_certificates
+from .data import load_dataset
 from .errors import CheckpointError, CRCError, DataError, UnsupportedActivationError
-from .hessian import (
-                      as_dtype,
-                      margin_and_grad,
-                      margin_hessian,
-                      margin_hessian_eigh,
-                      margin_hessian_eigvals,
-                      margin_hvp,
-                      runner_up,
-)
-from .models import MLP, validate_model
+from .importers import import_checkpoint
+from .models import MLP
+from .train import TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "CURVATURE_ACTIVATIONS", "MLP", "Activation", "BoundTracker", "Bounds", "CRCError",
-    "CheckpointError", "CurvatureRegularizer", "DataError", "UnsupportedActivationError", "__version__", "all_pairs",
-    "as_dtype", "bound_at", "curvature_bounds", "dual_lower_bound", "get_activation", "margin_and_grad",
-    "margin_hessian", "margin_hessian_eigh", "margin_hessian_eigvals", "margin_hvp", "power_iteration",
-    "runner_up", "scaled_sq_norm", "spectral_norm_exact", "spectral_norm_pi",
-    "theorem3", "theorem4", "theorem4_terms", "validate_model",
+    "MLP", "CRCError", "CertificateBatch", "CheckpointError", "DataError", "TrainConfig", "TrainResult",
+    "UnsupportedActivationError", "__version__", "certify", "compare_certificates", "curvature_bounds",
+    "import_checkpoint", "load_checkpoint", "load_dataset", "save_checkpoint", "train",
 ]

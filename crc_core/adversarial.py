@@ -14,24 +14,24 @@ norm). Integrating a kind into a training step is::
     opt.zero_grad(); loss.backward(); opt.step()
 
 Call :func:`validate_adversarial_options` when the configuration is built, so bad values fail before any work.
-Pixels stay in [0, 1] (``clamp``), matching the models' input space. These are empirical defenses: they come with
+The inner maximization is :func:`crc_core.attack.l2_pgd`, the one L2 PGD. Pixels stay in [0, 1] (``clamp``),
+matching the models' input space. These are empirical defenses: they come with
 no certificate (certify the trained model with CRC or another certificate).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attack import l2_pgd, random_ball_start
+from .checks import check_attack_options, check_images, check_labels
 from .errors import CRCError
 
-STEP_SIZE_FACTOR = 2.5  # default step size 2.5·ε/steps (Madry et al.): PGD can cross the ball and still refine
 TRADES_START_STD = 0.001  # TRADES' start x + 0.001·N(0, I): any nonzero start, since ∇KL = 0 at x' = x
-_NORM_FLOOR = 1e-12  # guards divisions by a zero gradient / perturbation norm
 
 # One-line explanations for the training kinds (CLI help, Train page)
 EXPLANATIONS: dict[str, str] = {
@@ -46,63 +46,16 @@ EXPLANATIONS: dict[str, str] = {
 def validate_adversarial_options(*, eps: float, steps: int, step_size: float | None = None,
                                  beta: float | None = None) -> None:
     """Raise CRCError (one line) unless ε > 0, steps ≥ 1 (an integer), step size > 0 (or None) and β ≥ 0."""
-    def finite(v: object) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-    if not finite(eps) or eps <= 0:
-        raise CRCError(f"The attack radius ε must be a positive finite number, got {eps!r}.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise CRCError(f"The number of attack steps must be an integer ≥ 1, got {steps!r}.")
-    if step_size is not None and (not finite(step_size) or step_size <= 0):
-        raise CRCError(f"The attack step size must be a positive finite number (or None), got {step_size!r}.")
-    if beta is not None and (not finite(beta) or beta < 0):
+    check_attack_options(eps=eps, steps=steps, step_size=step_size)
+    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta)
+                             or beta < 0):
         raise CRCError(f"The TRADES weight β must be a finite number ≥ 0, got {beta!r}.")
 
 
-def _project(x: torch.Tensor, x_adv: torch.Tensor, eps: float, clamp: bool) -> torch.Tensor:
-    """Onto {‖x_adv − x‖ ≤ ε} (per row), then the pixel box [0, 1] (which keeps the norm ≤ ε: x is in the box)."""
-    delta = x_adv - x
-    norm = delta.flatten(1).norm(dim=1).clamp_min(_NORM_FLOOR)
-    delta = delta * (eps / norm).clamp(max=1.0).reshape(-1, *([1] * (x.dim() - 1)))
-    out = x + delta
-    return out.clamp(0, 1) if clamp else out
-
-
-def l2_pgd(loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, eps: float, steps: int,
-           step_size: float | None = None, start: torch.Tensor | None = None, clamp: bool = True) -> torch.Tensor:
-    """Maximize ``loss_fn(x_adv)`` (per-row losses (B,), summed) over ‖x_adv − x‖₂ ≤ ε by normalized-gradient
-    ascent + projection; x (B, ...). Starts at ``start`` (projected) or x. Returns x_adv (B, ...), detached, with
-    ‖x_adv − x‖ ≤ ε per row (and in [0, 1] when ``clamp``). Step size defaults to 2.5·ε/steps."""
-    validate_adversarial_options(eps=eps, steps=steps, step_size=step_size)
-    x = x.detach()
-    alpha = STEP_SIZE_FACTOR * eps / steps if step_size is None else step_size
-    x_adv = _project(x, (x if start is None else start).detach(), eps, clamp)
-    shape = (-1, *([1] * (x.dim() - 1)))
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(loss_fn(x_adv).sum(), x_adv)
-        g_norm = grad.flatten(1).norm(dim=1).clamp_min(_NORM_FLOOR).reshape(shape)
-        x_adv = _project(x, x_adv.detach() + alpha * grad / g_norm, eps, clamp)
-    return x_adv.detach()
-
-
-def random_ball_start(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """x + a point uniform in the L2 ball of radius ε (per row), x (B, ...)."""
-    B, D = x.shape[0], x[0].numel()
-    u = torch.randn(B, D, generator=generator, dtype=x.dtype).to(x.device)
-    r = torch.rand(B, 1, generator=generator, dtype=x.dtype).to(x.device) ** (1.0 / D)
-    return x + (eps * r * u / u.norm(dim=1, keepdim=True).clamp_min(_NORM_FLOOR)).reshape(x.shape)
-
-
 def _check_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x) or x.dim() < 2 or x.shape[0] == 0:
-        raise CRCError("Expected a non-empty floating-point batch of images x of shape (B, ...).")
-    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-        raise CRCError(f"Expected labels of shape ({x.shape[0]},), got "
-                       f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}.")
     if not isinstance(model, nn.Module):
         raise CRCError(f"Expected a torch model, got {type(model).__name__}.")
+    check_labels(y, check_images(model, x).shape[0], getattr(model, "n_classes", None), x.device)
 
 
 def _delta_max(x: torch.Tensor, x_adv: torch.Tensor) -> float:
@@ -165,21 +118,3 @@ def trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, beta: flo
              "robust_kl": float(robust.detach()), "adv_acc": float((logits_adv.argmax(1) == y).float().mean()),
              "delta_max": _delta_max(x, x_adv)}
     return loss, stats
-
-
-def pgd_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 50,
-               step_size: float | None = None, clamp: bool = True) -> torch.Tensor:
-    """(B,) bool: x (B, ...) is classified y (B,) at x and at the point L2 PGD finds within ‖δ‖₂ ≤ ε (ascent on the
-    margin loss max_{j≠y} z_j − z_y, started at x). Its mean is the empirical robust accuracy: an upper bound on the
-    true robust accuracy (a stronger attack can only lower it). No gradients reach the parameters."""
-    validate_adversarial_options(eps=eps, steps=steps, step_size=step_size)
-    _check_batch(model, x, y)
-
-    def margin_loss(z: torch.Tensor) -> torch.Tensor:
-        logits = model(z)
-        other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-        return other - logits.gather(1, y[:, None])[:, 0]
-
-    x_adv = l2_pgd(margin_loss, x, eps=eps, steps=steps, step_size=step_size, clamp=clamp)
-    with torch.no_grad():
-        return (model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)

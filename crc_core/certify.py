@@ -21,21 +21,21 @@ from typing import Literal, get_args
 import torch
 
 from .bounds import Bounds, Method, curvature_bounds
+from .checks import check_images, check_labels
 from .dual import BoundTracker, bound_at, dual_lower_bound
 from .errors import CRCError
 from .f32_bounds import f32_matmul_is_ieee
-from .hessian import MarginOracle, as_dtype, runner_up
+from .hessian import MarginOracle
 from .local import local_certificate
-from .models import MLP, require_curvature_model
+from .models import MLP, as_dtype, require_curvature_model
 from .row_space import RowSpace
 from .solvers.fast import FastResult, ProvedStart, Rows, solve_fast
 from .solvers.paper import solve_paper
+from .targets import TARGET_MODES, TargetMode, choose_targets, margin, runner_up
 from .tolerances import EXACT_DIST_RTOL, EXACT_MARGIN_RTOL, TINY_F64
 
-TargetMode = Literal["all", "runner-up", "random", "least"]
 SolverMode = Literal["fast", "paper"]
 RefineMode = Literal["every-target", "minimum"]
-TARGET_MODES: tuple[str, ...] = get_args(TargetMode)
 SOLVER_MODES: tuple[str, ...] = get_args(SolverMode)
 REFINE_MODES: tuple[str, ...] = get_args(RefineMode)
 
@@ -44,7 +44,7 @@ REFINE_MODES: tuple[str, ...] = get_args(RefineMode)
 class CertificateBatch:
     """Certificates for B images, C classes, T targets per image (T = C - 1 for "all", 1 otherwise).
 
-    Three kinds of arrays; the name says which (the older short names stay as the stored fields):
+    Three kinds of arrays:
 
     Per image (B,): pred, label, correct (bool); radius (min over targets, 0 if misclassified); target (the arg-min
     class, -1 if none); exact (primal = dual for that target); eta; margin (f at x_boundary); n_grad (summed over
@@ -52,16 +52,14 @@ class CertificateBatch:
     [radius, upper]); runner_up (class id); runner_up_radius (nan when the runner-up was not a target);
     x_boundary (B, D): the arg-min target's boundary point (the dual's point when not exact).
 
-    Per class (B, C), indexed by class id, nan / False / 0 where the class was not a target:
-    ``radii`` = ``radius_by_class``, ``exact_t`` = ``exact_by_class``, ``n_grad_t`` = ``n_grad_by_class``;
-    ``logits`` (B, C); ``refined_t`` = ``refined_by_class`` (B, C) bool: the class's radius is its own certificate
-    (solved as if it were the only target). Always True with refine="every-target" (the default); with
-    refine="minimum" a class that provably cannot be the image's minimum is left early (False): its radius is a
-    sound lower bound, possibly looser. The per-image radius and the runner-up's are always refined fully.
+    Per class (B, C), indexed by class id, nan / False / 0 where the class was not a target: ``radii``, ``exact_t``,
+    ``n_grad_t``; ``logits`` (B, C); ``refined_t`` (B, C) bool: the class's radius is its own certificate (solved
+    as if it were the only target). Always True with refine="every-target" (the default); with refine="minimum" a
+    class that provably cannot be the image's minimum is left early (False): its radius is a sound lower bound,
+    possibly looser. The per-image radius and the runner-up's are always refined fully.
 
-    Per target row (B, T), in the order of ``targets_t`` = ``target_by_row`` (class ids):
-    ``x_boundary_t`` = ``x_boundary_by_row`` (B, T, D), ``eta_t`` = ``eta_by_row``, ``margin_t`` = ``margin_by_row``
-    (f at the shown point), ``upper_t`` = ``upper_by_row``.
+    Per target row (B, T), in the order of ``targets_t`` (class ids): ``x_boundary_t`` (B, T, D), ``eta_t``,
+    ``margin_t`` (f at the shown point), ``upper_t``.
     """
 
     pred: torch.Tensor
@@ -91,17 +89,6 @@ class CertificateBatch:
     targets: str = "all"
     bound_method: str = ""
     extra: dict = field(default_factory=dict)
-
-    # explicit names: (B, C) per class vs (B, T) per target row
-    radius_by_class = property(lambda self: self.radii, doc="(B, C) radius per class id; nan where not a target.")
-    exact_by_class = property(lambda self: self.exact_t, doc="(B, C) bool: exact per class id.")
-    n_grad_by_class = property(lambda self: self.n_grad_t, doc="(B, C) gradient evaluations per class id.")
-    refined_by_class = property(lambda self: self.refined_t, doc="(B, C) bool: the class's own certificate.")
-    target_by_row = property(lambda self: self.targets_t, doc="(B, T) the class id of each target row.")
-    x_boundary_by_row = property(lambda self: self.x_boundary_t, doc="(B, T, D) boundary/dual point per row.")
-    eta_by_row = property(lambda self: self.eta_t, doc="(B, T) η of each row's certificate.")
-    margin_by_row = property(lambda self: self.margin_t, doc="(B, T) f at each row's shown point.")
-    upper_by_row = property(lambda self: self.upper_t, doc="(B, T) distance to a boundary point found per row.")
 
     def certified(self, rho: float) -> torch.Tensor:
         """(B,) bool: correctly classified and radius ≥ ρ (strictly provable robustness at ρ)."""
@@ -133,25 +120,6 @@ class CertificateBatch:
             "upper": self.upper.cpu().numpy(), "runner_up": self.runner_up.cpu().numpy(),
             "runner_up_radius": self.runner_up_radius.cpu().numpy(), "n_grad": self.n_grad.cpu().numpy(),
         })
-
-
-def choose_targets(logits: torch.Tensor, y: torch.Tensor, mode: TargetMode, *, seed: int = 0) -> torch.Tensor:
-    """Targets (B, T) for predictions y: all others (T = C - 1), runner-up, random, or least likely (T = 1)."""
-    B, C = logits.shape
-    if mode == "all":
-        ar = torch.arange(C, device=logits.device).expand(B, C)
-        return ar[ar != y[:, None]].reshape(B, C - 1)
-    if mode == "runner-up":
-        return runner_up(logits, y)[:, None]
-    if mode == "least":
-        z = logits.detach().clone()
-        z.scatter_(1, y[:, None], float("inf"))
-        return z.argmin(1, keepdim=True)
-    if mode == "random":
-        g = torch.Generator().manual_seed(seed)
-        off = torch.randint(1, C, (B,), generator=g).to(logits.device)
-        return ((y + off) % C)[:, None]
-    raise CRCError(f"Unknown target mode {mode!r}; use one of {', '.join(TARGET_MODES)}.")
 
 
 @dataclass
@@ -241,20 +209,10 @@ def _validate(model: MLP, x: torch.Tensor, labels: torch.Tensor | None, *, targe
         raise CRCError(f"Unknown target mode {targets!r}; use one of {', '.join(TARGET_MODES)}.")
     if refine not in REFINE_MODES:
         raise CRCError(f"Unknown refine mode {refine!r}; use one of {', '.join(REFINE_MODES)}.")
-    x0 = model.flatten_input(x).detach().to(model.layers[0].weight.dtype)
-    if not torch.isfinite(x0).all():
-        raise CRCError("Input images contain NaN or infinite values.")
-    B, C = x0.shape[0], model.n_classes
-    if B == 0:
-        raise CRCError("No images to certify (the batch is empty).")
+    x0 = check_images(model, x, dtype=model.layers[0].weight.dtype)
     if labels is None:
         return x0, None
-    label = torch.as_tensor(labels, device=x0.device).long().reshape(-1)
-    if label.shape[0] != B:
-        raise CRCError(f"Got {B} images but {label.shape[0]} labels.")
-    if ((label < 0) | (label >= C)).any():
-        raise CRCError(f"Labels must lie in [0, {C - 1}].")
-    return x0, label
+    return x0, check_labels(labels, x0.shape[0], model.n_classes, x0.device)
 
 
 def _fast_rows(model: MLP, m64: MLP, x0: torch.Tensor, rows: Rows, y: torch.Tensor, t: torch.Tensor, *,
@@ -358,12 +316,10 @@ def _margins(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, grou
     """f = z_y - z_t (N,) at rows x (N, D) by a forward pass only; with ``group`` (N,) the rows of one image share
     one point, so each image is evaluated once (x[first row of each image])."""
     if group is None:
-        z = model(x)
-        return z.gather(1, y[:, None])[:, 0] - z.gather(1, t[:, None])[:, 0]
+        return margin(model(x), y, t)
     first = torch.ones_like(group, dtype=torch.bool)
     first[1:] = group[1:] != group[:-1]
-    z = model(x[first])[torch.cumsum(first.long(), 0) - 1]
-    return z.gather(1, y[:, None])[:, 0] - z.gather(1, t[:, None])[:, 0]
+    return margin(model(x[first])[torch.cumsum(first.long(), 0) - 1], y, t)
 
 
 def _tighten_locally(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, res: RowCertificates) -> None:

@@ -12,14 +12,18 @@ radius is reported beside the others, flagged ``deterministic=False``, and never
 :func:`crc_core.baselines.relu_quadratic.certify_relu`) in CRC's place; :func:`refusal` says why a method does not
 apply to a model (CRC on ReLU: no curvature bound), and ``skip_unsupported=True`` runs the methods that do apply,
 recording the others' reasons in :attr:`ComparisonResult.refused`.
+
+:data:`METHODS` is THE method registry (CLI, app and sweeps read it): one :class:`Method` per certificate, with
+the check that it applies to a model, its runner inside :func:`compare_certificates` and its batched radii for a
+sweep (:meth:`Method.radii`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -29,27 +33,32 @@ from .baselines.crown import crown_radius
 from .baselines.lipschitz import hidden_lipschitz, lipschitz_radius
 from .baselines.relu_quadratic import certify_relu, require_two_layer_relu
 from .baselines.smoothing import SMOOTHING_GUARANTEE, Smooth, check_smoothing_args
-from .certify import certify
+from .bounds import curvature_bounds
+from .certify import SolverMode, certify
+from .checks import check_images, check_labels
 from .errors import CRCError
 from .models import MLP, require_curvature_model
+from .targets import TARGET_MODES, TargetMode, choose_targets
 
-__all__ = ["ALL_METHODS", "DETERMINISTIC_METHODS", "METHODS", "RELU_METHOD", "ComparisonResult", "MethodResult",
-           "applicable_methods", "attack_upper_bound", "compare_certificates", "default_methods", "is_deterministic",
+__all__ = ["ALL_METHODS", "DEFAULT_METHODS", "METHODS", "RELU_METHOD", "ComparisonResult", "Method", "MethodResult",
+           "applicable_methods", "attack_upper_bound", "compare_certificates", "default_methods",
            "refusal"]
 
-METHODS: tuple[str, ...] = ("crc", "crown", "lipschitz", "smoothing")  # the comparison of issue 11 (any activation)
-DETERMINISTIC_METHODS: tuple[str, ...] = ("crc", "crown", "lipschitz")
+DEFAULT_METHODS: tuple[str, ...] = ("crc", "crown", "lipschitz", "smoothing")  # issue 11's comparison (any activation)
 RELU_METHOD = "relu-quadratic"  # App. G: 2-layer ReLU nets only
-ALL_METHODS: tuple[str, ...] = (*METHODS, RELU_METHOD)
 Targets = Literal["all", "runner-up"]
+COMPARED_TARGETS: tuple[str, ...] = ("all", "runner-up")  # the target modes compare_certificates supports
+CERTIFY_BATCH = 256  # images per call in Method.radii: bounds the (B · targets, D) working set
 _GUARANTEE = "deterministic: no point closer than the radius changes the model's prediction (float64 model)"
 
 
 @dataclass
 class MethodResult:
-    """One method on B images: radius (B,) float64 on the CPU (0 where misclassified or abstained), seconds (the
-    wall time of the whole batch), deterministic (False for smoothing), guarantee (one line), flags (name ->
-    (B,) tensor, e.g. CRC's ``exact``, smoothing's ``abstain`` and ``smoothed_pred``)."""
+    """One method on B images: radius (B,) (0 where the label is not certified: misclassified or abstained;
+    float64 on the CPU from :func:`compare_certificates`), seconds (the wall time of the whole batch),
+    deterministic (False for smoothing), guarantee (one line), flags (name -> (B,) tensor, e.g. CRC's ``exact``,
+    smoothing's ``abstain`` and ``smoothed_pred``), extras (name -> scalar, e.g. CRC's ``certificate_success``
+    in a sweep)."""
 
     name: str
     radius: torch.Tensor
@@ -57,6 +66,7 @@ class MethodResult:
     deterministic: bool
     guarantee: str
     flags: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, float] = field(default_factory=dict)
 
     @property
     def seconds_per_image(self) -> float:
@@ -108,22 +118,12 @@ class ComparisonResult:
         return pd.DataFrame(cols)
 
 
-def is_deterministic(name: str) -> bool:
-    """True for the methods whose radius is a proof about the model itself (all but smoothing)."""
-    return name in DETERMINISTIC_METHODS or name == RELU_METHOD
-
-
 def _refusal_error(model: MLP, method: str) -> CRCError | None:
     """The error (its own type, e.g. UnsupportedActivationError) saying why ``method`` cannot certify ``model``."""
+    if method not in METHODS:
+        return CRCError(f"Unknown method {method!r}; use {', '.join(ALL_METHODS)}.")
     try:
-        if method == "crc":
-            require_curvature_model(model)
-        elif method == RELU_METHOD:
-            require_two_layer_relu(model)
-        elif method in ("crown", "lipschitz"):
-            as_net64(model)
-        elif method != "smoothing":
-            return CRCError(f"Unknown method {method!r}; use {', '.join(ALL_METHODS)}.")
+        METHODS[method].check(model)
     except CRCError as exc:
         if method == "crc" and getattr(model, "activation_name", None) == "relu":
             hint = (f"use {RELU_METHOD} (App. G) for this 2-layer net" if model.depth == 2 else
@@ -140,9 +140,10 @@ def refusal(model: MLP, method: str) -> str | None:
     return None if err is None else str(err)
 
 
-def applicable_methods(model: MLP, methods: Sequence[str] = ALL_METHODS) -> tuple[str, ...]:
-    """The subset of ``methods`` that :func:`refusal` accepts for ``model`` (order kept)."""
-    return tuple(m for m in methods if refusal(model, m) is None)
+def applicable_methods(model: MLP, methods: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The subset of ``methods`` (default: every registered one) that :func:`refusal` accepts for ``model``
+    (order kept)."""
+    return tuple(m for m in (ALL_METHODS if methods is None else methods) if refusal(model, m) is None)
 
 
 def default_methods(model: MLP) -> tuple[str, ...]:
@@ -160,7 +161,7 @@ def _check_methods(model: MLP, methods: Sequence[str], targets: str, smoothing: 
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise CRCError(f"Unknown method(s) {', '.join(unknown)}; use {', '.join(ALL_METHODS)}.")
-    if targets not in ("all", "runner-up"):
+    if targets not in COMPARED_TARGETS:
         raise CRCError(f"Unknown target mode {targets!r}; use 'all' or 'runner-up'.")
     if not isinstance(model, MLP):
         raise CRCError(f"Comparing certificates needs a crc_core.models.MLP, got {type(model).__name__}.")
@@ -179,13 +180,18 @@ def _check_methods(model: MLP, methods: Sequence[str], targets: str, smoothing: 
     return methods, refused
 
 
-def _targets(logits: torch.Tensor, pred: torch.Tensor, targets: str) -> torch.Tensor:
-    """(B, T): every class but the prediction (T = C - 1), or the runner-up (T = 1)."""
-    B, C = logits.shape
-    if targets == "runner-up":
-        return logits.scatter(1, pred[:, None], float("-inf")).argmax(1, keepdim=True)
-    ar = torch.arange(C, device=logits.device).expand(B, C)
-    return ar[ar != pred[:, None]].reshape(B, C - 1)
+@dataclass
+class _Batch:
+    """What every method's runner gets: images x0 (B, D) on the model's device, label, pred, correct (B,), the
+    targets T (B, T) and the target mode."""
+
+    model: MLP
+    x0: torch.Tensor
+    label: torch.Tensor
+    pred: torch.Tensor
+    correct: torch.Tensor
+    T: torch.Tensor
+    targets: str
 
 
 def _timed(fn, dev: torch.device):
@@ -198,48 +204,114 @@ def _timed(fn, dev: torch.device):
     return out, time.perf_counter() - t0
 
 
-def _run_crc(model, x0, label, targets, options) -> MethodResult:
-    res, sec = _timed(lambda: certify(model, x0, label, targets=targets, refine="minimum", **options), x0.device)
+def _run_crc(b: _Batch, options: dict) -> MethodResult:
+    res, sec = _timed(lambda: certify(b.model, b.x0, b.label, targets=b.targets, refine="minimum", **options),
+                      b.x0.device)
     return MethodResult("crc", res.radius.double().cpu(), sec, True, _GUARANTEE,
                         {"exact": res.exact.cpu(), "upper": res.upper.double().cpu()})
 
 
-def _run_lipschitz(model, x0, pred, T, correct) -> MethodResult:
+def _run_lipschitz(b: _Batch, options: dict) -> MethodResult:
     def run() -> torch.Tensor:
-        B, nT = T.shape
-        rows = torch.arange(B, device=x0.device).repeat_interleave(nT)
-        r = lipschitz_radius(model, x0[rows], pred[rows], T.reshape(-1), hidden=hidden_lipschitz(model))
+        B, nT = b.T.shape
+        rows = torch.arange(B, device=b.x0.device).repeat_interleave(nT)
+        r = lipschitz_radius(b.model, b.x0[rows], b.pred[rows], b.T.reshape(-1), hidden=hidden_lipschitz(b.model))
         return r.reshape(B, nT).min(1).values
 
-    r, sec = _timed(run, x0.device)
-    return MethodResult("lipschitz", torch.where(correct, r, 0).cpu(), sec, True, _GUARANTEE)
+    r, sec = _timed(run, b.x0.device)
+    return MethodResult("lipschitz", torch.where(b.correct, r, 0).cpu(), sec, True, _GUARANTEE)
 
 
-def _run_crown(model, x0, pred, T, correct, options) -> MethodResult:
-    res, sec = _timed(lambda: crown_radius(model, x0, pred, T, **options), x0.device)
-    r = torch.where(correct, res.radius, 0).cpu()
+def _run_crown(b: _Batch, options: dict) -> MethodResult:
+    res, sec = _timed(lambda: crown_radius(b.model, b.x0, b.pred, b.T, **options), b.x0.device)
+    r = torch.where(b.correct, res.radius, 0).cpu()
     return MethodResult("crown", r, sec, True, _GUARANTEE, {"n_bounds": res.n_bounds.cpu()})
 
 
-def _run_relu(model, x0, label, targets, options) -> MethodResult:
-    res, sec = _timed(lambda: certify_relu(model, x0, label, targets=targets, **options), x0.device)
+def _run_relu(b: _Batch, options: dict) -> MethodResult:
+    res, sec = _timed(lambda: certify_relu(b.model, b.x0, b.label, targets=b.targets, **options), b.x0.device)
     guarantee = _GUARANTEE + "; App. G quadratic bounds, last ρ proved by bisection (< ρ_high)"
     return MethodResult(RELU_METHOD, res.radius.double().cpu(), sec, True, guarantee, {"target": res.target.cpu()})
 
 
-def _run_smoothing(model, x0, label, opts) -> MethodResult:
-    opts = {"sigma": 0.25, "n0": 100, "n": 10_000, "alpha": 0.001, "binary": False, **opts}
-    smooth = Smooth(model, opts.pop("sigma"))
+def _run_smoothing(b: _Batch, options: dict) -> MethodResult:
+    opts = {"sigma": 0.25, "n0": 100, "n": 10_000, "alpha": 0.001, "binary": False, **options}
+    smooth = Smooth(b.model, opts.pop("sigma"))
     binary = opts.pop("binary")
     run = smooth.certify_binary if binary else smooth.certify
-    c, sec = _timed(lambda: run(x0, opts.pop("n0"), opts.pop("n"), opts.pop("alpha"), **opts), x0.device)
-    ok = c.pred == label.cpu()
+    c, sec = _timed(lambda: run(b.x0, opts.pop("n0"), opts.pop("n"), opts.pop("alpha"), **opts), b.x0.device)
+    ok = c.pred == b.label.cpu()
     flags = {"smoothed_pred": c.pred, "abstain": c.abstain, "p_lower": c.p_lower}
     if binary:
         flags["target"] = c.target
     return MethodResult("smoothing", torch.where(ok, c.radius, 0), sec, False,
                         f"{SMOOTHING_GUARANTEE} (σ = {c.sigma:g}, α = {c.alpha:g}"
                         f"{', binary y-vs-t' if binary else ''})", flags)
+
+
+RadiusFn = Callable[[MLP, torch.Tensor, torch.Tensor, str, str], MethodResult]
+
+
+def _crc_radii(model: MLP, images: torch.Tensor, labels: torch.Tensor, target: str, mode: str) -> MethodResult:
+    """CRC (Algorithm 1 with the certification-grade curvature bounds, computed once) in batches; radius in the
+    model's dtype. extras: ``certificate_success`` = fraction of correctly classified images whose certificate is
+    exact (primal = dual: the closest boundary point was found; paper Table 2)."""
+    bounds = curvature_bounds(model)  # all ordered pairs, computed once for every batch
+    radii, exact, correct = [], [], []
+    t0 = time.perf_counter()
+    for s in range(0, images.shape[0], CERTIFY_BATCH):
+        c = certify(model, images[s:s + CERTIFY_BATCH], labels[s:s + CERTIFY_BATCH],
+                    targets=cast(TargetMode, target), mode=cast(SolverMode, mode), bounds=bounds,  # validated
+                    refine="minimum")
+        radii.append(torch.where(c.correct, c.radius, torch.zeros_like(c.radius)))
+        exact.append(c.exact & c.correct)
+        correct.append(c.correct)
+    n_ok = max(1, int(torch.cat(correct).sum()))
+    return MethodResult("crc", torch.cat(radii), time.perf_counter() - t0, True, _GUARANTEE,
+                        extras={"certificate_success": float(torch.cat(exact).sum()) / n_ok})
+
+
+def _compared_radii(name: str) -> RadiusFn:
+    """The radii of one :func:`compare_certificates` method (no attack), in batches; ``mode`` is CRC's solver and
+    is ignored. Smoothing runs with its defaults (σ = 0.25, n0 = 100, n = 10,000, α = 0.001)."""
+
+    def radii(model: MLP, images: torch.Tensor, labels: torch.Tensor, target: str, mode: str) -> MethodResult:
+        parts = [compare_certificates(model, images[s:s + CERTIFY_BATCH], labels[s:s + CERTIFY_BATCH],
+                                      methods=(name,), targets=cast(Targets, target), attack=False).methods[name]
+                 for s in range(0, images.shape[0], CERTIFY_BATCH)]  # target validated by the caller
+        return MethodResult(name, torch.cat([p.radius for p in parts]).to(images.device),
+                            sum(p.seconds for p in parts), parts[0].deterministic, parts[0].guarantee)
+
+    return radii
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of THE method registry.
+
+    check(model): raises CRCError (its own subtype) when the method cannot certify the model; run(batch, options):
+    its part of :func:`compare_certificates`; radii(model, images (N, D), labels (N,), target, mode): its radii in
+    batches for a sweep, 0 wherever the label is not certified, so that "certified at ρ" is ``radius ≥ ρ``;
+    deterministic: its radius is a proof about the model itself (False for randomized smoothing, which certifies
+    the smoothed classifier with probability 1 − α); targets: the target modes it certifies.
+    """
+
+    name: str
+    check: Callable[[MLP], object]
+    run: Callable[[_Batch, dict], MethodResult]
+    radii: RadiusFn
+    deterministic: bool = True
+    targets: tuple[str, ...] = COMPARED_TARGETS
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("crc", require_curvature_model, _run_crc, _crc_radii, targets=TARGET_MODES),
+    Method("crown", as_net64, _run_crown, _compared_radii("crown")),
+    Method("lipschitz", as_net64, _run_lipschitz, _compared_radii("lipschitz")),
+    Method("smoothing", lambda model: None, _run_smoothing, _compared_radii("smoothing"), deterministic=False),
+    Method(RELU_METHOD, require_two_layer_relu, _run_relu, _compared_radii(RELU_METHOD)),
+)}
+ALL_METHODS: tuple[str, ...] = tuple(METHODS)
 
 
 def attack_upper_bound(model: MLP, x0: torch.Tensor, pred: torch.Tensor, *, target: torch.Tensor | None = None,
@@ -292,7 +364,7 @@ def attack_upper_bound(model: MLP, x0: torch.Tensor, pred: torch.Tensor, *, targ
 
 
 def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *,
-                         methods: Sequence[str] = METHODS, targets: Targets = "all", attack: bool = True,
+                         methods: Sequence[str] = DEFAULT_METHODS, targets: Targets = "all", attack: bool = True,
                          crc_options: dict | None = None, crown_options: dict | None = None,
                          smoothing_options: dict | None = None, attack_options: dict | None = None,
                          relu_options: dict | None = None, skip_unsupported: bool = False) -> ComparisonResult:
@@ -311,29 +383,16 @@ def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | Non
     smoothing_options = dict(smoothing_options or {})
     methods, refused = _check_methods(model, methods, targets, smoothing_options, skip_unsupported)
     dev, dtype = model.layers[0].weight.device, model.layers[0].weight.dtype
-    x0 = model.flatten_input(x).detach().to(device=dev, dtype=dtype)
-    if x0.shape[0] == 0 or not torch.isfinite(x0).all():
-        raise CRCError("Images must be a non-empty batch of finite values.")
+    x0 = check_images(model, x, dtype=dtype, device=dev)
     with torch.no_grad():
         logits = model(x0)
     pred = logits.argmax(1)
-    label = pred.clone() if labels is None else torch.as_tensor(labels, device=dev).long().reshape(-1)
-    if label.shape[0] != x0.shape[0] or ((label < 0) | (label >= model.n_classes)).any():
-        raise CRCError(f"Need one label in [0, {model.n_classes - 1}] per image.")
+    label = pred.clone() if labels is None else check_labels(labels, x0.shape[0], model.n_classes, dev)
     correct = pred == label
-    T = _targets(logits, pred, targets)
-    out: dict[str, MethodResult] = {}
-    for name in methods:
-        if name == "crc":
-            out[name] = _run_crc(model, x0, label, targets, crc_options or {})
-        elif name == "lipschitz":
-            out[name] = _run_lipschitz(model, x0, pred, T, correct)
-        elif name == "crown":
-            out[name] = _run_crown(model, x0, pred, T, correct, crown_options or {})
-        elif name == RELU_METHOD:
-            out[name] = _run_relu(model, x0, label, targets, relu_options or {})
-        else:
-            out[name] = _run_smoothing(model, x0, label, smoothing_options)
+    T = choose_targets(logits, pred, targets)  # (B, C - 1) or the runner-up (B, 1)
+    batch = _Batch(model, x0, label, pred, correct, T, targets)
+    options = {"crc": crc_options, "crown": crown_options, "smoothing": smoothing_options, RELU_METHOD: relu_options}
+    out = {name: METHODS[name].run(batch, options.get(name) or {}) for name in methods}
     sound = [out[m].radius for m in methods if out[m].deterministic]
     best = torch.stack(sound).max(0).values if sound else torch.zeros(x0.shape[0], dtype=torch.float64)
     upper = torch.full_like(best, float("inf"))

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .attack import curvature_attack, pgd_attack
 from .bounds import Bounds, Method, curvature_bounds
-from .certify import SolverMode, TargetMode, certify
+from .certify import SolverMode, certify
+from .checks import check_images, check_labels
 from .curvature_stats import PairCurvature, measured_curvature
 from .errors import CRCError
+from .metrics import attacks_at
 from .models import MLP, require_curvature_model
+from .targets import TargetMode
 
 
 @dataclass
@@ -36,11 +38,11 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
     """Certify (and attack at ρ) images (N, D) with labels (N,), in batches; ``progress(done, total)`` after each.
 
     Summary keys: n, clean_accuracy, certified_accuracy (correct and radius ≥ ρ for the chosen ``targets``),
-    certified_accuracy_runner_up (the paper's, one target), empirical_robust_accuracy (correct and not fooled by
-    PGD or Algorithm 2 at ρ; an upper bound on the true robust accuracy), mean_certificate (mean radius over
-    correctly classified images), certificate_success_rate (fraction of correct images with an exact certificate),
-    attack_success_rate (fraction of correct images where Algorithm 2 at ρ proved its point is the worst case),
-    median_n_grad.
+    certified_accuracy_runner_up (the paper's, one target), empirical_robust_accuracy (:mod:`crc_core.metrics`:
+    correct and fooled neither by PGD nor by Algorithm 2 at ρ; an upper bound on the true robust accuracy),
+    mean_certificate (mean radius over correctly classified images), certificate_success_rate (fraction of
+    correct images with an exact certificate), attack_success_rate (fraction of correct images where Algorithm 2
+    at ρ proved its point is the worst case), median_n_grad.
     """
     import pandas as pd
 
@@ -48,12 +50,8 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
     rho = float(rho)
     if not (rho > 0 and rho < float("inf")):
         raise CRCError(f"ρ must be a positive finite number, got {rho!r}.")
-    x = model.flatten_input(images)
-    labels = torch.as_tensor(labels, device=x.device).long().reshape(-1)
-    if labels.shape[0] != x.shape[0]:
-        raise CRCError(f"Got {x.shape[0]} images but {labels.shape[0]} labels.")
-    if x.shape[0] == 0:
-        raise CRCError("No images to evaluate.")
+    x = check_images(model, images)
+    labels = check_labels(labels, x.shape[0], model.n_classes, x.device)
     if bounds is None:
         bounds = curvature_bounds(model)
     frames = []
@@ -69,8 +67,8 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
         df["certified"] = (c.correct & (c.radius >= rho)).cpu().numpy()
         df["certified_runner_up"] = c.correct.cpu().numpy() & (df["runner_up_radius"].to_numpy() >= rho)
         if attacks:
-            _, fooled = pgd_attack(model, xb, c.pred, rho, steps=pgd_steps, restarts=pgd_restarts, clamp=True)
-            ca = curvature_attack(model, xb, c.pred, c.runner_up, rho, bounds=bounds)
+            fooled, ca = attacks_at(model, xb, c.pred, c.runner_up, rho, pgd_steps=pgd_steps,
+                                    pgd_restarts=pgd_restarts, bounds=bounds)
             df["pgd_fooled"] = fooled.cpu().numpy()
             df["curv_fooled"] = ca.fooled.cpu().numpy()
             df["attack_success"] = ca.success.cpu().numpy()

@@ -11,14 +11,13 @@ torch.func's autograd Hessian is the test reference (tests/test_hessian.py).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 
-from .errors import CRCError
+from .checks import check_images, check_labels, check_targets
 from .f32_bounds import backward_f32, grad_norm_upper, pair_row_norms
-from .models import MLP, require_curvature_model
+from .models import MLP, as_dtype, require_curvature_model
 
 
 @dataclass
@@ -35,25 +34,15 @@ class _Pass:
 def _pairs(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
                                                                                     torch.Tensor, bool]:
     """Validate and broadcast: returns x (B, D), y (B, 1), t (B, P), squeeze flag."""
-    x = model.flatten_input(x)
-    if not torch.isfinite(x).all():
-        raise CRCError("Input images contain NaN or infinite values.")
+    x = check_images(model, x, empty_ok=True, detach=False)  # differentiable in x (curvature ascent)
     B = x.shape[0]
     y = torch.as_tensor(y, device=x.device).long().reshape(-1)
-    if y.numel() == 1 and B > 1:
-        y = y.expand(B)
+    y = check_labels(y.expand(B) if y.numel() == 1 and B > 1 else y, B, model.n_classes, x.device)
     t = torch.as_tensor(t, device=x.device).long()
     if t.dim() == 0:
         t = t.expand(B)
     squeeze = t.dim() == 1
-    t = t.reshape(t.shape[0], -1)
-    if y.shape[0] != B or t.shape[0] != B:
-        raise CRCError(f"Got {B} images but {y.shape[0]} labels and {t.shape[0]} target rows.")
-    C = model.n_classes
-    if (y < 0).any() or (y >= C).any() or (t < 0).any() or (t >= C).any():
-        raise CRCError(f"Labels and targets must lie in [0, {C - 1}].")
-    if (t == y[:, None]).any():
-        raise CRCError("A target class equals the label: the margin z_y - z_t would be identically zero.")
+    t = check_targets(y, t.reshape(t.shape[0], -1), model.n_classes)
     return x, y[:, None], t, squeeze
 
 
@@ -215,21 +204,3 @@ def margin_hvp(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, v:
         r = (r @ model.layers[I].weight) * p.d1[I - 1][:, None, :] + p.rows[I - 1] * p.d2[I - 1][:, None, :] * us[I - 1]
     out = r @ model.layers[0].weight
     return out[:, 0] if squeeze else out
-
-
-def as_dtype(model: MLP, dtype: torch.dtype = torch.float64) -> MLP:
-    """The model in ``dtype`` (a copy on the same device; the model itself when it already has that dtype).
-    The float64 copy is where certificates are finalised and Hessians are checked."""
-    if model.layers[0].weight.dtype == dtype:
-        return model
-    return copy.deepcopy(model).to(dtype).eval()  # a copy, not a fresh (randomly initialised) model
-
-
-def runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The strongest class other than y: argmax_{t ≠ y} logits[t]. logits (B, C), y (B,) -> t (B,) long.
-
-    For a correctly classified input this is the second-largest logit (the paper's target).
-    """
-    z = logits.detach().clone()
-    z.scatter_(1, y.reshape(-1, 1), float("-inf"))
-    return z.argmax(dim=1)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -160,3 +161,11 @@ def require_curvature_model(model: nn.Module) -> Activation:
     act = model.activation  # raises UnsupportedActivationError for ReLU etc.
     validate_model(model)
     return act
+
+
+def as_dtype(model: MLP, dtype: torch.dtype = torch.float64) -> MLP:
+    """The model in ``dtype`` (a copy on the same device; the model itself when it already has that dtype).
+    The float64 copy is where certificates are finalised and Hessians are checked."""
+    if model.layers[0].weight.dtype == dtype:
+        return model
+    return copy.deepcopy(model).to(dtype).eval()  # a copy, not a fresh (randomly initialised) model

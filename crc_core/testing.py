@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from .bounds import Bounds
-from .hessian import as_dtype, margin_hessian, margin_hessian_eigvals
-from .models import MLP
+from .hessian import margin_hessian, margin_hessian_eigvals
+from .models import MLP, as_dtype
 
 # A flip found at ≥ (1 − FLIP_RATIO_TOL)·radius is the bisection's round-off at the boundary, not a violation.
 FLIP_RATIO_TOL = 1e-6

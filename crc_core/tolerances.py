@@ -15,7 +15,8 @@ CURVATURE_FLOOR = 1e-12  # |m|, M, K floor where 1/|m| or 1/M is needed: a curva
 # --------------------------------------------------------------------------------------------------- rounding bounds
 F32_UNIT_ROUNDOFF = 2.0**-24  # IEEE float32 round-to-nearest: fl(a ∘ b) = (a ∘ b)(1 + δ), |δ| ≤ this
 F32_UNDERFLOW_ABS = 2.0**-126  # absolute error of one float32 operation near underflow (flush-to-zero included)
-F64_SUM_RTOL = 1e-9  # relative slack for float64 norms/sums of ≤ 10^6 terms (γ_n = n·2^-53 ≈ 1.1e-10 at 10^6)
+F64_SUM_RTOL = 1e-9  # relative slack for float64 norms/sums of ≤ 10^6 terms (γ_n = n·2^-53 ≈ 1.1e-10 at 10^6);
+#   also every baseline's round-off allowance (CROWN's intercepts, the Lipschitz norms, App. G's dot products)
 
 # --------------------------------------------------------------------------------------------------- η ranges
 ETA_UNBOUNDED = 1e12  # top of the η range when m ≥ 0 (F_η convex for every η ≥ 0): large, yet finite in float64
@@ -32,7 +33,6 @@ MM_STATIONARY_TOL = 1e-5  # the paper's inner-loop stopping tolerance on ‖∇F
 ATTACK_SOLVED_TOL = 1e-4  # Algorithm 2's inner problem counts as solved below this residual (with the one above)
 ATTACK_SUCCESS_RTOL = 1e-3  # Algorithm 2's success: ‖x - x0‖ = ρ within this relative tolerance
 ATTACK_ETA_TOP = 20.0  # Algorithm 2 searches η ∈ [-m, 20 (1 - m)] (App. C.3: a generous multiple of the curvature)
-PGD_STEP_SCALE = 2.5  # default PGD step = 2.5 ρ / steps (Madry et al.'s rule of thumb)
 
 # --------------------------------------------------------------------------------------------------- fast solver
 CHASE_STEPS = 12  # KKT fixed-point steps of the fast solver's phase A
@@ -48,7 +48,6 @@ DUAL_STALL_ITERS = 10  # a level also ends after this many iterations in which �
 DUAL_STALL_FALL = 0.1  # this fraction below its smallest value so far: the row sits at its float32 rounding floor
 DUAL_TOP_GAP = 1e-6  # the first level solves F_η at η = (1 - this) / |m|
 DUAL_GAIN_RTOL = 1e-9  # a level (or the whole row) stops when the possible gain in (*) is below this, relative
-DUAL_CHECK_EVERY = 1  # steps between checks for rows that cannot be (or are not now) their image's minimum
 BEST_FIRST_RTOL = 1e-6  # a row waits only when its bound exceeds its image's lowest by this, relative (the
 #   bookkeeping's float32 rounding is far below it: a waiting row cannot end below the minimum after finalisation)
 FALSE_POSITION_CLAMP = (0.02, 0.98)  # regula falsi's new η stays inside this part of its bracket (no stalling)

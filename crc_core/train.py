@@ -1,269 +1,38 @@
-"""One training loop for standard, γ-regularized, curvature-based robust (CRT, paper section 6) and the empirical
-adversarial baselines of Table 14 (PGD, TRADES).
+"""The training loop for every kind of :mod:`crc_core.training_kinds` (standard, γ-regularized, CRT, PGD, TRADES):
+per step, the kind's loss + γ · mean K (K the Theorem 4 bound of the (label, strongest wrong class) margins,
+differentiable through warm-started power iteration, :class:`~crc_core.bounds.CurvatureRegularizer`, App. C.1).
 
-Per-sample loss (eq. 7): ℓ(z(x_in), y) + γ K(W, y, t), with y the true label, t the strongest wrong class
-(largest logit among classes ≠ y, at the clean input; detached) and K the Theorem 4 bound, differentiable through
-warm-started power iteration (:class:`~crc_core.bounds.CurvatureRegularizer`, App. C.1). The three kinds differ
-only in the input and γ:
-
-* ``"standard"``: x_in = x, γ = 0 (K is still measured, without gradient, for the curves);
-* ``"gamma"``:    x_in = x, loss + γ · mean K;
-* ``"crt"``:      x_in = Algorithm 2's x_attack at radius ε (curvature attack with the detached K estimate as
-  its curvature bound), loss + γ · mean K;
-* ``"pgd"``:      Madry et al.'s L2 PGD adversarial training at radius ``adv_eps``, γ = 0
-  (:func:`crc_core.adversarial.pgd_training_loss`);
-* ``"trades"``:   TRADES, CE + β · KL at the PGD point within ``adv_eps``, γ = 0
-  (:func:`crc_core.adversarial.trades_loss`).
-
-``activation="relu"`` is accepted for standard, pgd and trades (no curvature penalty); its epoch metrics use the
-App. G certificate for 2-layer nets (:mod:`crc_core.baselines.relu_quadratic`) and no certificate for deeper ones.
-
-:func:`train` reports progress through a callback (``"step"`` events every ``log_every`` steps, ``"epoch"``
-events with test accuracy, certified accuracy at ρ on a fixed sample and mean certification-grade K_ub, one
-``"done"`` event), stops cleanly between steps when ``should_stop()`` is true, and is repeatable for a seed
-(the global RNG is forked, so callers' random state is untouched). It follows ``config.device``.
+:func:`train` reports progress through a callback (``"step"`` events every ``log_every`` steps, ``"epoch"`` events
+with :func:`crc_core.metrics.epoch_metrics`, one ``"done"`` event; :mod:`crc_core.train_log`), stops cleanly between
+steps when ``should_stop()`` is true, and is repeatable for a seed (the global RNG is forked, so callers' random
+state is untouched). It follows ``config.device``. ReLU nets train with the kinds that allow them; their epoch
+metrics use the App. G certificate for 2-layer nets and none for deeper ones.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from .activations import CURVATURE_ACTIVATIONS
-from .adversarial import pgd_robust, pgd_training_loss, trades_loss, validate_adversarial_options
-from .attack import curvature_attack
-from .baselines.relu_quadratic import certified_at
-from .bounds import CurvatureRegularizer, curvature_bounds
-from .certify import certify
-from .data import DATASET_NAMES, Dataset, load_dataset
+from .bounds import CurvatureRegularizer
+from .data import Dataset, load_dataset
 from .device import default_device
 from .epoch_checkpoint import load_epoch_checkpoint, restore_run, save_epoch_checkpoint
 from .errors import CRCError
-from .hessian import runner_up
-from .models import MLP, format_architecture
+from .metrics import epoch_metrics
+from .models import MLP
+from .targets import runner_up
+from .train_config import TrainConfig
+from .train_log import Event, EventLog, StepStats
+from .training_kinds import KINDS
 
-__all__ = [
-    "ADVERSARIAL_KINDS",
-    "CURVATURE_KINDS",
-    "EVAL_PGD_STEPS",
-    "KINDS",
-    "RELU_KINDS",
-    "TRAIN_ACTIVATIONS",
-    "Event",
-    "EventLog",
-    "RunState",
-    "StepStats",
-    "TrainConfig",
-    "TrainResult",
-    "epoch_metrics",
-    "final_metrics",
-    "fixed_eval_sample",
-    "parse_widths",
-    "run_epoch",
-    "runner_up",
-    "train",
-]
-
-Kind = Literal["standard", "gamma", "crt", "pgd", "trades"]
-KINDS: tuple[str, ...] = ("standard", "gamma", "crt", "pgd", "trades")
-CURVATURE_KINDS: tuple[str, ...] = ("gamma", "crt")  # use the curvature bound K in the loss: smooth activations only
-ADVERSARIAL_KINDS: tuple[str, ...] = ("pgd", "trades")  # empirical baselines (Table 14), no curvature term
-RELU_KINDS: tuple[str, ...] = ("standard", "pgd", "trades")  # the kinds a ReLU net can be trained with
-TRAIN_ACTIVATIONS: tuple[str, ...] = (*CURVATURE_ACTIVATIONS, "relu")
-EVAL_PGD_STEPS = 50  # PGD steps of the per-epoch empirical robust accuracy (as crc_core.evaluate's default)
-_EVAL_KEYS = ("test_accuracy", "empirical_robust_accuracy", "certified_accuracy", "certified_accuracy_all",
-              "mean_K_ub", "eval_rho", "eval_samples", "eval_seconds")
-EVAL_SAMPLE_SEED = 20200712  # fixed: every model is certified on the same test images
-Event = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (stored in checkpoint metadata via :meth:`to_dict`).
-
-    Args:
-        dataset: "embedded" (shipped Fashion-MNIST subset), "fashion-mnist" or "mnist" (see crc_core.data).
-        data_root: folder of IDX files for fashion-mnist / mnist (None: found automatically).
-        widths: hidden widths; (256,) is the 2-layer net "2x[256]", (1024, 1024) is "3x[1024,1024]".
-        activation: "softplus", "sigmoid" or "tanh" (curvature needs a smooth activation), or "relu" for the
-            kinds in RELU_KINDS (ReLU's Hessian is zero almost everywhere: no curvature penalty or CRT).
-        kind: "standard", "gamma" (curvature-regularized), "crt" (curvature attack inputs + regularizer), "pgd"
-            (L2 PGD adversarial training) or "trades" (TRADES); see crc_core.adversarial.EXPLANATIONS.
-        gamma: γ ≥ 0, weight of mean K in the loss (used by "gamma" and "crt" only).
-        crt_eps: ε > 0, the attack radius (L2, pixels in [0, 1]) for "crt".
-        adv_eps: ε > 0, the PGD radius (L2, pixels in [0, 1]) for "pgd" and "trades".
-        adv_steps: PGD steps ≥ 1 of the inner maximization ("pgd", "trades").
-        adv_step_size: PGD step size > 0, or None for 2.5·ε/steps (Madry et al.).
-        adv_random_start: "pgd" starts PGD at a uniform point of the ε-ball (else at x); TRADES always starts
-            at x + 0.001·N(0, I).
-        trades_beta: β ≥ 0, TRADES' weight of the KL term (the paper's default 6).
-        epochs, lr, batch_size: Adam with a constant learning rate, shuffled mini-batches.
-        seed: weight initialisation, shuffling and power-iteration start; same seed, same weights (CPU).
-        device: "auto" (cuda if available), "cpu" or "cuda[:i]".
-        attack_outer, attack_inner: Algorithm 2's bisection steps on η and MM steps per η during CRT
-            (paper: 30 and 20; fewer is much faster and still finds strong attacks, see docs/benchmarks.md).
-        eval_rho: ρ of the certified and empirical robust accuracy reported every epoch.
-        eval_samples: size of the fixed test sample that is attacked and certified every epoch (0: skip both).
-            The App. G proofs of a 2-layer ReLU net are slower than CRC: ~0.5 s per image with all classes on
-            one loaded CPU thread (500 images: 4 min), so prefer a smaller sample or eval_every for ReLU.
-        eval_all_targets: also report the all-class certified accuracy (min radius over every t ≠ y).
-        eval_mode: certify's mode for the epoch metric ("fast" or "paper").
-        eval_every: evaluate every this many epochs (and always after the last one); other epochs' events carry
-            None for the evaluation keys.
-        log_every: steps between "step" events.
-        train_limit, test_limit: use only the first N examples of a split (None: all).
-        max_steps: stop after this many steps in total (None: run all epochs); for dry runs.
-    """
-
-    dataset: str = "embedded"
-    data_root: str | None = None
-    widths: tuple[int, ...] = (256,)
-    activation: str = "softplus"
-    kind: str = "crt"
-    gamma: float = 0.01
-    crt_eps: float = 0.5
-    adv_eps: float = 0.5
-    adv_steps: int = 10
-    adv_step_size: float | None = None
-    adv_random_start: bool = True
-    trades_beta: float = 6.0
-    epochs: int = 3
-    lr: float = 1e-3
-    batch_size: int = 128
-    seed: int = 0
-    device: str = "auto"
-    attack_outer: int = 8
-    attack_inner: int = 5
-    eval_rho: float = 0.5
-    eval_samples: int = 100
-    eval_all_targets: bool = True
-    eval_mode: str = "fast"
-    eval_every: int = 1
-    log_every: int = 10
-    train_limit: int | None = None
-    test_limit: int | None = None
-    max_steps: int | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        self.validate()
-
-    # ---------------------------------------------------------------------------------------------------------
-    def validate(self) -> None:
-        """Raise :class:`CRCError` with a plain-language message for any impossible setting."""
-        def positive_int(name: str, value: Any, allow_none: bool = False, allow_zero: bool = False) -> None:
-            if value is None and allow_none:
-                return
-            ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value >= 1)
-            if not ok:
-                need = "a whole number ≥ 0" if allow_zero else "a whole number ≥ 1"
-                raise CRCError(f"{name} must be {need}{' or None' if allow_none else ''}, got {value!r}.")
-
-        def finite(name: str, value: Any) -> float:
-            try:
-                v = float(value)
-            except (TypeError, ValueError):
-                raise CRCError(f"{name} must be a number, got {value!r}.") from None
-            if not math.isfinite(v):
-                raise CRCError(f"{name} must be finite, got {value!r}.")
-            return v
-
-        if self.dataset not in DATASET_NAMES:
-            raise CRCError(f"Unknown dataset {self.dataset!r}: choose one of {', '.join(DATASET_NAMES)}.")
-        if not self.widths or min(self.widths) < 1:
-            raise CRCError(f"widths must list at least one hidden layer width ≥ 1 (e.g. 256), got {self.widths!r}.")
-        self.validate_kind()
-        if finite("gamma", self.gamma) < 0:
-            raise CRCError(f"γ (gamma) weighs the curvature penalty and must be ≥ 0, got {self.gamma}.")
-        if finite("crt_eps", self.crt_eps) <= 0:
-            raise CRCError(f"The CRT attack radius ε must be > 0, got {self.crt_eps}.")
-        if not isinstance(self.adv_random_start, bool):
-            raise CRCError(f"adv_random_start must be True or False, got {self.adv_random_start!r}.")
-        validate_adversarial_options(eps=self.adv_eps, steps=self.adv_steps, step_size=self.adv_step_size,
-                                     beta=self.trades_beta)
-        if finite("lr", self.lr) <= 0:
-            raise CRCError(f"The learning rate must be > 0, got {self.lr}.")
-        if finite("eval_rho", self.eval_rho) <= 0:
-            raise CRCError(f"The certification radius ρ must be > 0, got {self.eval_rho}.")
-        for name in ("epochs", "batch_size", "attack_outer", "attack_inner", "log_every", "eval_every"):
-            positive_int(name, getattr(self, name))
-        positive_int("eval_samples", self.eval_samples, allow_zero=True)
-        positive_int("seed", self.seed, allow_zero=True)
-        for name in ("train_limit", "test_limit", "max_steps"):
-            positive_int(name, getattr(self, name), allow_none=True)
-        if self.eval_mode not in ("fast", "paper"):
-            raise CRCError(f"eval_mode must be 'fast' or 'paper', got {self.eval_mode!r}.")
-        try:
-            default_device(self.device)
-        except ValueError as exc:
-            raise CRCError(str(exc)) from None
-
-    def validate_kind(self) -> None:
-        """Raise :class:`CRCError` for an unknown kind or activation, or ReLU with a curvature kind."""
-        if self.kind not in KINDS:
-            raise CRCError(f"Unknown training kind {self.kind!r}: choose one of {', '.join(KINDS)}.")
-        if self.activation not in TRAIN_ACTIVATIONS:
-            raise CRCError(f"Activation {self.activation!r} cannot be trained here; choose one of "
-                           f"{', '.join(TRAIN_ACTIVATIONS)} (relu only for {', '.join(RELU_KINDS)}).")
-        if self.activation == "relu" and self.kind in CURVATURE_KINDS:
-            raise CRCError(f"Training kind {self.kind!r} needs a smooth activation (softplus, sigmoid or tanh): its "
-                           "curvature penalty bounds the Hessian, and ReLU's Hessian is zero almost everywhere and "
-                           f"undefined at its kinks; train relu with {', '.join(RELU_KINDS)}.")
-
-    @property
-    def gamma_used(self) -> float:
-        """γ actually applied: 0 unless the kind uses the curvature penalty (gamma, crt)."""
-        return float(self.gamma) if self.kind in CURVATURE_KINDS else 0.0
-
-    def kind_settings(self) -> dict[str, Any]:
-        """The hyperparameters of this kind only (for run records and labels), e.g. {"gamma": 0.01, "eps": 0.5}."""
-        if self.kind == "gamma":
-            return {"gamma": float(self.gamma)}
-        if self.kind == "crt":
-            return {"gamma": float(self.gamma), "eps": float(self.crt_eps), "attack_outer": self.attack_outer,
-                    "attack_inner": self.attack_inner}
-        if self.kind in ADVERSARIAL_KINDS:
-            out: dict[str, Any] = {"eps": float(self.adv_eps), "steps": self.adv_steps,
-                                   "step_size": self.adv_step_size}
-            if self.kind == "pgd":
-                out["random_start"] = self.adv_random_start
-            else:
-                out["beta"] = float(self.trades_beta)
-            return out
-        return {}
-
-    def describe(self) -> str:
-        """e.g. ``"2x[256] softplus, CRT γ=0.01 ε=0.5"`` or ``"2x[256] relu, PGD ε=0.5"``."""
-        arch = format_architecture(self.widths, self.activation)
-        if self.kind == "standard":
-            return f"{arch}, standard"
-        if self.kind == "gamma":
-            return f"{arch}, γ={self.gamma:g}"
-        if self.kind == "pgd":
-            return f"{arch}, PGD ε={self.adv_eps:g}"
-        if self.kind == "trades":
-            return f"{arch}, TRADES β={self.trades_beta:g} ε={self.adv_eps:g}"
-        return f"{arch}, CRT γ={self.gamma:g} ε={self.crt_eps:g}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (widths as a list)."""
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored (older/newer metadata)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+__all__ = ["RunState", "TrainConfig", "TrainResult", "config_epoch_metrics", "final_metrics", "run_epoch", "train"]
 
 
 @dataclass
@@ -271,8 +40,8 @@ class TrainResult:
     """What :func:`train` returns.
 
     model: the trained MLP (eval mode, on the training device). history: every event emitted, in order.
-    metrics: the last evaluation (keys as in :func:`epoch_metrics`, plus "epoch"); empty if stopped before the first
-    epoch ended. stopped: True when ``should_stop`` ended the run early. seconds: wall time.
+    metrics: the last evaluation (keys as in :func:`crc_core.metrics.epoch_metrics`, plus "epoch"); empty if
+    stopped before the first epoch ended. stopped: True when ``should_stop`` ended the run early. seconds: wall time.
     """
 
     model: MLP
@@ -286,111 +55,8 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------------------------
 # Pieces of the loop
 # --------------------------------------------------------------------------------------------------------------
-def fixed_eval_sample(n_total: int, n: int) -> torch.Tensor:
-    """Indices (min(n, n_total),) of the fixed certification sample: the same test images for every model and seed."""
-    g = torch.Generator().manual_seed(EVAL_SAMPLE_SEED)
-    return torch.randperm(n_total, generator=g)[: min(n, n_total)]
-
-
-@torch.no_grad()
-def _accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
-    correct = 0
-    for s in range(0, x.shape[0], batch):
-        correct += int((model(x[s:s + batch]).argmax(1) == y[s:s + batch]).sum())
-    return correct / max(1, x.shape[0])
-
-
-def _certified_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, rho: float, *, all_targets: bool,
-                        bounds: Any, mode: str) -> tuple[float | None, float | None]:
-    """(runner-up, all-class) certified accuracy of x (B, D) with labels y (B,) at radius ρ.
-
-    Certified = correctly classified with certified radius ≥ ρ (against the runner-up class only, as in the
-    paper, or against every other class; None when not computed). One :func:`crc_core.certify.certify` call:
-    the all-class run also yields the runner-up radius.
-    """
-    if all_targets:
-        cert = certify(model, x, y, targets="all", mode=mode, bounds=bounds, refine="minimum")
-        ok_all = cert.correct & (cert.radius >= rho)
-        ok_ru = cert.correct & (cert.runner_up_radius >= rho)
-        return float(ok_ru.float().mean()), float(ok_all.float().mean())
-    cert = certify(model, x, y, targets="runner-up", mode=mode, bounds=bounds)
-    return float((cert.correct & (cert.radius >= rho)).float().mean()), None
-
-
-def _curvature_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: float, *, all_targets: bool,
-                            mode: str) -> dict[str, Any]:
-    """CRC on the sample of a smooth net: certified_accuracy, certified_accuracy_all, mean_K_ub."""
-    with torch.no_grad():
-        logits = model(xs)
-    pred = logits.argmax(1)
-    t = runner_up(logits, pred)
-    bounds = curvature_bounds(model) if all_targets else None
-    pair_bounds = bounds.for_pairs(pred, t) if bounds is not None else curvature_bounds(model, pred, t)
-    ru, every = _certified_accuracy(model, xs, ys, rho, all_targets=all_targets,
-                                    bounds=bounds if bounds is not None else pair_bounds, mode=mode)
-    return {"certified_accuracy": ru, "certified_accuracy_all": every, "mean_K_ub": float(pair_bounds.K.mean())}
-
-
-def _relu_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: float, *,
-                       all_targets: bool) -> dict[str, Any]:
-    """App. G on the sample of a 2-layer ReLU net (one proof at ρ per image and target, no bisection); None for
-    deeper ReLU nets, which have no certificate here. No mean_K_ub (ReLU has no curvature bound)."""
-    if model.depth != 2:
-        return {"certified_accuracy": None, "certified_accuracy_all": None, "mean_K_ub": None}
-    ru = certified_at(model, xs, ys, rho, targets="runner-up")
-    every = None
-    if all_targets:  # only images certified against the runner-up can be certified against every class
-        ok = torch.zeros_like(ru)
-        if ru.any():
-            ok[ru] = certified_at(model, xs[ru], ys[ru], rho, targets="all")
-        every = float(ok.float().mean())
-    return {"certified_accuracy": float(ru.float().mean()), "certified_accuracy_all": every, "mean_K_ub": None}
-
-
-def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, rho: float = 0.5,
-                  eval_samples: int = 100, all_targets: bool = True, mode: str = "fast") -> dict[str, Any]:
-    """The metrics reported after a training epoch, on a test set (images (N, D) in [0, 1], labels (N,)).
-
-    Returns a dict with
-      test_accuracy: clean accuracy on all N images;
-      empirical_robust_accuracy: fraction of the fixed sample (``eval_samples`` images, see
-        :func:`fixed_eval_sample`) correctly classified at the image and at the point L2 PGD (EVAL_PGD_STEPS steps,
-        radius ρ) finds: an upper bound on the true robust accuracy; None if eval_samples = 0;
-      certified_accuracy: fraction of the sample correctly classified with a certified radius ≥ ρ against the
-        runner-up class (the paper's metric); CRC for smooth nets, the App. G certificate for 2-layer ReLU nets;
-        None if eval_samples = 0 and for deeper ReLU nets (no certificate for them here);
-      certified_accuracy_all: the same against every class t ≠ y (None if not computed);
-      mean_K_ub: mean certification-grade K (Theorems 3/4) over the sample's (prediction, runner-up) pairs
-        (None for ReLU nets);
-      eval_rho, eval_samples, eval_seconds.
-    Follows the model's device. (The per-image evaluation tables of the paper are :func:`crc_core.evaluate.evaluate`.)
-    """
-    t0 = time.perf_counter()
-    images, labels = (test.images, test.labels) if isinstance(test, Dataset) else test
-    dev = model.layers[0].weight.device
-    images, labels = images.to(dev), labels.to(dev)
-    was_training = model.training
-    model.eval()
-    out: dict[str, Any] = {"test_accuracy": _accuracy(model, images, labels), "empirical_robust_accuracy": None,
-                           "certified_accuracy": None, "certified_accuracy_all": None, "mean_K_ub": None,
-                           "eval_rho": float(rho), "eval_samples": 0}
-    if eval_samples > 0 and images.shape[0] > 0:
-        idx = fixed_eval_sample(images.shape[0], eval_samples).to(dev)
-        xs, ys = images[idx], labels[idx]
-        out["eval_samples"] = int(xs.shape[0])
-        robust = pgd_robust(model, xs, ys, eps=rho, steps=EVAL_PGD_STEPS)
-        out["empirical_robust_accuracy"] = float(robust.float().mean())
-        if model.activation_name == "relu":
-            out.update(_relu_certificates(model, xs, ys, rho, all_targets=all_targets))
-        else:
-            out.update(_curvature_certificates(model, xs, ys, rho, all_targets=all_targets, mode=mode))
-    out["eval_seconds"] = time.perf_counter() - t0
-    model.train(was_training)
-    return out
-
-
 def config_epoch_metrics(model: MLP, config: TrainConfig, test: Dataset) -> dict[str, Any]:
-    """:func:`epoch_metrics` with the evaluation settings of ``config`` (eval_rho, eval_samples, ...)."""
+    """:func:`crc_core.metrics.epoch_metrics` with the evaluation settings of ``config`` (eval_rho, ...)."""
     return epoch_metrics(model, test, rho=config.eval_rho, eval_samples=config.eval_samples,
                          all_targets=config.eval_all_targets, mode=config.eval_mode)
 
@@ -430,63 +96,6 @@ def _load_data(config: TrainConfig, data: tuple[Dataset, Dataset] | None) -> tup
     train_ds = load_dataset(config.dataset, "train", root=config.data_root, limit=config.train_limit)
     test_ds = load_dataset(config.dataset, "test", root=config.data_root, limit=config.test_limit)
     return train_ds, test_ds
-
-
-class StepStats:
-    """Running means of step statistics between two "step" events."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.n = 0
-
-    def add(self, **values: float) -> None:
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-        self.n += 1
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(1, self.n) for k, v in self.sums.items()}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Event emission
-# --------------------------------------------------------------------------------------------------------------
-class EventLog:
-    """Builds the events of one run (documented in :func:`train`), keeps them in ``history`` and passes each to
-    the callback. ``steps_per_epoch`` / ``total_steps`` are set once the data is known."""
-
-    def __init__(self, callback: Callable[[Event], None] | None) -> None:
-        self.callback = callback
-        self.history: list[Event] = []
-        self.t_start = time.perf_counter()
-        self.steps_per_epoch = 0
-        self.total_steps = 0
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.t_start
-
-    def emit(self, event: Event) -> None:
-        self.history.append(event)
-        if self.callback is not None:
-            self.callback(event)
-
-    def step(self, step: int, epoch: int, epoch_step: int, window: StepStats) -> None:
-        """A "step" event with the means of ``window`` (the steps since the last one)."""
-        self.emit({"kind": "step", "step": step, "epoch": epoch, "epoch_step": epoch_step,
-                   "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
-                   "seconds": self.seconds(), **window.means()})
-
-    def epoch(self, epoch: int, step: int, train_means: dict[str, float], metrics: dict[str, Any] | None) -> None:
-        """An "epoch" event; ``metrics`` None for an epoch skipped by eval_every (its evaluation keys are None)."""
-        shown = metrics if metrics is not None else {"epoch": epoch, "step": step, **dict.fromkeys(_EVAL_KEYS)}
-        self.emit({"kind": "epoch", "epoch": epoch, "step": step, "seconds": self.seconds(),
-                   "train_loss": train_means["loss"], "train_accuracy": train_means["accuracy"], **shown})
-
-    def done(self, stopped: bool, step: int, metrics: dict[str, Any]) -> float:
-        """The "done" event; returns the run's wall time."""
-        seconds = self.seconds()
-        self.emit({"kind": "done", "stopped": stopped, "step": step, "seconds": seconds, "metrics": dict(metrics)})
-        return seconds
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -556,8 +165,8 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
              ``log_every`` steps (means over the window; accuracy on the clean batch; mean_K absent for ReLU nets;
              ce is TRADES' natural loss; attack_accuracy on the attacked batch for CRT, PGD and TRADES;
              attack_grads = gradient evaluations per attacked image for CRT; robust_kl for TRADES);
-            {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + :func:`epoch_metrics`
-             keys (None on epochs skipped by ``eval_every``)};
+            {"kind": "epoch", "epoch", "step", "seconds", "train_loss", "train_accuracy", + the keys of
+             :func:`crc_core.metrics.epoch_metrics` (None on epochs skipped by ``eval_every``)};
             {"kind": "done", "stopped", "step", "seconds", "metrics"}.
         should_stop: polled before every step; when it returns True the loop ends after the current step and
             the result has ``stopped=True`` with the model as trained so far (usable, finite).
@@ -629,33 +238,6 @@ def _curvature_term(model: MLP, reg: CurvatureRegularizer, y: torch.Tensor, t: t
         return reg(model, y, t)
 
 
-def _kind_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: torch.Tensor | None,
-               config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """(loss without the γ term, its cross-entropy part, extra statistics) for the batch x (B, D), y (B,)."""
-    if config.kind == "pgd":
-        loss, s = pgd_training_loss(model, x, y, eps=config.adv_eps, steps=config.adv_steps,
-                                    step_size=config.adv_step_size, random_start=config.adv_random_start)
-        return loss, loss, {"attack_accuracy": s["adv_acc"]}
-    if config.kind == "trades":
-        loss, s = trades_loss(model, x, y, beta=config.trades_beta, eps=config.adv_eps, steps=config.adv_steps,
-                              step_size=config.adv_step_size)
-        ce = torch.tensor(s["natural_loss"])
-        return loss, ce, {"attack_accuracy": s["adv_acc"], "robust_kl": s["robust_kl"]}
-    x_in, extra = x, {}
-    if config.kind == "crt":
-        assert K is not None  # validate() refuses CRT for ReLU nets
-        K_est = K.detach()
-        attack = curvature_attack(model, x, y, t, config.crt_eps, m=-K_est, K=K_est,
-                                  n_outer=config.attack_outer, n_inner=config.attack_inner)
-        x_in = attack.x
-        extra["attack_grads"] = float(attack.n_grad.float().mean())
-    logits = model(x_in)
-    ce = F.cross_entropy(logits, y)
-    if config.kind == "crt":
-        extra["attack_accuracy"] = float((logits.detach().argmax(1) == y).float().mean())
-    return ce, ce, extra
-
-
 def _train_step(model: MLP, opt: torch.optim.Optimizer, reg: CurvatureRegularizer, x: torch.Tensor,
                 y: torch.Tensor, config: TrainConfig, gamma: float) -> dict[str, float]:
     """One optimizer step on a batch x (B, D), y (B,); returns scalar statistics for the logs (mean_K only for
@@ -664,7 +246,7 @@ def _train_step(model: MLP, opt: torch.optim.Optimizer, reg: CurvatureRegularize
         clean_logits = model(x)
     t = runner_up(clean_logits, y)
     K = _curvature_term(model, reg, y, t, gamma)
-    base, ce, extra = _kind_loss(model, x, y, t, K, config)
+    base, ce, extra = KINDS[config.kind].loss(model, x, y, t, K, config)
     loss = base + gamma * K.mean() if gamma > 0 and K is not None else base
     if not torch.isfinite(loss):
         k_text = f", mean K {float(K.detach().mean())}" if K is not None else ""
@@ -680,26 +262,3 @@ def _train_step(model: MLP, opt: torch.optim.Optimizer, reg: CurvatureRegularize
     if K is not None:
         stats["mean_K"] = float(K.detach().mean())
     return stats
-
-
-def parse_widths(spec: str | Sequence[int]) -> tuple[int, ...]:
-    """"256" / "1024,1024" / "2x1024" (depth x width, the paper's "2x[1024]") / [256] -> hidden widths tuple."""
-    if not isinstance(spec, str):
-        return tuple(int(w) for w in spec)
-    s = spec.strip().lower().replace("[", "").replace("]", "").replace(" ", "")
-    try:
-        if "x" in s:
-            depth_text, width_text = s.split("x", 1)
-            depth, width = int(depth_text), int(width_text)
-        else:
-            widths = tuple(int(w) for w in s.split(",") if w)
-    except ValueError:
-        raise CRCError(
-            f"Cannot read widths {spec!r}: write hidden widths like '256' or '1024,1024', or depth x width "
-            "like '2x1024' (the paper's 2x[1024])."
-        ) from None
-    if "x" not in s:
-        return widths
-    if depth < 2:
-        raise CRCError(f"Depth in {spec!r} must be ≥ 2 (input layer + output layer).")
-    return tuple([width] * (depth - 1))

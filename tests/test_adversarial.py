@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from crc_core.adversarial import (
-    l2_pgd,
     pgd_training_loss,
     trades_kl,
     trades_loss,
     validate_adversarial_options,
 )
+from crc_core.attack import l2_pgd
 from crc_core.errors import CRCError
 from crc_core.models import MLP
 
@@ -112,7 +112,7 @@ def test_bad_beta_and_batches_are_refused():
 
 
 def test_pgd_robust_is_an_attack_not_a_certificate():
-    from crc_core.adversarial import pgd_robust
+    from crc_core.metrics import pgd_robust
 
     model, x, _ = tiny()
     with torch.no_grad():

@@ -247,7 +247,7 @@ def test_kind_labels_of_adversarial_runs():
 def test_training_curves_without_curvature_or_certificates():
     steps = [{"kind": "step", "epoch": 1, "step": s, "steps_per_epoch": 10, "epoch_step": s, "loss": 1.0,
               "ce": 1.0, "accuracy": 0.5} for s in (5, 10)]
-    epoch = {"kind": "epoch", "epoch": 1, "step": 10, "test_accuracy": 0.8, "empirical_robust_accuracy": 0.6,
+    epoch = {"kind": "epoch", "epoch": 1, "step": 10, "test_accuracy": 0.8, "pgd_robust_accuracy": 0.6,
              "certified_accuracy": None, "certified_accuracy_all": None, "mean_K_ub": None}
     fig = plots.training_curves([*steps, epoch], no_curvature="none here")
     names = {t.name for t in fig.data}

@@ -16,7 +16,7 @@ from crc_core.cli import COMMANDS, Command, Progress, build_parser, main
 from crc_core.cli.common import output_file, require_at_least_one
 from crc_core.data import DATASET_NAMES
 from crc_core.errors import CRCError
-from crc_core.train import KINDS
+from crc_core.training_kinds import KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 CRC_CORE = REPO / "crc_core"
@@ -36,7 +36,7 @@ def test_every_command_registered_once() -> None:
 
 
 def test_choices_come_from_the_library() -> None:
-    assert _choices("train", "--kind") == KINDS
+    assert _choices("train", "--kind") == tuple(KINDS)
     assert _choices("train", "--eval-mode") == SOLVER_MODES
     assert _choices("train", "--dataset") == DATASET_NAMES
     assert _choices("certify", "--targets") == TARGET_MODES

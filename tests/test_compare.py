@@ -8,13 +8,12 @@ from helpers import small_data, small_model
 
 from crc_core.certify import certify
 from crc_core.compare import (
-    DETERMINISTIC_METHODS,
+    DEFAULT_METHODS,
     METHODS,
     RELU_METHOD,
     applicable_methods,
     compare_certificates,
     default_methods,
-    is_deterministic,
     refusal,
 )
 from crc_core.errors import CRCError, UnsupportedActivationError
@@ -32,18 +31,19 @@ def test_every_method_one_shape_and_the_bracket_holds():
     model = small_model(2, "softplus", trained=True)
     x, y = _data()
     res = compare_certificates(model, x, y, smoothing_options=FAST_SMOOTHING)
-    assert tuple(res.methods) == METHODS
+    assert tuple(res.methods) == DEFAULT_METHODS
+    deterministic = ("crc", "crown", "lipschitz")
     B = x.shape[0]
     for name, m in res.methods.items():
         assert m.radius.shape == (B,) and m.radius.dtype == torch.float64 and m.seconds >= 0
         assert (m.radius[~res.correct] == 0).all()
-        assert m.deterministic == (name in DETERMINISTIC_METHODS)
+        assert m.deterministic == (name in deterministic) == METHODS[name].deterministic
     assert "smoothed classifier" in res.methods["smoothing"].guarantee
     assert not res.violation.any()
     ok = res.correct
     assert (res.best_sound[ok] <= res.attack_upper[ok]).all()
     assert torch.isfinite(res.attack_upper[ok]).all()
-    assert torch.equal(res.best_sound, torch.stack([res.radius(m) for m in DETERMINISTIC_METHODS]).max(0).values)
+    assert torch.equal(res.best_sound, torch.stack([res.radius(m) for m in deterministic]).max(0).values)
     # CRC's column is certify()'s radius
     assert torch.allclose(res.radius("crc"), certify(model, x, y).radius.double())
     df = res.to_frame()
@@ -109,7 +109,7 @@ def test_follows_the_models_device_and_agrees_with_the_cpu():
     cpu = compare_certificates(model, x, y, methods=("crc", "crown", "lipschitz"), attack=False)
     model.to("cuda")  # the cached model is shared: moved back below
     try:
-        gpu = compare_certificates(model, x, y, methods=METHODS, smoothing_options=FAST_SMOOTHING)
+        gpu = compare_certificates(model, x, y, methods=DEFAULT_METHODS, smoothing_options=FAST_SMOOTHING)
     finally:
         model.to("cpu")
     for name in ("crown", "lipschitz"):
@@ -125,7 +125,7 @@ def test_two_layer_relu_gets_the_app_g_certificate_and_crc_is_refused_with_the_r
     assert "App. G" in refusal(model, "crc") or RELU_METHOD in refusal(model, "crc")
     res = compare_certificates(model, x, y, methods=("crc", RELU_METHOD, "crown"), skip_unsupported=True)
     assert tuple(res.methods) == (RELU_METHOD, "crown") and "ReLU" in res.refused["crc"]
-    assert res.methods[RELU_METHOD].deterministic and is_deterministic(RELU_METHOD)
+    assert res.methods[RELU_METHOD].deterministic and METHODS[RELU_METHOD].deterministic
     assert not res.violation.any() and (res.best_sound <= res.attack_upper).all()
     assert "radius_relu-quadratic" in res.to_frame().columns
     with pytest.raises(CRCError, match="smooth activation"):

@@ -25,7 +25,7 @@ from crc_core.sweep import (
     run_sweep,
 )
 from crc_core.sweep.runner import check_address
-from crc_core.train import KINDS
+from crc_core.training_kinds import KINDS
 
 ray = pytest.importorskip("ray")
 
@@ -174,14 +174,14 @@ def small_model():
 
 def test_evaluation_agrees_with_crc_core_evaluate(small_model):
     from crc_core.evaluate import evaluate
+    from crc_core.metrics import fixed_eval_sample
     from crc_core.sweep import EvalSpec, evaluate_trial
-    from crc_core.sweep.trial import fixed_sample
 
     model, test = small_model
     spec = EvalSpec(rho=(0.05, 0.3), targets=("runner-up", "all"), images=25, attacks=True, pgd_steps=10,
                     curvature=True, curvature_min_images=2)
     row = evaluate_trial(model, test, spec)
-    idx = fixed_sample(len(test), 25)
+    idx = fixed_eval_sample(len(test), 25)
     for target in spec.targets:  # the same numbers computed the other way
         for rho in spec.rho:
             ref = evaluate(model, test.images[idx], test.labels[idx], rho=rho, targets=target, attacks=False)
@@ -195,14 +195,18 @@ def test_evaluation_agrees_with_crc_core_evaluate(small_model):
 
 
 def test_an_inflated_method_is_caught_by_the_attacks(small_model, monkeypatch):
-    from crc_core.sweep import CertificateMethod, EvalSpec, MethodResult, evaluate_trial
-    from crc_core.sweep.methods import crc_radii
+    import dataclasses
+
+    from crc_core.sweep import EvalSpec, evaluate_trial
+
+    crc = METHODS["crc"]
 
     def inflated(model, x, y, target, mode):  # 100x CRC's radii: certifies what attacks break
-        res = crc_radii(model, x, y, target, mode)
-        return MethodResult(res.radius * 100, res.extras)
+        res = crc.radii(model, x, y, target, mode)
+        return dataclasses.replace(res, name="inflated", radius=res.radius * 100)
 
-    monkeypatch.setitem(METHODS, "inflated", CertificateMethod(inflated, ("all",)))
+    monkeypatch.setitem(METHODS, "inflated", dataclasses.replace(crc, name="inflated", radii=inflated,
+                                                                 targets=("all",)))
     spec = EvalSpec(rho=(1.0,), targets=("all",), methods=("crc", "inflated"), images=25, attacks=True,
                     pgd_steps=10)
     row = evaluate_trial(*small_model, spec)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import functools
+import importlib
 
 import pytest
 import torch
 
-import crc_core.train as train_mod
+import crc_core.training_kinds as kinds_mod
 from crc_core.bounds import curvature_bounds
 from crc_core.data import Dataset, load_dataset
 from crc_core.errors import CRCError
+from crc_core.metrics import epoch_metrics
 from crc_core.models import MLP
-from crc_core.train import TrainConfig, TrainResult, epoch_metrics, parse_widths, runner_up, train
+from crc_core.targets import runner_up
+from crc_core.train import TrainConfig, TrainResult, train
+from crc_core.train_config import parse_widths
+
+train_mod = importlib.import_module("crc_core.train")  # the module (crc_core.train is the function)
 
 STEP_KEYS = {"kind", "step", "epoch", "epoch_step", "steps_per_epoch", "total_steps", "seconds", "loss", "ce",
              "mean_K", "accuracy"}
@@ -102,7 +108,7 @@ def test_gamma_regularization_reduces_curvature() -> None:
 
 def test_crt_trains_on_attacked_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict] = []
-    real_attack = train_mod.curvature_attack
+    real_attack = kinds_mod.curvature_attack
     real_forward = MLP.forward
     seen_inputs: list[torch.Tensor] = []
 
@@ -116,7 +122,7 @@ def test_crt_trains_on_attacked_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
             seen_inputs.append(x.detach().clone())
         return real_forward(self, x)
 
-    monkeypatch.setattr(train_mod, "curvature_attack", spy_attack)
+    monkeypatch.setattr(kinds_mod, "curvature_attack", spy_attack)
     monkeypatch.setattr(MLP, "forward", spy_forward)
     train(tiny(kind="crt", crt_eps=0.7, eval_samples=0, attack_outer=4, attack_inner=2), data=tiny_data())
     assert len(calls) == 4
@@ -136,7 +142,7 @@ def test_gamma_and_standard_do_not_attack(monkeypatch: pytest.MonkeyPatch) -> No
     def boom(*a, **k):
         raise AssertionError("attack called")
 
-    monkeypatch.setattr(train_mod, "curvature_attack", boom)
+    monkeypatch.setattr(kinds_mod, "curvature_attack", boom)
     train(tiny(kind="gamma", eval_samples=0, epochs=1), data=tiny_data())
     train(tiny(kind="standard", eval_samples=0, epochs=1), data=tiny_data())
 
@@ -283,7 +289,7 @@ def test_adversarial_kinds_train_end_to_end(kind: str) -> None:
         assert all(e["loss"] >= e["ce"] and e["robust_kl"] >= 0 for e in steps)  # + β KL
     m = res.metrics
     assert m.keys() >= EPOCH_KEYS - {"kind", "seconds", "train_loss", "train_accuracy"}
-    assert 0 <= m["empirical_robust_accuracy"] <= m["test_accuracy"] + 0.5  # on the sample, vs the whole test set
+    assert 0 <= m["pgd_robust_accuracy"] <= m["test_accuracy"] + 0.5  # on the sample, vs the whole test set
     assert m["certified_accuracy"] is not None and m["mean_K_ub"] > 0  # softplus: CRC as for the other kinds
     assert res.history[0]["steps_per_epoch"] == 4
 
@@ -292,14 +298,14 @@ def test_adversarial_kinds_train_end_to_end(kind: str) -> None:
 def test_adversarial_kinds_call_their_loss_with_the_config(monkeypatch: pytest.MonkeyPatch, kind: str,
                                                           loss_name: str) -> None:
     calls: list[dict] = []
-    real = getattr(train_mod, loss_name)
+    real = getattr(kinds_mod, loss_name)
 
     def spy(model, x, y, **kw):
         calls.append(kw)
         return real(model, x, y, **kw)
 
-    monkeypatch.setattr(train_mod, loss_name, spy)
-    monkeypatch.setattr(train_mod, "curvature_attack", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(kinds_mod, loss_name, spy)
+    monkeypatch.setattr(kinds_mod, "curvature_attack", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     cfg = tiny(kind=kind, adv_eps=0.3, adv_steps=2, adv_step_size=0.2, trades_beta=2.0, adv_random_start=False,
                eval_samples=0)
     train(cfg, data=tiny_data())
@@ -320,7 +326,7 @@ def test_pgd_training_raises_pgd_accuracy_over_standard() -> None:
     kw = dict(widths=(32,), epochs=6, batch_size=64, lr=3e-3, eval_samples=64, eval_rho=1.0, eval_all_targets=False)
     std = train(tiny(kind="standard", **kw), data=data).metrics
     adv = train(tiny(kind="pgd", adv_eps=1.0, adv_steps=5, **kw), data=data).metrics
-    assert adv["empirical_robust_accuracy"] > std["empirical_robust_accuracy"], (adv, std)
+    assert adv["pgd_robust_accuracy"] > std["pgd_robust_accuracy"], (adv, std)
 
 
 @pytest.mark.parametrize("kind", ["standard", "pgd", "trades"])
@@ -331,7 +337,7 @@ def test_relu_trains_and_is_certified_by_app_g(kind: str) -> None:
     assert res.model.activation_name == "relu"
     m = res.metrics
     assert m["mean_K_ub"] is None and m["eval_samples"] == 6
-    assert 0 <= m["certified_accuracy_all"] <= m["certified_accuracy"] <= m["empirical_robust_accuracy"] <= 1
+    assert 0 <= m["certified_accuracy_all"] <= m["certified_accuracy"] <= m["pgd_robust_accuracy"] <= 1
 
 
 def small_relu(widths: list[int], n: int = 40, d: int = 20) -> tuple[MLP, torch.Tensor, torch.Tensor]:
@@ -353,11 +359,11 @@ def test_relu_epoch_metrics_match_certify_relu_and_skip_deeper_nets() -> None:
     cert = certify_relu(net, x, y, targets="all")
     bisected = float(cert.certified(0.05).float().mean())
     assert m["certified_accuracy_all"] >= bisected > 0  # the proof at ρ is at least as strong as the bisection's
-    assert m["certified_accuracy_all"] <= m["certified_accuracy"] <= m["empirical_robust_accuracy"]
+    assert m["certified_accuracy_all"] <= m["certified_accuracy"] <= m["pgd_robust_accuracy"]
     deep, x, y = small_relu([12, 12])
     d = epoch_metrics(deep, (x, y), rho=0.05, eval_samples=10)
     assert d["certified_accuracy"] is None and d["certified_accuracy_all"] is None and d["mean_K_ub"] is None
-    assert d["empirical_robust_accuracy"] is not None and d["eval_samples"] == 10
+    assert d["pgd_robust_accuracy"] is not None and d["eval_samples"] == 10
 
 
 def test_inflated_relu_certificate_is_caught_by_pgd() -> None:
@@ -365,8 +371,8 @@ def test_inflated_relu_certificate_is_caught_by_pgd() -> None:
     real certificate stays below PGD's empirical accuracy."""
     net, x, y = small_relu([12])
     m = epoch_metrics(net, (x, y), rho=1.0, eval_samples=40)
-    assert m["empirical_robust_accuracy"] < 1.0  # PGD breaks some images at ρ = 1: claiming 100% would be caught
-    assert m["certified_accuracy_all"] <= m["certified_accuracy"] <= m["empirical_robust_accuracy"]
+    assert m["pgd_robust_accuracy"] < 1.0  # PGD breaks some images at ρ = 1: claiming 100% would be caught
+    assert m["certified_accuracy_all"] <= m["certified_accuracy"] <= m["pgd_robust_accuracy"]
 
 
 @pytest.mark.parametrize("bad, match", [

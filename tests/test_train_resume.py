@@ -4,6 +4,7 @@ run ends with exactly the weights of an uninterrupted one (bitwise, CPU); foreig
 from __future__ import annotations
 
 import functools
+import importlib
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,7 @@ def test_mismatched_or_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
 
 
 def test_cli_train_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    import crc_core.train as train_mod
+    train_mod = importlib.import_module("crc_core.train")  # the module (crc_core.train is the function)
     from crc_core.checkpoints import load_checkpoint
     from crc_core.cli import main
 

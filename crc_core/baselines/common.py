@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from ..activations import ACTIVATIONS
+from ..checks import check_images, check_labels, check_targets
 from ..errors import CRCError, UnsupportedActivationError
 from ..models import MLP, validate_model
+from ..targets import margin
 
 __all__ = ["BASELINE_ACTIVATIONS", "Net64", "as_net64", "check_rows", "margin64"]
 
@@ -65,25 +67,11 @@ def as_net64(model: MLP) -> Net64:
 def check_rows(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validate rows: x0 (N, D) (or images), y (N,), t (N,) with y ≠ t -> (x0 float64, y, t) on the model's device."""
-    dev = model.layers[0].weight.device
-    x0 = model.flatten_input(x0).detach().to(device=dev, dtype=torch.float64)
-    if x0.shape[0] == 0:
-        raise CRCError("No images to certify (the batch is empty).")
-    if not torch.isfinite(x0).all():
-        raise CRCError("Input images contain NaN or infinite values.")
-    y = torch.as_tensor(y, device=dev).long().reshape(-1)
-    t = torch.as_tensor(t, device=dev).long().reshape(-1)
-    N, C = x0.shape[0], model.n_classes
-    if y.shape[0] != N or t.shape[0] != N:
-        raise CRCError(f"Got {N} images but {y.shape[0]} classes y and {t.shape[0]} targets t.")
-    if ((y < 0) | (y >= C) | (t < 0) | (t >= C)).any():
-        raise CRCError(f"Classes must lie in [0, {C - 1}].")
-    if (y == t).any():
-        raise CRCError("A target class t must differ from the class y it is compared with.")
-    return x0, y, t
+    x0 = check_images(model, x0, dtype=torch.float64, device=model.layers[0].weight.device)
+    y = check_labels(y, x0.shape[0], model.n_classes, x0.device)
+    return x0, y, check_targets(y, torch.as_tensor(t).reshape(-1), model.n_classes)
 
 
 def margin64(net: Net64, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """f(x0) = z_y - z_t on the float64 network, (N,)."""
-    z = net.forward(x0)
-    return z.gather(1, y[:, None])[:, 0] - z.gather(1, t[:, None])[:, 0]
+    return margin(net.forward(x0), y, t)

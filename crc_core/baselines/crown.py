@@ -24,8 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from ..activations import ACTIVATIONS
+from ..checks import check_targets
 from ..errors import CRCError
 from ..models import MLP
+from ..tolerances import F64_SUM_RTOL
 from .common import Net64, as_net64, check_rows
 
 __all__ = ["CrownResult", "Relaxation", "crown_lower_bounds", "crown_radius", "ibp_lower_bounds", "relax"]
@@ -34,9 +36,6 @@ __all__ = ["CrownResult", "Relaxation", "crown_lower_bounds", "crown_radius", "i
 _S_SHAPED = ("sigmoid", "tanh")
 # Bisection steps for the S-shaped tangent points: the bracket shrinks to 2^-40 of its width.
 TANGENT_STEPS = 40
-# Relative allowance added to every line's intercept and taken off every bound: float64 sums of n ≤ 10^5 products
-# err by < n·2^-52 ≈ 2e-11 relative to the sum of absolute terms; 1e-9 leaves room for error carried across layers.
-ROUNDOFF = 1e-9
 # Below this interval width the chord's slope is replaced by σ'(l), with the Taylor term h·w²/2 added.
 NARROW = 1e-9
 
@@ -121,8 +120,8 @@ def relax(act: str, l: torch.Tensor, u: torch.Tensor) -> Relaxation:
 def _with_slack(l, u, lo_k, lo_b, up_k, up_b) -> Relaxation:
     """Widen both lines by the round-off allowance (relative to the values they take on [l, u])."""
     span = l.abs() + u.abs()
-    return Relaxation(lo_k, lo_b - ROUNDOFF * (1 + lo_b.abs() + lo_k.abs() * span),
-                      up_k, up_b + ROUNDOFF * (1 + up_b.abs() + up_k.abs() * span))
+    return Relaxation(lo_k, lo_b - F64_SUM_RTOL * (1 + lo_b.abs() + lo_k.abs() * span),
+                      up_k, up_b + F64_SUM_RTOL * (1 + up_b.abs() + up_k.abs() * span))
 
 
 def _backward_lower(net: Net64, rel: list[Relaxation], i: int, lam: torch.Tensor, x0: torch.Tensor,
@@ -150,7 +149,7 @@ def _backward_lower(net: Net64, rel: list[Relaxation], i: int, lam: torch.Tensor
     lin = (lam @ x0[:, :, None])[..., 0]
     dual = rho[:, None] * lam.norm(dim=-1)
     scale = c_abs + (lam.abs() @ x0.abs()[:, :, None])[..., 0] + dual + 1
-    return c + lin - dual - ROUNDOFF * scale
+    return c + lin - dual - F64_SUM_RTOL * scale
 
 
 def _relaxations(net: Net64, x0: torch.Tensor, rho: torch.Tensor) -> list[Relaxation]:
@@ -177,9 +176,7 @@ def _rows(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, rho: f
     t = torch.as_tensor(t)
     t2 = t.reshape(t.shape[0], -1) if t.dim() > 0 else t.reshape(1, 1)
     x0, y, _ = check_rows(model, x0, y, t2[:, 0])
-    t2 = t2.to(y.device).long()
-    if ((t2 == y[:, None]) | (t2 < 0) | (t2 >= model.n_classes)).any():
-        raise CRCError(f"Targets must lie in [0, {model.n_classes - 1}] and differ from y.")
+    t2 = check_targets(y, t2, model.n_classes)
     if rho is None:
         return x0, y, t2, None
     r = torch.as_tensor(rho, dtype=torch.float64, device=x0.device).reshape(-1)

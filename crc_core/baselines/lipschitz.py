@@ -15,6 +15,7 @@ import torch
 from ..activations import ACTIVATIONS
 from ..bounds import spectral_norm_exact
 from ..models import MLP
+from ..tolerances import F64_SUM_RTOL
 from .common import as_net64, check_rows, margin64
 
 __all__ = ["LIPSCHITZ_G", "hidden_lipschitz", "lipschitz_constant", "lipschitz_radius"]
@@ -22,9 +23,6 @@ __all__ = ["LIPSCHITZ_G", "hidden_lipschitz", "lipschitz_constant", "lipschitz_r
 # sup |σ'| per activation: App. F's g for the smooth ones; ReLU's derivative is 0 or 1.
 LIPSCHITZ_G: dict[str, float] = {**{name: a.g for name, a in ACTIVATIONS.items()}, "relu": 1.0}
 
-# Relative allowance for float64 round-off: a norm or a dot product over n ≤ 10^5 terms errs by < n·2^-52 ≈ 2e-11
-# relative to the sum of the absolute terms; 1e-9 covers that with room, and with the logits' cancellation.
-ROUNDOFF = 1e-9
 
 
 def hidden_lipschitz(model: MLP) -> torch.Tensor:
@@ -34,7 +32,7 @@ def hidden_lipschitz(model: MLP) -> torch.Tensor:
     out = torch.ones((), dtype=torch.float64, device=net.Ws[0].device)
     for W in net.Ws[:-1]:
         out = out * g * spectral_norm_exact(W)
-    return out * (1 + ROUNDOFF)
+    return out * (1 + F64_SUM_RTOL)
 
 
 def lipschitz_constant(model: MLP, y: torch.Tensor, t: torch.Tensor, *, hidden: torch.Tensor | None = None
@@ -49,7 +47,7 @@ def lipschitz_constant(model: MLP, y: torch.Tensor, t: torch.Tensor, *, hidden: 
     t = torch.as_tensor(t, device=dev).long().reshape(-1)
     hid = hidden_lipschitz(model) if hidden is None else hidden.to(device=dev, dtype=torch.float64)
     w = net.Ws[-1][y] - net.Ws[-1][t]
-    return w.norm(dim=1) * (1 + ROUNDOFF) * hid
+    return w.norm(dim=1) * (1 + F64_SUM_RTOL) * hid
 
 
 @torch.no_grad()
@@ -58,12 +56,12 @@ def lipschitz_radius(model: MLP, x0: torch.Tensor, y: torch.Tensor, t: torch.Ten
     """First-order radius for rows x0 (N, D), y (N,), t (N,) -> (N,) float64 (0 where f(x0) ≤ 0).
 
     Guarantee: no x with ‖x - x0‖ < radius has z_t(x) ≥ z_y(x) (float64 model, exact arithmetic, with the
-    ``ROUNDOFF`` allowance taken off f(x0)). Works for any depth and for ReLU.
+    ``F64_SUM_RTOL`` allowance taken off f(x0)). Works for any depth and for ReLU.
     """
     x0, y, t = check_rows(model, x0, y, t)
     net = as_net64(model)
     z = net.forward(x0)
     f = margin64(net, x0, y, t)
-    slack = ROUNDOFF * (z.gather(1, y[:, None])[:, 0].abs() + z.gather(1, t[:, None])[:, 0].abs() + 1)
+    slack = F64_SUM_RTOL * (z.gather(1, y[:, None])[:, 0].abs() + z.gather(1, t[:, None])[:, 0].abs() + 1)
     L = lipschitz_constant(model, y, t, hidden=hidden)
     return (f - slack).clamp_min(0) / L.clamp_min(torch.finfo(torch.float64).tiny)  # inf when f is constant

@@ -30,21 +30,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..certify import TARGET_MODES, choose_targets
+from ..checks import check_images, check_labels
 from ..errors import CRCError
 from ..models import MLP, validate_model
+from ..targets import TARGET_MODES, choose_targets
+from ..tolerances import F64_SUM_RTOL
 from ..verified_eig import U64, cholesky_proves_pd
 
 RHO_LOW = 0.0  # the paper's initial bisection bracket (App. G)
 RHO_HIGH = 5.0
 RHO_TOL = 1e-3  # bisection stops when ρ_high − ρ_low ≤ this (13 steps from [0, 5])
-# float64 round-off allowance, relative to the magnitudes involved: sums of ≤ ~10⁵ terms have relative error
-# ≤ 10⁵·2⁻⁵³ ≈ 1e-11, so 1e-9 covers every dot product here with a 100x margin
-ROUNDOFF_RTOL = 1e-9
 DUAL_BISECTION_STEPS = 100  # 1-D dual: bisection on φ'(λ); 2⁻¹⁰⁰ of the bracket, far below any useful resolution
 LAMBDA_CAP = 1e8  # upper end of the λ search where ∇²Q ⪰ 0 leaves it unbounded (φ(λ) ≥ ½ρ² long before, if at all)
 # keep λ ≤ (1 − margin)/|λ_min(∇²Q)|: I + λ∇²Q then has λ_min ≳ margin, far above the round-off allowance
-# (ROUNDOFF_RTOL relative), so its positive definiteness can be proved; costs ≤ ~1e-6 relative of the dual value
+# (F64_SUM_RTOL relative), so its positive definiteness can be proved; costs ≤ ~1e-6 relative of the dual value
 DOMAIN_MARGIN = 1e-6
 MU_TRIES = (0.5, 1 / 64, 1 / 4096)  # fractions of the estimated μ = λ_min(I + λ∇²Q) tried in the Cholesky proof
 # aim the dual at (1 + margin)·ρ when only ρ must be proved: room for the round-off allowances, and a moderate λ
@@ -77,8 +76,8 @@ def preactivation_bounds(W1: torch.Tensor, b1: torch.Tensor, x0: torch.Tensor, r
     """
     z0 = x0 @ W1.T + b1
     reach = rho[:, None] * torch.linalg.vector_norm(W1, dim=1)[None, :]
-    z0_err = ROUNDOFF_RTOL * (x0.abs() @ W1.abs().T + b1.abs())
-    slack = z0_err + ROUNDOFF_RTOL * reach
+    z0_err = F64_SUM_RTOL * (x0.abs() @ W1.abs().T + b1.abs())
+    slack = z0_err + F64_SUM_RTOL * reach
     return z0, z0 - reach - slack, z0 + reach + slack, z0_err
 
 
@@ -132,7 +131,7 @@ def margin_quadratic(z0: torch.Tensor, d: torch.Tensor, u: torch.Tensor, z0_err:
     m = torch.maximum(d.abs(), u.abs())
     scale = (w.abs() * (A.abs() * m * m + B.abs() * m + C.abs())).sum(1) + c0.abs()
     shift = (w.abs() * (2 * A.abs() * m + B.abs()) * z0_err).sum(1)
-    return MarginQuadratic(alpha, beta, gamma - ROUNDOFF_RTOL * scale - (1 + ROUNDOFF_RTOL) * shift)
+    return MarginQuadratic(alpha, beta, gamma - F64_SUM_RTOL * scale - (1 + F64_SUM_RTOL) * shift)
 
 
 # ------------------------------------------------------------------------------------------------ step 4
@@ -173,10 +172,10 @@ def _proved_mu(W1: torch.Tensor, alpha: torch.Tensor, lam: torch.Tensor, mu_est:
     """The largest μ among MU_TRIES·μ_est with I + λ∇²Q − μI proved positive definite (Rump's Cholesky test),
     0 where none is. ∇²Q = 2 W¹ᵀ diag(α) W¹; the matrix is formed with its round-off covered by a diagonal shift."""
     c = 2 * lam[:, None] * alpha  # (N, H): λ∇²Q = W¹ᵀ diag(c) W¹
-    # |computed − exact| entrywise ≤ ROUNDOFF_RTOL·(|W¹|ᵀ|c||W¹|), whose spectral norm ≤ its trace tr; the
+    # |computed − exact| entrywise ≤ F64_SUM_RTOL·(|W¹|ᵀ|c||W¹|), whose spectral norm ≤ its trace tr; the
     # 4u(1 + tr) covers the rounding of adding the diagonal shift
     tr = (c.abs() * (W1 * W1).sum(1)[None, :]).sum(1)
-    err = ROUNDOFF_RTOL * tr + 4 * U64 * (1 + tr)
+    err = F64_SUM_RTOL * tr + 4 * U64 * (1 + tr)
     mu = torch.zeros_like(lam)
     for frac in MU_TRIES:
         todo = ((mu == 0) & (mu_est > 0)).nonzero()[:, 0]
@@ -195,16 +194,16 @@ def _proved_dual_value(W1: torch.Tensor, q: MarginQuadratic, lam: torch.Tensor, 
     L(δ̂) − ‖∇L(δ̂)‖²/(2μ) (strong convexity), both evaluated with round-off allowances; −inf where μ = 0."""
     v = delta @ W1.T  # (N, H) = W¹δ̂
     dn = delta.norm(dim=1)
-    v_err = ROUNDOFF_RTOL * dn[:, None] * torch.linalg.vector_norm(W1, dim=1)[None, :]  # |v − exact| ≤ this
+    v_err = F64_SUM_RTOL * dn[:, None] * torch.linalg.vector_norm(W1, dim=1)[None, :]  # |v − exact| ≤ this
     quad = (q.alpha * v * v).sum(1) + (q.beta * v).sum(1) + q.gamma
     L = 0.5 * dn * dn + lam * quad
-    L_err = ROUNDOFF_RTOL * (0.5 * dn * dn + lam * ((q.alpha.abs() * v * v).sum(1) + (q.beta * v).abs().sum(1)
+    L_err = F64_SUM_RTOL * (0.5 * dn * dn + lam * ((q.alpha.abs() * v * v).sum(1) + (q.beta * v).abs().sum(1)
                                                     + q.gamma.abs()))
-    L_err = L_err + lam * ((2 * q.alpha.abs() * v.abs() + q.beta.abs()) * v_err).sum(1) * (1 + ROUNDOFF_RTOL)
+    L_err = L_err + lam * ((2 * q.alpha.abs() * v.abs() + q.beta.abs()) * v_err).sum(1) * (1 + F64_SUM_RTOL)
     inner = 2 * q.alpha * v + q.beta  # (N, H)
     grad = delta + lam[:, None] * (inner @ W1)
     w_fro = torch.linalg.matrix_norm(W1, "fro")
-    g_err = ROUNDOFF_RTOL * (dn + lam * w_fro * (inner.norm(dim=1) + 2 * q.alpha.abs().amax(1) * w_fro * dn))
+    g_err = F64_SUM_RTOL * (dn + lam * w_fro * (inner.norm(dim=1) + 2 * q.alpha.abs().amax(1) * w_fro * dn))
     g_norm = grad.norm(dim=1) + g_err
     val = L - L_err - g_norm * g_norm / (2 * mu.clamp_min(torch.finfo(mu.dtype).tiny))
     return torch.where(mu > 0, val, torch.full_like(val, -math.inf))
@@ -339,19 +338,10 @@ def _bisect(model: MLP, xr: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor, ac
 def _prepare(model: MLP, x: torch.Tensor, labels: torch.Tensor | None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Checked inputs: (x0 (B, D), logits (B, C), pred (B,), label (B,): the prediction where labels is None)."""
-    x0 = model.flatten_input(x).detach()
-    if x0.shape[0] == 0:
-        raise CRCError("No images to certify (the batch is empty).")
-    if not torch.isfinite(x0).all():
-        raise CRCError("Input images contain NaN or infinite values.")
-    B, C = x0.shape[0], model.n_classes
+    x0 = check_images(model, x)
     logits = model(x0.to(model.layers[0].weight.dtype))
     pred = logits.argmax(1)
-    label = pred.clone() if labels is None else torch.as_tensor(labels, device=x0.device).long().reshape(-1)
-    if label.shape[0] != B:
-        raise CRCError(f"Got {B} images but {label.shape[0]} labels.")
-    if ((label < 0) | (label >= C)).any():
-        raise CRCError(f"Labels must lie in [0, {C - 1}].")
+    label = pred.clone() if labels is None else check_labels(labels, x0.shape[0], model.n_classes, x0.device)
     return x0, logits, pred, label
 
 

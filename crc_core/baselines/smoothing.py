@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checks import check_images, check_labels, check_targets
 from ..errors import CRCError
 
 __all__ = ["SMOOTHING_GUARANTEE", "Smooth", "SmoothingCertificate", "check_smoothing_args"]
@@ -104,12 +105,10 @@ class Smooth:
         return counts
 
     def _prepare(self, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Generator]:
-        if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
-            raise CRCError("Images must be a floating-point torch.Tensor.")
-        x = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
-        if x.shape[0] == 0 or not torch.isfinite(x).all():
-            raise CRCError("Images must be a non-empty batch of finite values.")
-        return x.detach().to(device=self.device, dtype=self.dtype), torch.Generator(self.device).manual_seed(seed)
+        if isinstance(x, torch.Tensor) and x.dim() != 2:  # one image (D,) or images (B, *image)
+            x = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
+        x = check_images(self.model, x, dtype=self.dtype, device=self.device)
+        return x, torch.Generator(self.device).manual_seed(seed)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = DEFAULT_BATCH, seed: int = 0
@@ -153,10 +152,8 @@ class Smooth:
             score = counts + 0.5 * torch.softmax(self.model(x).double(), 1)  # < 1 added: only breaks ties
             y = score.argmax(1)
             t = score.scatter(1, y[:, None], float("-inf")).argmax(1)
-        y = torch.as_tensor(y, device=self.device).long().reshape(-1)
-        t = torch.as_tensor(t, device=self.device).long().reshape(-1)
-        if y.shape[0] != x.shape[0] or t.shape[0] != x.shape[0] or (y == t).any():
-            raise CRCError("y and t need one entry per image, with t ≠ y.")
+        y = check_labels(y, x.shape[0], getattr(self.model, "n_classes", None), self.device)
+        t = check_targets(y, torch.as_tensor(t).reshape(-1), getattr(self.model, "n_classes", None))
         n_a = torch.zeros_like(y)
         for z in self._noisy_logits(x, n, batch_size, gen):
             n_a += (z.gather(2, y[:, None, None].expand(-1, z.shape[1], 1))

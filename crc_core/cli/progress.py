@@ -109,7 +109,7 @@ def epoch_line(event: dict[str, Any]) -> str:
         return (f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, train acc "
                 f"{fmt(event['train_accuracy'], True)} [{tqdm.format_interval(event['seconds'])}]")
     return (f"epoch {event['epoch']}: test acc {fmt(event['test_accuracy'], True)}, PGD acc "
-            f"{fmt(event.get('empirical_robust_accuracy'), True)}, certified acc at "
+            f"{fmt(event.get('pgd_robust_accuracy'), True)}, certified acc at "
             f"rho={event['eval_rho']:g} (runner-up) {fmt(event['certified_accuracy'], True)}, "
             f"(all classes) {fmt(event['certified_accuracy_all'], True)} on {event['eval_samples']} images, "
             f"mean K_ub {fmt(event['mean_K_ub'])} [{tqdm.format_interval(event['seconds'])}]")

@@ -16,7 +16,7 @@ from ..certify import SOLVER_MODES
 from ..data import DATASET_NAMES
 from ..errors import CRCError
 from ..models import architecture_slug
-from ..train import ADVERSARIAL_KINDS, KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
+from ..training_kinds import ADVERSARIAL_KINDS, KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
 from .common import PROG, output_file, set_threads
 from .progress import TrainProgress, fmt
 
@@ -124,7 +124,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
     """The validated TrainConfig the flags describe (--dry-run shrinks the run); CRCError for impossible ones."""
-    from ..train import TrainConfig, parse_widths
+    from ..train_config import TrainConfig, parse_widths
 
     _check_kind_flags(args)
     gamma = 0.01 if args.gamma is None else args.gamma
@@ -184,7 +184,7 @@ def check_resume(path: Path, resume: bool) -> None:
 
 def _train_with_ctrl_c(config: Any, progress: TrainProgress | None, **train_kw: Any) -> Any:  # -> TrainResult
     """Run training; the first Ctrl-C stops after the current step (the model is kept), the second aborts."""
-    from .. import train as train_mod  # looked up at call time (tests replace train_mod.train)
+    from ..train import train  # looked up at call time (tests replace crc_core.train's train)
 
     stop = {"requested": False}
 
@@ -198,7 +198,7 @@ def _train_with_ctrl_c(config: Any, progress: TrainProgress | None, **train_kw: 
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals only work there
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
     try:
-        return train_mod.train(config, callback=progress, should_stop=lambda: stop["requested"], **train_kw)
+        return train(config, callback=progress, should_stop=lambda: stop["requested"], **train_kw)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)

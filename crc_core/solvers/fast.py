@@ -33,7 +33,6 @@ from ..tolerances import (
     DAMP_DOWN,
     DAMP_UP,
     DUAL_BUDGET,
-    DUAL_CHECK_EVERY,
     DUAL_GAIN_RTOL,
     DUAL_LEVEL_ITERS,
     DUAL_MAX_LEVELS,
@@ -96,7 +95,8 @@ def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_cha
     With several targets per image (``group``) the chase runs in two stages: first every row's step at x0 (its
     bound there is already a certificate) and the chase of the protected rows (the runner-up: usually the
     image's minimum); then the other rows are chased, and after every step a row that provably cannot be its
-    image's minimum (:func:`hopeless`) is left as it is (its radius stays a valid lower bound)."""
+    image's minimum (:func:`beyond_image_minimum` with the protected rows' final bounds) is left as it is (its
+    radius stays a valid lower bound)."""
     n_grad = torch.zeros(rows.x0.shape[0], dtype=torch.long, device=rows.x0.device)
     dropped = torch.zeros(rows.x0.shape[0], dtype=torch.bool, device=rows.x0.device)
     ch = Chase(oracle, rows, tracker, n_grad)
@@ -121,7 +121,7 @@ def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_cha
     dual(ch.open & rows.protect)  # the protected rows, solved first: their bounds are final
 
     def drop_hopeless() -> None:
-        cut = ch.open & hopeless(rows, tracker)
+        cut = ch.open & beyond_image_minimum(rows, tracker, low_rows=rows.protect)
         dropped.logical_or_(cut)
         ch.open &= ~cut
 
@@ -132,32 +132,30 @@ def solve_fast(oracle: MarginOracle, rows: Rows, tracker: BoundTracker, *, n_cha
     return FastResult(n_grad, dropped, f_x0, ch.grad_norm_up_x0)
 
 
-def hopeless(rows: Rows, tracker: BoundTracker) -> torch.Tensor:
-    """Rows (N,) that provably cannot be their image's minimum and are not protected: their radius reaches a
-    boundary point found for the image, or their bound exceeds the protected row's final one. Call once the
-    protected rows are solved."""
-    assert rows.protect is not None
-    return (irrelevant_rows(rows, tracker) | above_protected(rows, tracker)) & ~rows.protect
-
-
-def above_protected(rows: Rows, tracker: BoundTracker) -> torch.Tensor:
-    """Rows (N,) whose bound already exceeds their image's protected row's final bound (by BEST_FIRST_RTOL): a
-    bound only grows, so they cannot end below that image's minimum. Call once the protected rows are solved."""
-    assert rows.group is not None and rows.protect is not None
-    low = torch.full((int(rows.group.max()) + 1,), float("inf"), dtype=torch.float64, device=rows.x0.device)
-    low.scatter_reduce_(0, rows.group[rows.protect], tracker.lb[rows.protect], reduce="amin")
-    return tracker.lb > low[rows.group] * (1 + BEST_FIRST_RTOL)
-
-
-def irrelevant_rows(rows: Rows, tracker: BoundTracker, idx: torch.Tensor | None = None) -> torch.Tensor:
-    """Rows (all, or ``idx``) whose certified radius already reaches the distance of a boundary point found for
-    their image (any target): they cannot be the image's minimum. All False without ``group``."""
+def beyond_image_minimum(rows: Rows, tracker: BoundTracker, idx: torch.Tensor | None = None, *,
+                         boundary: bool = True, low_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """THE pruning rule: rows (all N, or ``idx``), never protected ones, that cannot be (or are not now) their
+    image's minimum. With ``boundary``: their certified radius reaches the distance of a boundary point found for
+    their image (any target). With ``low_rows`` (N,) bool: their bound exceeds the lowest bound among their
+    image's ``low_rows`` by BEST_FIRST_RTOL (a bound only grows: when those rows are final, for good). All False
+    without ``group``."""
     sel = torch.arange(rows.x0.shape[0], device=rows.x0.device) if idx is None else idx
+    out = torch.zeros(sel.shape[0], dtype=torch.bool, device=sel.device)
     if rows.group is None:
-        return torch.zeros(sel.shape[0], dtype=torch.bool, device=sel.device)
-    U = torch.full((int(rows.group.max()) + 1,), float("inf"), dtype=torch.float64, device=sel.device)
-    U.scatter_reduce_(0, rows.group, tracker.d_up, reduce="amin")
-    return (2 * tracker.lb[sel].clamp_min(0)).sqrt() >= U[rows.group[sel]]
+        return out
+    g, n_images = rows.group, int(rows.group.max()) + 1
+    if boundary:
+        out |= (2 * tracker.lb[sel].clamp_min(0)).sqrt() >= _per_image_min(g, tracker.d_up, n_images)[g[sel]]
+    if low_rows is not None:
+        low = _per_image_min(g[low_rows], tracker.lb[low_rows], n_images)
+        out |= tracker.lb[sel] > low[g[sel]] * (1 + BEST_FIRST_RTOL)
+    return out if rows.protect is None else out & ~rows.protect[sel]
+
+
+def _per_image_min(group: torch.Tensor, values: torch.Tensor, n_images: int) -> torch.Tensor:
+    """(n_images,) float64: the smallest value per image (inf for an image without values)."""
+    low = torch.full((n_images,), float("inf"), dtype=torch.float64, device=values.device)
+    return low.scatter_reduce_(0, group, values, reduce="amin")
 
 
 def per_image_points(rows: Rows) -> torch.Tensor | None:
@@ -320,19 +318,15 @@ class DualAscent:
         first): a waiting row resumes once that minimum passes it, so every row that can end as the image's
         minimum is solved exactly as without waiting, and rows still waiting at the end lie above it."""
         steps = torch.zeros_like(self.it)
-        step_no = 0
+        every_row = torch.ones(self.rows.m.shape[0], dtype=torch.bool, device=self.rows.m.device)
         while True:
-            if not self.prunable:
-                waiting = torch.zeros_like(self.alive)
-            elif step_no % DUAL_CHECK_EVERY == 0:
-                cut = self.alive & self.irrelevant()
+            waiting = torch.zeros_like(self.alive)
+            if self.prunable:  # checked before every step: drop the rows that cannot be the minimum, others wait
+                cut = self.alive & beyond_image_minimum(self.rows, self.tracker, self.idx)
                 self.dropped |= cut
                 self.alive &= ~cut
-                waiting = self.above_image_minimum()
+                waiting = beyond_image_minimum(self.rows, self.tracker, self.idx, boundary=False, low_rows=every_row)
             a = (self.alive & ~waiting).nonzero()[:, 0]
-            if a.numel() == 0 and step_no % DUAL_CHECK_EVERY != 0:
-                step_no = 0  # the minimum may have moved since the last check: check now
-                continue
             if a.numel() == 0:
                 self.dropped |= self.alive  # still waiting: above their image's minimum for good
                 break
@@ -341,24 +335,6 @@ class DualAscent:
             if done.any():
                 self.next_level(a[done], f[done].double())
             self.alive[a] &= steps[a] < budget
-            step_no += 1
-
-    def above_image_minimum(self) -> torch.Tensor:
-        """Rows (n,) whose bound exceeds the lowest bound among their image's rows (all rows, solved or not);
-        never the protected rows. All False without ``group``."""
-        out = torch.zeros_like(self.alive)
-        if self.rows.group is None:
-            return out
-        group, lb = self.rows.group, self.tracker.lb
-        low = torch.full((int(group.max()) + 1,), float("inf"), dtype=lb.dtype, device=lb.device)
-        low.scatter_reduce_(0, group, lb, reduce="amin")
-        out = lb[self.idx] > low[group[self.idx]] * (1 + BEST_FIRST_RTOL)
-        return out if self.rows.protect is None else out & ~self.rows.protect[self.idx]
-
-    def irrelevant(self) -> torch.Tensor:
-        """Rows that cannot be their image's minimum (see :func:`irrelevant_rows`), unless protected."""
-        out = irrelevant_rows(self.rows, self.tracker, self.idx)
-        return out if self.rows.protect is None else out & ~self.rows.protect[self.idx]
 
     def nesterov_step(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One accelerated step on F_η for the alive rows ``a``; returns (level finished (k,) bool, f at the point).

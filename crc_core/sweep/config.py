@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from ..certify import SOLVER_MODES, TARGET_MODES
+from ..compare import METHODS
 from ..errors import CRCError
-from ..train import TrainConfig, parse_widths
-from .methods import METHODS
+from ..train_config import TrainConfig, parse_widths
 
 try:
     import tomllib
@@ -79,7 +79,7 @@ class EvalSpec:
     """What each trial measures after training (the ``[evaluate]`` table).
 
     rho: radii ρ > 0 of the certified accuracies; targets: certificate targets (crc_core.certify's modes);
-    methods: certificate methods (keys of :data:`crc_core.sweep.methods.METHODS`); images: size of the fixed
+    methods: certificate methods (keys of :data:`crc_core.compare.METHODS`); images: size of the fixed
     test sample that is certified (the same images for every trial); mode: CRC's solver; attacks: also run PGD and
     Algorithm 2 at every ρ (empirical robust accuracy, attack success rate); curvature: also K_lb / K_ub
     (App. H.1) over (prediction, runner-up) pairs with at least ``curvature_min_images`` sample images.

@@ -163,7 +163,7 @@ class SweepFolder:
         cfg = trial.config
         d = self.trial_dir(trial)
         metadata = {"dataset": cfg.dataset, "kind": cfg.kind, "gamma": cfg.gamma_used,
-                    "crt_eps": cfg.crt_eps if cfg.kind == "crt" else None, "epochs": row.get("epochs_done"),
+                    "crt_eps": cfg.crt_eps_used, "epochs": row.get("epochs_done"),
                     "label": cfg.describe(), "metrics": row, "config": record.get("config"),
                     "command": f"sweep {self.config.source or self.config.name} (trial {trial.trial_id})",
                     "sweep": {"name": self.config.name, "config_hash": self.config.config_hash,

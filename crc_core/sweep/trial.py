@@ -20,18 +20,17 @@ from typing import Any
 
 import torch
 
-from ..attack import curvature_attack, pgd_attack
+from ..compare import METHODS
 from ..data import Dataset, load_dataset
 from ..device import describe_device
 from ..evaluate import curvature_table
+from ..metrics import accuracy, attacks_at, fixed_eval_sample
 from ..models import MLP
-from ..train import EVAL_SAMPLE_SEED, TrainConfig, runner_up, train
+from ..targets import runner_up
+from ..train import TrainConfig, train
 from .config import EvalSpec, Trial
-from .methods import METHODS
 
-__all__ = ["TrialOutput", "cert_column", "evaluate_trial", "execute_trial", "fixed_sample", "identity_columns"]
-
-ACCURACY_BATCH = 2000  # images per forward pass when measuring clean accuracy
+__all__ = ["TrialOutput", "cert_column", "evaluate_trial", "execute_trial", "identity_columns"]
 
 
 @dataclass
@@ -49,24 +48,10 @@ def cert_column(method: str, target: str, rho: float) -> str:
     return f"cert_{method}_{target}_{rho:g}"
 
 
-def fixed_sample(n_total: int, n: int) -> torch.Tensor:
-    """Indices (min(n, n_total),) of the fixed certification sample: the same images for every model (the seed
-    is crc_core.train's, so a sweep certifies the images ``train --eval-samples`` does)."""
-    g = torch.Generator().manual_seed(EVAL_SAMPLE_SEED)
-    return torch.randperm(n_total, generator=g)[: min(n, n_total)]
-
-
-@torch.no_grad()
-def _accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
-    hits = sum(int((model(x[s:s + ACCURACY_BATCH]).argmax(1) == y[s:s + ACCURACY_BATCH]).sum())
-               for s in range(0, x.shape[0], ACCURACY_BATCH))
-    return hits / max(1, x.shape[0])
-
-
 def _attacks(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec) -> tuple[dict[str, float],
                                                                                    dict[float, torch.Tensor]]:
-    """Per ρ: empirical robust accuracy (correct and fooled neither by L2 PGD nor by Algorithm 2 against the
-    runner-up; an upper bound on the true robust accuracy) and Algorithm 2's success rate (primal = dual).
+    """Per ρ: :mod:`crc_core.metrics`' empirical robust accuracy (``empirical_robust_<ρ>``) and Algorithm 2's
+    success rate (primal = dual).
     Also returns, per ρ, the (N,) mask of images an attack moved to another class within ρ."""
     with torch.no_grad():
         logits = model(x)
@@ -76,9 +61,8 @@ def _attacks(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec) -> tu
     out: dict[str, float] = {}
     fooled_at: dict[float, torch.Tensor] = {}
     for rho in spec.rho:
-        _, fooled = pgd_attack(model, x, y, rho, steps=spec.pgd_steps, clamp=True)
-        ca = curvature_attack(model, x, pred, runner_up(logits, pred), rho)
-        fooled_at[rho] = fooled | ca.fooled
+        pgd_fooled, ca = attacks_at(model, x, pred, runner_up(logits, pred), rho, pgd_steps=spec.pgd_steps)
+        fooled_at[rho] = pgd_fooled | ca.fooled
         out[f"empirical_robust_{rho:g}"] = float((correct & ~fooled_at[rho]).float().mean())
         out[f"attack_success_{rho:g}"] = float((ca.success & correct).sum()) / n_ok
     return out, fooled_at
@@ -104,8 +88,8 @@ def evaluate_trial(model: MLP, test: Dataset, spec: EvalSpec) -> dict[str, Any]:
     t0 = time.perf_counter()
     dev = model.layers[0].weight.device
     images, labels = test.images.to(dev), test.labels.to(dev)
-    row: dict[str, Any] = {"test_accuracy": _accuracy(model, images, labels)}
-    idx = fixed_sample(images.shape[0], spec.images).to(dev)
+    row: dict[str, Any] = {"test_accuracy": accuracy(model, images, labels)}
+    idx = fixed_eval_sample(images.shape[0], spec.images).to(dev)
     x, y = images[idx], labels[idx]
     with torch.no_grad():
         correct = model(x).argmax(1) == y
@@ -137,7 +121,7 @@ def identity_columns(config: TrainConfig) -> dict[str, Any]:
     """The trial's settings as results columns (model label, dataset, architecture, training)."""
     return {"label": config.describe(), "dataset": config.dataset, "depth": len(config.widths) + 1,
             "widths": ",".join(map(str, config.widths)), "activation": config.activation, "kind": config.kind,
-            "gamma": config.gamma_used, "crt_eps": config.crt_eps if config.kind == "crt" else None,
+            "gamma": config.gamma_used, "crt_eps": config.crt_eps_used,
             "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed,
             "train_limit": config.train_limit, "test_limit": config.test_limit}
 
