@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ import torch
 from .device import describe_device
 from .errors import CheckpointError, CRCError
 from .models import MLP, format_architecture
+from .safe_load import load_file
 
 if TYPE_CHECKING:
     from .train import TrainConfig, TrainResult
@@ -46,6 +46,7 @@ __all__ = [
     "read_metadata",
     "run_record",
     "save_checkpoint",
+    "sidecar_path",
 ]
 
 FORMAT_TAG = "crc-explorer-checkpoint"
@@ -55,6 +56,8 @@ CONFIG_KEYS = ("in_dim", "widths", "n_classes", "activation")
 METADATA_KEYS = ("dataset", "gamma", "crt_eps", "epochs", "metrics", "command")
 
 MapLocation = str | torch.device | None
+MAX_RECORD_CHARS = 16 << 20  # a record with a full training history is ~70 kB
+MAX_RECORD_DEPTH = 32  # records nest a few levels (history -> epochs -> event)
 HISTORY_STEPS = 200  # step events kept in a run record: enough for a smooth curve, small enough for the JSON
 
 
@@ -89,14 +92,32 @@ def _remove_stale_temps(path: Path, max_age: float = STALE_TEMP_SECONDS) -> list
     return removed
 
 
+def _remove_folders(created: list[Path]) -> None:
+    """Remove the folders a failed write created (deepest first), if they are still empty."""
+    for folder in created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The human-readable metadata copy written next to a checkpoint: ``<path>.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
 def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(f)`` on a temp file next to ``path``, fsync it, then ``os.replace`` it onto ``path``.
 
-    On any failure the temp file is removed and ``path`` is left as it was.
+    On any failure the temp file and the folders this call created are removed, and ``path`` is left as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except BaseException:
+        _remove_folders(created)
+        raise
     tmp = Path(tmp_name)
     try:
         umask = os.umask(0)
@@ -110,6 +131,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        _remove_folders(created)
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every platform)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -198,6 +220,37 @@ def _check_state_dict(state_dict: Any, cfg: dict[str, Any], where: str) -> None:
             raise CheckpointError(f"{where}: {name} contains NaN or infinite values; the model is unusable.")
 
 
+def _depth(value: Any) -> int:
+    """How deeply dicts / lists nest in a JSON value (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, d)
+            stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _parse_record(meta_json: str, where: str) -> dict[str, Any]:
+    """The metadata JSON -> a dict whose ``metrics`` and ``source`` are mappings, nested at most
+    :data:`MAX_RECORD_DEPTH` deep (the SHA-256 is not a signature: anyone can write a record and recompute it)."""
+    if len(meta_json) > MAX_RECORD_CHARS:
+        raise CheckpointError(f"{where}: the metadata is {len(meta_json):,} characters, over {MAX_RECORD_CHARS:,}.")
+    try:
+        metadata = json.loads(meta_json)
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{where}: the metadata is not valid JSON ({str(exc)[:120]}).") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{where}: the metadata is not a JSON object.")
+    if _depth(metadata) > MAX_RECORD_DEPTH:
+        raise CheckpointError(f"{where}: the metadata nests deeper than {MAX_RECORD_DEPTH} levels; refused.")
+    for key in ("metrics", "source"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], dict):
+            raise CheckpointError(f"{where}: the metadata's {key!r} is a {type(metadata[key]).__name__}, not a "
+                                  "mapping; refused.")
+    return metadata
+
+
 def _describe(cfg: Mapping[str, Any]) -> str:
     return format_architecture(cfg["widths"], cfg["activation"], in_dim=cfg["in_dim"], n_classes=cfg["n_classes"])
 
@@ -214,9 +267,8 @@ def _build(cfg: dict[str, Any], state_dict: Mapping[str, torch.Tensor], where: s
 
 
 def _torch_load(path: Path, map_location: MapLocation) -> Any:
-    """``torch.load(weights_only=True)`` with every failure turned into a CheckpointError."""
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint not found: {path}")
+    """The loading gate (crc_core/safe_load.py: sizes bounded, nothing executed), then ``torch.load(weights_only)``
+    onto ``map_location``; every failure is a CheckpointError."""
     if isinstance(map_location, (str, torch.device)):
         try:
             dev = torch.device(map_location)
@@ -224,19 +276,7 @@ def _torch_load(path: Path, map_location: MapLocation) -> Any:
             raise CheckpointError(f"Unknown map_location {map_location!r}.") from exc
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise CheckpointError(f"Cannot load {path} onto {map_location!r}: CUDA is not available here.")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
-            raise CheckpointError(
-                f"Refused to load {path}: it contains code or objects other than tensors (it may be malicious, "
-                "or saved by another program). Nothing in it was executed."
-            ) from exc
-        raise CheckpointError(f"{path} is corrupt or truncated (unpickling failed: {exc}).") from exc
-    except Exception as exc:  # zip/pickle/storage errors of a truncated or corrupt file; nothing was executed
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch file (corrupt or truncated?): {exc}"
-        ) from exc
+    return load_file(path, map_location)[1]
 
 
 def _unpack(
@@ -258,12 +298,7 @@ def _unpack(
     state_dict = payload.get("state_dict")
     if not isinstance(meta_json, str):
         raise CheckpointError(f"{where}: metadata_json is missing or not a string.")
-    try:
-        metadata = json.loads(meta_json)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{where}: the metadata is not valid JSON ({exc}).") from exc
-    if not isinstance(metadata, dict):
-        raise CheckpointError(f"{where}: the metadata is not a JSON object.")
+    metadata = _parse_record(meta_json, where)
     cfg = _check_config(metadata.get("architecture"), where)
     _check_state_dict(state_dict, cfg, where)
     if payload.get("sha256") != _digest(state_dict, meta_json):
@@ -324,13 +359,14 @@ def save_checkpoint(
     }
     try:
         _atomic_write(path, lambda f: torch.save(payload, f))
-    except OSError as exc:
-        raise CheckpointError(f"Could not write checkpoint {path}: {exc}") from exc
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"Could not write checkpoint {path}: {reason}") from None
     with contextlib.suppress(
         OSError, TypeError, ValueError
     ):  # the sidecar is a convenience; the .pt is the truth
         pretty = json.dumps(json.loads(meta_json), indent=2, sort_keys=True) + "\n"
-        _atomic_write(path.with_name(path.name + ".json"), lambda f: f.write(pretty.encode()))
+        _atomic_write(sidecar_path(path), lambda f: f.write(pretty.encode()))
     return path
 
 

@@ -350,8 +350,12 @@ def test_a_header_claiming_a_10gb_tensor_is_refused_before_loading(tmp_path: Pat
         write_forged_legacy(src, big * big)
         match = "declare 10,000,000,000 bytes, more than the file's"
 
-    def no_load(*args, **kwargs):
-        raise AssertionError("torch.load was called on a forged file")
+    real_load = torch.load
+
+    def no_load(*args, **kwargs):  # the gate's structural read (meta / fake storages, no bytes) is allowed
+        if kwargs.get("map_location") == "meta" or torch._guards.active_fake_mode() is not None:
+            return real_load(*args, **kwargs)
+        raise AssertionError("torch.load read the tensors of a forged file")
 
     monkeypatch.setattr(torch, "load", no_load)
     assert_refused(src, tmp_path, match, activation="softplus", dataset="mnist")
