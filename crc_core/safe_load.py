@@ -118,7 +118,10 @@ def read_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> byte
             what = _kind_of(os.fstat(f.fileno()).st_mode)  # replaced between stat and open
             if what is not None:
                 raise CheckpointError(f"{path} is {what}, not a model file.")
-            data = f.read(limit + 1)
+            chunks = [f.read(st.st_size + 1)]  # its stated size (never a limit-sized buffer), then what else is there
+            while len(chunks[-1]) and sum(map(len, chunks)) <= limit:
+                chunks.append(f.read(1 << 20))
+            data = b"".join(chunks)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     if len(data) > limit:
@@ -130,41 +133,52 @@ def _is_safetensors(head: bytes) -> bool:
     return len(head) >= 10 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < MAX_PICKLE_BYTES
 
 
-def _looks_like_pickle(data: bytes) -> bool:
-    """A protocol 0/1 pickle (text-like): parses to its STOP opcode."""
-    if len(data) > 1 << 20 or not data.rstrip().endswith(b"."):
-        return False
+def _pickle_globals(data: bytes) -> list[str] | None:
+    """The globals a plain Python pickle names, read opcode by opcode without running it; None if it is no pickle.
+
+    (Protocol 0/1 pickles look like text; a named global is how a pickle reaches code.)"""
+    if len(data) > 1 << 20:
+        return None
+    names, strings, last = [], [], ""
     try:
-        ops = list(itertools.islice(pickletools.genops(data), 100_000))
+        for op, arg, _ in itertools.islice(pickletools.genops(data), 200_000):
+            if op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL":
+                names.append(".".join(strings[-2:]) if len(strings) >= 2 else "a global")
+            elif isinstance(arg, str):
+                strings.append(arg)
+            last = op.name
     except Exception:
-        return False
-    return bool(ops) and ops[-1][0].name == "STOP"
+        return None
+    return names if names or last == "STOP" else None
 
 
 def sniff(data: bytes, path: str | os.PathLike[str]) -> str:
     """'zip' / 'legacy' (the two torch.save formats) or 'safetensors'; CheckpointError naming any other format."""
     head = data[:4096]
     if not head:
-        raise CheckpointError(f"{path} is empty: not a model file.")
+        raise CheckpointError(f"{path} is not a readable PyTorch file: it is empty.")
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
     if head.startswith(b"\x80\x02\x8a\x0a"):  # protocol 2, then the 10-byte long of torch's magic number
         return "legacy"
     if _is_safetensors(head):
         return "safetensors"
-    for magic, what in _NOT_TORCH.items():
-        if head.startswith(magic):
-            raise CheckpointError(f"{path} is {what}, not a model file (torch.save or safetensors).")
-    if head.startswith(b"\x80") or _looks_like_pickle(data):
-        raise CheckpointError(f"Refused {path}: it is a Python pickle but not one written by torch.save (nothing in "
-                              "it was read or run).")
-    try:
-        head.decode("utf-8")
-        is_text = b"\x00" not in head
-    except UnicodeDecodeError:
-        is_text = False
-    what = "a text file" if is_text else "of an unknown format"
-    raise CheckpointError(f"{path} is {what}, not a model file (torch.save or safetensors).")
+    what = next((w for magic, w in _NOT_TORCH.items() if head.startswith(magic)), None)
+    maybe_pickle = what is None and (head.startswith(b"\x80") or data.rstrip().endswith(b"."))
+    names = _pickle_globals(data) if maybe_pickle else None
+    if names is not None:
+        code = f"; it names {', '.join(sorted(set(names))[:3])}: it contains code or pickled objects" if names else ""
+        raise CheckpointError(f"Refused {path}: it is a Python pickle but not one written by torch.save{code}. "
+                              "Nothing in it was run.")
+    if what is None:
+        try:
+            what = "a text file" if b"\x00" not in head and head.decode("utf-8") else "of an unknown format"
+        except UnicodeDecodeError:
+            what = "of an unknown format"
+    raise CheckpointError(f"{path} is not a readable PyTorch file: it is {what} (a model file is written by "
+                          "torch.save or safetensors).")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -230,9 +244,9 @@ def _refusal(exc: BaseException, path: Path) -> CheckpointError:
         found = _GLOBAL.search(text)
         what = found[1] if found else "objects other than tensors and plain containers"
         return CheckpointError(
-            f"Refused {path}: the pickle refers to {what}, which is not a tensor or a plain container: such a file "
-            "can carry code (it may be malicious, or a whole pickled model object rather than its state_dict). "
-            "Nothing in it was executed.")
+            f"Refused {path}: the pickle refers to {what}, which is not a tensor or a plain container: the file "
+            "contains code or pickled objects (it may be malicious, or a whole pickled model rather than its "
+            "state_dict). Nothing in it was executed.")
     if isinstance(exc, RecursionError):
         return CheckpointError(f"{path}: its structure is nested too deeply to be a state dict; refused.")
     if isinstance(exc, MemoryError):

@@ -700,7 +700,7 @@ def test_cli_train_without_a_gpu_and_missing_files(good, tmp_path, capsys):
                            capsys)
         _assert_clean_cli_error(rc, err, "CUDA is not available")
     for argv, expected in ((["info", str(tmp_path / "nope.pt")], "not found"),
-                           (["info", str(tmp_path)], "not found"),
+                           (["info", str(tmp_path)], "is a folder"),
                            (["certify", "--checkpoint", str(tmp_path / "nope.pt")], "not found"),
                            (["certify", "--checkpoint", str(good), "--limit", "0"], "at least 1"),
                            (["certify", "--checkpoint", str(good), "--dataset", "cifar"], "unknown dataset"),
