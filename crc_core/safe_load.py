@@ -95,29 +95,28 @@ def _kind_of(mode: int) -> str | None:
     return None if stat.S_ISREG(mode) else "not a regular file"
 
 
-def read_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes; CheckpointError naming what the path is otherwise.
-
-    Never blocks on a FIFO and never reads past ``limit`` (``/dev/zero``, ``/proc`` files with size 0).
-    """
+def read_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES, *, what: str = "model file") -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; CheckpointError naming what the path is otherwise
+    (``what`` names the expected file in messages). Never blocks on a FIFO and never reads past ``limit``
+    (``/dev/zero``, ``/proc`` files that state size 0)."""
     path = Path(path)
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found.") from None
+        raise CheckpointError(f"{what[:1].upper()}{what[1:]} not found: {path}") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
-    what = _kind_of(st.st_mode)
-    if what is not None:
-        raise CheckpointError(f"{path} is {what}, not a model file.")
+    kind = _kind_of(st.st_mode)
+    if kind is not None:
+        raise CheckpointError(f"{path} is {kind}, not a {what}.")
     if st.st_size > limit:
-        raise CheckpointError(f"{path} is {st.st_size:,} bytes, over the limit of {limit:,} bytes for a model file.")
+        raise CheckpointError(f"{path} is {st.st_size:,} bytes, over the limit of {limit:,} bytes for a {what}.")
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as f:
-            what = _kind_of(os.fstat(f.fileno()).st_mode)  # replaced between stat and open
-            if what is not None:
-                raise CheckpointError(f"{path} is {what}, not a model file.")
+            kind = _kind_of(os.fstat(f.fileno()).st_mode)  # replaced between stat and open
+            if kind is not None:
+                raise CheckpointError(f"{path} is {kind}, not a {what}.")
             chunks = [f.read(st.st_size + 1)]  # its stated size (never a limit-sized buffer), then what else is there
             while len(chunks[-1]) and sum(map(len, chunks)) <= limit:
                 chunks.append(f.read(1 << 20))
@@ -125,7 +124,7 @@ def read_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> byte
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     if len(data) > limit:
-        raise CheckpointError(f"{path} is over the limit of {limit:,} bytes for a model file.")
+        raise CheckpointError(f"{path} is over the limit of {limit:,} bytes for a {what}.")
     return data
 
 
