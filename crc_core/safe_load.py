@@ -46,15 +46,18 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .models import MAX_PARAMETERS
 
 __all__ = ["MAX_FILE_BYTES", "MAX_LOAD_BYTES", "MAX_LOAD_PARAMETERS", "MAX_PICKLE_BYTES", "FileScan",
-           "check_totals", "load_file", "read_file", "scan_file", "sniff"]
+           "check_amplification", "check_totals", "load_file", "read_file", "scan_file", "sniff"]
 
-# The paper's largest net (4x[1024] on 784 inputs) has 2.9M float32 parameters (11.5 MB). A class's hosted app must
-# survive a hostile upload: the limits keep the worst file under ~1.5 GB of peak memory (file bytes, their storages,
-# a float32 copy, the model), 20x above the largest model this project trains.
-MAX_LOAD_BYTES = 256 << 20  # bytes all tensor views of one file may materialise, summed (strides honoured)
-MAX_LOAD_PARAMETERS = 64_000_000  # elements over all tensors of one file (256 MiB as float32)
+# The paper's largest net (4x[1024] on 784 inputs) has 2.9M float32 parameters (11.5 MB). The limits bound what a
+# file can make crc_core allocate: views may not materialise more than MAX_VIEW_AMPLIFICATION times the storage bytes
+# the file holds (a stride-0 view of a 4-byte storage as a 16000x16000 matrix is refused), nor more than
+# MAX_LOAD_BYTES in total, nor more numbers than the largest model crc_core builds (models.MAX_PARAMETERS).
+MAX_LOAD_BYTES = 1 << 30  # bytes all tensor views of one file may materialise, summed (strides honoured)
+MAX_LOAD_PARAMETERS = MAX_PARAMETERS  # numbers over all tensors of one file
+MAX_VIEW_AMPLIFICATION = 4  # views / storage bytes (tied weights: 2; a bomb: millions)
 MAX_FILE_BYTES = MAX_LOAD_BYTES + (16 << 20)  # tensors plus a pickle
 MAX_PICKLE_BYTES = 16 << 20  # the pickle of a state dict is a few kB per layer
 MAX_ZIP_ENTRIES = 10_000  # a state dict has a handful of records per layer
@@ -332,7 +335,7 @@ def check_totals(totals: _Totals | None, shape: tuple[int, ...], itemsize: int, 
 def _check_tensors(structure: Any, fmt: str, records: Mapping[int, tuple[str, int]], size: int,
                    path: Path) -> tuple[int, _Totals, dict[str, tuple[int, ...]]]:
     """Step 5 on the meta/fake structure -> (storage bytes declared, view totals, shapes by path)."""
-    tensors = list(_walk(structure))
+    tensors = list({id(t): (where, t) for where, t in _walk(structure)}.values())  # one pickled object, once
     by_record: dict[int, int] = {}
     legacy_bytes = 0
     for where, t in tensors:
@@ -360,7 +363,16 @@ def _check_tensors(structure: Any, fmt: str, records: Mapping[int, tuple[str, in
     for _, t in tensors:
         check_totals(totals, tuple(t.shape), t.element_size(), str(path))
     declared = sum(by_record.values()) if fmt == "zip" else legacy_bytes
+    check_amplification(totals, declared, str(path))
     return declared, totals, {where: tuple(t.shape) for where, t in tensors}
+
+
+def check_amplification(totals: _Totals, storage_bytes: int, where: str) -> None:
+    """Views may materialise at most :data:`MAX_VIEW_AMPLIFICATION` x the storage bytes (+ 1 MiB) the file holds."""
+    allowed = MAX_VIEW_AMPLIFICATION * storage_bytes + (1 << 20)
+    if totals.view_bytes > allowed:
+        raise CheckpointError(f"{where}: its tensor views would materialise {totals.view_bytes:,} bytes from "
+                              f"{storage_bytes:,} bytes of storage (stride-0 or overlapping views); refused.")
 
 
 def _scan(data: bytes, path: Path) -> tuple[FileScan, str]:
