@@ -62,6 +62,7 @@ MAX_FILE_BYTES = MAX_LOAD_BYTES + (16 << 20)  # tensors plus a pickle
 MAX_PICKLE_BYTES = 16 << 20  # the pickle of a state dict is a few kB per layer
 MAX_ZIP_ENTRIES = 10_000  # a state dict has a handful of records per layer
 MAX_OBJECTS = 1_000_000  # containers and values walked in one file's structure
+MAX_DEPTH = 100  # levels of nesting in it
 
 _NOT_TORCH = {b"\x89PNG": "a PNG image", b"\x93NUMPY": "a NumPy .npy array", b"\x1f\x8b": "a gzip file",
               b"\x89HDF": "an HDF5 (Keras) file", b"GIF8": "a GIF image", b"\xff\xd8\xff": "a JPEG image",
@@ -191,7 +192,7 @@ def _zip_records(data: bytes, path: Path) -> tuple[dict[int, tuple[str, int]], i
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except Exception as exc:  # zipfile raises BadZipFile, NotImplementedError, struct.error... on a forged directory
         raise CheckpointError(f"{path} is not a readable zip archive (corrupt or truncated?): {exc}") from None
     if len(infos) > MAX_ZIP_ENTRIES:
         raise CheckpointError(f"{path} has {len(infos):,} zip entries: not a PyTorch state dict.")
@@ -285,20 +286,22 @@ def _torch_structure(data: bytes, fmt: str, path: Path) -> Any:
 
 
 def _walk(obj: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """(path, tensor) for every tensor in nested dicts / lists / tuples / sets, iteratively (no recursion limit)."""
-    stack: list[tuple[str, Any]] = [("", obj)]
+    """(path, tensor) for every tensor in nested dicts / lists / tuples / sets, iteratively; refuses a structure of
+    more than :data:`MAX_OBJECTS` objects or nested more than :data:`MAX_DEPTH` levels (a state dict has 2-3)."""
+    stack: list[tuple[str, Any, int]] = [("", obj, 0)]
     seen = 0
     while stack:
-        prefix, node = stack.pop()
+        prefix, node, depth = stack.pop()
         seen += 1
-        if seen > MAX_OBJECTS:
-            raise CheckpointError(f"the structure holds more than {MAX_OBJECTS:,} objects: not a state dict")
+        if seen > MAX_OBJECTS or depth > MAX_DEPTH:
+            raise CheckpointError(f"the structure holds more than {MAX_OBJECTS:,} objects or nests more than "
+                                  f"{MAX_DEPTH} levels deep: not a state dict; refused")
         if isinstance(node, torch.Tensor):
             yield prefix, node
         elif isinstance(node, Mapping):
-            stack.extend((f"{prefix}/{k}" if prefix else str(k), v) for k, v in node.items())
+            stack.extend((f"{prefix}/{k}" if prefix else str(k), v, depth + 1) for k, v in node.items())
         elif isinstance(node, (list, tuple, set, frozenset)):
-            stack.extend((f"{prefix}/{i}" if prefix else str(i), v) for i, v in enumerate(node))
+            stack.extend((f"{prefix}/{i}" if prefix else str(i), v, depth + 1) for i, v in enumerate(node))
 
 
 def _extent(t: torch.Tensor) -> int:
@@ -335,7 +338,10 @@ def check_totals(totals: _Totals | None, shape: tuple[int, ...], itemsize: int, 
 def _check_tensors(structure: Any, fmt: str, records: Mapping[int, tuple[str, int]], size: int,
                    path: Path) -> tuple[int, _Totals, dict[str, tuple[int, ...]]]:
     """Step 5 on the meta/fake structure -> (storage bytes declared, view totals, shapes by path)."""
-    tensors = list({id(t): (where, t) for where, t in _walk(structure)}.values())  # one pickled object, once
+    try:
+        tensors = list({id(t): (where, t) for where, t in _walk(structure)}.values())  # one pickled object, once
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}.") from None
     by_record: dict[int, int] = {}
     legacy_bytes = 0
     for where, t in tensors:

@@ -11,6 +11,7 @@ import argparse
 import shlex
 
 from ..activations import CURVATURE_ACTIVATIONS
+from ..checkpoints import sidecar_path
 from ..errors import CRCError
 from ..importers import DATASET_SHAPES, normalize_dataset
 from ..models import FORWARD_ONLY_ACTIVATIONS
@@ -80,8 +81,9 @@ def check_args(args: argparse.Namespace) -> None:
     if out.suffix != CHECKPOINT_SUFFIX:
         raise CRCError(f"--out {out}: a checkpoint's name ends in {CHECKPOINT_SUFFIX} (the app and `info` look for "
                        f"*{CHECKPOINT_SUFFIX}), e.g. {out.with_name(out.name + CHECKPOINT_SUFFIX)}.")
-    if out.exists() and not args.force:
-        raise CRCError(f"--out {out} already exists; choose another path or pass --force to replace it.")
+    for taken in (out, sidecar_path(out)):
+        if (taken.exists() or taken.is_symlink()) and not args.force:
+            raise CRCError(f"--out {out}: {taken} already exists; choose another path or pass --force to replace it.")
 
 
 def run(args: argparse.Namespace) -> int:
