@@ -111,3 +111,50 @@ def test_the_app_upload_goes_through_the_gate(build) -> None:
 
     with pytest.raises(CheckpointError, match="stride-0|duplicate zip entries"):
         open_upload(build(), "mnist_3_softplus_upload.pt")
+
+
+def _f32(n: int) -> bytes:
+    return b"\0" * (4 * n)
+
+
+SAFETENSORS = {  # name -> (header, body, what the refusal says)
+    "huge shape": ({"fc1.weight": {"dtype": "F32", "shape": [50_000, 50_000], "data_offsets": [0, 64]}}, _f32(16),
+                   "limit"),
+    "shape and bytes differ": ({"fc1.weight": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 16]}}, _f32(16),
+                               r"has shape \(4, 4\)"),
+    "overlapping offsets": ({"fc1.weight": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]},
+                             "fc1.bias": {"dtype": "F32", "shape": [4], "data_offsets": [48, 64]}}, _f32(16),
+                            "overlap"),
+    "past the end": ({"fc1.weight": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}, _f32(8),
+                     "outside the file"),
+    "unknown dtype": ({"fc1.weight": {"dtype": "F8_E4M3X", "shape": [4], "data_offsets": [0, 4]}}, _f32(1),
+                      "unsupported dtype"),
+    "many views of few bytes": ({f"w{i}": {"dtype": "F32", "shape": [16], "data_offsets": [0, 64]} for i in range(8)},
+                                _f32(16), "overlap"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAFETENSORS))
+def test_hostile_safetensors_headers_are_refused_by_the_gate(tmp_path: Path, case: str) -> None:
+    import tracemalloc
+
+    from crc_core.errors import CheckpointError
+    from crc_core.importers import inspect_foreign
+
+    header, body, says = SAFETENSORS[case]
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(H.safetensors_bytes(header, body))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=says):
+            inspect_foreign(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10e6
+    # a duplicate name (JSON keeps the last; another reader may keep the first)
+    text = b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], ' \
+           b'"data_offsets": [4, 8]}}'
+    path.write_bytes(len(text).to_bytes(8, "little") + text + _f32(2))
+    with pytest.raises(CheckpointError, match="duplicate names"):
+        inspect_foreign(path)
