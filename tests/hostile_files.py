@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import io
+import itertools
 import json
 import pickle
 import struct
@@ -24,7 +25,7 @@ def forged_zip(spec: Spec, *, record_bytes: int | None = None, first_pickle: byt
     storages = {name: object() for name in spec}
 
     def tensor(name: str):
-        numel, shape, stride = spec[name]
+        _numel, shape, stride = spec[name]
 
         class Tensor:
             def __reduce__(self):
@@ -59,7 +60,7 @@ def forged_zip(spec: Spec, *, record_bytes: int | None = None, first_pickle: byt
 def stride0_mlp(dims: list[int]) -> bytes:
     """The official layout fc1..fcL of ``dims``, every tensor a stride-0 view of a one-float storage (~1 kB)."""
     spec: Spec = {}
-    for i, (a, b) in enumerate(zip(dims, dims[1:]), start=1):
+    for i, (a, b) in enumerate(itertools.pairwise(dims), start=1):
         spec[f"fc{i}.weight"] = (1, (b, a), (0, 0))
         spec[f"fc{i}.bias"] = (1, (b,), (0,))
     return forged_zip(spec)

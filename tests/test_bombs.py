@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import json
 import pickle
-import warnings
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
-import pytest
-
 import hostile_files as H
+import pytest
 
 PEAK_MB = 200  # growth of the bomb process's peak RSS over all bombs, in MB
 SECONDS = 20  # wall time per bomb (the scan itself: milliseconds; legacy files: a one-time ~3 s import)
@@ -109,7 +108,7 @@ def test_the_app_upload_goes_through_the_gate(build) -> None:
     from app_lib.registry import open_upload
     from crc_core.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="stride-0|duplicate zip entries"):
+    with pytest.raises(CheckpointError, match=r"stride-0|duplicate zip entries"):
         open_upload(build(), "mnist_3_softplus_upload.pt")
 
 
