@@ -47,6 +47,7 @@ import torch
 
 from .errors import CheckpointError
 from .models import MAX_PARAMETERS
+from .safetensors_io import load_safetensors, scan_safetensors
 
 __all__ = ["MAX_FILE_BYTES", "MAX_LOAD_BYTES", "MAX_LOAD_PARAMETERS", "MAX_PICKLE_BYTES", "FileScan",
            "check_amplification", "check_totals", "load_file", "read_file", "scan_file", "sniff"]
@@ -384,9 +385,9 @@ def check_amplification(totals: _Totals, storage_bytes: int, where: str) -> None
 def _scan(data: bytes, path: Path) -> tuple[FileScan, str]:
     fmt = sniff(data, path)
     if fmt == "safetensors":
-        from .safetensors_io import scan_safetensors
-
-        declared, totals, shapes = scan_safetensors(data, path)
+        totals = _Totals()
+        declared, shapes = scan_safetensors(data, path, lambda shape, size: check_totals(totals, shape, size,
+                                                                                          str(path)))
     else:
         records = _zip_records(data, path)[0] if fmt == "zip" else {}
         structure = _torch_structure(data, fmt, path)
@@ -410,8 +411,6 @@ def load_file(path: str | os.PathLike[str], map_location: str | torch.device | N
     data = read_file(path)
     scan, fmt = _scan(data, path)
     if fmt == "safetensors":
-        from .safetensors_io import load_safetensors
-
         return scan, load_safetensors(data, path)
     try:
         with _quiet():

@@ -4,14 +4,16 @@ A safetensors file is an 8-byte little-endian header length, a JSON header ``{na
 "data_offsets": [begin, end]}, "__metadata__": {...}}`` and the raw bytes. It holds no code. The gate checks the
 header before anything is allocated: known dtypes, shapes of non-negative integers, each tensor's byte range exactly
 its numel × element size, ranges inside the file and not overlapping, no duplicate names, and the same totals as a
-torch file (:func:`crc_core.safe_load.check_totals`). Only then the ``safetensors`` package reads the same bytes.
+torch file (the gate's running total, passed in). Only then the ``safetensors`` package reads the same bytes.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,19 +67,18 @@ def _entry(name: str, spec: Any, body: int, path: Path) -> tuple[tuple[int, ...]
     return shape, size, begin, end
 
 
-def scan_safetensors(data: bytes, path: Path) -> tuple[int, Any, dict[str, tuple[int, ...]]]:
-    """The gate's step 5 on a safetensors header -> (bytes declared, view totals, shapes by name)."""
-    from .safe_load import check_totals
-
+def scan_safetensors(data: bytes, path: Path, add_view: Callable[[tuple[int, ...], int], None],
+                     ) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """The gate's step 5 on a safetensors header -> (bytes declared, shapes by name). ``add_view(shape, itemsize)``
+    is the gate's running total (:func:`crc_core.safe_load.check_totals`), called for each entry before its size
+    is trusted."""
     header, start = _header(data, path)
     header.pop("__metadata__", None)
-    totals, shapes, ranges = None, {}, []
+    shapes, ranges = {}, []
     for name, spec in header.items():
         shape, size, begin, end = _entry(name, spec, len(data) - start, path)
-        totals = check_totals(totals, shape, size, str(path))
-        nbytes = size
-        for d in shape:
-            nbytes *= d
+        add_view(shape, size)
+        nbytes = size * math.prod(shape)
         if end - begin != nbytes:
             raise CheckpointError(f"{path}: the safetensors entry {name[:80]!r} has shape {shape} ({nbytes:,} bytes) "
                                   f"but {end - begin:,} bytes of data; refused.")
@@ -87,8 +88,7 @@ def scan_safetensors(data: bytes, path: Path) -> tuple[int, Any, dict[str, tuple
     for (_, end, a), (begin, _, b) in itertools.pairwise(ranges):
         if begin < end:
             raise CheckpointError(f"{path}: the safetensors entries {a[:40]!r} and {b[:40]!r} overlap; refused.")
-    totals = totals or check_totals(None, (), 0, str(path))
-    return sum(e - b for b, e, _ in ranges), totals, shapes
+    return sum(e - b for b, e, _ in ranges), shapes
 
 
 def load_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
