@@ -60,7 +60,7 @@ MAX_LOAD_BYTES = 1 << 30  # bytes all tensor views of one file may materialise, 
 MAX_LOAD_PARAMETERS = MAX_PARAMETERS  # numbers over all tensors of one file
 MAX_VIEW_AMPLIFICATION = 4  # views / storage bytes (tied weights: 2; a bomb: millions)
 MAX_FILE_BYTES = MAX_LOAD_BYTES + (16 << 20)  # tensors plus a pickle
-MAX_PICKLE_BYTES = 16 << 20  # the pickle of a state dict is a few kB per layer
+MAX_PICKLE_BYTES = 2 << 20  # ~60 bytes a tensor (32k tensors, a few seconds to parse); our records: ~70 kB
 MAX_ZIP_ENTRIES = 10_000  # a state dict has a handful of records per layer
 MAX_OBJECTS = 1_000_000  # containers and values walked in one file's structure
 MAX_DEPTH = 100  # levels of nesting in it
@@ -266,11 +266,26 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _check_legacy_pickles(data: bytes, path: Path) -> None:
+    """A legacy file's four pickles (magic, protocol, system info, the data) end within :data:`MAX_PICKLE_BYTES`,
+    read opcode by opcode without running anything (torch parses a pickle at ~60 bytes a tensor a few µs each)."""
+    f = io.BytesIO(data[: MAX_PICKLE_BYTES])
+    try:
+        for _ in range(4):
+            for _op in pickletools.genops(f):
+                pass
+    except Exception:
+        raise CheckpointError(f"{path}: its pickle does not end within {MAX_PICKLE_BYTES:,} bytes (too large for a "
+                              "state dict, or corrupt); refused.") from None
+
+
 def _torch_structure(data: bytes, fmt: str, path: Path) -> Any:
     """The file's structure through torch's own weights_only unpickler, with no tensor memory allocated."""
     if _BYTEARRAY.search(data):
         raise CheckpointError(f"Refused {path}: the pickle refers to builtins.bytearray, which is not a tensor or a "
                               "plain container (it would allocate what the file asks). Nothing in it was executed.")
+    if fmt == "legacy":
+        _check_legacy_pickles(data, path)
     try:
         with _quiet():
             if fmt == "zip":
