@@ -255,7 +255,7 @@ def _refusal(exc: BaseException, path: Path) -> CheckpointError:
         return CheckpointError(f"{path}: its structure is nested too deeply to be a state dict; refused.")
     if isinstance(exc, MemoryError):
         return CheckpointError(f"{path}: reading it needs more memory than a model file may use; refused.")
-    return CheckpointError(f"{path} is corrupt or truncated (torch could not read it: {first}).")
+    return CheckpointError(f"{path} is corrupt or truncated (torch could not read it: {type(exc).__name__}: {first}).")
 
 
 @contextlib.contextmanager

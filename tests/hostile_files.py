@@ -72,7 +72,7 @@ def stride0_layers(n: int, side: int) -> bytes:
 
 
 def legacy_claim(numel: int) -> bytes:
-    """A legacy torch file (~550 bytes) whose pickle declares a float storage of ``numel`` elements."""
+    """A legacy torch file (~370 bytes) whose pickle declares a float storage of ``numel`` elements."""
     storage = object()
 
     class Tensor:
@@ -106,16 +106,17 @@ def bytearray_bomb(n: int = 10**10) -> bytes:
     torch.save({"fc1.weight": torch.zeros(2, 2)}, good)
     buf = io.BytesIO()
     pickle.Pickler(buf, protocol=2).dump({"x": _Bytearray(n)})
-    return _replace_pickle(good.getvalue(), buf.getvalue())
+    return replace_pickle(good.getvalue(), lambda _old: buf.getvalue())
 
 
-def _replace_pickle(archive: bytes, new_pickle: bytes) -> bytes:
+def replace_pickle(archive: bytes, edit) -> bytes:
+    """A torch zip ``archive`` with its ``data.pkl`` replaced by ``edit(old pickle bytes)``."""
     src = zipfile.ZipFile(io.BytesIO(archive))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
         for info in src.infolist():
-            data = new_pickle if info.filename.endswith("/data.pkl") else src.read(info)
-            zf.writestr(info.filename, data)
+            data = src.read(info)
+            zf.writestr(info.filename, edit(data) if info.filename.endswith("/data.pkl") else data)
     return out.getvalue()
 
 

@@ -200,20 +200,13 @@ def test_an_existing_metadata_copy_is_not_overwritten_without_force(tmp_path: Pa
 def _with_extra_entry(sd: dict[str, torch.Tensor], ops: bytes) -> bytes:
     """torch.save(sd) with ``"x": <the object the pickle opcodes ``ops`` build>`` added to its top dict."""
     import io
-    import zipfile
+
+    import hostile_files
 
     buf = io.BytesIO()
     torch.save(sd, buf)
-    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename.endswith("/data.pkl"):
-                assert data.endswith(b".")
-                data = data[:-1] + b"X\x01\x00\x00\x00x" + ops + b"s."  # dict["x"] = ops' object; STOP
-            zf.writestr(info.filename, data)
-    return out.getvalue()
+    # the top dict is on the stack before STOP: push "x", the object, SETITEM, STOP
+    return hostile_files.replace_pickle(buf.getvalue(), lambda old: old[:-1] + b"X\x01\x00\x00\x00x" + ops + b"s.")
 
 
 @pytest.mark.parametrize(("case", "says"), [("5000-digit layer number", None), ("5000 nested lists", "nests more than"),
