@@ -798,3 +798,12 @@ def test_a_full_disk_during_torch_save_is_one_error_and_leaves_nothing(tmp_path,
     rc, _out, err = _cli(["import", str(src), "--out", str(out)], capsys)
     _assert_clean_cli_error(rc, err, "file write failed")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_refused_certify_leaves_no_output_folder(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model\n")
+    out = tmp_path / "new" / "deeper" / "r.csv"
+    rc, _out, err = _cli(["certify", "--checkpoint", str(bad), "--limit", "1", "--out", str(out)], capsys)
+    _assert_clean_cli_error(rc, err, "text file")
+    assert not (tmp_path / "new").exists()
