@@ -141,8 +141,8 @@ def _pickle_globals(data: bytes) -> list[str] | None:
     """The globals a plain Python pickle names, read opcode by opcode without running it; None if it is no pickle.
 
     (Protocol 0/1 pickles look like text; a named global is how a pickle reaches code.)"""
-    if len(data) > 1 << 20:
-        return None
+    if len(data) > 1 << 20:  # not read past 1 MiB: a binary pickle is still called one, without its globals
+        return [] if data[:1] == b"\x80" and data[1:2] in b"\x02\x03\x04\x05" else None
     names, strings, last = [], [], ""
     try:
         for op, arg, _ in itertools.islice(pickletools.genops(data), 200_000):
@@ -188,8 +188,8 @@ def sniff(data: bytes, path: str | os.PathLike[str]) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Step 3: the zip archive's structure
 # ----------------------------------------------------------------------------------------------------------------
-def _zip_records(data: bytes, path: Path) -> tuple[dict[int, tuple[str, int]], int]:
-    """Check a torch zip archive's directory -> ({data offset: (record name, size)}, the pickle's size)."""
+def _zip_records(data: bytes, path: Path) -> dict[int, tuple[str, int]]:
+    """Check a torch zip archive's directory -> {data offset: (record name, size)}."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
@@ -207,9 +207,9 @@ def _zip_records(data: bytes, path: Path) -> tuple[dict[int, tuple[str, int]], i
                               "model.state_dict() instead.")
     pkls = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
     root = pkls[0][: -len("data.pkl")] if len(pkls) == 1 else None
-    problems = [f"compressed entries {[i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED][:3]}"]
-    problems = problems if any(i.compress_type != zipfile.ZIP_STORED for i in infos) else []
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
     big = [i.filename for i in infos if i.file_size > MAX_LOAD_BYTES]
+    problems = [f"compressed entries {packed[:3]}"] if packed else []
     problems += [f"entries claiming more than {MAX_LOAD_BYTES:,} bytes: {big[:3]}"] if big else []
     problems += ["no single <archive>/data.pkl"] if root is None else []
     problems += ["entries outside the archive folder"] if root and any(not n.startswith(root) for n in names) else []
@@ -234,7 +234,7 @@ def _zip_records(data: bytes, path: Path) -> tuple[dict[int, tuple[str, int]], i
     pickle_size = next(s for n, s in records.values() if n == pkls[0])
     if pickle_size > MAX_PICKLE_BYTES:
         raise CheckpointError(f"{path}: its pickle is {pickle_size:,} bytes, too large for a state dict.")
-    return records, pickle_size
+    return records
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -404,7 +404,7 @@ def _scan(data: bytes, path: Path) -> tuple[FileScan, str]:
         declared, shapes = scan_safetensors(data, path, lambda shape, size: check_totals(totals, shape, size,
                                                                                           str(path)))
     else:
-        records = _zip_records(data, path)[0] if fmt == "zip" else {}
+        records = _zip_records(data, path) if fmt == "zip" else {}
         structure = _torch_structure(data, fmt, path)
         declared, totals, shapes = _check_tensors(structure, fmt, records, len(data), path)
     sha = hashlib.sha256(data).hexdigest()
