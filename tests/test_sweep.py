@@ -460,3 +460,16 @@ def test_the_lock_file_and_new_folders_go_on_every_exit(tmp_path):
     with folder.lock():
         folder.claim()
     assert sorted(p.name for p in out.iterdir()) == ["config.toml", "sweep.json"]
+
+
+def test_damaged_trial_files_count_as_unfinished(tmp_path):
+    config = parse_sweep_config(tiny())
+    folder = SweepFolder(tmp_path / "out", config)
+    folder.prepare(resume=False)
+    first, second = config.trials
+    for trial, name, content in ((first, "status.json", b"\xff\xfe"), (second, "status.json", b"[1, 2]")):
+        folder.trial_dir(trial).mkdir(parents=True)
+        (folder.trial_dir(trial) / name).write_bytes(content)
+    assert [folder.status(t) for t in config.trials] == [{"state": "pending"}] * 2
+    assert [t["state"] for t in sweep_overview(folder.root)["trials"]] == ["pending", "pending"]
+    assert folder.rows() == []

@@ -62,6 +62,18 @@ def write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
 MAX_SWEEP_FILE_BYTES = 64 << 20  # sweep.json lists trial ids: ~100 bytes per trial
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A trial's JSON file (status, result) as a dict; None when missing, unreadable, not UTF-8 JSON or not an
+    object (a damaged file makes the trial count as not finished, never a crash)."""
+    try:
+        if path.stat().st_size > MAX_SWEEP_FILE_BYTES:
+            return None
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def read_sweep_meta(root: Path) -> dict[str, Any]:
     """OUT/sweep.json as a dict; CRCError (one sentence) for a missing, unreadable, non-UTF-8, non-JSON or
     non-object file."""
@@ -179,9 +191,7 @@ class SweepFolder:
         """{"state": "finished"} or the last status.json ({"state": "pending"} when never started)."""
         if self.is_finished(trial):
             return {"state": "finished"}
-        with contextlib.suppress(OSError, json.JSONDecodeError):
-            return json.loads((self.trial_dir(trial) / "status.json").read_text(encoding="utf-8"))
-        return {"state": "pending"}
+        return read_json_object(self.trial_dir(trial) / "status.json") or {"state": "pending"}
 
     def save_trial(self, trial: Trial, model: Any, row: dict[str, Any], record: dict[str, Any]) -> None:
         """Checkpoint (with the run record in its metadata), record.json, then result.json (the finished mark)."""
@@ -209,8 +219,9 @@ class SweepFolder:
         out = []
         for t in self.config.trials:
             if self.is_finished(t):
-                with contextlib.suppress(OSError, json.JSONDecodeError):
-                    out.append(json.loads((self.trial_dir(t) / RESULT_FILE).read_text(encoding="utf-8")))
+                row = read_json_object(self.trial_dir(t) / RESULT_FILE)
+                if row is not None:
+                    out.append(row)
         return out
 
 
@@ -233,9 +244,7 @@ def sweep_overview(root: str | os.PathLike[str], *, with_epochs: bool = False) -
         if (d / RESULT_FILE).is_file() and (d / MODEL_FILE).is_file():
             trials.append({"trial_id": tid, "state": "finished", "error": None, "checkpoint": d / MODEL_FILE})
             continue
-        status: dict[str, Any] = {"state": "pending"}
-        with contextlib.suppress(OSError, json.JSONDecodeError):
-            status = json.loads((d / "status.json").read_text(encoding="utf-8"))
+        status = read_json_object(d / "status.json") or {"state": "pending"}
         trials.append({"trial_id": tid, "state": status.get("state", "pending"), "error": status.get("error"),
                        "checkpoint": None})
         if with_epochs:
