@@ -36,11 +36,13 @@ examples:
   # then: where it came from, and certificates
   {PROG} info runs/official-mnist-2.pt
 
-accepted: a file written by torch.save holding the weights of a chain of Linear layers, any depth: fc1..fcN (the
-  official layout), an nn.Sequential (0.weight, 2.weight, ...), layers.N, a prefix such as model. or module., or a
-  dict wrapping them under state_dict / model_state_dict. 784 inputs and 10 classes (28x28 images, 10 labels).
+accepted: a file written by torch.save, or a .safetensors file, holding the weights of a chain of Linear layers,
+  any depth: fc1..fcN (the official layout), an nn.Sequential (0.weight, 2.weight, ...), layers.N, a prefix such
+  as model. or module., or a dict wrapping them under state_dict / model_state_dict. 784 inputs and 10 classes
+  (28x28 images, 10 labels).
 refused (nothing is run, nothing written): a pickle carrying code or a whole pickled model object, TorchScript, a
-  CNN, a missing bias, shapes that do not chain, a size that is not the dataset's, oversized tensors, other formats.
+  CNN, a missing bias, shapes that do not chain, a size that is not the dataset's, oversized tensors or views
+  (limits: docs/reliability.md, "Hostile files and configs"), other formats.
 """
 
 
@@ -51,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "recognise its Linear layers, check it fits the dataset and write it as a CRC Explorer "
                     "checkpoint whose metadata says where it came from (file name, SHA-256, original keys).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", metavar="FILE", help="the foreign model file (a state dict saved with torch.save)")
+    p.add_argument("file", metavar="FILE",
+                   help="the foreign model file (a state dict saved with torch.save, or a .safetensors file)")
     p.add_argument("--activation", default=None, metavar="ACT",
                    help=f"the network's activation: {', '.join(CURVATURE_ACTIVATIONS)} (certifiable) or "
                         f"{', '.join(FORWARD_ONLY_ACTIVATIONS)} (evaluation only); default: from an official "
