@@ -19,33 +19,32 @@ import datetime as _dt
 import glob
 import hashlib
 import json
-import math
 import os
-import pickle
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 
-from .device import describe_device
 from .errors import CheckpointError, CRCError
 from .models import MLP, format_architecture
-
-if TYPE_CHECKING:
-    from .train import TrainConfig, TrainResult
+from .run_records import HISTORY_STEPS, model_record, run_record, thin_events
+from .safe_load import load_file
 
 __all__ = [
     "FORMAT_TAG",
     "FORMAT_VERSION",
+    "HISTORY_STEPS",
     "load_checkpoint",
     "load_state_dict_file",
     "model_record",
     "read_metadata",
     "run_record",
     "save_checkpoint",
+    "sidecar_path",
+    "thin_events",
 ]
 
 FORMAT_TAG = "crc-explorer-checkpoint"
@@ -55,7 +54,8 @@ CONFIG_KEYS = ("in_dim", "widths", "n_classes", "activation")
 METADATA_KEYS = ("dataset", "gamma", "crt_eps", "epochs", "metrics", "command")
 
 MapLocation = str | torch.device | None
-HISTORY_STEPS = 200  # step events kept in a run record: enough for a smooth curve, small enough for the JSON
+MAX_RECORD_CHARS = 16 << 20  # a record with a full training history is ~70 kB
+MAX_RECORD_DEPTH = 32  # records nest a few levels (history -> epochs -> event)
 
 
 def _crc_version() -> str:
@@ -89,14 +89,32 @@ def _remove_stale_temps(path: Path, max_age: float = STALE_TEMP_SECONDS) -> list
     return removed
 
 
+def _remove_folders(created: list[Path]) -> None:
+    """Remove the folders a failed write created (deepest first), if they are still empty."""
+    for folder in created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The human-readable metadata copy written next to a checkpoint: ``<path>.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
 def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(f)`` on a temp file next to ``path``, fsync it, then ``os.replace`` it onto ``path``.
 
-    On any failure the temp file is removed and ``path`` is left as it was.
+    On any failure the temp file and the folders this call created are removed, and ``path`` is left as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except BaseException:
+        _remove_folders(created)
+        raise
     tmp = Path(tmp_name)
     try:
         umask = os.umask(0)
@@ -110,6 +128,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        _remove_folders(created)
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every platform)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -198,6 +217,37 @@ def _check_state_dict(state_dict: Any, cfg: dict[str, Any], where: str) -> None:
             raise CheckpointError(f"{where}: {name} contains NaN or infinite values; the model is unusable.")
 
 
+def _depth(value: Any) -> int:
+    """How deeply dicts / lists nest in a JSON value (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, d)
+            stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _parse_record(meta_json: str, where: str) -> dict[str, Any]:
+    """The metadata JSON -> a dict whose ``metrics`` and ``source`` are mappings, nested at most
+    :data:`MAX_RECORD_DEPTH` deep (the SHA-256 is not a signature: anyone can write a record and recompute it)."""
+    if len(meta_json) > MAX_RECORD_CHARS:
+        raise CheckpointError(f"{where}: the metadata is {len(meta_json):,} characters, over {MAX_RECORD_CHARS:,}.")
+    try:
+        metadata = json.loads(meta_json)
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{where}: the metadata is not valid JSON ({str(exc)[:120]}).") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{where}: the metadata is not a JSON object.")
+    if _depth(metadata) > MAX_RECORD_DEPTH:
+        raise CheckpointError(f"{where}: the metadata nests deeper than {MAX_RECORD_DEPTH} levels; refused.")
+    for key in ("metrics", "source"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], dict):
+            raise CheckpointError(f"{where}: the metadata's {key!r} is a {type(metadata[key]).__name__}, not a "
+                                  "mapping; refused.")
+    return metadata
+
+
 def _describe(cfg: Mapping[str, Any]) -> str:
     return format_architecture(cfg["widths"], cfg["activation"], in_dim=cfg["in_dim"], n_classes=cfg["n_classes"])
 
@@ -214,9 +264,8 @@ def _build(cfg: dict[str, Any], state_dict: Mapping[str, torch.Tensor], where: s
 
 
 def _torch_load(path: Path, map_location: MapLocation) -> Any:
-    """``torch.load(weights_only=True)`` with every failure turned into a CheckpointError."""
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint not found: {path}")
+    """The loading gate (crc_core/safe_load.py: sizes bounded, nothing executed), then ``torch.load(weights_only)``
+    onto ``map_location``; every failure is a CheckpointError."""
     if isinstance(map_location, (str, torch.device)):
         try:
             dev = torch.device(map_location)
@@ -224,19 +273,7 @@ def _torch_load(path: Path, map_location: MapLocation) -> Any:
             raise CheckpointError(f"Unknown map_location {map_location!r}.") from exc
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise CheckpointError(f"Cannot load {path} onto {map_location!r}: CUDA is not available here.")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
-            raise CheckpointError(
-                f"Refused to load {path}: it contains code or objects other than tensors (it may be malicious, "
-                "or saved by another program). Nothing in it was executed."
-            ) from exc
-        raise CheckpointError(f"{path} is corrupt or truncated (unpickling failed: {exc}).") from exc
-    except Exception as exc:  # zip/pickle/storage errors of a truncated or corrupt file; nothing was executed
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch file (corrupt or truncated?): {exc}"
-        ) from exc
+    return load_file(path, map_location)[1]
 
 
 def _unpack(
@@ -258,12 +295,7 @@ def _unpack(
     state_dict = payload.get("state_dict")
     if not isinstance(meta_json, str):
         raise CheckpointError(f"{where}: metadata_json is missing or not a string.")
-    try:
-        metadata = json.loads(meta_json)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{where}: the metadata is not valid JSON ({exc}).") from exc
-    if not isinstance(metadata, dict):
-        raise CheckpointError(f"{where}: the metadata is not a JSON object.")
+    metadata = _parse_record(meta_json, where)
     cfg = _check_config(metadata.get("architecture"), where)
     _check_state_dict(state_dict, cfg, where)
     if payload.get("sha256") != _digest(state_dict, meta_json):
@@ -324,13 +356,14 @@ def save_checkpoint(
     }
     try:
         _atomic_write(path, lambda f: torch.save(payload, f))
-    except OSError as exc:
-        raise CheckpointError(f"Could not write checkpoint {path}: {exc}") from exc
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"Could not write checkpoint {path}: {reason}") from None
     with contextlib.suppress(
         OSError, TypeError, ValueError
     ):  # the sidecar is a convenience; the .pt is the truth
         pretty = json.dumps(json.loads(meta_json), indent=2, sort_keys=True) + "\n"
-        _atomic_write(path.with_name(path.name + ".json"), lambda f: f.write(pretty.encode()))
+        _atomic_write(sidecar_path(path), lambda f: f.write(pretty.encode()))
     return path
 
 
@@ -371,93 +404,3 @@ def load_state_dict_file(
         payload = payload["state_dict"]
     _check_state_dict(payload, cfg, where)
     return _build(cfg, payload, where)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Run records: the metadata of a trained model (one schema for `crc_core train` and the app's Train page)
-# ----------------------------------------------------------------------------------------------------------------
-def thin_events(events: list[dict[str, Any]], n: int = HISTORY_STEPS) -> list[dict[str, Any]]:
-    """At most n evenly spaced events, always keeping the first and the last (a compact curve)."""
-    if len(events) <= n:
-        return list(events)
-    idx = sorted({round(i * (len(events) - 1) / (n - 1)) for i in range(n)})
-    return [events[i] for i in idx]
-
-
-def _round_floats(d: Mapping[str, Any], digits: int = 6) -> dict[str, Any]:
-    return {k: (float(f"{v:.{digits}g}") if isinstance(v, float) and math.isfinite(v) else v) for k, v in d.items()}
-
-
-def model_record(*, dataset: str | None, kind: str, label: str, command: str | None, gamma: float | None = None,
-                 crt_eps: float | None = None, epochs: int | None = None, metrics: Mapping[str, Any] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The metadata keys every model's record shares, whatever made the model (what model pickers and
-    ``crc_core info`` read); :func:`run_record` (a trained model) and
-    :func:`crc_core.importers.import_model` (an imported one, ``kind="imported"``) build on it.
-
-    Args:
-        dataset: "embedded", "fashion-mnist" or "mnist" (None when unknown).
-        kind: how the model came to be: a training kind ("standard", "gamma", "crt") or "imported".
-        label: one human-readable line, e.g. ``"2x[256] softplus, CRT γ=0.01 ε=0.5"``.
-        command: how to reproduce it (a command line, or which app page made it); None when unknown.
-        gamma, crt_eps, epochs: the training settings when known (None = unknown, not zero).
-        metrics: measured metrics of these weights ({} when none yet); floats keep 6 significant digits.
-        extra: more keys; they may not replace the ones above.
-
-    Returns a JSON-ready dict with those keys and ``torch_version``; ``save_checkpoint`` adds architecture, created
-    and crc_core_version. Raises CRCError when ``extra`` would replace a key.
-    """
-    record: dict[str, Any] = {
-        "dataset": dataset, "kind": kind, "gamma": gamma, "crt_eps": crt_eps, "epochs": epochs, "label": label,
-        "metrics": _round_floats(dict(metrics or {})), "command": command, "torch_version": torch.__version__,
-    }
-    clash = sorted(set(extra or {}) & set(record))
-    if clash:
-        raise CRCError(f"extra keys {clash} would replace the record's own keys.")
-    record.update(extra or {})
-    return record
-
-
-def run_record(config: TrainConfig, result: TrainResult, *, source: str, metrics: Mapping[str, Any] | None = None,
-               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The checkpoint metadata of a training run; pass it to :func:`save_checkpoint` with ``result.model``.
-
-    Args:
-        config: the run's :class:`~crc_core.train.TrainConfig`.
-        result: what :func:`~crc_core.train.train` returned.
-        source: how the run was started, stored under ``"command"``: the exact command line for the CLI,
-            e.g. ``"python -m crc_core train --kind crt ..."``, or ``"CRC Explorer app, Train page"``.
-        metrics: the metrics describing these weights (default ``result.metrics``); for a stopped run pass
-            :func:`crc_core.train.final_metrics`, which evaluates the weights as they are.
-        extra: more keys to store (e.g. ``{"dry_run": True}``); they may not replace the keys below.
-
-    Returns a JSON-ready dict with the keys dataset, kind, gamma (0 unless gamma / CRT), crt_eps (None unless CRT),
-    kind_settings (:meth:`TrainConfig.kind_settings`: e.g. ε, steps, β of PGD / TRADES), epochs (completed),
-    label (:meth:`TrainConfig.describe`), metrics, command, config (:meth:`TrainConfig.to_dict`),
-    stopped, train_seconds, device, torch_version and history = {"epochs": every epoch event, "steps": at most
-    ``HISTORY_STEPS`` step events, evenly thinned}; events lose their "kind" key, floats keep 6 significant digits.
-    ``save_checkpoint`` adds architecture, created and crc_core_version.
-    """
-    epochs_done = [e for e in result.history if e.get("kind") == "epoch"]
-    steps = [e for e in result.history if e.get("kind") == "step"]
-
-    def clean(e: Mapping[str, Any]) -> dict[str, Any]:
-        return _round_floats({k: v for k, v in e.items() if k != "kind"})
-
-    own = {
-        "kind_settings": config.kind_settings(),
-        "config": config.to_dict(),
-        "stopped": bool(result.stopped),
-        "train_seconds": round(result.seconds, 2),
-        "device": describe_device(result.model.layers[0].weight.device),
-        "history": {"epochs": [clean(e) for e in epochs_done], "steps": [clean(e) for e in thin_events(steps)]},
-    }
-    record = model_record(dataset=config.dataset, kind=config.kind, gamma=config.gamma_used,
-                          crt_eps=config.crt_eps if config.kind == "crt" else None, epochs=len(epochs_done),
-                          label=config.describe(), command=source,
-                          metrics=result.metrics if metrics is None else metrics, extra=own)
-    clash = sorted(set(extra or {}) & set(record))
-    if clash:
-        raise CRCError(f"run_record: extra keys {clash} would replace the record's own keys.")
-    record.update(extra or {})
-    return record

@@ -181,3 +181,68 @@ def test_help_shows_an_official_example() -> None:
     assert res.returncode == 0, res.stderr
     assert "import mnist_2_softplus_L2_1.58_EIGEN_0.005 --out" in res.stdout
     assert "--activation" in res.stdout and "refused" in res.stdout
+
+
+# ---------------------------------------------------------------------------------------------- issue 25
+def test_an_existing_metadata_copy_is_not_overwritten_without_force(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "mnist_2_softplus.pt"
+    torch.save(official_state_dict([784, 16, 10]), src)
+    out = tmp_path / "x.pt"
+    (tmp_path / "x.pt.json").write_text("mine")
+    assert main(["import", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "x.pt.json already exists" in err and err.count("\n") == 1, err
+    assert (tmp_path / "x.pt.json").read_text() == "mine" and not out.exists()
+    assert main(["import", str(src), "--out", str(out), "--force"]) == 0
+    assert (tmp_path / "x.pt.json").read_text() != "mine"
+
+
+def _with_extra_entry(sd: dict[str, torch.Tensor], ops: bytes) -> bytes:
+    """torch.save(sd) with ``"x": <the object the pickle opcodes ``ops`` build>`` added to its top dict."""
+    import io
+
+    import hostile_files
+
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    # the top dict is on the stack before STOP: push "x", the object, SETITEM, STOP
+    return hostile_files.replace_pickle(buf.getvalue(), lambda old: old[:-1] + b"X\x01\x00\x00\x00x" + ops + b"s.")
+
+
+@pytest.mark.parametrize(("case", "says"), [("5000-digit layer number", None), ("5000 nested lists", "nests more than"),
+                                            ("100000 nested lists", "nests more than")])
+def test_odd_structures_are_one_line_not_a_traceback(tmp_path: Path, capsys, case: str, says: str | None) -> None:
+    sd = official_state_dict([784, 16, 10])
+    src = tmp_path / "odd.pt"
+    if case.startswith("5000-digit"):  # the layer order compares such numbers without int()
+        sd = {k.replace("fc1", "fc1" + "0" * 5000).replace("fc2", "fc2" + "0" * 5000): v for k, v in sd.items()}
+        torch.save(sd, src)
+    else:
+        depth = 5000 if case.startswith("5000") else 100_000
+        src.write_bytes(_with_extra_entry(sd, b"]" * depth + b"a" * (depth - 1)))
+    rc = main(["import", str(src), "--activation", "softplus", "--dataset", "mnist", "--out",
+               str(tmp_path / "out" / "m.pt")])
+    err = capsys.readouterr().err
+    if says is None:
+        assert rc == 0, err
+        assert load_checkpoint(tmp_path / "out" / "m.pt")[0].describe() == "2x[16] softplus"
+    else:
+        assert rc == 2 and says in err and err.count("\n") == 1, err
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_safetensors_mlp_imports_with_the_same_weights(tmp_path: Path, capsys) -> None:
+    from safetensors.torch import save_file
+
+    sd = official_state_dict([784, 16, 16, 10], seed=3)
+    src = tmp_path / "fashion-mnist_3_tanh.safetensors"
+    save_file(sd, src)
+    out = tmp_path / "m.pt"
+    assert main(["import", str(src), "--out", str(out)]) == 0, capsys.readouterr().err
+    model, meta = load_checkpoint(out)
+    assert model.config() == {"in_dim": 784, "widths": [16, 16], "n_classes": 10, "activation": "tanh"}
+    for i in range(3):
+        assert torch.equal(model.layers[i].weight, sd[f"fc{i + 1}.weight"])
+        assert torch.equal(model.layers[i].bias, sd[f"fc{i + 1}.bias"])
+    assert meta["source"]["container"] == "safetensors"
+    assert meta["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()

@@ -700,10 +700,110 @@ def test_cli_train_without_a_gpu_and_missing_files(good, tmp_path, capsys):
                            capsys)
         _assert_clean_cli_error(rc, err, "CUDA is not available")
     for argv, expected in ((["info", str(tmp_path / "nope.pt")], "not found"),
-                           (["info", str(tmp_path)], "not found"),
+                           (["info", str(tmp_path)], "is a folder"),
                            (["certify", "--checkpoint", str(tmp_path / "nope.pt")], "not found"),
                            (["certify", "--checkpoint", str(good), "--limit", "0"], "at least 1"),
                            (["certify", "--checkpoint", str(good), "--dataset", "cifar"], "unknown dataset"),
                            (["train", "--dry-run", "--quiet", "--out", str(tmp_path)], "is a folder")):
         rc, _o, err = _cli(argv, capsys)
         _assert_clean_cli_error(rc, err, expected)
+
+
+# ============================================================================================== issue 25
+def _raw_record(good: Path, meta_json: str) -> bytes:
+    """``good`` with its metadata JSON replaced verbatim and the digest recomputed (anyone can: it is no signature)."""
+    payload = torch.load(good, weights_only=True)
+    payload["metadata_json"] = meta_json
+    payload["sha256"] = C._digest(payload["state_dict"], meta_json)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+def _edited(good: Path, edit: Callable[[dict], None]) -> str:
+    meta = json.loads(torch.load(good, weights_only=True)["metadata_json"])
+    edit(meta)
+    return json.dumps(meta)
+
+
+# name -> (metadata JSON from the good file, what `info` says: None = it shows the record, exit 0)
+RECORDS: dict[str, tuple[Callable[[Path], str], str | None]] = {
+    "nested-100k": (lambda g: '{"a": ' * 100_000 + "1" + "}" * 100_000, "not valid JSON"),
+    "nested-40": (lambda g: _edited(g, lambda m: m.update(x=json.loads("[" * 40 + "]" * 40))), "nests deeper"),
+    "metrics-list": (lambda g: _edited(g, lambda m: m.update(metrics=[1, 2])), "'metrics' is a list"),
+    "source-string": (lambda g: _edited(g, lambda m: m.update(source="x")), "'source' is a str"),
+    "metric-text": (lambda g: _edited(g, lambda m: m["metrics"].update(test_accuracy="high")), None),
+    "size-text": (lambda g: _edited(g, lambda m: m.update(source={"size_bytes": "big", "original_keys": 3})), None),
+}
+
+
+@pytest.mark.parametrize("case", list(RECORDS))
+def test_forged_records_give_one_line_or_are_shown(good, tmp_path, capsys, case):
+    build, says = RECORDS[case]
+    path = tmp_path / "forged.pt"
+    path.write_bytes(_raw_record(good, build(good)))
+    for argv in (["info", str(path)], ["info", "--json", str(path)]):
+        rc, out, err = _cli(argv, capsys)
+        if says is None:
+            assert rc == 0 and err == "" and out, err
+        else:
+            _assert_clean_cli_error(rc, err, says)
+            assert len(err.strip().splitlines()) == 1
+    if says is not None:
+        rc, _out, err = _cli(["certify", "--checkpoint", str(path), "--limit", "1", "--no-attacks"], capsys)
+        _assert_clean_cli_error(rc, err, says)
+
+
+def _special_paths(tmp_path: Path) -> dict[str, tuple[Path, str, str]]:
+    """name -> (path, what the error line says, what it must not say)."""
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    png = tmp_path / "digit.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    p0 = tmp_path / "p0.pkl"
+    p0.write_bytes(pickle.dumps({"fc1.weight": [1.0]}, protocol=0))
+    p5 = tmp_path / "p5.pkl"
+    p5.write_bytes(pickle.dumps({"fc1.weight": [1.0]}, protocol=5))
+    return {"fifo": (fifo, "named pipe", "not found"), "folder": (tmp_path, "is a folder", "not found"),
+            "dev-zero": (Path("/dev/zero"), "character device", "not found"),
+            "png": (png, "PNG image", "contains code"),
+            "proc-environ": (Path("/proc/self/environ"), "not a readable PyTorch file", "contains code"),
+            "protocol-0": (p0, "Python pickle", "text file"), "protocol-5": (p5, "Python pickle", "Warning")}
+
+
+def test_messages_name_what_the_file_is(tmp_path, capsys):
+    for name, (path, says, never) in _special_paths(tmp_path).items():
+        for argv in (["info", str(path)], ["certify", "--checkpoint", str(path), "--limit", "1"],
+                     ["import", str(path), "--activation", "tanh", "--dataset", "mnist", "--out",
+                      str(tmp_path / "out" / "m.pt")]):
+            rc, _out, err = _cli(argv, capsys)
+            assert rc == 2 and len(err.strip().splitlines()) == 1, (name, err)
+            assert says in err and never not in err, (name, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_during_torch_save_is_one_error_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    def full_disk(*_args, **_kwargs):  # what torch.save raises when the disk fills up mid-write
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4096 vs 2048\n"
+                           "PytorchStreamWriter failed writing file data/0: file write failed")
+
+    src = tmp_path / "mnist_2_softplus.pt"
+    torch.save({"fc1.weight": torch.zeros(8, 784), "fc1.bias": torch.zeros(8), "fc2.weight": torch.zeros(10, 8),
+                "fc2.bias": torch.zeros(10)}, src)
+    monkeypatch.setattr(C.torch, "save", full_disk)
+    out = tmp_path / "new" / "deeper" / "m.pt"
+    with pytest.raises(CheckpointError, match="file write failed"):
+        C.save_checkpoint(out, MLP(784, [8], 10))
+    assert not (tmp_path / "new").exists()  # no temp file, no new folders
+    rc, _out, err = _cli(["import", str(src), "--out", str(out)], capsys)
+    _assert_clean_cli_error(rc, err, "file write failed")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_refused_certify_leaves_no_output_folder(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model\n")
+    out = tmp_path / "new" / "deeper" / "r.csv"
+    rc, _out, err = _cli(["certify", "--checkpoint", str(bad), "--limit", "1", "--out", str(out)], capsys)
+    _assert_clean_cli_error(rc, err, "text file")
+    assert not (tmp_path / "new").exists()

@@ -24,6 +24,7 @@ from crc_core.sweep import (
     results_markdown,
     run_sweep,
 )
+from crc_core.sweep.folder import sweep_overview
 from crc_core.sweep.runner import check_address
 from crc_core.training_kinds import KINDS
 
@@ -385,3 +386,94 @@ def _toml(doc: dict) -> str:
             lines.append(f"[{key}]" if isinstance(v, dict) else f"[[{key}]]")
             lines += [f"{k} = {value(x)}" for k, x in table.items()]
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Issue 25: every field bounded (crc_core.sweep.config.LIMITS), checked fast, before any work
+# ----------------------------------------------------------------------------------------------------------------
+BIG = 10**400
+
+
+@pytest.mark.parametrize("doc, match", [
+    (tiny(grid={"seed": list(range(1000)), "gamma": [0.01 * i for i in range(1000)]}),
+     "1,000,000 trials, over the sweep limit of 10,000"),
+    (tiny(grid={"seed": list(range(1000)), "gamma": [0.01 * i for i in range(1000)],
+                "lr": [1e-3 * (i + 1) for i in range(1000)]}), "1,000,000,000 trials"),
+    (tiny(grid=[{"seed": list(range(10))}] * 2000), "the grid has 20,000 trials"),
+    (tiny(grid={"seed": list(range(20_000))}), "20,000 values, over the sweep limit"),
+    (tiny(grid={"widths": ["100000000x64"]}), "at most 16 hidden layers"),
+    (tiny(grid={"widths": [10**30]}), "over the sweep limit of 16,384"),
+    (tiny(grid={"widths": [[10**30, 4]]}), "over the sweep limit of 16,384"),
+    (tiny(grid={"widths": [",".join(["8"] * 100)]}), "more than 16 hidden layers"),
+    (tiny(train__epochs=10**30), "epochs must be at most 10,000"),
+    (tiny(train__epochs=BIG), "epochs must be at most"),
+    (tiny(grid={"seed": [2**40]}), "seed must be at most"),
+    (tiny(train__gamma=BIG), "must be a finite number"),
+    (tiny(train__lr=1e300), "must be at most"),
+    (tiny(evaluate__images=10**30), "images must be at most 70,000"),
+    (tiny(evaluate__rho=[BIG]), "rho must be a finite number"),
+    (tiny(evaluate__rho=[1000.0]), "rho must be at most 100"),
+    (tiny(evaluate__rho=[0.01 * i for i in range(1, 500)]), "over the sweep limit of 100"),
+    (tiny(resources={"cpus_per_trial": BIG}), "cpus_per_trial must be a finite number"),
+    (tiny(resources={"cpus_per_trial": 10**6}), "cpus_per_trial must be at most 1024"),
+    (tiny(resources={"gpus_per_trial": 1000}), "gpus_per_trial.*at most 64"),
+    (tiny(resources={"max_concurrent": 10**30}), "max_concurrent must be at most"),
+])
+def test_every_sweep_field_is_bounded_and_checked_fast(doc, match):
+    t0 = time.perf_counter()
+    with pytest.raises(CRCError, match=match) as info:
+        parse_sweep_config(doc)
+    assert time.perf_counter() - t0 < 2.0
+    assert len(str(info.value)) < 400  # a 400-digit number is not repeated in full
+
+
+@pytest.mark.parametrize("content, match", [
+    (b'name = "\xff\xfe"\n', "not UTF-8"),
+    (b"x = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nest too deeply|not valid TOML"),
+    (b"# " + b"x" * (2 << 20) + b"\n", "over the limit of 1,048,576 bytes"),
+])
+def test_sweep_files_that_are_not_sweeps_are_one_error(tmp_path, content, match):
+    path = tmp_path / "c.toml"
+    path.write_bytes(content)
+    with pytest.raises(CRCError, match=match):
+        load_sweep_config(path)
+    with pytest.raises(CRCError, match="is a folder"):
+        load_sweep_config(tmp_path)
+
+
+@pytest.mark.parametrize("content, match", [(b"\xff\xfe not utf-8", "UnicodeDecodeError"),
+                                            (b"[1, 2]", "JSON list, not a sweep's record"),
+                                            (b"{" * 100_000, "unreadable")])
+def test_a_broken_sweep_json_is_one_error(tmp_path, content, match):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.json").write_bytes(content)
+    with pytest.raises(CRCError, match=match):
+        SweepFolder(out, parse_sweep_config(tiny())).check(resume=True)
+    with pytest.raises(CRCError, match=match):
+        sweep_overview(out)
+
+
+def test_the_lock_file_and_new_folders_go_on_every_exit(tmp_path):
+    out = tmp_path / "new" / "out"
+    folder = SweepFolder(out, parse_sweep_config(tiny()))
+    with pytest.raises(RuntimeError, match="boom"), folder.lock():
+        assert (out / ".lock").exists()
+        raise RuntimeError("boom")
+    assert not (tmp_path / "new").exists()  # a refused run leaves nothing
+    with folder.lock():
+        folder.claim()
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "sweep.json"]
+
+
+def test_damaged_trial_files_count_as_unfinished(tmp_path):
+    config = parse_sweep_config(tiny())
+    folder = SweepFolder(tmp_path / "out", config)
+    folder.prepare(resume=False)
+    first, second = config.trials
+    for trial, name, content in ((first, "status.json", b"\xff\xfe"), (second, "status.json", b"[1, 2]")):
+        folder.trial_dir(trial).mkdir(parents=True)
+        (folder.trial_dir(trial) / name).write_bytes(content)
+    assert [folder.status(t) for t in config.trials] == [{"state": "pending"}] * 2
+    assert [t["state"] for t in sweep_overview(folder.root)["trials"]] == ["pending", "pending"]
+    assert folder.rows() == []

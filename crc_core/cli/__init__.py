@@ -76,8 +76,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args))
     except CRCError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(str(exc))
     except KeyboardInterrupt:
         print("aborted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # a file the command writes or reads outside the library's checks
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}")
+    except (MemoryError, RecursionError) as exc:
+        return _fail(f"the input is too large or nested too deeply to process ({type(exc).__name__}).")
+    except Exception as exc:  # the promise: one line, never a traceback (a bug in crc_core if it happens)
+        return _fail(f"unexpected {type(exc).__name__}: {_one_line(str(exc), 300)} (this is a bug in crc_core; please "
+                     "report it with the command line).")
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    """A message on one line (its lines joined by "; "), at most ``limit`` characters."""
+    joined = "; ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+    return joined if len(joined) <= limit else joined[: limit - 1] + "…"
+
+
+def _fail(message: str) -> int:
+    """Print one ``error:`` line and return the error exit status."""
+    print(f"error: {_one_line(message) or 'failed'}", file=sys.stderr)
+    return EXIT_ERROR

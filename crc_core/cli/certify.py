@@ -12,7 +12,7 @@ from ..certify import SOLVER_MODES, TARGET_MODES
 from ..data import DATASET_NAMES, SPLITS
 from ..errors import CRCError
 from . import certify_methods as cm
-from .common import output_file, require_at_least_one, resolve_device, set_threads
+from .common import output_file, require_at_least_one, resolve_device, set_threads, write_output
 from .progress import Progress
 
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise CRCError(f"--rho: ρ must be a positive finite number, got {args.rho!r}.")
     set_threads(args.threads)
     device = resolve_device(args.device)
-    out = output_file(args.out, "results.csv", create_folder=True)  # fail before the work, not after it
+    out = output_file(args.out, "results.csv")  # fail before the work, not after it (folders made at the end)
     model, _meta = load_checkpoint(args.checkpoint, map_location="cpu")
     methods, refused = cm.choose_methods(model, asked, args.targets)
     model = model.to(device)
@@ -95,14 +95,9 @@ def run(args: argparse.Namespace) -> int:
     s.update(seconds=round(time.perf_counter() - t0, 3), checkpoint=str(args.checkpoint), dataset=ds.source,
              device=str(device), model=model.describe())
     if out is not None:
-        try:
-            if args.json:
-                out.write_text(json.dumps({"summary": s, "images": table.to_dict(orient="records")}, indent=1,
-                                          default=float))
-            else:
-                table.to_csv(out, index=False)
-        except OSError as exc:
-            raise CRCError(f"could not write {out}: {exc}") from None
+        text = (json.dumps({"summary": s, "images": table.to_dict(orient="records")}, indent=1, default=float)
+                if args.json else table.to_csv(index=False))
+        write_output(out, lambda p: p.write_text(text))
     print(summary_text(s))
     return 0
 

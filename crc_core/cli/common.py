@@ -6,7 +6,9 @@ exits with status 2, before any work is done.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import CRCError
@@ -40,7 +42,10 @@ def resolve_device(spec: str):  # -> torch.device
 
 
 def output_file(path: str | None, example: str, *, create_folder: bool = False) -> Path | None:
-    """--out: None stays None; a folder, an uncreatable or unwritable folder is refused before the work starts."""
+    """--out: None stays None; a folder, an uncreatable or unwritable folder is refused before the work starts.
+
+    ``create_folder``: create the missing folders now (training writes its epoch checkpoints there); otherwise only
+    check that the nearest existing folder is writable (:func:`write_output` creates the rest after the work)."""
     if path is None:
         return None
     out = Path(path)
@@ -51,6 +56,27 @@ def output_file(path: str | None, example: str, *, create_folder: bool = False) 
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CRCError(f"--out {out}: cannot create its folder ({exc.strerror}).") from None
-        if not os.access(out.parent, os.W_OK):
-            raise CRCError(f"--out {out}: the folder {out.parent} is not writable.")
+    existing = next(p for p in (out.parent, *out.parent.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise CRCError(f"--out {out}: cannot create its folder ({existing} is not a folder).")
+    if not os.access(existing, os.W_OK):
+        raise CRCError(f"--out {out}: the folder {existing} is not writable.")
     return out
+
+
+def write_output(out: Path, write: Callable[[Path], None]) -> None:
+    """Create ``out``'s missing folders and call ``write(out)``; on failure remove what this call created and
+    raise one CRCError."""
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    existed = out.exists()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write(out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            if not existed:
+                out.unlink()
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise CRCError(f"could not write {out}: {exc.strerror or exc}") from None

@@ -11,6 +11,7 @@ import argparse
 import shlex
 
 from ..activations import CURVATURE_ACTIVATIONS
+from ..checkpoints import sidecar_path
 from ..errors import CRCError
 from ..importers import DATASET_SHAPES, normalize_dataset
 from ..models import FORWARD_ONLY_ACTIVATIONS
@@ -35,11 +36,13 @@ examples:
   # then: where it came from, and certificates
   {PROG} info runs/official-mnist-2.pt
 
-accepted: a file written by torch.save holding the weights of a chain of Linear layers, any depth: fc1..fcN (the
-  official layout), an nn.Sequential (0.weight, 2.weight, ...), layers.N, a prefix such as model. or module., or a
-  dict wrapping them under state_dict / model_state_dict. 784 inputs and 10 classes (28x28 images, 10 labels).
+accepted: a file written by torch.save, or a .safetensors file, holding the weights of a chain of Linear layers,
+  any depth: fc1..fcN (the official layout), an nn.Sequential (0.weight, 2.weight, ...), layers.N, a prefix such
+  as model. or module., or a dict wrapping them under state_dict / model_state_dict. 784 inputs and 10 classes
+  (28x28 images, 10 labels).
 refused (nothing is run, nothing written): a pickle carrying code or a whole pickled model object, TorchScript, a
-  CNN, a missing bias, shapes that do not chain, a size that is not the dataset's, oversized tensors, other formats.
+  CNN, a missing bias, shapes that do not chain, a size that is not the dataset's, oversized tensors or views
+  (limits: docs/reliability.md, "Hostile files and configs"), other formats.
 """
 
 
@@ -50,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "recognise its Linear layers, check it fits the dataset and write it as a CRC Explorer "
                     "checkpoint whose metadata says where it came from (file name, SHA-256, original keys).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", metavar="FILE", help="the foreign model file (a state dict saved with torch.save)")
+    p.add_argument("file", metavar="FILE",
+                   help="the foreign model file (a state dict saved with torch.save, or a .safetensors file)")
     p.add_argument("--activation", default=None, metavar="ACT",
                    help=f"the network's activation: {', '.join(CURVATURE_ACTIVATIONS)} (certifiable) or "
                         f"{', '.join(FORWARD_ONLY_ACTIVATIONS)} (evaluation only); default: from an official "
@@ -80,8 +84,9 @@ def check_args(args: argparse.Namespace) -> None:
     if out.suffix != CHECKPOINT_SUFFIX:
         raise CRCError(f"--out {out}: a checkpoint's name ends in {CHECKPOINT_SUFFIX} (the app and `info` look for "
                        f"*{CHECKPOINT_SUFFIX}), e.g. {out.with_name(out.name + CHECKPOINT_SUFFIX)}.")
-    if out.exists() and not args.force:
-        raise CRCError(f"--out {out} already exists; choose another path or pass --force to replace it.")
+    for taken in (out, sidecar_path(out)):
+        if (taken.exists() or taken.is_symlink()) and not args.force:
+            raise CRCError(f"--out {out}: {taken} already exists; choose another path or pass --force to replace it.")
 
 
 def run(args: argparse.Namespace) -> int:

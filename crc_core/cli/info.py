@@ -70,12 +70,13 @@ def _source_rows(src: Any) -> list[tuple[str, Any]]:
     if not isinstance(src, dict):
         return []
     keys = src.get("original_keys") or []
-    layout = f"{src.get('container')} torch file, {src.get('size_bytes', 0):,} bytes"
+    size = src.get("size_bytes")
+    layout = f"{src.get('container')} file, " + (f"{size:,} bytes" if isinstance(size, int) else f"size {size!r}")
     return [
         ("imported from", src.get("file")),
         ("source sha256", src.get("sha256")),
         ("source layout", layout + (f", under {src['wrapper_key']!r}" if src.get("wrapper_key") else "")),
-        ("original keys", ", ".join(map(str, keys)) if keys else None),
+        ("original keys", ", ".join(map(str, keys)) if isinstance(keys, list) and keys else None),
         ("activation from", src.get("activation_from")),
         ("dataset from", src.get("dataset_from")),
     ]

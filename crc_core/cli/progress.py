@@ -24,6 +24,8 @@ def fmt(v: Any, pct: bool = False) -> str:
     """A metric for people: ``None`` -> "n/a"; fractions as percentages with ``pct``; else 4 significant digits."""
     if v is None:
         return "n/a"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):  # a record written by hand: shown, not computed on
+        return str(v)[:80]
     return f"{100 * v:.2f}%" if pct else f"{v:.4g}"
 
 

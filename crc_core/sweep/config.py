@@ -48,6 +48,7 @@ from typing import Any
 from ..certify import SOLVER_MODES, TARGET_MODES
 from ..compare import METHODS
 from ..errors import CRCError
+from ..safe_load import read_file
 from ..train_config import TrainConfig, parse_widths
 
 try:
@@ -72,6 +73,26 @@ FLOAT_KEYS = frozenset(f.name for f in fields(TrainConfig) if f.type in (float, 
 # certification sample is off (test accuracy is still logged every epoch).
 TRAIN_DEFAULTS: dict[str, Any] = {"eval_samples": 0, "log_every": 50}
 HASH_CHARS = 12  # hex digits of SHA-256 kept in ids: collisions among a sweep's trials are negligible
+
+# Every bound a sweep file is checked against, in one place, before any work (docs/reliability.md says why): a
+# shared config is input like any other; these keep a typo (or a hostile file) from costing hours or gigabytes.
+LIMITS: dict[str, int | float] = {
+    "file_bytes": 1 << 20,       # a sweep file is a few hundred bytes; 1 MiB is far past any real grid
+    "trials": 10_000,            # trials over all grids, counted before any is built (the paper's tables: < 100)
+    "axis_values": 10_000,       # values listed for one grid key
+    "depth": 16,                 # hidden layers of one network (the paper: up to 4 layers)
+    "width": 16_384,             # units of one hidden layer (the paper: 1024)
+    "epochs": 10_000,
+    "images": 70_000,            # images certified per trial (all of MNIST)
+    "rho": 100.0,                # an L2 radius; a 28x28 image in [0, 1] has diameter 28
+    "rho_values": 100,
+    "seed": 2**32 - 1,
+    "cpus_per_trial": 1024,
+    "gpus_per_trial": 64,
+    "max_concurrent": 10_000,
+    "whole": 10**9,              # any other whole number (steps, batch size, limits)
+    "number": 1e9,               # any other number's magnitude (γ, ε, learning rate)
+}
 
 
 @dataclass(frozen=True)
@@ -147,19 +168,31 @@ def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _number(value: Any, where: str, *, positive: bool = False, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CRCError(f"{where} must be a finite number, got {value!r}.")
+def _shown(value: Any) -> str:
+    """A value for an error message, at most 60 characters (a 400-digit number is not repeated in full)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}… ({len(text)} characters)"
+
+
+def _number(value: Any, where: str, *, positive: bool = False, minimum: float | None = None,
+            maximum: float = LIMITS["number"]) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            isinstance(value, float) or abs(value) <= 10**300) or not math.isfinite(value):
+        raise CRCError(f"{where} must be a finite number, got {_shown(value)}.")
     if positive and value <= 0:
-        raise CRCError(f"{where} must be > 0, got {value!r}.")
+        raise CRCError(f"{where} must be > 0, got {_shown(value)}.")
     if minimum is not None and value < minimum:
-        raise CRCError(f"{where} must be ≥ {minimum:g}, got {value!r}.")
+        raise CRCError(f"{where} must be ≥ {minimum:g}, got {_shown(value)}.")
+    if abs(value) > maximum:
+        raise CRCError(f"{where} must be at most {maximum:g} (the sweep limit), got {_shown(value)}.")
     return float(value)
 
 
-def _whole(value: Any, where: str, minimum: int = 1) -> int:
+def _whole(value: Any, where: str, minimum: int = 1, maximum: int | float = LIMITS["whole"]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise CRCError(f"{where} must be a whole number ≥ {minimum}, got {value!r}.")
+        raise CRCError(f"{where} must be a whole number ≥ {minimum}, got {_shown(value)}.")
+    if value > maximum:
+        raise CRCError(f"{where} must be at most {int(maximum):,} (the sweep limit), got {_shown(value)}.")
     return value
 
 
@@ -186,22 +219,42 @@ def _normalise_train_value(key: str, value: Any, where: str) -> Any:
     """One [train] / grid value as TrainConfig wants it: widths parsed, TOML integers made floats where
     TrainConfig has a float (so γ = 0 and γ = 0.0 are the same trial)."""
     if key == "widths":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return (value,)
-        try:
-            if not isinstance(value, (str, list)):
-                raise TypeError
-            return parse_widths(value)
-        except CRCError as exc:
-            raise CRCError(f"{where}: {exc}") from None
-        except (TypeError, ValueError):
-            raise CRCError(f"{where}: widths must be like \"2x1024\", \"1024,1024\" or [1024, 1024], got "
-                           f"{value!r}.") from None
+        return _widths(value, where)
     if isinstance(value, (list, dict)):
-        raise CRCError(f"{where}: {key} must be a single value here, got {value!r}.")
-    if key in FLOAT_KEYS and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+        raise CRCError(f"{where}: {key} must be a single value here, got {_shown(value)}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value  # strings and flags: TrainConfig checks them
+    if isinstance(value, int) and key not in FLOAT_KEYS:
+        top = LIMITS["epochs"] if key == "epochs" else LIMITS["seed"] if key == "seed" else LIMITS["whole"]
+        return _whole(value, where, minimum=-int(LIMITS["whole"]), maximum=top)
+    return _number(value, where)
+
+
+def _widths(value: Any, where: str) -> tuple[int, ...]:
+    """A widths spec ("2x1024", "1024,1024", [1024, 1024], 1024) within the depth and width limits, checked
+    before it is expanded (``"100000000x64"`` is refused from its text, not built)."""
+    text = str(value).lower() if isinstance(value, str) else ""
+    if "x" in text:
+        depth = text.replace("[", "").split("x", 1)[0].strip()
+        if not depth.isdigit() or len(depth) > 4 or int(depth) - 1 > LIMITS["depth"]:
+            raise CRCError(f"{where}: widths {_shown(value)} must have at most {LIMITS['depth']} hidden layers "
+                           "(the sweep limit).")
+    if (isinstance(value, list) and len(value) > LIMITS["depth"]) or text.count(",") >= LIMITS["depth"]:
+        raise CRCError(f"{where}: widths {_shown(value)} has more than {LIMITS['depth']} hidden layers (the sweep "
+                       "limit).")
+    try:
+        if isinstance(value, bool) or not isinstance(value, (str, list, int)):
+            raise TypeError
+        widths = (value,) if isinstance(value, int) else parse_widths(value)
+    except CRCError as exc:
+        raise CRCError(f"{where}: {exc}") from None
+    except (TypeError, ValueError):
+        raise CRCError(f"{where}: widths must be like \"2x1024\", \"1024,1024\" or [1024, 1024], got "
+                       f"{_shown(value)}.") from None
+    too_wide = [w for w in widths if isinstance(w, int) and w > LIMITS["width"]]  # w < 1: TrainConfig says so
+    if too_wide:
+        raise CRCError(f"{where}: a width of {_shown(too_wide[0])} is over the sweep limit of {LIMITS['width']:,}.")
+    return widths
 
 
 def _parse_grids(doc: Mapping[str, Any]) -> list[dict[str, list[Any]]]:
@@ -219,9 +272,21 @@ def _parse_grids(doc: Mapping[str, Any]) -> list[dict[str, list[Any]]]:
             values = values if isinstance(values, list) else [values]
             if not values:
                 raise CRCError(f"{where}: {key} = [] leaves the grid empty; give at least one value.")
-            axes[key] = [_normalise_train_value(key, v, f"{where} {key}") for v in values]
+            if len(values) > LIMITS["axis_values"]:
+                raise CRCError(f"{where}: {key} lists {len(values):,} values, over the sweep limit of "
+                               f"{LIMITS['axis_values']:,}.")
+            axes[key] = values
         out.append(axes)
-    return out
+    n = sum(math.prod(len(v) for v in axes.values()) for axes in out)  # counted, never expanded
+    if n > LIMITS["trials"]:
+        raise CRCError(f"the grid has {n:,} trials, over the sweep limit of {LIMITS['trials']:,}; split it into "
+                       "several sweeps.")
+    return [{k: [_normalise_train_value(k, v, f"{where} {k}") for v in vs] for k, vs in axes.items()}
+            for where, axes in zip(_grid_names(raw, len(out)), out, strict=True)]
+
+
+def _grid_names(raw: Any, n: int) -> list[str]:
+    return ["[grid]"] if not isinstance(raw, list) else [f"[[grid]] #{i + 1}" for i in range(n)]
 
 
 def _parse_evaluate(table: dict[str, Any]) -> EvalSpec:
@@ -231,6 +296,8 @@ def _parse_evaluate(table: dict[str, Any]) -> EvalSpec:
     rho = rho if isinstance(rho, list) else [rho]
     if not rho:
         raise CRCError("[evaluate] rho is empty: give at least one radius, e.g. rho = [0.5].")
+    if len(rho) > LIMITS["rho_values"]:
+        raise CRCError(f"[evaluate] rho lists {len(rho):,} radii, over the sweep limit of {LIMITS['rho_values']}.")
     methods = _string_list(table.get("methods", list(d.methods)), "[evaluate] methods", tuple(METHODS))
     targets = _string_list(table.get("targets", list(d.targets)), "[evaluate] targets", TARGET_MODES)
     for m in methods:
@@ -238,9 +305,9 @@ def _parse_evaluate(table: dict[str, Any]) -> EvalSpec:
             raise CRCError(f"[evaluate] method {m!r} certifies targets {', '.join(METHODS[m].targets)} only; "
                            f"none of {', '.join(targets)}.")
     spec = EvalSpec(
-        rho=tuple(sorted({_number(r, "[evaluate] rho", positive=True) for r in rho})),
+        rho=tuple(sorted({_number(r, "[evaluate] rho", positive=True, maximum=LIMITS["rho"]) for r in rho})),
         targets=targets, methods=methods,
-        images=_whole(table.get("images", d.images), "[evaluate] images"),
+        images=_whole(table.get("images", d.images), "[evaluate] images", maximum=LIMITS["images"]),
         mode=_one_of(table.get("mode", d.mode), "[evaluate] mode", SOLVER_MODES),
         attacks=table.get("attacks", d.attacks), pgd_steps=_whole(table.get("pgd_steps", d.pgd_steps),
                                                                    "[evaluate] pgd_steps"),
@@ -256,11 +323,14 @@ def _parse_evaluate(table: dict[str, Any]) -> EvalSpec:
 
 def _parse_resources(table: dict[str, Any]) -> Resources:
     _check_keys(table, tuple(f.name for f in fields(Resources)), "[resources]")
-    cpus = _number(table.get("cpus_per_trial", 1), "[resources] cpus_per_trial", positive=True)
+    cpus = _number(table.get("cpus_per_trial", 1), "[resources] cpus_per_trial", positive=True,
+                   maximum=LIMITS["cpus_per_trial"])
     gpus = table.get("gpus_per_trial", "auto")
-    gpus = None if gpus == "auto" else _number(gpus, "[resources] gpus_per_trial (a number or \"auto\")", minimum=0)
+    gpus = None if gpus == "auto" else _number(gpus, "[resources] gpus_per_trial (a number or \"auto\")", minimum=0,
+                                               maximum=LIMITS["gpus_per_trial"])
     conc = table.get("max_concurrent")
-    return Resources(cpus, gpus, None if conc is None else _whole(conc, "[resources] max_concurrent"))
+    conc = None if conc is None else _whole(conc, "[resources] max_concurrent", maximum=LIMITS["max_concurrent"])
+    return Resources(cpus, gpus, conc)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -344,15 +414,19 @@ def parse_sweep_config(doc: Mapping[str, Any], *, name: str = "sweep", text: str
 def load_sweep_config(path: str | Path) -> SweepConfig:
     """Read and validate a sweep TOML file (see the module docstring for the format)."""
     path = Path(path)
-    if not path.is_file():
-        raise CRCError(f"Sweep config not found: {path}")
     if tomllib is None:
         raise CRCError("Reading sweep files needs Python ≥ 3.11 (tomllib).")
-    text = path.read_text(encoding="utf-8")
+    data = read_file(path, int(LIMITS["file_bytes"]), what="sweep config")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CRCError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): not a sweep file.") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CRCError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise CRCError(f"{path}: its values nest too deeply to be a sweep file.") from None
     try:
         return parse_sweep_config(doc, name=path.stem, text=text, source=str(path))
     except CRCError as exc:

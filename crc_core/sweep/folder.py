@@ -59,6 +59,38 @@ def write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
     write_atomic(path, (text + "\n").encode())
 
 
+MAX_SWEEP_FILE_BYTES = 64 << 20  # sweep.json lists trial ids: ~100 bytes per trial
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A trial's JSON file (status, result) as a dict; None when missing, unreadable, not UTF-8 JSON or not an
+    object (a damaged file makes the trial count as not finished, never a crash)."""
+    try:
+        if path.stat().st_size > MAX_SWEEP_FILE_BYTES:
+            return None
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_sweep_meta(root: Path) -> dict[str, Any]:
+    """OUT/sweep.json as a dict; CRCError (one sentence) for a missing, unreadable, non-UTF-8, non-JSON or
+    non-object file."""
+    path = root / SWEEP_FILE
+    try:
+        if path.stat().st_size > MAX_SWEEP_FILE_BYTES:
+            raise CRCError(f"{path} is over {MAX_SWEEP_FILE_BYTES:,} bytes: not a sweep's record.")
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CRCError(f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:120]}); choose another output "
+                       "folder.") from None
+    if not isinstance(meta, dict):
+        raise CRCError(f"{path} holds a JSON {type(meta).__name__}, not a sweep's record; choose another output "
+                       "folder.")
+    return meta
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -81,10 +113,7 @@ class SweepFolder:
         existing sweep of this config without ``resume``. Writes nothing."""
         meta_path = self.root / SWEEP_FILE
         if meta_path.is_file():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise CRCError(f"{meta_path} is unreadable ({exc}); choose another output folder.") from None
+            meta = read_sweep_meta(self.root)
             if meta.get("config_hash") != self.config.config_hash:
                 raise CRCError(
                     f"{self.root} holds the results of another sweep config ({meta.get('name')!r}, hash "
@@ -117,8 +146,13 @@ class SweepFolder:
         except ImportError:  # not POSIX: no lock
             yield
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+") as f:
+        created = [p for p in (self.root, *self.root.parents) if not p.exists()]
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            f = open(self.root / LOCK_FILE, "a+")  # noqa: SIM115 - closed below, after the lock file is removed
+        except OSError as exc:
+            raise CRCError(f"Cannot create the sweep folder {self.root}: {exc.strerror or exc}.") from None
+        with f:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -126,8 +160,13 @@ class SweepFolder:
                                ) from None
             try:
                 yield
-            finally:
+            finally:  # every exit path: the lock file goes (removed while held), then the lock
+                with contextlib.suppress(OSError):
+                    (self.root / LOCK_FILE).unlink()
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                for folder in created:  # a refused run leaves no new empty folders behind
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
 
     # -- per trial ------------------------------------------------------------------------------------------
     def trial_dir(self, trial: Trial) -> Path:
@@ -152,9 +191,7 @@ class SweepFolder:
         """{"state": "finished"} or the last status.json ({"state": "pending"} when never started)."""
         if self.is_finished(trial):
             return {"state": "finished"}
-        with contextlib.suppress(OSError, json.JSONDecodeError):
-            return json.loads((self.trial_dir(trial) / "status.json").read_text(encoding="utf-8"))
-        return {"state": "pending"}
+        return read_json_object(self.trial_dir(trial) / "status.json") or {"state": "pending"}
 
     def save_trial(self, trial: Trial, model: Any, row: dict[str, Any], record: dict[str, Any]) -> None:
         """Checkpoint (with the run record in its metadata), record.json, then result.json (the finished mark)."""
@@ -182,8 +219,9 @@ class SweepFolder:
         out = []
         for t in self.config.trials:
             if self.is_finished(t):
-                with contextlib.suppress(OSError, json.JSONDecodeError):
-                    out.append(json.loads((self.trial_dir(t) / RESULT_FILE).read_text(encoding="utf-8")))
+                row = read_json_object(self.trial_dir(t) / RESULT_FILE)
+                if row is not None:
+                    out.append(row)
         return out
 
 
@@ -199,19 +237,14 @@ def sweep_overview(root: str | os.PathLike[str], *, with_epochs: bool = False) -
     may be running ("running" stays recorded when a sweep was killed without clean-up). ``with_epochs``: also
     the finished epochs of unfinished trials (reads each last-epoch.pt). CRCError when ``root`` is not a sweep."""
     root = Path(root)
-    try:
-        meta = json.loads((root / SWEEP_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CRCError(f"{root} is not a readable sweep folder (no valid {SWEEP_FILE}: {exc}).") from None
+    meta = read_sweep_meta(root)
     trials = []
-    for tid in meta.get("trials", []):
+    for tid in meta.get("trials", []) if isinstance(meta.get("trials"), list) else []:
         d = root / "trials" / str(tid)
         if (d / RESULT_FILE).is_file() and (d / MODEL_FILE).is_file():
             trials.append({"trial_id": tid, "state": "finished", "error": None, "checkpoint": d / MODEL_FILE})
             continue
-        status: dict[str, Any] = {"state": "pending"}
-        with contextlib.suppress(OSError, json.JSONDecodeError):
-            status = json.loads((d / "status.json").read_text(encoding="utf-8"))
+        status = read_json_object(d / "status.json") or {"state": "pending"}
         trials.append({"trial_id": tid, "state": status.get("state", "pending"), "error": status.get("error"),
                        "checkpoint": None})
         if with_epochs:
