@@ -9,7 +9,8 @@ One ``.pt`` file, rewritten atomically after every finished epoch (temp file in 
      "rng": {"torch": ByteTensor, "shuffle": ByteTensor, "cuda": [ByteTensor]},
      "history": [events], "metrics": {last evaluation}}
 
-Read only with ``torch.load(weights_only=True)``. Resuming restores the weights, Adam's moments, the
+Read only through the loading gate (:func:`crc_core.safe_load.load_file`: its checks, then
+``torch.load(weights_only=True)``). Resuming restores the weights, Adam's moments, the
 regularizer's warm-start vectors and every random stream as they were at the end of the epoch, so the run goes on
 as if it had never stopped: on CPU the final weights equal an uninterrupted run's bit for bit (tests/test_train.py).
 This is not a model checkpoint for other tools (that is :mod:`crc_core.checkpoints`); it is removed or
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import CheckpointError
+from .safe_load import load_file
 
 if TYPE_CHECKING:
     from .train import RunState, TrainConfig
@@ -102,8 +103,8 @@ def load_epoch_checkpoint(path: str | os.PathLike[str], config: TrainConfig, n_t
     if not path.is_file():
         raise CheckpointError(f"No epoch checkpoint to resume from: {path} does not exist.")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+        raw = load_file(path)[1]  # the loading gate every file goes through (crc_core.safe_load)
+    except CheckpointError as exc:
         raise CheckpointError(f"{path} is not a readable epoch checkpoint (refused or corrupt): {exc}") from None
     if not isinstance(raw, dict) or raw.get("format") != EPOCH_FORMAT_TAG:
         raise CheckpointError(f"{path} is not an epoch checkpoint of crc_core.train.")
@@ -133,8 +134,8 @@ def epochs_done(path: str | os.PathLike[str]) -> int:
     """Finished epochs recorded in the epoch checkpoint at ``path`` (read with weights_only=True); 0 when the
     file is unreadable (train() reports why when it loads it)."""
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError):
+        raw = load_file(path)[1]
+    except CheckpointError:
         return 0
     return int(raw.get("epoch", 0)) if isinstance(raw, dict) and raw.get("format") == EPOCH_FORMAT_TAG else 0
 

@@ -477,3 +477,12 @@ def test_damaged_trial_files_count_as_unfinished(tmp_path):
     assert [folder.status(t) for t in config.trials] == [{"state": "pending"}] * 2
     assert [t["state"] for t in sweep_overview(folder.root)["trials"]] == ["pending", "pending"]
     assert folder.rows() == []
+
+
+def test_damaged_result_files_are_skipped_when_the_table_is_rebuilt(tmp_path):
+    """read_results rebuilds the table from trials/*/result.json: a non-UTF-8, non-JSON or non-object file is
+    skipped (the trial counts as not finished), never a traceback."""
+    for name, content in (("a", b"\xff\xfe not utf-8"), ("b", b"[1, 2]"), ("c", b'{"trial_id": "c", "x": 1}')):
+        (tmp_path / "trials" / name).mkdir(parents=True)
+        (tmp_path / "trials" / name / "result.json").write_bytes(content)
+    assert list(read_results(tmp_path)["trial_id"]) == ["c"]

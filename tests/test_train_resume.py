@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hostile_files import stride0_mlp
 
 from crc_core.data import Dataset, load_dataset
 from crc_core.epoch_checkpoint import EPOCH_FORMAT_TAG, load_epoch_checkpoint
@@ -103,6 +104,12 @@ def test_mismatched_or_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
         load_epoch_checkpoint(truncated, tiny(), 192)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_epoch_checkpoint(tmp_path / "missing.pt", tiny(), 192)
+    # the loading gate guards this file too: a 1 kB file of stride-0 views of 784-14000-13400-10 is refused
+    # before torch builds anything (torch.load alone would materialise ~0.8 GB here)
+    bomb = tmp_path / "bomb.pt"
+    bomb.write_bytes(stride0_mlp([784, 14000, 13400, 10]))
+    with pytest.raises(CheckpointError, match="refused or corrupt"):
+        load_epoch_checkpoint(bomb, tiny(), 192)
 
 
 def test_cli_train_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

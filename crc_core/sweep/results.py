@@ -9,16 +9,14 @@ optional ``empirical_robust_<ρ>`` / ``attack_success_<ρ>`` and ``K_lb`` / ``K_
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .folder import RESULT_FILE, write_atomic
+from .folder import RESULT_FILE, read_json_object, write_atomic
 
 __all__ = ["parquet_available", "read_results", "results_frame", "results_markdown", "write_results"]
 
@@ -66,8 +64,9 @@ def read_results(root: str | Path):
     root = Path(root)
     rows = []
     for path in sorted((root / "trials").glob(f"*/{RESULT_FILE}")):
-        with contextlib.suppress(OSError, json.JSONDecodeError):
-            rows.append(json.loads(path.read_text(encoding="utf-8")))
+        row = read_json_object(path)  # None for a damaged file: rebuilt rows skip it, never a crash
+        if row is not None:
+            rows.append(row)
     for name, reader in (("results.parquet", pd.read_parquet), ("results.csv", pd.read_csv)):
         path = root / name
         if path.is_file() and (name != "results.parquet" or parquet_available()):
