@@ -43,7 +43,7 @@ from .attack import curvature_attack
 from .baselines.relu_quadratic import certified_at
 from .bounds import CurvatureRegularizer, curvature_bounds
 from .certify import certify
-from .data import DATASET_NAMES, Dataset, load_dataset
+from .data import DATASET_NAMES, Dataset, in_unit_box, load_dataset
 from .device import default_device
 from .epoch_checkpoint import load_epoch_checkpoint, restore_run, save_epoch_checkpoint
 from .errors import CRCError
@@ -90,7 +90,8 @@ class TrainConfig:
     """Everything that defines a training run (stored in checkpoint metadata via :meth:`to_dict`).
 
     Args:
-        dataset: "embedded" (shipped Fashion-MNIST subset), "fashion-mnist" or "mnist" (see crc_core.data).
+        dataset: "embedded" (shipped Fashion-MNIST subset), "fashion-mnist", "mnist", or a 2-D toy ("moons",
+            "circles", "spirals", "xor", "blobs" with the defaults their name carries; see crc_core.data).
         data_root: folder of IDX files for fashion-mnist / mnist (None: found automatically).
         widths: hidden widths; (256,) is the 2-layer net "2x[256]", (1024, 1024) is "3x[1024,1024]".
         activation: "softplus", "sigmoid" or "tanh" (curvature needs a smooth activation), or "relu" for the
@@ -348,7 +349,8 @@ def _relu_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: floa
 
 
 def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, rho: float = 0.5,
-                  eval_samples: int = 100, all_targets: bool = True, mode: str = "fast") -> dict[str, Any]:
+                  eval_samples: int = 100, all_targets: bool = True, mode: str = "fast",
+                  clamp: bool = True) -> dict[str, Any]:
     """The metrics reported after a training epoch, on a test set (images (N, D) in [0, 1], labels (N,)).
 
     Returns a dict with
@@ -363,7 +365,8 @@ def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor],
       mean_K_ub: mean certification-grade K (Theorems 3/4) over the sample's (prediction, runner-up) pairs
         (None for ReLU nets);
       eval_rho, eval_samples, eval_seconds.
-    Follows the model's device. (The per-image evaluation tables of the paper are :func:`crc_core.evaluate.evaluate`.)
+    ``clamp``: PGD keeps pixels in [0, 1] (False for the 2-D toys' raw coordinates). Follows the model's device.
+    (The per-image evaluation tables of the paper are :func:`crc_core.evaluate.evaluate`.)
     """
     t0 = time.perf_counter()
     images, labels = (test.images, test.labels) if isinstance(test, Dataset) else test
@@ -378,7 +381,7 @@ def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor],
         idx = fixed_eval_sample(images.shape[0], eval_samples).to(dev)
         xs, ys = images[idx], labels[idx]
         out["eval_samples"] = int(xs.shape[0])
-        robust = pgd_robust(model, xs, ys, eps=rho, steps=EVAL_PGD_STEPS)
+        robust = pgd_robust(model, xs, ys, eps=rho, steps=EVAL_PGD_STEPS, clamp=clamp)
         out["empirical_robust_accuracy"] = float(robust.float().mean())
         if model.activation_name == "relu":
             out.update(_relu_certificates(model, xs, ys, rho, all_targets=all_targets))
@@ -392,7 +395,8 @@ def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor],
 def config_epoch_metrics(model: MLP, config: TrainConfig, test: Dataset) -> dict[str, Any]:
     """:func:`epoch_metrics` with the evaluation settings of ``config`` (eval_rho, eval_samples, ...)."""
     return epoch_metrics(model, test, rho=config.eval_rho, eval_samples=config.eval_samples,
-                         all_targets=config.eval_all_targets, mode=config.eval_mode)
+                         all_targets=config.eval_all_targets, mode=config.eval_mode,
+                         clamp=in_unit_box(config.dataset))
 
 
 def final_metrics(config: TrainConfig, result: TrainResult, test: Dataset | None = None) -> dict[str, Any]:
@@ -634,11 +638,12 @@ def _kind_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K:
     """(loss without the γ term, its cross-entropy part, extra statistics) for the batch x (B, D), y (B,)."""
     if config.kind == "pgd":
         loss, s = pgd_training_loss(model, x, y, eps=config.adv_eps, steps=config.adv_steps,
-                                    step_size=config.adv_step_size, random_start=config.adv_random_start)
+                                    step_size=config.adv_step_size, random_start=config.adv_random_start,
+                                    clamp=in_unit_box(config.dataset))
         return loss, loss, {"attack_accuracy": s["adv_acc"]}
     if config.kind == "trades":
         loss, s = trades_loss(model, x, y, beta=config.trades_beta, eps=config.adv_eps, steps=config.adv_steps,
-                              step_size=config.adv_step_size)
+                              step_size=config.adv_step_size, clamp=in_unit_box(config.dataset))
         ce = torch.tensor(s["natural_loss"])
         return loss, ce, {"attack_accuracy": s["adv_acc"], "robust_kl": s["robust_kl"]}
     x_in, extra = x, {}

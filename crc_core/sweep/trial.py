@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..attack import curvature_attack, pgd_attack
-from ..data import Dataset, load_dataset
+from ..data import Dataset, in_unit_box, load_dataset
 from ..device import describe_device
 from ..evaluate import curvature_table
 from ..models import MLP
@@ -63,8 +63,8 @@ def _accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
     return hits / max(1, x.shape[0])
 
 
-def _attacks(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec) -> tuple[dict[str, float],
-                                                                                   dict[float, torch.Tensor]]:
+def _attacks(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, clamp: bool = True
+             ) -> tuple[dict[str, float], dict[float, torch.Tensor]]:
     """Per ρ: empirical robust accuracy (correct and fooled neither by L2 PGD nor by Algorithm 2 against the
     runner-up; an upper bound on the true robust accuracy) and Algorithm 2's success rate (primal = dual).
     Also returns, per ρ, the (N,) mask of images an attack moved to another class within ρ."""
@@ -76,7 +76,7 @@ def _attacks(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec) -> tu
     out: dict[str, float] = {}
     fooled_at: dict[float, torch.Tensor] = {}
     for rho in spec.rho:
-        _, fooled = pgd_attack(model, x, y, rho, steps=spec.pgd_steps, clamp=True)
+        _, fooled = pgd_attack(model, x, y, rho, steps=spec.pgd_steps, clamp=clamp)
         ca = curvature_attack(model, x, pred, runner_up(logits, pred), rho)
         fooled_at[rho] = fooled | ca.fooled
         out[f"empirical_robust_{rho:g}"] = float((correct & ~fooled_at[rho]).float().mean())
@@ -112,7 +112,7 @@ def evaluate_trial(model: MLP, test: Dataset, spec: EvalSpec) -> dict[str, Any]:
     row["n_images"] = int(x.shape[0])
     fooled_at: dict[float, torch.Tensor] = {}
     if spec.attacks:
-        attack_cols, fooled_at = _attacks(model, x, y, spec)
+        attack_cols, fooled_at = _attacks(model, x, y, spec, in_unit_box(test.name))
         row.update(attack_cols)
     for name in spec.methods:
         method = METHODS[name]
