@@ -50,9 +50,9 @@ from .dataset import (
 from .embedded import ASSETS_PACKAGE, EMBEDDED_DIR, EMBEDDED_SUBSET, REPO_ROOT, embedded_dir, load_embedded
 from .idx import (
     PUBLISHED_LABEL_COUNTS,
-    _find_in,
     dataset_dirs,
     find_idx_files,
+    find_in_folder,
     identify_labels,
     load_idx_folder,
     read_idx,
@@ -154,7 +154,7 @@ def _files_in(folder: Path, name: str, split: str, *, flat: str) -> tuple[Path, 
     labels identify the other dataset; with ``flat="identified"`` the flat folder only when they identify ``name``.
     """
     for folder_ in (*dataset_dirs(folder, name), folder, folder / "raw"):
-        found = _find_in(folder_, split)
+        found = find_in_folder(folder_, split)
         if found is None:
             continue
         found_as = _identify_file(found[1])

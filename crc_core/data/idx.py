@@ -180,7 +180,8 @@ def _search_dirs(root: Path, name: str | None) -> Iterator[Path]:
     yield root / "raw"
 
 
-def _find_in(folder: Path, split: str) -> tuple[Path, Path] | None:
+def find_in_folder(folder: Path, split: str) -> tuple[Path, Path] | None:
+    """``(images, labels)`` paths of ``split`` directly in ``folder`` (any distribution's file names), or None."""
     images = next((folder / n for n in _candidate_names(split, "images") if (folder / n).is_file()), None)
     labels = next((folder / n for n in _candidate_names(split, "labels") if (folder / n).is_file()), None)
     return (images, labels) if images is not None and labels is not None else None
@@ -196,7 +197,7 @@ def find_idx_files(
     """
     check_split(split)
     for folder in _search_dirs(Path(root), name):
-        found = _find_in(folder, split)
+        found = find_in_folder(folder, split)
         if found is not None:
             return found
     return None
