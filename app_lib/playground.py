@@ -22,7 +22,7 @@ import torch
 from crc_core.bounds import curvature_bounds
 from crc_core.certify import certify
 from crc_core.compare import RELU_METHOD, compare_certificates
-from crc_core.data import TOY_DEFAULTS, Dataset, load_dataset
+from crc_core.data import TOY_DEFAULTS, TOY_NAMES, Dataset, load_dataset
 from crc_core.errors import CRCError
 from crc_core.models import MLP
 from crc_core.plane import (
@@ -224,6 +224,12 @@ def point_view(toy: TrainedToy, x0: torch.Tensor) -> PointView:
                      time.perf_counter() - t0)
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def cached_point_view(key: str, _toy: TrainedToy, x0: tuple[float, float]) -> PointView:
+    """:func:`point_view` at x0 = (x, y), cached per trained net (``key``) and point (the Lesson's fixed points)."""
+    return point_view(_toy, torch.tensor(x0, dtype=torch.float32))
+
+
 @dataclass
 class CurvatureView:
     """Measured curvature |λ|max of ∇²(z_y − z_t) over the plotted square (G, G) beside the pair's K_ub."""
@@ -258,4 +264,91 @@ def default_point(toy: TrainedToy) -> torch.Tensor:
     return toy.test.images[order[len(order) // 3]].clone()
 
 
+TOYS: tuple[str, ...] = TOY_NAMES  # the datasets the Playground offers
 TOY_NOISE_DEFAULTS = {name: spec.noise for name, spec in TOY_DEFAULTS.items()}
+
+
+def train_live(run: ToyRun, status: Any, chart: Any, *, every: float = 0.4) -> TrainedToy:
+    """Train ``run`` now, drawing its training curves into the placeholder ``chart`` and the progress into
+    ``status`` (a st.progress) at most every ``every`` seconds; the result is also the cache's for ``run``."""
+    from . import plots  # the shared training-curves figure
+
+    events: list[dict[str, Any]] = []
+    last = [0.0]
+
+    def on_event(e: dict[str, Any]) -> None:
+        events.append(e)
+        now = time.perf_counter()
+        if e.get("kind") == "step" and now - last[0] >= every:
+            last[0] = now
+            status.progress(min(1.0, e["step"] / max(1, e["total_steps"])),
+                            text=f"training {run.label()}: step {e['step']} of {e['total_steps']}")
+            chart.plotly_chart(plots.training_curves(events, title=f"Training {run.label()}"), width="stretch",
+                               key=f"pg_live_{len(events)}")
+
+    toy = train_toy_now(run, on_event)
+    status.progress(1.0, text=f"trained {run.label()} in {toy.seconds:.1f} s, test accuracy {toy.test_accuracy:.0%}")
+    return toy
+
+
+def gap_rows(view: PointView) -> list[dict[str, Any]]:
+    """The table beside the plane: one row per certificate (radius, gap to the true distance, sound?), then the
+    truth itself."""
+    names = {"crc": "CRC (curvature, this paper)", RELU_METHOD: "App. G (2-layer ReLU)", "crown": "CROWN",
+             "lipschitz": "first-order (Lipschitz)"}
+    d = view.true_distance
+    rows = [{"certificate": names[m], "radius": r, "gap to truth": d - r if math.isfinite(d) else None,
+             "sound here": bool(r <= d * (1 + 1e-9))} for m, r in view.radii.items()]
+    rows += [{"certificate": f"{names.get(m, m)}: refused", "radius": None, "gap to truth": None,
+              "sound here": None, "why": why} for m, why in view.refused.items()]
+    rows.append({"certificate": "TRUE distance (dense search)", "radius": d, "gap to truth": 0.0,
+                 "sound here": None})
+    return rows
+
+
+TOY_KEY = "pg_toys"  # session_state: [the trained net, its control (optional)]
+CLICK_KEY = "pg_plane"  # the plane chart's selection state
+_APPLIED_KEY = "pg_click_applied"
+RELU_TEXT = (
+    "**Why no curvature bound can exist.** On each coloured piece a ReLU net is affine: its Hessian is exactly 0. "
+    "Across a kink the gradient jumps, so the curvature there is infinite (a Dirac spike): no finite K bounds "
+    "it, and CRC refuses ReLU nets. **App. G still works on a 2-layer ReLU net**: each hidden unit is bounded "
+    "above and below by quadratics, which gives a quadratic lower bound of the margin and a certified disc "
+    "(its radius is in the table beside the plane, with CROWN and the first-order bound, which need no curvature)."
+)
+
+
+def apply_click(state: Any) -> bool:
+    """Move the typed coordinates (``pg_x``, ``pg_y``) to the point last clicked on the plane, once per click.
+    Returns True when a new click was applied. ``state``: st.session_state (a mapping)."""
+    event = state.get(CLICK_KEY)
+    points = (event or {}).get("selection", {}).get("points", []) if hasattr(event, "get") else []
+    if not points:
+        return False
+    p = points[0]
+    sig = (round(float(p["x"]), 9), round(float(p["y"]), 9))
+    if state.get(_APPLIED_KEY) == sig:
+        return False
+    state[_APPLIED_KEY] = sig
+    state["pg_x"], state["pg_y"] = sig
+    return True
+
+
+def side_caption(view: PointView) -> str:
+    """One line under a side-by-side panel: the radii and the truth at the shared point."""
+    parts = [f"{m}: {r:.3f}" for m, r in view.radii.items()]
+    return f"true distance {view.true_distance:.3f}; certified radii " + ", ".join(parts)
+
+
+def curvature_caption(cv: CurvatureView) -> str:
+    top = float(cv.measured.max())
+    return (f"Measured: the exact Hessian eigenvalues of the margin z{cv.pair[0]} − z{cv.pair[1]} on a "
+            f"{CURVATURE_GRID}×{CURVATURE_GRID} grid; their largest |λ| is {top:.3g}. K_ub = {cv.K_ub:.3g} bounds "
+            f"the curvature everywhere in ℝ² (not only here), so it is larger: the ratio "
+            f"{cv.K_ub / max(top, 1e-300):.2f} is what a tighter bound could still gain. "
+            "A smaller K_ub gives a larger CRC disc.")
+
+
+def target_for(view: PointView) -> int:
+    """The class whose margin the curvature view measures: CRC's arg-min target, else the first other class."""
+    return view.target if view.target >= 0 else (1 if view.pred == 0 else 0)

@@ -137,7 +137,7 @@ def true_distance(model: MLP, x0: torch.Tensor, *, r_max: float, n_angles: int =
     keep = lo <= bound[b_idx]  # only rays whose bracket can hold the closest crossing are refined
     b_idx, a_idx, lo, hi = b_idx[keep], a_idx[keep], lo[keep], hi[keep]
     origin, d, want = x[b_idx], dirs[a_idx], pred[b_idx]
-    for _ in range(BISECT_STEPS):
+    for _ in range(BISECT_STEPS if hi.numel() else 0):
         mid = 0.5 * (lo + hi)
         flipped = _logits64(m64, origin + mid[:, None] * d).argmax(1) != want
         hi, lo = torch.where(flipped, mid, hi), torch.where(flipped, lo, mid)
