@@ -284,7 +284,7 @@ def train_live(run: ToyRun, status: Any, chart: Any, *, every: float = 0.4) -> T
             status.progress(min(1.0, e["step"] / max(1, e["total_steps"])),
                             text=f"training {run.label()}: step {e['step']} of {e['total_steps']}")
             chart.plotly_chart(plots.training_curves(events, title=f"Training {run.label()}"), width="stretch",
-                               key=f"pg_live_{len(events)}")
+                               key=f"pg_live_{run.kind}_{len(events)}")
 
     toy = train_toy_now(run, on_event)
     status.progress(1.0, text=f"trained {run.label()} in {toy.seconds:.1f} s, test accuracy {toy.test_accuracy:.0%}")

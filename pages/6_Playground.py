@@ -38,7 +38,10 @@ live_status, live_chart = st.empty(), st.empty()
 with ui.guard("Training"):
     run = pg.ToyRun(dataset, int(size), float(noise), int(seed), int(classes), pg.ARCHITECTURES[arch], act,
                     epochs=int(epochs), gamma=float(gamma), eps=float(eps))
-    if go_train or pg.TOY_KEY not in st.session_state:
+    if pg.TOY_KEY not in st.session_state and not go_train:  # first visit: the default net, trained once per process
+        with st.spinner("Training the default network (once; a few seconds)..."):
+            st.session_state[pg.TOY_KEY] = [pg.train_toy(pg.ToyRun())]
+    if go_train:
         toys = [pg.train_live(run, live_status.progress(0.0), live_chart)]
         if control != "none":
             toys.append(pg.train_live(run.control(control), live_status.progress(0.0), live_chart))

@@ -1,0 +1,65 @@
+"""The Lesson page through AppTest: every step opens from its own link (?step=N) with its figure and text, Next
+and Back move through the steps and rewrite the link, a bad link opens step 1, the last step leads to Certify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+pytest.importorskip("plotly")
+
+import app_helpers as H
+from streamlit.testing.v1 import AppTest
+
+from app_lib import lesson
+
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "7_Lesson.py")
+
+
+def _open(step: str | None = None) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=H.APPTEST_TIMEOUT)
+    if step is not None:
+        at.query_params["step"] = step
+    at.run()
+    H.assert_clean(at)
+    return at
+
+
+def _title(at: AppTest) -> str:
+    return at.markdown[0].value
+
+
+@pytest.mark.parametrize("n", range(1, len(lesson.STEPS) + 1))
+def test_every_step_opens_from_its_link(n: int) -> None:
+    at = _open(str(n))
+    step = lesson.STEPS[n - 1]
+    assert _title(at) == f"#### Step {n} of {len(lesson.STEPS)} · {step.title}"
+    assert len(at.get("plotly_chart")) == (2 if len(step.runs) == 2 else 1)
+    assert any(m.value == step.text for m in at.markdown)
+    assert at.query_params["step"] == str(n)
+
+
+def test_next_and_back_rewrite_the_link() -> None:
+    at = _open("3")
+    at.button(key="lesson_next").click().run()
+    H.assert_clean(at)
+    assert _title(at).startswith("#### Step 4") and at.query_params["step"] == "4"
+    at.button(key="lesson_back").click().run()
+    at.button(key="lesson_back").click().run()
+    assert _title(at).startswith("#### Step 2") and at.query_params["step"] == "2"
+
+
+@pytest.mark.parametrize("bad", ["0", "99", "three", ""])
+def test_a_bad_link_opens_step_one(bad: str) -> None:
+    assert lesson.step_from_query(bad) == 1
+    assert lesson.step_from_query(None) == 1 and lesson.step_from_query("7") == 7
+
+
+def test_first_and_last_steps_disable_their_ends() -> None:
+    at = _open("1")
+    assert at.button(key="lesson_back").disabled and not at.button(key="lesson_next").disabled
+    at = _open(str(len(lesson.STEPS)))
+    assert at.button(key="lesson_next").disabled
+    assert any("Certify page" in m.value for m in at.markdown)
