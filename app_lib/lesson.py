@@ -18,7 +18,7 @@ from . import playground_figures as pf
 from .ui import PAGES
 
 CERTIFY_PAGE = next(p for p in PAGES if p.label == "Certify")  # where the last step leads
-FIG_HEIGHT = 470  # fits a 1280×720 projector with the title and the buttons
+FIG_HEIGHT = 470  # fits a 1280×720 projector with the step title above it
 SMOOTH = pg.ToyRun(dataset="moons", size=300, noise=0.12, seed=1, widths=(32,), activation="tanh", epochs=40)
 FLAT = SMOOTH.control("crt")
 RELU = pg.ToyRun(dataset="moons", size=300, noise=0.12, seed=1, widths=(32,), activation="relu", epochs=40)

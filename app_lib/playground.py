@@ -252,16 +252,20 @@ def curvature_view(key: str, _toy: TrainedToy, y: int, t: int) -> CurvatureView:
 
 
 def default_point(toy: TrainedToy) -> torch.Tensor:
-    """A teaching point (2,): the correctly classified test point whose top-two margin is the median's among
-    class 0's (near the boundary but not on it). Deterministic for a trained net."""
+    """A teaching point (2,): among the correctly classified class-0 test points whose top-two margin lies between
+    the 20% and 50% quantiles (near the boundary, not on it), the one closest to the data's centre.
+    Deterministic for a trained net."""
     with torch.no_grad():
         z = toy.model(toy.test.images)
     top2 = z.topk(2, dim=1).values
     margin = top2[:, 0] - top2[:, 1]
     ok = (z.argmax(1) == toy.test.labels) & (toy.test.labels == 0)
     idx = ok.nonzero()[:, 0] if ok.any() else torch.arange(len(toy.test))
-    order = idx[margin[idx].argsort()]
-    return toy.test.images[order[len(order) // 3]].clone()
+    lo, hi = torch.quantile(margin[idx], torch.tensor([0.2, 0.5]))
+    band = idx[(margin[idx] >= lo) & (margin[idx] <= hi)]
+    band = band if band.numel() else idx
+    centre = toy.test.images.mean(0)
+    return toy.test.images[band[(toy.test.images[band] - centre).norm(dim=1).argmin()]].clone()
 
 
 TOYS: tuple[str, ...] = TOY_NAMES  # the datasets the Playground offers

@@ -23,7 +23,7 @@ METHOD_STYLE = {  # name shown, colour, dash
     "lipschitz": ("first-order (Lipschitz) disc", "#31a354", "dot"),
 }
 CLICK_GRID = 49  # invisible markers a click can pick (49×49 over the square)
-HEIGHT = 560
+HEIGHT = 470
 
 
 def _discrete_scale(colors: Sequence[str]) -> list[list]:
@@ -44,15 +44,23 @@ def _base(grid: PlaneGrid, n_classes: int, title: str) -> go.Figure:
     colors = REGION_COLORS[:n_classes]
     fig = go.Figure(go.Heatmap(x=xs, y=ys, z=grid.classes.numpy(), zmin=-0.5, zmax=n_classes - 0.5,
                                colorscale=_discrete_scale(colors), showscale=False, hoverinfo="skip"))
-    fig.add_trace(go.Contour(x=xs, y=ys, z=grid.classes.numpy().astype(float), showscale=False, hoverinfo="skip",
-                             contours={"coloring": "none", "start": 0.5, "end": n_classes - 1.5, "size": 1},
-                             line={"color": "black", "width": 2.5}, name="decision boundary", showlegend=True))
-    fig.update_layout(title=title, height=HEIGHT, margin={"l": 10, "r": 10, "t": 50, "b": 10},
-                      legend={"orientation": "h", "y": -0.06, "x": 0}, plot_bgcolor="white")
+    _boundary(fig, grid)
+    fig.update_layout(title={"text": title, "font": {"size": 14}}, height=HEIGHT, plot_bgcolor="white",
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"font": {"size": 11}})
     fig.update_xaxes(range=[xs[0], xs[-1]], constrain="domain", showgrid=False, zeroline=False)
     fig.update_yaxes(range=[ys[0], ys[-1]], scaleanchor="x", scaleratio=1, constrain="domain", showgrid=False,
                      zeroline=False)
     return fig
+
+
+def _boundary(fig: go.Figure, grid: PlaneGrid, color: str = "black") -> None:
+    """The decision boundary: the zero line of each class's lead z_c − max_{j≠c} z_j (interpolated between grid
+    points, so it is smooth; a boundary between two classes is drawn by both, on the same line)."""
+    for c in range(grid.lead.shape[0]):
+        fig.add_trace(go.Contour(x=grid.xs.numpy(), y=grid.ys.numpy(), z=grid.lead[c].numpy(), showscale=False,
+                                 hoverinfo="skip", contours={"coloring": "none", "start": 0, "end": 0, "size": 1},
+                                 line={"color": color, "width": 2.5}, name="decision boundary",
+                                 showlegend=c == 0, legendgroup="boundary"))
 
 
 def _points(fig: go.Figure, points: torch.Tensor, labels: torch.Tensor, names: Sequence[str]) -> None:
@@ -81,7 +89,7 @@ def _click_layer(fig: go.Figure, grid: PlaneGrid) -> None:
     ys = np.linspace(float(grid.ys[0]), float(grid.ys[-1]), CLICK_GRID)
     X, Y = np.meshgrid(xs, ys)
     fig.add_trace(go.Scatter(x=X.ravel(), y=Y.ravel(), mode="markers", name="click to pick", showlegend=False,
-                             marker={"size": 9, "opacity": 0.0, "color": "black"},
+                             marker={"size": 10, "color": "rgba(0,0,0,0)"},
                              hovertemplate="pick (%{x:.2f}, %{y:.2f})<extra></extra>"))
 
 
@@ -143,10 +151,7 @@ def curvature_figure(cv, *, title: str | None = None) -> go.Figure:
     fig = go.Figure(go.Heatmap(x=cv.grid.xs.numpy(), y=cv.grid.ys.numpy(), z=m, colorscale="Viridis",
                                zmin=0, zmax=max(top, 1e-12), colorbar={"title": "|λ|max"},
                                hovertemplate="(%{x:.2f}, %{y:.2f}): |λ| = %{z:.3f}<extra></extra>"))
-    fig.add_trace(go.Contour(x=cv.grid.xs.numpy(), y=cv.grid.ys.numpy(), z=cv.grid.classes.numpy().astype(float),
-                             showscale=False, hoverinfo="skip", contours={"coloring": "none", "start": 0.5,
-                                                                          "end": 2.5, "size": 1},
-                             line={"color": "white", "width": 2}))
+    _boundary(fig, cv.grid, color="white")
     y, t = cv.pair
     fig.update_layout(title=title or f"Measured curvature of z{y} − z{t}: max {top:.3g} over the plane ≤ "
                                      f"K_ub = {cv.K_ub:.3g} (the bound CRC uses)",
@@ -164,13 +169,9 @@ def pieces_figure(grid: PlaneGrid, pieces: torch.Tensor, *, title: str | None = 
     ids = (pieces % len(palette)).numpy()
     fig = go.Figure(go.Heatmap(x=grid.xs.numpy(), y=grid.ys.numpy(), z=ids, zmin=-0.5, zmax=len(palette) - 0.5,
                                colorscale=_discrete_scale(palette), showscale=False, hoverinfo="skip"))
-    fig.add_trace(go.Contour(x=grid.xs.numpy(), y=grid.ys.numpy(), z=grid.classes.numpy().astype(float),
-                             showscale=False, hoverinfo="skip", name="decision boundary", showlegend=True,
-                             contours={"coloring": "none", "start": 0.5, "end": 2.5, "size": 1},
-                             line={"color": "black", "width": 3}))
+    _boundary(fig, grid)
     fig.update_layout(title=title or f"{n} linear pieces: on each the net is affine (Hessian 0), at the kinks "
-                                     "it has none", height=HEIGHT, margin={"l": 10, "r": 10, "t": 50, "b": 10},
-                      legend={"orientation": "h", "y": -0.06})
+                                     "it has none", height=HEIGHT, margin={"l": 10, "r": 10, "t": 50, "b": 10})
     fig.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain", range=[float(grid.ys[0]),
                                                                                float(grid.ys[-1])])
     fig.update_xaxes(constrain="domain", range=[float(grid.xs[0]), float(grid.xs[-1])])

@@ -35,12 +35,14 @@ _COARSE_ANGLES, _COARSE_STRIDE = 90, 4  # the coarse pass: 90 rays, every 4th ra
 @dataclass
 class PlaneGrid:
     """A G×G grid over [lo, hi]²: xs (G,), ys (G,); point [i, j] = (xs[j], ys[i]) (rows follow y, as a heatmap);
-    classes (G, G) int64; margin (G, G) float64: top logit − second logit (0 on the boundary)."""
+    classes (G, G) int64; margin (G, G) float64: top logit − second logit (0 on the boundary); lead (C, G, G)
+    float64: z_c − max_{j≠c} z_j per class c (> 0 exactly inside class c's region, its zero line the boundary)."""
 
     xs: torch.Tensor
     ys: torch.Tensor
     classes: torch.Tensor
     margin: torch.Tensor
+    lead: torch.Tensor
 
     @property
     def points(self) -> torch.Tensor:
@@ -102,7 +104,9 @@ def plane_grid(model: MLP, lo: tuple[float, float], hi: tuple[float, float], n: 
     ys = torch.linspace(lo[1], hi[1], n, dtype=torch.float64)
     z = _logits64(as_dtype(model, torch.float64), _mesh(xs, ys))
     top2 = z.topk(2, dim=1).values
-    return PlaneGrid(xs, ys, z.argmax(1).reshape(n, n), (top2[:, 0] - top2[:, 1]).reshape(n, n))
+    best_other = torch.where(z == top2[:, :1], top2[:, 1:2], top2[:, :1])  # max over j ≠ c, for every c
+    lead = (z - best_other).T.reshape(-1, n, n)
+    return PlaneGrid(xs, ys, z.argmax(1).reshape(n, n), (top2[:, 0] - top2[:, 1]).reshape(n, n), lead)
 
 
 @torch.no_grad()

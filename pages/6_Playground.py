@@ -8,33 +8,36 @@ from app_lib import playground_figures as pf
 from app_lib import plots, ui
 
 st.set_page_config(page_title="Playground · CRC Explorer", page_icon=":material/toys:", layout="wide")
-st.title("Playground: certificates you can see")
-st.caption("A 2-D toy dataset, a small network trained by the same loop as the image models, and every certificate "
-           "drawn to scale around a point you pick, beside the true distance to the decision boundary (in two "
-           "dimensions it can be computed by brute force).")
+st.markdown("### Playground: certificates you can see")
+st.caption("A 2-D toy dataset, a small net trained by the same loop as the image models, and every certificate drawn "
+           "to scale around a point you pick, beside the TRUE distance to the boundary (exact in two dimensions).")
+plane_col, side = st.columns([3, 2])
 
 # ------------------------------------------------------------------------------------------------ settings
-with st.form("pg_form", border=True):
-    c = st.columns([1.2, 0.8, 0.8, 0.7, 0.7, 1.1, 1.0, 0.8])
+with side.expander("Dataset and network", expanded=pg.TOY_KEY not in st.session_state, icon=":material/tune:"), \
+        st.form("pg_form", border=False):
+    c = st.columns(3)
     dataset = c[0].selectbox("Dataset", pg.TOYS, key="pg_dataset")
     size = c[1].number_input("Points", value=300, step=50, key="pg_size", help="Points per split (train, test).")
     noise = c[2].number_input("Noise", value=0.1, step=0.02, format="%.2f", key="pg_noise",
                               help="Standard deviation of the Gaussian noise, in the plane's units (≥ 0).")
-    seed = c[3].number_input("Seed", value=0, step=1, key="pg_seed")
-    classes = c[4].number_input("Classes", value=3, step=1, key="pg_classes", help="blobs and spirals: 2 to 4.")
-    arch = c[5].selectbox("Net", list(pg.ARCHITECTURES), index=1, key="pg_arch")
-    act = c[6].selectbox("Activation", pg.ACTIVATIONS, key="pg_act")
-    epochs = c[7].number_input("Epochs", value=40, min_value=1, max_value=300, step=10, key="pg_epochs")
-    k = st.columns([2.2, 1, 1, 1.2])
-    control = k[0].radio("Regularized control, trained on the same data with the same seed", ["none", "gamma", "crt"],
-                         format_func=lambda v: {"none": "none", **pg.KIND_LABELS}[v], horizontal=True,
-                         key="pg_control", help="γ adds γ·K to the loss (K: the curvature bound); CRT also trains "
-                                                "on curvature-attack points at radius ε.")
-    gamma = k[1].number_input("γ", value=0.02, min_value=0.0, step=0.01, format="%.3f", key="pg_gamma")
-    eps = k[2].number_input("CRT ε", value=0.3, min_value=0.01, step=0.05, key="pg_eps")
-    go_train = k[3].form_submit_button("Train", type="primary", icon=":material/play_arrow:", width="stretch")
+    c = st.columns(3)
+    seed = c[0].number_input("Seed", value=0, step=1, key="pg_seed")
+    classes = c[1].number_input("Classes", value=3, step=1, key="pg_classes", help="blobs and spirals: 2 to 4.")
+    epochs = c[2].number_input("Epochs", value=40, min_value=1, max_value=300, step=10, key="pg_epochs")
+    c = st.columns(2)
+    arch = c[0].selectbox("Net", list(pg.ARCHITECTURES), index=1, key="pg_arch")
+    act = c[1].selectbox("Activation", pg.ACTIVATIONS, key="pg_act")
+    control = st.radio("Regularized control (same data, same seed)", ["none", "gamma", "crt"],
+                       format_func=lambda v: {"none": "none", **pg.KIND_LABELS}[v], horizontal=True,
+                       key="pg_control", help="γ adds γ·K to the loss (K: the curvature bound); CRT also trains "
+                                              "on curvature-attack points at radius ε.")
+    c = st.columns(3)
+    gamma = c[0].number_input("γ", value=0.02, min_value=0.0, step=0.01, format="%.3f", key="pg_gamma")
+    eps = c[1].number_input("CRT ε", value=0.3, min_value=0.01, step=0.05, key="pg_eps")
+    go_train = c[2].form_submit_button("Train", type="primary", icon=":material/play_arrow:", width="stretch")
 
-live_status, live_chart = st.empty(), st.empty()
+live_status, live_chart = side.empty(), plane_col.empty()
 with ui.guard("Training"):
     run = pg.ToyRun(dataset, int(size), float(noise), int(seed), int(classes), pg.ARCHITECTURES[arch], act,
                     epochs=int(epochs), gamma=float(gamma), eps=float(eps))
@@ -55,26 +58,23 @@ toy = toys[0]
 
 # ------------------------------------------------------------------------------------------------ the point
 pg.apply_click(st.session_state)  # a click on the plane (last run) becomes the typed coordinates
-p = st.columns([1, 1, 4])
-x = p[0].number_input("Point x", value=float(pg.default_point(toy)[0]), step=0.05, format="%.3f", key="pg_x")
+p = side.columns(2)
+x = p[0].number_input("Point x", value=float(pg.default_point(toy)[0]), step=0.05, format="%.3f", key="pg_x",
+                      help="Click anywhere on the plane (a 49×49 grid of invisible targets) or type coordinates.")
 y = p[1].number_input("Point y", value=float(pg.default_point(toy)[1]), step=0.05, format="%.3f", key="pg_y")
-p[2].caption("Click anywhere on the plane (a 49×49 grid of invisible targets) or type coordinates. Discs are drawn "
-             "to scale: the axes have equal units.")
 
 view = None
 with ui.guard("The point"):
     x0 = pg.check_point(toy, float(x), float(y))
     view = pg.point_view(toy, x0)
-    left, right = st.columns([3, 2])
-    with left:
-        fig = pf.regions_figure(pg.regions(toy.key, toy), toy.train.images, toy.train.labels, toy.train.class_names,
-                                title=f"{toy.run.label()}: test accuracy {toy.test_accuracy:.0%}", view=view,
-                                clickable=True)
-        st.plotly_chart(fig, width="stretch", key=pg.CLICK_KEY, on_select="rerun", selection_mode="points",
-                        config={"displaylogo": False})
-    with right:
-        st.markdown(f"**Point ({x:.3f}, {y:.3f})**: class {view.pred}. All discs are certificates of the net "
-                    "(deterministic, against every other class); none may hold a point of another class.")
+    fig = pf.regions_figure(pg.regions(toy.key, toy), toy.train.images, toy.train.labels, toy.train.class_names,
+                            title=f"{toy.run.label()}: test accuracy {toy.test_accuracy:.0%} (equal axes: discs "
+                                  "to scale)", view=view, clickable=True)
+    plane_col.plotly_chart(fig, width="stretch", key=pg.CLICK_KEY, on_select="rerun", selection_mode="points",
+                           config={"displaylogo": False})
+    with side:
+        st.markdown(f"**Point ({x:.3f}, {y:.3f})**: class {view.pred}. Every disc is a certificate of the net "
+                    "(deterministic, against every other class): none may hold a point of another class.")
         st.dataframe(pg.gap_rows(view), hide_index=True, width="stretch")
         st.caption(f"TRUE distance: dense polar search, {view.truth.resolution}; exact to that grid (the point it "
                    f"returns is another class's, so it is an upper end). Computed in {view.seconds:.2f} s.")
