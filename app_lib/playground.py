@@ -19,6 +19,7 @@ from typing import Any
 import streamlit as st
 import torch
 
+from crc_core.baselines.relu_quadratic import RHO_HIGH as RELU_RHO_HIGH
 from crc_core.bounds import curvature_bounds
 from crc_core.certify import certify
 from crc_core.compare import RELU_METHOD, compare_certificates
@@ -44,7 +45,8 @@ KIND_LABELS = {"standard": "standard (no regularizer)", "gamma": "γ: curvature-
 REGION_GRID = 161  # regions drawn on a 161×161 grid
 CURVATURE_GRID = 61  # measured curvature on a 61×61 grid (exact 2×2 Hessian eigenvalues at each point)
 PAD = 0.35  # the plotted square reaches this far beyond the data (plane units)
-TRUTH_ANGLES, TRUTH_RADII = 720, 100  # the true distance's search: rays 0.5° apart, 100 samples per ray
+TRUTH_ANGLES, TRUTH_RADII = 720, 50  # the true distance's search: rays 0.5° apart, 50 samples per ray
+PATH_POINTS = 8  # Algorithm 2 at 8 growing ρ: the drawn attack path
 CROWN_BISECT = 14  # CROWN's bisection on ρ for the drawn disc: the last proven ρ (sound), to 2^-14 of its bracket
 
 
@@ -121,7 +123,6 @@ def train_toy_now(run: ToyRun, callback: Callable[[dict[str, Any]], None] | None
                        "train ReLU with the standard kind.")
     train_ds, test_ds = run.data()
     t0 = time.perf_counter()
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     result = train(run.config(), callback=callback, data=(train_ds, test_ds))
     lo, hi = square(torch.cat([train_ds.images, test_ds.images]))
     return TrainedToy(run, result.model, train_ds, test_ds, list(result.history), time.perf_counter() - t0, lo, hi,
@@ -210,15 +211,17 @@ def point_view(toy: TrainedToy, x0: torch.Tensor) -> PointView:
         boundary = cert.x_boundary[0].detach().double() if bool(cert.exact[0]) else None
         K_ub = float(curvature_bounds(model, torch.tensor([pred]), torch.tensor([target])).K[0])
         far = min(1.3 * truth.distance[0].item(), r_max) if math.isfinite(truth.distance[0].item()) else r_max
-        path = attack_path(model, x, pred, target, torch.linspace(far / 12, far, 12))
+        path = attack_path(model, x, pred, target, torch.linspace(far / PATH_POINTS, far, PATH_POINTS))
     else:
         refused["crc"] = ("a ReLU net has no curvature bound: its Hessian is 0 on every linear piece and undefined "
                           "on the kinks between them")
         if model.depth != 2:
             refused[RELU_METHOD] = "the App. G certificate is for 2-layer ReLU nets only"
     start = max(radii.get("crc", 0.0), 0.05)
+    d = float(truth.distance[0])  # no certificate can exceed it: App. G's bisection need not look beyond
+    relu = {"rho_high": d * (1 + 1e-6) + 1e-9} if math.isfinite(d) and d < RELU_RHO_HIGH else {}
     cmp = compare_certificates(model, x, methods=[m for m in _methods(model) if m != "crc"], attack=False,
-                               crown_options={"rho_start": start, "bisect_steps": CROWN_BISECT})
+                               crown_options={"rho_start": start, "bisect_steps": CROWN_BISECT}, relu_options=relu)
     radii.update({name: float(res.radius[0]) for name, res in cmp.methods.items()})
     return PointView(x0.double(), pred, target, radii, refused, boundary, truth, path, K_ub,
                      time.perf_counter() - t0)

@@ -155,7 +155,7 @@ def curvature_figure(cv, *, title: str | None = None) -> go.Figure:
     y, t = cv.pair
     fig.update_layout(title=title or f"Measured curvature of z{y} − z{t}: max {top:.3g} over the plane ≤ "
                                      f"K_ub = {cv.K_ub:.3g} (the bound CRC uses)",
-                      height=HEIGHT, margin={"l": 10, "r": 10, "t": 50, "b": 10})
+                      height=HEIGHT, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False)
     fig.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain")
     fig.update_xaxes(constrain="domain")
     return fig

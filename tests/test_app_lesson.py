@@ -63,3 +63,19 @@ def test_first_and_last_steps_disable_their_ends() -> None:
     at = _open(str(len(lesson.STEPS)))
     assert at.button(key="lesson_next").disabled
     assert any("Certify page" in m.value for m in at.markdown)
+
+
+def test_what_the_steps_say_holds() -> None:
+    """Step 3: the CRC disc stays inside the true distance; step 4: the measured curvature stays under K_ub;
+    step 5: CRT lowers K_ub and grows the disc around the same point; step 7: App. G certifies the ReLU net."""
+    from app_lib import playground as pg
+
+    smooth, flat, relu = (pg.train_toy(run) for run in (lesson.SMOOTH, lesson.FLAT, lesson.RELU))
+    v = lesson._view(smooth)
+    assert 0 < v.radii["crc"] <= v.true_distance
+    cv = pg.curvature_view(smooth.key, smooth, v.pred, pg.target_for(v))
+    assert 0 < float(cv.measured.max()) <= cv.K_ub
+    w = lesson._view(flat, smooth)
+    assert w.K_ub < v.K_ub and w.radii["crc"] > v.radii["crc"]
+    r = lesson._view(relu)
+    assert 0 < r.radii["relu-quadratic"] <= r.true_distance and "crc" in r.refused

@@ -55,8 +55,8 @@ def test_lesson_step_at_1280x720(page, n):
     url, pg = page
     pg.goto(f"{url}/Lesson?step={n}")
     pg.get_by_text(f"Step {n} of {len(lesson.STEPS)}").first.wait_for(timeout=180_000)
+    pg.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=180_000)  # trained, drawn
     B.idle(pg)
-    assert pg.locator('[data-testid="stPlotlyChart"] .main-svg').count() >= 1
     assert pg.get_by_role("button", name="Next").is_visible()  # the buttons fit on the projected screen
     assert pg.get_by_role("button", name="Next").bounding_box()["y"] < H720
     _shot(pg, f"lesson-step-{n}")
