@@ -359,3 +359,37 @@ def curvature_caption(cv: CurvatureView) -> str:
 def target_for(view: PointView) -> int:
     """The class whose margin the curvature view measures: CRC's arg-min target, else the first other class."""
     return view.target if view.target >= 0 else (1 if view.pred == 0 else 0)
+
+
+@dataclass
+class BoundSweep:
+    """CRC's radius at one point when the curvature bounds (m, M, K of every pair) are scaled: K (S,) the target
+    pair's K used, radius (S,); K_ub the proven bound (scale 1), K_lb the largest curvature measured over the
+    plotted square; true distance. Only K ≥ K_ub gives a certificate: below it the bound is not proven."""
+
+    K: list[float]
+    radius: list[float]
+    K_ub: float
+    K_lb: float
+    true_distance: float
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def bound_sweep(key: str, _toy: TrainedToy, x0: tuple[float, float]) -> BoundSweep:
+    """Radius vs the curvature bound used, from the measured K_lb to 100·K_ub (14 values, log-spaced), at x0."""
+    from crc_core.bounds import Bounds
+
+    model = _toy.model
+    view = cached_point_view(key, _toy, x0)
+    y, t = view.pred, target_for(view)
+    cv = curvature_view(key, _toy, y, t)
+    table = curvature_bounds(model)
+    k_ub = float(table.for_pairs(torch.tensor([y]), torch.tensor([t])).K[0])
+    k_lb = float(cv.measured.max())
+    x = torch.tensor([x0], dtype=torch.float32)
+    Ks, radii = [], []
+    for s in torch.logspace(math.log10(k_lb / k_ub), 2.0, 14, dtype=torch.float64).tolist():
+        scaled = Bounds(table.y, table.t, table.m * s, table.M * s, table.K * s, table.method)
+        Ks.append(k_ub * s)
+        radii.append(float(certify(model, x, bounds=scaled, refine="minimum").radius[0]))
+    return BoundSweep(Ks, radii, k_ub, k_lb, view.true_distance)

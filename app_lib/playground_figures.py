@@ -176,3 +176,29 @@ def pieces_figure(grid: PlaneGrid, pieces: torch.Tensor, *, title: str | None = 
                                                                                float(grid.ys[-1])])
     fig.update_xaxes(constrain="domain", range=[float(grid.xs[0]), float(grid.xs[-1])])
     return fig
+
+
+def bound_figure(sweep, *, title: str | None = None) -> go.Figure:
+    """CRC's radius against the curvature bound K it is given (a :class:`app_lib.playground.BoundSweep`): solid
+    where K ≥ K_ub (proven: certificates), dotted below (what a tighter bound would give, not proven)."""
+    K, r = np.array(sweep.K), np.array(sweep.radius)
+    proven = np.greater_equal(K, sweep.K_ub * (1 - 1e-12))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=K[~proven], y=r[~proven], mode="lines+markers", name="K below K_ub: not proven",
+                             line={"color": "#e6550d", "dash": "dot"}))
+    fig.add_trace(go.Scatter(x=K[proven], y=r[proven], mode="lines+markers", name="K ≥ K_ub: certified radius",
+                             line={"color": "#e6550d", "width": 3}))
+    top = max(float(r.max()), sweep.true_distance) * 1.05
+    d = sweep.true_distance
+    lines = [([K[0], K[-1]], [d, d], f"true distance {d:.3f}", "black", "longdash"),
+             ([sweep.K_ub] * 2, [0, top], f"K_ub {sweep.K_ub:.3g} (proven)", "#e6550d", "solid"),
+             ([sweep.K_lb] * 2, [0, top], f"K_lb {sweep.K_lb:.3g} (measured)", "#555", "dot")]
+    for xs, ys, name, color, dash in lines:  # traces, not shapes: they take data coordinates on a log axis
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, line={"color": color, "dash": dash,
+                                                                          "width": 1.5}))
+    fig.update_layout(title=title or "The smaller the curvature bound, the larger the disc", height=HEIGHT,
+                      xaxis_title="curvature bound K given to CRC (log scale)", xaxis_type="log",
+                      yaxis_title="CRC radius at the point",
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend={"orientation": "h", "y": -0.2},
+                      yaxis_range=[0, top])
+    return fig

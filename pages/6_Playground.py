@@ -88,8 +88,8 @@ tabs = st.tabs(["Side by side with the control", "Curvature: K_ub vs measured", 
                 "Training curves"])
 with tabs[0], ui.guard("Side by side"):
     if len(toys) < 2:
-        st.info("Choose a regularized control above (γ or CRT) and press Train: it is trained on the same data with "
-                "the same seed and shown here beside this net, with the same point.")
+        st.info("Choose a regularized control (γ or CRT) under 'Dataset and network' and press Train: it is trained "
+                "on the same data with the same seed and shown here beside this net, with the same point.")
     else:
         cols = st.columns(2)
         for col, t in zip(cols, toys, strict=True):

@@ -20,7 +20,7 @@ s = lesson.STEPS[step - 1]
 st.markdown(f"#### Step {step} of {N} · {s.title}")
 with ui.guard(f"Step {step}"), st.spinner("Training this step's small network once (a few seconds)..."):
     figs = lesson.figures(step)
-    cols = st.columns([3, 3, 2] if len(figs) == 2 else [3, 2])
+    cols = st.columns([3, 3, 2] if len(figs) == 2 else [3, 2])  # figures left, text and buttons right
     for i, (col, fig) in enumerate(zip(cols, figs, strict=False)):
         col.plotly_chart(fig, width="stretch", key=f"lesson_{step}_{i}", config={"displaylogo": False})
     with cols[-1]:

@@ -36,7 +36,7 @@ def test_every_step_opens_from_its_link(n: int) -> None:
     at = _open(str(n))
     step = lesson.STEPS[n - 1]
     assert _title(at) == f"#### Step {n} of {len(lesson.STEPS)} · {step.title}"
-    assert len(at.get("plotly_chart")) == (2 if len(step.runs) == 2 else 1)
+    assert len(at.get("plotly_chart")) == len(lesson.figures(n))
     assert any(m.value == step.text for m in at.markdown)
     assert at.query_params["step"] == str(n)
 
@@ -75,6 +75,10 @@ def test_what_the_steps_say_holds() -> None:
     assert 0 < v.radii["crc"] <= v.true_distance
     cv = pg.curvature_view(smooth.key, smooth, v.pred, pg.target_for(v))
     assert 0 < float(cv.measured.max()) <= cv.K_ub
+    sweep = pg.bound_sweep(smooth.key, smooth, (float(v.x0[0]), float(v.x0[1])))
+    assert all(a >= b for a, b in zip(sweep.radius, sweep.radius[1:]))  # a smaller bound, a larger disc
+    proven = [r for k, r in zip(sweep.K, sweep.radius) if k >= sweep.K_ub * (1 - 1e-12)]
+    assert proven and max(proven) <= sweep.true_distance * (1 + 1e-9)
     w = lesson._view(flat, smooth)
     assert w.K_ub < v.K_ub and w.radii["crc"] > v.radii["crc"]
     r = lesson._view(relu)
