@@ -233,7 +233,8 @@ def load_dataset(
 
 
 def available_datasets() -> list[DatasetInfo]:
-    """Datasets loadable right now without network access (the embedded subset first), with the splits present.
+    """Image datasets loadable right now without network access (the embedded subset first), with the splits
+    present. The 2-D toys (:data:`TOY_NAMES`) are always loadable and are not listed: the image pages use this list.
 
     Looks in the same places, with the same rules, as :func:`load_dataset` with ``root=None`` (not in ``../shared``:
     that MNIST test set is for tests and benchmarks, see :func:`shared_mnist_dir`). A dataset is listed once, from

@@ -18,13 +18,14 @@ SPLITS = ("train", "test")
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A labelled image set.
+    """A labelled set of inputs: images or 2-D toy points.
 
     Attributes:
-        images: float32 tensor (N, 784), pixel values in [0, 1] (raw pixels / 255, no normalization).
+        images: float32 tensor (N, D): for image datasets D = 784 pixel values in [0, 1] (raw pixels / 255, no
+            normalization); for the 2-D toys D = 2 raw coordinates in ℝ² (:func:`crc_core.data.in_unit_box`).
         labels: int64 tensor (N,), values in [0, len(class_names)).
         class_names: human-readable class names, index = label.
-        name: ``"embedded"``, ``"fashion-mnist"`` or ``"mnist"``.
+        name: a dataset name (:data:`crc_core.data.DATASET_NAMES`).
         source: where it was read from (folder and split), for display and metadata.
         split: ``"train"`` or ``"test"``.
     """
@@ -48,7 +49,7 @@ class Dataset:
         return int(self.images.shape[1])
 
     def image(self, i: int) -> torch.Tensor:
-        """Image ``i`` as a (28, 28) float32 tensor, for display."""
+        """Image ``i`` as a (28, 28) float32 tensor, for display (image datasets only)."""
         return self.images[i].reshape(28, 28)
 
     def take(self, n: int) -> Dataset:
