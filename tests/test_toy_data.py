@@ -90,3 +90,25 @@ def test_cli_trains_a_toy(tmp_path: Any) -> None:
     code = main(["train", "--dataset", "moons", "--widths", "8", "--activation", "softplus", "--kind", "standard",
                  "--epochs", "1", "--out", str(out), "--threads", "1"])
     assert code == 0 and out.is_file()
+
+
+def test_sweeps_accept_a_toy_and_attack_it_unclipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """A sweep grid on moons parses, and its trial evaluation attacks the raw coordinates (clamp=False)."""
+    from pathlib import Path
+
+    import crc_core.sweep.trial as trial_mod
+    from crc_core.sweep.config import load_sweep_config
+
+    text = (Path(__file__).resolve().parents[1] / "configs" / "smoke.toml").read_text()
+    text = text.replace('dataset = "embedded"', 'dataset = "moons"').replace('widths = "2x64"', 'widths = "2x8"')
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(("train_limit", "test_limit")))
+    (tmp_path / "toy.toml").write_text(text)
+    sweep = load_sweep_config(tmp_path / "toy.toml")
+    assert {t.config.dataset for t in sweep.trials} == {"moons"}
+    seen: list[bool] = []
+    real = trial_mod.pgd_attack
+    monkeypatch.setattr(trial_mod, "pgd_attack", lambda *a, **k: (seen.append(k["clamp"]), real(*a, **k))[1])
+    model = train(TrainConfig(dataset="moons", widths=(8,), activation="tanh", kind="standard", epochs=1,
+                              eval_samples=0, device="cpu")).model
+    row = trial_mod.evaluate_trial(model, load_dataset("moons", "test", size=40), sweep.evaluate)
+    assert seen == [False] and 0 <= row["test_accuracy"] <= 1
