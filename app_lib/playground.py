@@ -393,3 +393,27 @@ def bound_sweep(key: str, _toy: TrainedToy, x0: tuple[float, float]) -> BoundSwe
         Ks.append(k_ub * s)
         radii.append(float(certify(model, x, bounds=scaled, refine="minimum").radius[0]))
     return BoundSweep(Ks, radii, k_ub, k_lb, view.true_distance)
+
+
+def _coordinate(text: str) -> float:
+    from .links import LinkError
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise LinkError(f"the coordinate '{text}' is not a number; showing the default point") from None
+    if not math.isfinite(v):
+        raise LinkError(f"the coordinate '{text}' is not finite; showing the default point")
+    return v
+
+
+def link_fields() -> tuple[Any, ...]:
+    """The Playground's state shared by its link (dataset, net, activation, the point): :mod:`app_lib.links`
+    fields, restored once when a link opens the page and mirrored into the address bar after that."""
+    from .links import Field, choice
+
+    return (Field("data", "pg_dataset", choice(TOYS, "the dataset")),
+            Field("net", "pg_arch", choice(tuple(ARCHITECTURES), "the net")),
+            Field("act", "pg_act", choice(ACTIVATIONS, "the activation")),
+            Field("x", "pg_x", _coordinate, lambda v: f"{float(v):.4g}"),
+            Field("y", "pg_y", _coordinate, lambda v: f"{float(v):.4g}"))

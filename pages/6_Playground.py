@@ -3,14 +3,18 @@ certificate's disc to scale beside the TRUE distance to the boundary."""
 
 import streamlit as st
 
+from app_lib import links, plots, ui
 from app_lib import playground as pg
 from app_lib import playground_figures as pf
-from app_lib import plots, ui
 
 st.set_page_config(page_title="Playground · CRC Explorer", page_icon=":material/toys:", layout="wide")
+links.sync(pg.link_fields())  # a shared link opened: its dataset, net and point; then mirror them into the URL
+st.session_state.setdefault("pg_arch", "2×[32]")
 st.markdown("### Playground: certificates you can see")
 st.caption("A 2-D toy dataset, a small net trained by the same loop as the image models, and every certificate drawn "
-           "to scale around a point you pick, beside the TRUE distance to the boundary (exact in two dimensions).")
+           "to scale around a point you pick, beside the TRUE distance to the boundary (exact in two dimensions). "
+           "The address bar is a link to this view.")
+links.notes()
 plane_col, side = st.columns([3, 2])
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -26,7 +30,7 @@ with side.expander("Dataset and network", expanded=pg.TOY_KEY not in st.session_
     classes = c[1].number_input("Classes", value=3, step=1, key="pg_classes", help="blobs and spirals: 2 to 4.")
     epochs = c[2].number_input("Epochs", value=40, min_value=1, max_value=300, step=10, key="pg_epochs")
     c = st.columns(2)
-    arch = c[0].selectbox("Net", list(pg.ARCHITECTURES), index=1, key="pg_arch")
+    arch = c[0].selectbox("Net", list(pg.ARCHITECTURES), key="pg_arch")
     act = c[1].selectbox("Activation", pg.ACTIVATIONS, key="pg_act")
     control = st.radio("Regularized control (same data, same seed)", ["none", "gamma", "crt"],
                        format_func=lambda v: {"none": "none", **pg.KIND_LABELS}[v], horizontal=True,
@@ -41,9 +45,9 @@ live_status, live_chart = side.empty(), plane_col.empty()
 with ui.guard("Training"):
     run = pg.ToyRun(dataset, int(size), float(noise), int(seed), int(classes), pg.ARCHITECTURES[arch], act,
                     epochs=int(epochs), gamma=float(gamma), eps=float(eps))
-    if pg.TOY_KEY not in st.session_state and not go_train:  # first visit: the default net, trained once per process
-        with st.spinner("Training the default network (once; a few seconds)..."):
-            st.session_state[pg.TOY_KEY] = [pg.train_toy(pg.ToyRun())]
+    if pg.TOY_KEY not in st.session_state and not go_train:  # first visit: this net, trained once per process
+        with st.spinner("Training the network (once per setting; a few seconds)..."):
+            st.session_state[pg.TOY_KEY] = [pg.train_toy(run)]
     if go_train:
         toys = [pg.train_live(run, live_status.progress(0.0), live_chart)]
         if control != "none":
@@ -58,10 +62,12 @@ toy = toys[0]
 
 # ------------------------------------------------------------------------------------------------ the point
 pg.apply_click(st.session_state)  # a click on the plane (last run) becomes the typed coordinates
+for key, value in zip(("pg_x", "pg_y"), pg.default_point(toy).tolist(), strict=True):
+    st.session_state.setdefault(key, value)
 p = side.columns(2)
-x = p[0].number_input("Point x", value=float(pg.default_point(toy)[0]), step=0.05, format="%.3f", key="pg_x",
+x = p[0].number_input("Point x", step=0.05, format="%.3f", key="pg_x",
                       help="Click anywhere on the plane (a 49×49 grid of invisible targets) or type coordinates.")
-y = p[1].number_input("Point y", value=float(pg.default_point(toy)[1]), step=0.05, format="%.3f", key="pg_y")
+y = p[1].number_input("Point y", step=0.05, format="%.3f", key="pg_y")
 
 view = None
 with ui.guard("The point"):

@@ -92,3 +92,26 @@ def test_a_click_moves_the_typed_point_once() -> None:
     state["pg_x"] = 1.0  # typed afterwards: the old click is not applied again
     assert not pg.apply_click(state) and state["pg_x"] == 1.0
     assert not pg.apply_click({})
+
+
+def test_a_link_opens_its_dataset_net_and_point() -> None:
+    at = AppTest.from_file(PAGE, default_timeout=H.APPTEST_TIMEOUT)
+    for k, v in {"data": "blobs", "act": "relu", "net": "2×[16]", "x": "0.1", "y": "-0.2"}.items():
+        at.query_params[k] = v
+    at.run()
+    H.assert_clean(at)
+    toy = at.session_state[pg.TOY_KEY][0]
+    assert (toy.run.dataset, toy.run.activation, toy.run.widths) == ("blobs", "relu", (16,))
+    assert any("**Point (0.100, -0.200)**" in m.value for m in at.markdown)
+    assert at.query_params["data"] == "blobs" and at.query_params["x"] == "0.1"
+
+
+def test_a_bad_link_says_so_and_opens_the_defaults() -> None:
+    at = AppTest.from_file(PAGE, default_timeout=H.APPTEST_TIMEOUT)
+    at.query_params["data"] = "mnist"
+    at.query_params["x"] = "nan"
+    at.run()
+    H.assert_no_exception(at)
+    notes = " ".join(str(e.value) for e in [*at.warning, *at.info, *at.markdown, *at.caption])
+    assert "'mnist' is unknown" in notes and "not finite" in notes
+    assert at.session_state[pg.TOY_KEY][0].run.dataset == "moons"
