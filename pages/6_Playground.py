@@ -18,7 +18,7 @@ links.notes()
 plane_col, side = st.columns([3, 2])
 
 # ------------------------------------------------------------------------------------------------ settings
-with side.expander("Dataset and network", expanded=pg.TOY_KEY not in st.session_state, icon=":material/tune:"), \
+with side.expander("Dataset and network: change and press Train", icon=":material/tune:"), \
         st.form("pg_form", border=False):
     c = st.columns(3)
     dataset = c[0].selectbox("Dataset", pg.TOYS, key="pg_dataset")

@@ -38,9 +38,9 @@ def test_playground_in_a_browser(page):
     pg.get_by_text("TRUE distance: dense polar search").first.wait_for(timeout=180_000)
     B.idle(pg)
     assert pg.locator('[data-testid="stPlotlyChart"] .main-svg').count() >= 2
+    _shot(pg, "playground-1280x720")  # as the page opens: the plane, the point and its table in view
     point_text = pg.locator('[data-testid="stMarkdownContainer"]', has_text="Point (").first
-    point_text.scroll_into_view_if_needed()
-    _shot(pg, "playground-1280x720")
+    assert point_text.bounding_box()["y"] < H720
     before = point_text.inner_text()
     plot = pg.locator('[data-testid="stPlotlyChart"]').first.locator(".nsewdrag").first
     box = plot.bounding_box()
