@@ -34,7 +34,7 @@ class Evaluation:
 def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: float, targets: TargetMode = "all",
              mode: SolverMode = "fast", attacks: bool = True, pgd_steps: int = 50, pgd_restarts: int = 1,
              bounds: Bounds | None = None, batch_size: int = 256, local: bool = False,
-             progress: Callable[[int, int], None] | None = None) -> Evaluation:
+             progress: Callable[[int, int], None] | None = None, clamp: bool = True) -> Evaluation:
     """Certify (and attack at ρ) images (N, D) with labels (N,), in batches; ``progress(done, total)`` after each.
 
     Summary keys: n, clean_accuracy, certified_accuracy (correct and radius ≥ ρ for the chosen ``targets``),
@@ -42,7 +42,8 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
     correct and fooled neither by PGD nor by Algorithm 2 at ρ; an upper bound on the true robust accuracy),
     mean_certificate (mean radius over correctly classified images), certificate_success_rate (fraction of
     correct images with an exact certificate), attack_success_rate (fraction of correct images where Algorithm 2
-    at ρ proved its point is the worst case), median_n_grad.
+    at ρ proved its point is the worst case), median_n_grad. ``clamp``: PGD keeps pixels in [0, 1] (False for the
+    2-D toys' raw coordinates).
     """
     import pandas as pd
 
@@ -68,7 +69,7 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
         df["certified_runner_up"] = c.correct.cpu().numpy() & (df["runner_up_radius"].to_numpy() >= rho)
         if attacks:
             fooled, ca = attacks_at(model, xb, c.pred, c.runner_up, rho, pgd_steps=pgd_steps,
-                                    pgd_restarts=pgd_restarts, bounds=bounds)
+                                    pgd_restarts=pgd_restarts, bounds=bounds, clamp=clamp)
             df["pgd_fooled"] = fooled.cpu().numpy()
             df["curv_fooled"] = ca.fooled.cpu().numpy()
             df["attack_success"] = ca.success.cpu().numpy()

@@ -61,22 +61,24 @@ def accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, batch: int = ACCURACY
 
 
 def pgd_robust(model: MLP, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = EVAL_PGD_STEPS,
-               step_size: float | None = None) -> torch.Tensor:
+               step_size: float | None = None, clamp: bool = True) -> torch.Tensor:
     """(B,) bool: x (B, D) is classified y (B,) at x and at the last point of one L2 PGD run from x within ε (ascent
     on the margin loss max_{j≠y} z_j − z_y). Its mean is the pgd_robust_accuracy: an upper bound on the true robust
-    accuracy (a stronger attack can only lower it). No gradient reaches the parameters."""
-    x_adv, _ = pgd_attack(model, x, y, eps, steps=steps, step_size=step_size, keep_best=False)
+    accuracy (a stronger attack can only lower it). No gradient reaches the parameters. ``clamp``: PGD keeps
+    pixels in [0, 1] (False for the 2-D toys' raw coordinates)."""
+    x_adv, _ = pgd_attack(model, x, y, eps, steps=steps, step_size=step_size, keep_best=False, clamp=clamp)
     with torch.no_grad():
         return (model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)
 
 
 def attacks_at(model: MLP, x: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, rho: float, *,
                pgd_steps: int = EVAL_PGD_STEPS, pgd_restarts: int = 1,
-               bounds: Bounds | None = None) -> tuple[torch.Tensor, AttackResult]:
+               bounds: Bounds | None = None, clamp: bool = True) -> tuple[torch.Tensor, AttackResult]:
     """The two attacks of the empirical robust accuracy at ρ on x (B, D) predicted ``pred`` (B,): (pgd_fooled (B,)
     bool, Algorithm 2 against ``target`` (B,), usually the runner-up). An image is empirically robust when it is
-    correct and ``~(pgd_fooled | curvature.fooled)``."""
-    _, pgd_fooled = pgd_attack(model, x, pred, rho, steps=pgd_steps, restarts=pgd_restarts)
+    correct and ``~(pgd_fooled | curvature.fooled)``. ``clamp``: PGD keeps pixels in [0, 1] (False for the 2-D
+    toys' raw coordinates; Algorithm 2 never clamps)."""
+    _, pgd_fooled = pgd_attack(model, x, pred, rho, steps=pgd_steps, restarts=pgd_restarts, clamp=clamp)
     return pgd_fooled, curvature_attack(model, x, pred, target, rho, bounds=bounds)
 
 
@@ -118,12 +120,13 @@ def _relu_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: floa
 
 
 def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, rho: float = 0.5,
-                  eval_samples: int = 100, all_targets: bool = True, mode: str = "fast") -> dict[str, Any]:
+                  eval_samples: int = 100, all_targets: bool = True, mode: str = "fast",
+                  clamp: bool = True) -> dict[str, Any]:
     """The metrics reported after a training epoch (keys EPOCH_METRIC_KEYS, meanings in the module docstring) on a
     test set (images (N, D) in [0, 1], labels (N,)): test_accuracy on all N images, the others at ρ on the fixed
     sample of ``eval_samples`` images (None when 0). Certificates: CRC for smooth nets, App. G for 2-layer ReLU
     nets, none (None) for deeper ReLU nets; mean_K_ub: mean certification-grade K over the sample's (prediction,
-    runner-up) pairs (None for ReLU). Follows the model's device."""
+    runner-up) pairs (None for ReLU). ``clamp`` as in :func:`pgd_robust`. Follows the model's device."""
     t0 = time.perf_counter()
     images, labels = (test.images, test.labels) if isinstance(test, Dataset) else test
     dev = model.layers[0].weight.device
@@ -136,7 +139,8 @@ def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor],
         idx = fixed_eval_sample(images.shape[0], eval_samples).to(dev)
         xs, ys = images[idx], labels[idx]
         out["eval_samples"] = int(xs.shape[0])
-        out["pgd_robust_accuracy"] = float(pgd_robust(model, xs, ys, eps=rho, steps=EVAL_PGD_STEPS).float().mean())
+        out["pgd_robust_accuracy"] = float(pgd_robust(model, xs, ys, eps=rho, steps=EVAL_PGD_STEPS,
+                                                      clamp=clamp).float().mean())
         if model.activation_name == "relu":
             out.update(_relu_certificates(model, xs, ys, rho, all_targets=all_targets))
         else:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .bounds import CurvatureRegularizer
-from .data import Dataset, load_dataset
+from .data import Dataset, in_unit_box, load_dataset
 from .device import default_device
 from .epoch_checkpoint import load_epoch_checkpoint, restore_run, save_epoch_checkpoint
 from .errors import CRCError
@@ -58,7 +58,8 @@ class TrainResult:
 def config_epoch_metrics(model: MLP, config: TrainConfig, test: Dataset) -> dict[str, Any]:
     """:func:`crc_core.metrics.epoch_metrics` with the evaluation settings of ``config`` (eval_rho, ...)."""
     return epoch_metrics(model, test, rho=config.eval_rho, eval_samples=config.eval_samples,
-                         all_targets=config.eval_all_targets, mode=config.eval_mode)
+                         all_targets=config.eval_all_targets, mode=config.eval_mode,
+                         clamp=in_unit_box(config.dataset))
 
 
 def final_metrics(config: TrainConfig, result: TrainResult, test: Dataset | None = None) -> dict[str, Any]:

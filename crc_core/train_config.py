@@ -24,7 +24,8 @@ class TrainConfig:
     """Everything that defines a training run (stored in checkpoint metadata via :meth:`to_dict`).
 
     Args:
-        dataset: "embedded" (shipped Fashion-MNIST subset), "fashion-mnist" or "mnist" (see crc_core.data).
+        dataset: "embedded" (shipped Fashion-MNIST subset), "fashion-mnist", "mnist", or a 2-D toy ("moons",
+            "circles", "spirals", "xor", "blobs" with the defaults their name carries; see crc_core.data).
         data_root: folder of IDX files for fashion-mnist / mnist (None: found automatically).
         widths: hidden widths; (256,) is the 2-layer net "2x[256]", (1024, 1024) is "3x[1024,1024]".
         activation: "softplus", "sigmoid" or "tanh" (curvature needs a smooth activation), or "relu" for the

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from .activations import CURVATURE_ACTIVATIONS
 from .adversarial import pgd_training_loss, trades_loss
 from .attack import curvature_attack
+from .data import in_unit_box
 from .models import MLP
 
 if TYPE_CHECKING:
@@ -65,14 +66,15 @@ def _crt_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: 
 def _pgd_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: torch.Tensor | None,
               config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     loss, s = pgd_training_loss(model, x, y, eps=config.adv_eps, steps=config.adv_steps,
-                                step_size=config.adv_step_size, random_start=config.adv_random_start)
+                                step_size=config.adv_step_size, random_start=config.adv_random_start,
+                                clamp=in_unit_box(config.dataset))
     return loss, loss, {"attack_accuracy": s["adv_acc"]}
 
 
 def _trades_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: torch.Tensor | None,
                  config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     loss, s = trades_loss(model, x, y, beta=config.trades_beta, eps=config.adv_eps, steps=config.adv_steps,
-                          step_size=config.adv_step_size)
+                          step_size=config.adv_step_size, clamp=in_unit_box(config.dataset))
     return loss, torch.tensor(s["natural_loss"]), {"attack_accuracy": s["adv_acc"], "robust_kl": s["robust_kl"]}
 
 

@@ -230,7 +230,7 @@ def test_embedded_dir_prefers_package_data(tmp_path: Path, monkeypatch: pytest.M
     pkg = tmp_path / "pkgroot" / "fake_assets"
     (pkg / "data" / data.EMBEDDED_SUBSET).mkdir(parents=True)
     monkeypatch.syspath_prepend(str(tmp_path / "pkgroot"))
-    monkeypatch.setattr(data, "ASSETS_PACKAGE", "fake_assets")
+    monkeypatch.setattr(data.embedded, "ASSETS_PACKAGE", "fake_assets")
     assert data.embedded_dir() == pkg / "data" / data.EMBEDDED_SUBSET
 
 

@@ -9,7 +9,7 @@ from typing import Any, get_args
 
 from ..bounds import Method as BoundMethod
 from ..certify import SOLVER_MODES, TARGET_MODES
-from ..data import DATASET_NAMES, SPLITS
+from ..data import DATASET_NAMES, SPLITS, in_unit_box
 from ..errors import CRCError
 from . import certify_methods as cm
 from .common import output_file, require_at_least_one, resolve_device, set_threads, write_output
@@ -112,7 +112,7 @@ def _crc_table(model, x, y, args: argparse.Namespace):  # -> (DataFrame, summary
         bounds = curvature_bounds(model, method=args.bounds)
         res = evaluate(model, x, y, rho=args.rho, targets=args.targets, mode=args.mode, attacks=not args.no_attacks,
                        bounds=bounds, batch_size=args.batch_size, local=args.local,
-                       progress=lambda done, _total: progress.update(done))
+                       progress=lambda done, _total: progress.update(done), clamp=in_unit_box(args.dataset))
     finally:
         progress.close()
     return res.table, dict(res.summary)

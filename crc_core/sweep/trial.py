@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..compare import METHODS
-from ..data import Dataset, load_dataset
+from ..data import Dataset, in_unit_box, load_dataset
 from ..device import describe_device
 from ..evaluate import curvature_table
 from ..metrics import accuracy, attacks_at, fixed_eval_sample
@@ -48,8 +48,8 @@ def cert_column(method: str, target: str, rho: float) -> str:
     return f"cert_{method}_{target}_{rho:g}"
 
 
-def _attacks(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec) -> tuple[dict[str, float],
-                                                                                   dict[float, torch.Tensor]]:
+def _attacks(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, clamp: bool = True,
+             ) -> tuple[dict[str, float], dict[float, torch.Tensor]]:
     """Per ρ: :mod:`crc_core.metrics`' empirical robust accuracy (``empirical_robust_<ρ>``) and Algorithm 2's
     success rate (primal = dual).
     Also returns, per ρ, the (N,) mask of images an attack moved to another class within ρ."""
@@ -61,7 +61,8 @@ def _attacks(model: MLP, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec) -> tu
     out: dict[str, float] = {}
     fooled_at: dict[float, torch.Tensor] = {}
     for rho in spec.rho:
-        pgd_fooled, ca = attacks_at(model, x, pred, runner_up(logits, pred), rho, pgd_steps=spec.pgd_steps)
+        pgd_fooled, ca = attacks_at(model, x, pred, runner_up(logits, pred), rho, pgd_steps=spec.pgd_steps,
+                                    clamp=clamp)
         fooled_at[rho] = pgd_fooled | ca.fooled
         out[f"empirical_robust_{rho:g}"] = float((correct & ~fooled_at[rho]).float().mean())
         out[f"attack_success_{rho:g}"] = float((ca.success & correct).sum()) / n_ok
@@ -96,7 +97,7 @@ def evaluate_trial(model: MLP, test: Dataset, spec: EvalSpec) -> dict[str, Any]:
     row["n_images"] = int(x.shape[0])
     fooled_at: dict[float, torch.Tensor] = {}
     if spec.attacks:
-        attack_cols, fooled_at = _attacks(model, x, y, spec)
+        attack_cols, fooled_at = _attacks(model, x, y, spec, in_unit_box(test.name))
         row.update(attack_cols)
     for name in spec.methods:
         method = METHODS[name]
