@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-import crc_core.train as train_mod
+import crc_core.metrics as metrics_mod
+import crc_core.training_kinds as kinds_mod
 from crc_core.cli import main
 from crc_core.data import DATASET_NAMES, TOY_NAMES, in_unit_box, load_dataset, make_toy
 from crc_core.errors import DataError
@@ -66,7 +67,7 @@ def test_misplaced_options_are_refused() -> None:
 def test_attacks_on_toys_do_not_clip_to_the_pixel_box(monkeypatch: pytest.MonkeyPatch) -> None:
     """PGD training and the per-epoch PGD evaluation get clamp=False on a toy (True on images)."""
     seen: list[bool] = []
-    real_loss, real_robust = train_mod.pgd_training_loss, train_mod.pgd_robust
+    real_loss, real_robust = kinds_mod.pgd_training_loss, metrics_mod.pgd_robust
 
     def loss(*a: Any, **k: Any) -> Any:
         seen.append(k["clamp"])
@@ -76,8 +77,8 @@ def test_attacks_on_toys_do_not_clip_to_the_pixel_box(monkeypatch: pytest.Monkey
         seen.append(k["clamp"])
         return real_robust(*a, **k)
 
-    monkeypatch.setattr(train_mod, "pgd_training_loss", loss)
-    monkeypatch.setattr(train_mod, "pgd_robust", robust)
+    monkeypatch.setattr(kinds_mod, "pgd_training_loss", loss)
+    monkeypatch.setattr(metrics_mod, "pgd_robust", robust)
     cfg = TrainConfig(dataset="moons", widths=(8,), activation="tanh", kind="pgd", adv_eps=0.2, adv_steps=2,
                       epochs=1, batch_size=200, eval_samples=10, device="cpu")
     result = train(cfg)
@@ -106,8 +107,8 @@ def test_sweeps_accept_a_toy_and_attack_it_unclipped(monkeypatch: pytest.MonkeyP
     sweep = load_sweep_config(tmp_path / "toy.toml")
     assert {t.config.dataset for t in sweep.trials} == {"moons"}
     seen: list[bool] = []
-    real = trial_mod.pgd_attack
-    monkeypatch.setattr(trial_mod, "pgd_attack", lambda *a, **k: (seen.append(k["clamp"]), real(*a, **k))[1])
+    real = metrics_mod.pgd_attack  # the sweep's attacks are crc_core.metrics.attacks_at
+    monkeypatch.setattr(metrics_mod, "pgd_attack", lambda *a, **k: (seen.append(k["clamp"]), real(*a, **k))[1])
     model = train(TrainConfig(dataset="moons", widths=(8,), activation="tanh", kind="standard", epochs=1,
                               eval_samples=0, device="cpu")).model
     row = trial_mod.evaluate_trial(model, load_dataset("moons", "test", size=40), sweep.evaluate)
