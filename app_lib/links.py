@@ -1,13 +1,15 @@
 """Shareable links: a page's state mirrored in the URL's query string (``st.query_params``) and restored from it.
 
 Each page names the fields it shares (:data:`CERTIFY`, :data:`HESSIAN`, …: query name -> session key and how to
-read the value). :func:`sync`, called before the page draws its widgets, does two things on every run:
+read the value). One source of truth: :func:`sync`, called before the page draws its widgets,
 
-* when the query string differs from the one this session wrote last (a link was just opened, or typed), every
-  field in it is checked and written into ``st.session_state``; a field that cannot be used (unknown model, image
-  index out of range, garbage) is skipped with a one-line note and the page keeps its default;
-* it then writes the page's current state back into the query string, so the address bar is always a link to what
-  is on screen.
+* reads the query string **once**, on the first run of the page after it was opened (from a link, a typed address
+  or the page list): every field in it is checked and written into ``st.session_state``; a field that cannot be
+  used (unknown model, image index out of range, garbage) is skipped with a one-line note and the page keeps its
+  default;
+* after that never reads it again: the widgets are the truth, and their state is only *written* to the address bar
+  when it changes. (A rerun can arrive with the query string of an earlier run, before the browser received the
+  last write: reading it back then snapped the ρ slider back and swallowed the next choice.)
 
 :func:`notes` shows the notes of a link just opened; :func:`copy_link` shows the full link to copy.
 """
@@ -26,6 +28,7 @@ import streamlit as st
 from app_lib import ui
 
 WRITTEN_KEY = "crc_links_written"  # the query string (a dict) this session wrote last
+OPEN_PAGE_KEY = "crc_links_page"  # the page whose runs these are (a new value: the page was just opened)
 NOTES_KEY = "crc_links_notes"  # notes about the link just opened, shown once
 UPLOAD_PARAM = "upload"  # the uploaded image's content hash (only meaningful in the session that uploaded it)
 RHO_RANGE = (0.05, 3.0)  # the ρ slider's range and step on the Certify page
@@ -200,23 +203,37 @@ def current(fields: tuple[Field, ...]) -> dict[str, str]:
     return out
 
 
+def _page_id() -> str:
+    """Which page this run draws (its script hash; the same on every rerun of the page)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.page_script_hash if ctx is not None else ""
+
+
 def sync(fields: tuple[Field, ...]) -> None:
-    """Restore the page's state from a link just opened, then mirror the state into the query string. Call it
-    before the page draws its widgets (also before :func:`app_lib.ui.page_setup`: the model picker)."""
-    query = _query()
-    if query and query != st.session_state.get(WRITTEN_KEY):
-        notes = restore(fields, query)
-        if notes:
-            st.session_state[NOTES_KEY] = notes
+    """On the page's first run after it was opened, restore its state from the link; on every run, mirror the
+    state into the query string when it changed. Call it before the page draws its widgets (also before
+    :func:`app_lib.ui.page_setup`: the model picker)."""
+    page = _page_id()
+    if st.session_state.get(OPEN_PAGE_KEY) != page:  # just opened: the only time the URL is read
+        st.session_state[OPEN_PAGE_KEY] = page
+        st.session_state.pop(WRITTEN_KEY, None)
+        query = _query()
+        if query:
+            notes = restore(fields, query)
+            if notes:
+                st.session_state[NOTES_KEY] = notes
     write(fields)
 
 
 def write(fields: tuple[Field, ...]) -> dict[str, str]:
-    """Mirror the page's current state into the query string (when it changed) -> that state."""
+    """Mirror the page's current state into the query string (when it differs from what was written last) -> that
+    state. Never reads the query string: a stale one must not decide anything."""
     now = current(fields)
-    if now != _query():
+    if now != st.session_state.get(WRITTEN_KEY):
         st.query_params.from_dict(now)
-    st.session_state[WRITTEN_KEY] = now
+        st.session_state[WRITTEN_KEY] = now
     return now
 
 

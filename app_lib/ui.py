@@ -244,21 +244,35 @@ def _default_model(ids: Sequence[str], refs: dict[str, ModelRef]) -> str:
 
 
 def persistent(widget: Callable[..., Any], label: str, store_key: str, default: Any, *,
-               valid: Callable[[Any], bool] | None = None, **kwargs: Any) -> Any:
+                valid: Callable[[Any], bool] | None = None, **kwargs: Any) -> Any:
     """Draw ``widget(label, key=..., **kwargs)`` whose value survives page switches.
 
     The value lives in ``session_state[store_key]`` (a plain key, which Streamlit keeps across pages); the widget
-    gets its own key, is seeded from the stored value on every run and copies changes back.
+    has its own key and copies the user's changes back. The widget is given the stored value only when it has none
+    (the page was just opened) or when the program changed the stored value (a link restored, the dataset following
+    the model): giving it on every run would send the browser an older value while the user moves on (fast slider
+    presses snapped back).
     """
     if store_key not in st.session_state or (valid is not None and not valid(st.session_state[store_key])):
         st.session_state[store_key] = default
-    widget_key = f"_w_{store_key}"
-    st.session_state[widget_key] = st.session_state[store_key]
+    widget_key, shadow = f"_w_{store_key}", f"_s_{store_key}"
+    stored = st.session_state[store_key]
+    if widget_key not in st.session_state or not _same(stored, st.session_state.get(shadow)):
+        st.session_state[widget_key] = stored
+    st.session_state[shadow] = stored
 
     def _copy() -> None:
-        st.session_state[store_key] = st.session_state[widget_key]
+        st.session_state[store_key] = st.session_state[shadow] = st.session_state[widget_key]
 
     return widget(label, key=widget_key, on_change=_copy, **kwargs)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """a == b for the plain values widgets hold (False when they cannot be compared)."""
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:
+        return False
 
 
 def persistent_selectbox(label: str, options: Sequence[Any], store_key: str, default: Any, *,
