@@ -6,6 +6,8 @@ Computations live in :mod:`app_lib.certify_view`; this module only lays out widg
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import streamlit as st
 
@@ -107,11 +109,12 @@ def slice_section(ctx: ui.Ctx, picked: ui.Picked, cert: cv.Certificate, mode: st
     second = ui.persistent(s1.selectbox, "Second direction of the plane", links.SLICE_DIR_KEY, "hessian-top",
                            options=list(cv.SLICE_DIRECTIONS), format_func=cv.SLICE_DIRECTIONS.get,
                            valid=lambda v: v in cv.SLICE_DIRECTIONS,
-                           help="The first direction always points to the closest boundary point x_b. The Hessian "
-                                "eigenvectors are where the margin curves up most (top) or down most (bottom).")
+                           help="The first direction points to the closest boundary point x_b (when none was found: "
+                                "to the certifier's best point, marked as such). The Hessian eigenvectors are where "
+                                "the margin curves up most (top) or down most (bottom).")
     other = None
     if second == "target":
-        options = cv.other_targets(cert)
+        options = cv.other_targets(cert, cv.certificate_batch(ctx, picked, mode))
         if not options:
             st.info("No other class has a boundary point to point at: pick another direction.")
             return
@@ -124,11 +127,18 @@ def slice_section(ctx: ui.Ctx, picked: ui.Picked, cert: cv.Certificate, mode: st
     compare = s3.selectbox("Side by side with (same image)", ["", *others], key=links.COMPARE_KEY,
                            format_func=lambda i: labels[i] if i else "— one model only —",
                            help="E.g. a standard and a CRT model: the certified disc grows.")
+    slot = st.empty()  # the old slice goes at once: no stale picture under a "computing" line
     with ui.guard("Slice"):
-        view = cv.slice_view(ctx, picked, mode, rho, second, other, names, compare or None)
-        ui.plot(view.figure, key="slice")
-        st.caption(SLICE_CAPTION + (" Side by side, each panel is the plane of its own model's x_b."
-                                    if compare else ""))
+        with slot.container(), st.spinner(f"Computing the 2-D slice ({cv.SLICE_GRID}×{cv.SLICE_GRID} forward "
+                                          "passes)…"):
+            view = cv.slice_view(ctx, picked, mode, rho, second, other, names, compare or None)
+        with slot.container():
+            ui.plot(view.figure, key="slice")
+            st.caption(SLICE_CAPTION + (" Side by side, each panel is the plane of its own model's x_b."
+                                        if compare else "") + ("" if cert.boundary is not None else
+                       f" No point where another class wins was found, so the first axis points to the "
+                       f"certifier's best point against {names[cert.toward_class]}, where the prediction still "
+                       "holds: it is marked as such, not as x_b."))
 
 
 def local_section(ctx: ui.Ctx, picked: ui.Picked, cert: cv.Certificate, mode: str) -> None:
@@ -190,13 +200,16 @@ def relu_main(ctx: ui.Ctx, picked: ui.Picked, rho: float, names: list[str], note
     return correct
 
 
-def methods_section(ctx: ui.Ctx, picked: ui.Picked, rho: float, correct: bool) -> None:
+def methods_section(ctx: ui.Ctx, picked: ui.Picked, rho: float, correct: bool, upper: float | None = None) -> None:
     """Every certificate that applies to the model on this image (CROWN, first-order, smoothing, App. G; CRC for
-    smooth nets) beside the attack's upper bound, with why a method does not apply."""
+    smooth nets) beside the upper end of the distance: ``upper`` (the page's one value, the distance of x_b) when
+    given, else the attack's."""
     if not correct:
         st.info("Misclassified: every method's radius is 0.")
         return
     other = compare_view.image_methods(ctx, picked)
+    if upper is not None:
+        other = dataclasses.replace(other, attack_upper=upper)
     ui.plot(compare_figures.methods_vs_attack(other.deterministic, compare_view.LABELS, rho=rho,
                                               attack_upper=other.attack_upper, smoothing=other.smoothing),
             key="methods")

@@ -52,14 +52,14 @@ def methods_vs_attack(radii: Mapping[str, float], labels: Mapping[str, str], *, 
             fig.add_vline(x=rho, line_color=COLORS["rho"], line_dash="dot", row=r, col=1)
     if math.isfinite(attack_upper) and attack_upper > 0:
         fig.add_annotation(x=attack_upper, y=1.0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
-                           yshift=ATTACK_LABEL_SHIFT, text=f"attack: {attack_upper:.3f}",
+                           yshift=ATTACK_LABEL_SHIFT, text=f"closest found: {attack_upper:.3f}",
                            font_color=COLORS["boundary"])
     fig.update_xaxes(range=[0, x_max])
     fig.update_xaxes(title_text="ℓ2 radius (red dashes: closest point found where the class changes"
                      + ("; orange dots: ρ)" if rho is not None else ")"), row=rows, col=1)
     fig.update_layout(height=170 + 45 * (len(names) + rows), showlegend=False,
                       margin=dict(l=10, r=20, t=60 + ATTACK_LABEL_SHIFT, b=50),
-                      title="Every certificate for this image, against the attack's upper bound")
+                      title="Every certificate for this image, against the upper end of the distance")
     return fig
 
 

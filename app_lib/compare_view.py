@@ -101,7 +101,9 @@ def caption(im: ImageMethods) -> str:
     det = im.deterministic
     best = max(det, key=det.get) if det else None
     text = ("Deterministic radii are proofs about this model: the true distance to the decision boundary lies "
-            f"between the best of them ({label(best)}, {det[best]:.4f}) and the attack's {im.attack_upper:.4f}. "
+            f"between the best of them ({label(best)}, {det[best]:.4f}) and the upper end {im.attack_upper:.4f}, the "
+            "distance of the closest point the attack found where another class wins (on the Certify page of a smooth "
+            "model: of x_b, the closest over the certifier and the attack, the same number as in section 2). "
             if best is not None and np.isfinite(im.attack_upper) else "")
     if im.smoothing is not None:
         text += SMOOTHING_NOTE + " "

@@ -47,8 +47,8 @@ def _circle(r: float) -> tuple[np.ndarray, np.ndarray]:
     return r * np.cos(th), r * np.sin(th)
 
 
-def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool, values_in_names: bool = True
-                  ) -> list[go.BaseTraceType]:
+def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool, values_in_names: bool = True,
+                  point: str = "x_b") -> list[go.BaseTraceType]:
     """The traces of one panel: class regions, zero contour, certified disc, ρ circle, x0, x_b. Grids are sent as
     uint8 classes and float32 margins (Plotly ships them base64-encoded: ~0.9 MB for 201×201, half of float64)."""
     a, b = as_numpy(s.a), as_numpy(s.b)
@@ -59,8 +59,9 @@ def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool,
         raise ValueError(f"The slice has classes up to {int(classes.max())}, but {len(names)} class names were given.")
     r, xb = float(s.radius), tuple(float(v) for v in s.xb_ab)
     ball = f"certified ball, r = {r:.3f}" if values_in_names else "certified ball (radius r)"
-    on_boundary = s.xb_margin <= XB_ON_BOUNDARY
-    near = "closest boundary point x_b" if on_boundary else "x_b: the certifier's point (no boundary point found)"
+    on_boundary = s.xb_margin <= XB_ON_BOUNDARY and point == "x_b"  # only a point on the boundary is called x_b
+    near = "closest boundary point x_b" if on_boundary else (point if point != "x_b" else
+                                                             "the first axis's point (not a boundary point)")
     if values_in_names:
         near += f" (distance {xb[0]:.3f})"
     x0_name = f"the image x0 ({names[s.y]})" if values_in_names else "the image x0"
@@ -91,14 +92,15 @@ def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool,
     traces.append(go.Scatter(x=[xb[0]], y=[xb[1]], mode="markers", showlegend=legend, legendgroup="xb",
                              marker=dict(size=13, color=COLORS["boundary"], symbol="x"),
                              name=near,
-                             hovertemplate=f"x_b, at distance {xb[0]:.3f} from x0, margin {s.xb_margin:.2g}"
-                                           "<extra></extra>"))
+                             hovertemplate=f"{'x_b' if on_boundary else 'point'}, at distance {xb[0]:.3f} from "
+                                           f"x0, margin {s.xb_margin:.2g}<extra></extra>"))
     return traces
 
 
-def _axes_titles(s: DecisionSlice) -> tuple[str, str]:
+def _axes_titles(s: DecisionSlice, point: str = "x_b") -> tuple[str, str]:
     second = s.second or "second direction"
-    return "along x_b − x0 (ℓ2 distance)", f"along {second}, orthogonalised (ℓ2 distance)"
+    first = "along x_b − x0" if point == "x_b" and s.xb_margin <= XB_ON_BOUNDARY else "towards the marked point"
+    return f"{first} (ℓ2 distance)", f"along {second}, orthogonalised (ℓ2 distance)"
 
 
 def _coloraxis(class_names: Sequence[str]) -> dict:
@@ -109,10 +111,11 @@ def _coloraxis(class_names: Sequence[str]) -> dict:
 
 
 def slice_figure(s: DecisionSlice, class_names: Sequence[str], *, title: str | None = None,
-                 height: int = 520) -> go.Figure:
-    """One slice: class regions, the margin's zero contour, the certified disc (radius r), ρ's circle, x0 and x_b."""
-    fig = go.Figure(_slice_traces(s, class_names, legend=True))
-    xt, yt = _axes_titles(s)
+                 height: int = 520, point: str = "x_b") -> go.Figure:
+    """One slice: class regions, the margin's zero contour, the certified disc (radius r), ρ's circle, x0 and the
+    first axis's point: x_b when ``point`` is "x_b" and it lies on the boundary, else ``point`` says what it is."""
+    fig = go.Figure(_slice_traces(s, class_names, legend=True, point=point))
+    xt, yt = _axes_titles(s, point)
     lim = float(max(np.abs(as_numpy(s.a)).max(), np.abs(as_numpy(s.b)).max()))
     fig.update_layout(coloraxis=_coloraxis(class_names), height=height, margin=dict(l=10, r=10, t=50, b=10),
                       title=title or f"Class regions around x0 in the plane of x_b and {s.second or 'a direction'}",
@@ -123,7 +126,8 @@ def slice_figure(s: DecisionSlice, class_names: Sequence[str], *, title: str | N
 
 
 def slice_pair_figure(left: DecisionSlice, right: DecisionSlice, class_names: Sequence[str], *,
-                      titles: Sequence[str] = ("model A", "model B"), height: int = 520) -> go.Figure:
+                      titles: Sequence[str] = ("model A", "model B"), height: int = 520,
+                      points: Sequence[str] = ("x_b", "x_b")) -> go.Figure:
     """Two slices side by side (e.g. a standard and a CRT model on the same image) on one scale, so the certified
     discs can be compared: both panels show the larger of the two extents (compute both slices with the same
     ``half_width`` to fill them)."""
@@ -133,10 +137,13 @@ def slice_pair_figure(left: DecisionSlice, right: DecisionSlice, class_names: Se
                                                         for t, s in zip(titles, (left, right), strict=True)],
                         horizontal_spacing=0.08)
     lim = max(float(np.abs(as_numpy(v)).max()) for s in (left, right) for v in (s.a, s.b))
-    for col, s in ((1, left), (2, right)):
-        for tr in _slice_traces(s, class_names, legend=col == 1, values_in_names=False):
+    for col, s, point in ((1, left, points[0]), (2, right, points[1])):
+        traces = _slice_traces(s, class_names, legend=col == 1, values_in_names=False, point=point)
+        if col == 2 and traces[-1].name != fig.data[-1].name:  # the two panels' points differ: both in the legend
+            traces[-1].showlegend = True
+        for tr in traces:
             fig.add_trace(tr, row=1, col=col)
-        xt, yt = _axes_titles(s)
+        xt, yt = _axes_titles(s, point)
         fig.update_xaxes(title_text=xt, range=[-lim, lim], constrain="domain", row=1, col=col)
         fig.update_yaxes(title_text=yt if col == 1 else None, range=[-lim, lim],  # one title: none over panel 1
                          scaleanchor="x" if col == 1 else "x2", scaleratio=1, row=1, col=col)

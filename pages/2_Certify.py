@@ -78,20 +78,23 @@ with ui.guard("Certify"):
             b = cert.boundary
             if b is not None:
                 st.markdown(f"**The closest boundary point found**, x_b, over all classes: distance {b.distance:.4f} "
-                            f"(the upper end of the interval). There *{names[b.cls]}* ties with or beats *{pred}*. "
-                            f"The certificate's smallest radius is against *{names[cert.target]}*, a separate fact: "
-                            "the radius is what is proved, x_b is the closest point the search reached.")
+                            f"(the upper end of the interval; found by {b.found_by}, then moved along its line onto "
+                            f"the boundary). There *{names[b.cls]}* ties with *{pred}*. The certificate's smallest "
+                            f"radius is against *{names[cert.target]}*, a separate fact: the radius is what is "
+                            "proved, x_b is the closest point the searches reached.")
                 ui.plot(plots.boundary_triptych(picked.x, b.x_b, distance=b.distance,
-                                                xb_title=f"x_b ({names[b.cls]} ties or wins)"), key="triptych")
+                                                xb_title=f"x_b ({names[b.cls]} ties)"), key="triptych")
             else:
-                st.markdown(f"**No point where another class wins was found.** The chart follows the line towards the "
-                            f"solver's best point against *{names[cert.toward_class]}*.")
+                st.markdown(f"**No point where another class wins was found** (neither the certifier nor the "
+                            f"attack), so there is no x_b. The chart follows the line towards the certifier's best "
+                            f"point against *{names[cert.toward_class]}*, where the prediction still holds.")
             line = cv.margin_path(ctx, picked, cert, rho)
             ui.plot(plots.margin_along_path(line.s, line.f_target, line.f_any, radius=cert.radius, rho=rho,
                                             boundary_distance=b.distance if b is not None else None,
                                             target_name=names[cert.toward_class]), key="path")
-            st.caption("Along this straight line the margin reaches 0 at x_b. The green band is the certified radius: "
-                       "inside it the margin cannot reach 0 in *any* direction, not only along this line.")
+            st.caption(("Along this straight line the margin reaches 0 at x_b. " if b is not None else "")
+                       + "The green band is the certified radius: inside it the margin cannot reach 0 in *any* "
+                       "direction, not only along this line.")
 
             st.subheader("3 · The decision regions around the image: a 2-D slice")
             sections.slice_section(ctx, picked, cert, mode, rho, names)
@@ -107,9 +110,11 @@ with ui.guard("Certify"):
                       delta_color="normal" if certified else "inverse", delta_arrow="off")
             a2.metric("attack changed the class?", "yes" if att.fooled else "no", f"strongest target: "
                       f"{names[att.target]}", delta_color="inverse" if att.fooled else "normal", delta_arrow="off")
-            a3.metric("attack provably worst case?", "yes" if att.provably_worst else "no",
-                      help="Success flag of Algorithm 2: the attack point is on the sphere of radius ρ and its dual "
-                           "certifies that no point in the ball has a lower margin (paper Theorem 2).")
+            a3.metric("attack provably worst case?", *att.worst_case_words(names),
+                      delta_color="off", delta_arrow="off",
+                      help="Success flag of Algorithm 2, per target: the attack point is on the sphere of radius ρ and "
+                           "its dual certifies that no point in the ball has a lower margin against that target "
+                           "(paper Theorem 2). 'yes' only when this holds for every target (see the table below).")
             kind, text = att.verdict(certified, rho, names)
             getattr(st, kind)(text)
             with st.expander("The attack against every target class"):
@@ -120,6 +125,6 @@ with ui.guard("Certify"):
         correct = cert.correct
 
     st.subheader(f"{3 if note else 5} · Every certificate for this image")  # CROWN, first-order, smoothing, …
-    sections.methods_section(ctx, picked, rho, correct)
+    sections.methods_section(ctx, picked, rho, correct, upper=None if note else cert.upper)
 
 links.write(links.CERTIFY)  # the picked image may have changed during this run (a drawing): keep the address current

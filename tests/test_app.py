@@ -626,26 +626,35 @@ def _spec(at: AppTest, title: str) -> dict:
 
 
 def test_closest_boundary_point_is_the_closest_over_all_targets():
-    """Finding 1 (the maths): the point shown is the closest one found over ALL targets, at the interval's upper
-    end, and the class named with it ties with or beats the prediction there."""
-    from app_lib.certify_view import closest_boundary
+    """Finding 1 / issue 24 Major 2 (the maths): x_b is on the decision boundary (margin ≈ 0, another class ties),
+    no farther than the certifier's closest boundary point over ALL targets nor the attack's closest prediction
+    change, and never inside the certified ball."""
+    from app_lib.closest_point import closest_boundary, margin64
     from crc_core.certify import certify
     from crc_core.checkpoints import load_checkpoint
+    from crc_core.compare import attack_upper_bound
 
     model, _ = load_checkpoint(H.model_dir() / "small-crt.pt")
     ds = load_dataset("embedded", "test", limit=40)
     batch = certify(model, ds.images, ds.labels)
+    names = [str(k) for k in range(10)]
     seen = 0
     for i in range(len(ds)):
-        if not bool(batch.correct[i]) or not np.isfinite(float(batch.upper[i])):
+        if not bool(batch.correct[i]) or seen >= 6:
             continue
         row = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[i:i + 1] for f in dataclasses.fields(batch)
                                             if isinstance(getattr(batch, f.name), torch.Tensor)})
         pred = int(batch.pred[i])
-        b = closest_boundary(model, row, pred)
-        assert b is not None and b.distance == float(batch.upper[i])  # the interval's upper end, not another target's
-        assert b.distance <= float(batch.upper_t[i].min()) + 1e-12
-        assert abs(float((b.x_b - ds.images[i]).norm()) - b.distance) <= 1e-4 * (1 + b.distance)
+        b = closest_boundary(model, ds.images[i], row, names)
+        attack = float(attack_upper_bound(model, ds.images[i:i + 1], batch.pred[i:i + 1])[0])
+        if b is None:
+            assert not np.isfinite(float(batch.upper[i])) and not np.isfinite(attack)
+            continue
+        assert b.distance <= min(float(batch.upper[i]), attack) * (1 + 1e-6)  # the closest of every search
+        assert b.distance >= float(batch.radius[i]) - 1e-6  # a boundary point is never inside the certified ball
+        assert abs(float((b.x_b.double() - ds.images[i].double()).norm()) - b.distance) <= 1e-5 * (1 + b.distance)
+        m = float(margin64(model, b.x_b[None], pred)[0])
+        assert abs(m) <= 1e-4, m  # on the boundary
         z = model(b.x_b[None])[0].detach().double()
         assert b.cls != pred and float(z[b.cls]) >= float(z[pred]) - 1e-3 * (1 + float(z.abs().max()))
         seen += 1

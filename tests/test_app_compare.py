@@ -110,7 +110,7 @@ def test_certify_page_shows_every_method_against_the_attack(app_env):
     else:
         pytest.fail("no correctly classified image among the first 8")
     text = " ".join(c.value for c in at.caption)
-    assert "smoothed classifier" in text and "the attack's" in text and "1 − α" in text
+    assert "smoothed classifier" in text and "the upper end" in text and "1 − α" in text
 
 
 # ------------------------------------------------------------------------------------------------ view models

@@ -65,9 +65,14 @@ def test_single_slice_figure_has_every_part():
 
 
 def test_x_b_off_the_boundary_is_labelled_so():
+    """Issue 24 Major 2: a point off the boundary is never called x_b nor a boundary point; the caller's words
+    say what it is."""
     fig = slice_figure(_toy_slice(xb_margin=0.7), NAMES)
-    assert _named(fig, "x_b: the certifier's point (no boundary point found)")
-    assert not _named(fig, "closest boundary point")
+    assert _named(fig, "the first axis's point (not a boundary point)")
+    assert not _named(fig, "closest boundary point") and not _named(fig, "x_b")
+    fig = slice_figure(_toy_slice(xb_margin=0.0), NAMES, point="the certifier's best point against Coat")
+    assert _named(fig, "the certifier's best point against Coat") and not _named(fig, "x_b")
+    assert "x_b" not in fig.layout.xaxis.title.text
 
 
 def test_no_rho_circle_without_rho():
