@@ -254,35 +254,79 @@ def accuracy_curves(frame: pd.DataFrame, methods: tuple[str, ...], rhos: np.ndar
 
 
 # ------------------------------------------------------------------------------------------------ Table 5b
-@st.cache_resource(show_spinner=False, max_entries=32)
-def _model_row(key: str, dataset: str, n_images: int, device: str, _model: MLP) -> dict[str, Any]:
+TABLE_CHUNK = 4  # test images per Table 5b step: progress moves and a stop takes effect within one step
+TABLE_METHODS = ("crc", RELU_METHOD, "crown", "lipschitz")
+Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what runs now)
+
+
+@st.cache_resource(show_spinner=False, max_entries=1024)
+def _table_chunk(key: str, dataset: str, start: int, stop: int, device: str, _model: MLP) -> pd.DataFrame:
+    """Per-image runner-up radii of test images [start, stop) (one Table 5b step; cached, so a larger N or a
+    stopped run goes on from what is done)."""
     ds = ui.cached_test_set(dataset)
-    methods = applicable_methods(_model, ("crc", RELU_METHOD, "crown", "lipschitz"))
     t0 = time.perf_counter()
-    res = compare_certificates(_model, ds.images[:n_images].reshape(-1, 784).to(device), ds.labels[:n_images],
-                               methods=methods, targets="runner-up", attack=False)
-    row: dict[str, Any] = {"accuracy": float(res.correct.double().mean())}
-    for m in ("crc", RELU_METHOD, "crown", "lipschitz"):
-        row[label(m)] = res.mean_certificate(m) if m in res.methods else float("nan")
-    crc = row[label("crc")] if "crc" in res.methods else row[label(RELU_METHOD)]
+    res = compare_certificates(_model, ds.images[start:stop].reshape(-1, 784).to(device), ds.labels[start:stop],
+                               methods=applicable_methods(_model, TABLE_METHODS), targets="runner-up", attack=False)
+    df = res.to_frame()
+    df["seconds"] = time.perf_counter() - t0
+    return df
+
+
+def _row(frame: pd.DataFrame) -> dict[str, Any]:
+    """One Table 5b row from per-image radii: accuracy, mean certificate per method (over correctly classified
+    images, NaN where the method does not apply), CRC / CROWN, seconds."""
+    ok = frame["correct"].to_numpy().astype(bool)
+    row: dict[str, Any] = {"accuracy": float(ok.mean())}
+    for m in TABLE_METHODS:
+        col = f"radius_{m}"
+        row[label(m)] = float(frame.loc[ok, col].mean()) if col in frame and ok.any() else float("nan")
+    crc = row[label("crc")] if "radius_crc" in frame else row[label(RELU_METHOD)]
     row["CRC / CROWN"] = crc / row[label("crown")] if row[label("crown")] > 0 else float("nan")
-    row["seconds"] = time.perf_counter() - t0
+    row["seconds"] = float(frame["seconds"].drop_duplicates().sum())
     return row
 
 
-def model_row(key: str, dataset: str, n_images: int, device: torch.device, model: MLP) -> dict[str, Any]:
-    """One model's Table 5b row (accuracy, mean certificate per method, CRC / CROWN), cached per model key; the
-    caller holds the heavy-job lock."""
-    return _model_row(key, dataset, int(n_images), str(device), model)
+def model_row(key: str, dataset: str, n_images: int, device: torch.device, model: MLP,
+              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """One model's Table 5b row over the first ``n_images`` test images, TABLE_CHUNK at a time (each step cached);
+    ``progress(images done)`` after each step. The caller holds the heavy-job lock."""
+    frames = []
+    for s in range(0, int(n_images), TABLE_CHUNK):
+        frames.append(_table_chunk(key, dataset, s, min(s + TABLE_CHUNK, int(n_images)), str(device), model))
+        if progress is not None:
+            progress(min(s + TABLE_CHUNK, int(n_images)))
+    return _row(pd.concat(frames, ignore_index=True))
 
 
 def models_table(model_ids: list[str], names: dict[str, str], dataset: str, n_images: int,
-                 device: torch.device) -> pd.DataFrame:
+                 device: torch.device, progress: Progress | None = None) -> pd.DataFrame:
     """Mean certificate (runner-up target, over correctly classified images among the first ``n_images``) per
-    method, one row per model: the paper's Table 5b on the models picked. Holds the heavy-job lock."""
+    method, one row per model: the paper's Table 5b on the models picked. ``progress(done, total, what)`` after
+    every step of TABLE_CHUNK images. Holds the heavy-job lock."""
     rows = []
+    steps = -(-int(n_images) // TABLE_CHUNK)
+    total = steps * len(model_ids)
     with ui.heavy_lock():
-        for mid in model_ids:
+        for k, mid in enumerate(model_ids):
             ref, model, _meta = ui.model_by_id(mid, device)
-            rows.append({"model": names.get(mid, mid), **_model_row(ref.key, dataset, n_images, str(device), model)})
+            name = names.get(mid, mid).split(" · ")[0]
+
+            def step(done: int, k: int = k, name: str = name) -> None:
+                if progress is not None:
+                    progress(k * steps + -(-done // TABLE_CHUNK), total,
+                             f"model {k + 1} of {len(model_ids)} ({name}): {done} of {n_images} images")
+
+            rows.append({"model": names.get(mid, mid), **model_row(ref.key, dataset, n_images, device, model, step)})
     return pd.DataFrame(rows).dropna(axis=1, how="all")
+
+
+def shown_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 5b for display: numbers with 4 decimals (accuracy as %), "—" where a method does not apply (never a
+    literal None or NaN)."""
+    out = table.copy()
+    for col in out.columns:
+        if col == "model":
+            continue
+        fmt = "{:.0%}" if col == "accuracy" else "{:.1f}" if col == "seconds" else "{:.4f}"
+        out[col] = [fmt.format(v) if isinstance(v, (int, float)) and np.isfinite(v) else "—" for v in out[col]]
+    return out

@@ -94,9 +94,36 @@ def test_compare_page_table_5b_view(app_env):
     tables = [d.value for d in at.dataframe]
     mine = next(t for t in tables if "model" in t.columns)
     assert len(mine) == 2 and {"CRC (curvature)", "CROWN", "first-order (Lipschitz)", "CRC / CROWN"} <= set(mine)
-    assert (mine["CRC (curvature)"] > 0).all() and (mine["CROWN"] > 0).all()
+    assert (mine["CRC (curvature)"].astype(float) > 0).all() and (mine["CROWN"].astype(float) > 0).all()
+    assert "None" not in mine.to_string() and "nan" not in mine.to_string().lower()
     paper = next(t for t in tables if "network" in t.columns)
     assert paper.loc[(paper["training"] == "CRT, 0.01"), "CRC"].iloc[0] == pytest.approx(1.54673)
+
+
+def test_table_5b_steps_report_progress_and_a_larger_n_reuses_what_is_done(app_env, monkeypatch):
+    """Issue 24 Major 4: Table 5b reports progress step by step (what runs, how far); going from N = 8 to 12
+    certifies only the 4 new images (done steps are kept, so a stopped run goes on from there)."""
+    import crc_core.compare as compare
+
+    calls: list[int] = []
+    real = compare.compare_certificates
+
+    def counting(model, x, *a, **k):
+        calls.append(x.shape[0])
+        return real(model, x, *a, **k)
+
+    monkeypatch.setattr(cv, "compare_certificates", counting)
+    cv._table_chunk.clear()  # any test order: nothing certified before
+    seen: list[tuple[int, int, str]] = []
+    labels = ui.catalogue_labels()
+    mid = "shipped:small-standard.pt"
+    cv.models_table([mid], labels, "embedded", 8, torch.device("cpu"), progress=lambda *p: seen.append(p))
+    assert [p[:2] for p in seen] == [(1, 2), (2, 2)] and "model 1 of 1" in seen[-1][2]
+    assert "8 of 8 images" in seen[-1][2]
+    assert sum(calls) == 8
+    calls.clear()
+    cv.models_table([mid], labels, "embedded", 12, torch.device("cpu"))
+    assert calls == [4]  # only the new images
 
 
 def test_certify_page_shows_every_method_against_the_attack(app_env):
