@@ -203,19 +203,11 @@ def current(fields: tuple[Field, ...]) -> dict[str, str]:
     return out
 
 
-def _page_id() -> str:
-    """Which page this run draws (its script hash; the same on every rerun of the page)."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    return ctx.page_script_hash if ctx is not None else ""
-
-
 def sync(fields: tuple[Field, ...]) -> None:
     """On the page's first run after it was opened, restore its state from the link; on every run, mirror the
     state into the query string when it changed. Call it before the page draws its widgets (also before
     :func:`app_lib.ui.page_setup`: the model picker)."""
-    page = _page_id()
+    page = ui.page_id()
     if st.session_state.get(OPEN_PAGE_KEY) != page:  # just opened: the only time the URL is read
         st.session_state[OPEN_PAGE_KEY] = page
         st.session_state.pop(WRITTEN_KEY, None)

@@ -255,22 +255,31 @@ def persistent(widget: Callable[..., Any], label: str, store_key: str, default: 
     """
     if store_key not in st.session_state or (valid is not None and not valid(st.session_state[store_key])):
         st.session_state[store_key] = default
-    widget_key, shadow = f"_w_{store_key}", f"_s_{store_key}"
+    widget_key, shadow, page = f"_w_{store_key}", f"_s_{store_key}", page_id()
     stored = st.session_state[store_key]
-    if widget_key not in st.session_state or not _same(stored, st.session_state.get(shadow)):
-        st.session_state[widget_key] = stored
-    st.session_state[shadow] = stored
+    if widget_key not in st.session_state or not _same((page, stored), st.session_state.get(shadow)):
+        st.session_state[widget_key] = stored  # first draw on this page, or the program changed the value
+    st.session_state[shadow] = (page, stored)
 
     def _copy() -> None:
-        st.session_state[store_key] = st.session_state[shadow] = st.session_state[widget_key]
+        st.session_state[store_key] = st.session_state[widget_key]
+        st.session_state[shadow] = (page, st.session_state[widget_key])
 
     return widget(label, key=widget_key, on_change=_copy, **kwargs)
+
+
+def page_id() -> str:
+    """Which page this run draws (its script hash: the same on every rerun of the page, another on another page)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.page_script_hash if ctx is not None else ""
 
 
 def _same(a: Any, b: Any) -> bool:
     """a == b for the plain values widgets hold (False when they cannot be compared)."""
     try:
-        return type(a) is type(b) and bool(a == b)
+        return type(a) is type(b) and all(type(u) is type(v) for u, v in zip(a, b, strict=True)) and bool(a == b)
     except Exception:
         return False
 

@@ -73,3 +73,17 @@ def test_after_an_upload_the_next_choice_counts_and_no_false_note(app_env):
     assert at.selectbox(key="_w_crc_mode").value == "paper" and at.query_params["solver"] == "paper"
     assert not _notes(at)
     assert any("uploaded image" in s.value for s in at.subheader)
+
+
+def test_page_switches_keep_every_widget_value(app_env):
+    """The widgets get the stored value again on every page they are drawn on: the model picked on Home and the ρ
+    set on Certify survive a trip through other pages (the picker is a new widget on each page)."""
+    at = H.open_app("app.py", "shipped:small-standard.pt")
+    at.switch_page(PAGE).run()
+    H.assert_clean(at)
+    at.slider(key="_w_crc_rho").set_value(0.8).run()
+    for page in ("pages/3_Curvature.py", "pages/4_Hessian.py", PAGE):
+        at.switch_page(page).run()
+        H.assert_no_exception(at)
+        assert at.sidebar.selectbox(key="_w_crc_model_id").value == "shipped:small-standard.pt", page
+    assert at.slider(key="_w_crc_rho").value == 0.8
