@@ -178,3 +178,29 @@ def saved_history(meta: dict[str, Any]) -> list[dict[str, Any]]:
     hist = meta.get("history") or {}
     return [{"kind": "step", **e} for e in hist.get("steps", [])] + [
         {"kind": "epoch", **e} for e in hist.get("epochs", [])]
+
+
+def progress_text(job: jobs.TrainJob) -> str:
+    """The live progress line: epoch, step (what a step is), time spent and, once it can be estimated, time left:
+    "epoch 1/3, step 70 of 237 (one step = one batch of 128 images; 79 per epoch) · 21 s so far, about 50 s left"."""
+    steps = job.step_events()
+    if not steps:
+        return f"starting (reading the data, building the model)… {job.elapsed():.0f} s"
+    last = steps[-1]
+    per_epoch = last.get("steps_per_epoch") or "?"
+    text = (f"epoch {last['epoch']}/{job.config.epochs}, step {last['step']} of {last['total_steps']} (one step = "
+            f"one batch of {job.config.batch_size} images; {per_epoch} per epoch) · {duration(job.elapsed())} so far")
+    done = job.progress()
+    if job.running and 0.02 <= done < 1:  # a rate from the first steps only is noise
+        text += f", about {duration(job.elapsed() * (1 - done) / done)} left"
+    return text
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '1 h 02 min'."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -126,10 +126,37 @@ def cached_test_set(name: str) -> Dataset:
     return load_dataset(name, "test")
 
 
-@st.cache_resource(show_spinner="Computing curvature bounds for every class pair…", max_entries=64)
+BOUNDS_KEPT = 64  # curvature-bound tables kept for the process (one per model, method and device)
+
+
+@st.cache_resource(show_spinner=False)
+def _bounds_store() -> dict[tuple[str, str, str], Bounds]:
+    return {}
+
+
 def bounds_table(key: str, method: str, device: str, _model: MLP) -> Bounds:
-    """Certification-grade bounds for all C(C−1) pairs of a model, cached per (model key, method, device)."""
-    return curvature_bounds(_model, method=method)  # type: ignore[arg-type]
+    """Certification-grade bounds for all C(C−1) pairs of a model, computed once per (model key, method, device)
+    for the process. The first time, one predicted class at a time under a progress bar (a 2×[1024] net takes
+    ~20 s on a small CPU): call it where the bar is in view."""
+    store, skey = _bounds_store(), (key, method, device)
+    if skey in store:
+        return store[skey]
+    C = _model.n_classes
+    what = "Computing the curvature bounds of this model (once per model)"
+    bar = st.progress(0.0, text=f"{what}: class pairs 0 of {C * (C - 1)}…")
+    parts = []
+    try:
+        for yc in range(C):
+            t = torch.tensor([c for c in range(C) if c != yc], device=_model.layers[0].weight.device)
+            parts.append(curvature_bounds(_model, torch.full_like(t, yc), t, method=method))  # type: ignore[arg-type]
+            bar.progress((yc + 1) / C, text=f"{what}: class pairs {(yc + 1) * (C - 1)} of {C * (C - 1)}…")
+    finally:
+        bar.empty()
+    got = Bounds(*(torch.cat([getattr(p, f) for p in parts]) for f in ("y", "t", "m", "M", "K")), parts[0].method)
+    while len(store) >= BOUNDS_KEPT:
+        store.pop(next(iter(store)))
+    store[skey] = got
+    return got
 
 
 @st.cache_data(show_spinner=False, ttl=60)

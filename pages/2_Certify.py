@@ -22,6 +22,8 @@ with ui.guard("Certify"):
                          "sound radii. (CRC only: a ReLU model has no curvature bound.)")
     links.copy_link(links.CERTIFY, top[2])
 
+    if cv.has_curvature(ctx.model):  # computed here, in view (progress bars), not inside the folded gallery
+        cv.gallery(ctx, mode)
     now = ui.picked_image(ctx.test_set()).what  # the gallery folds away once an image is picked
     chosen = ui.IMAGE_KEY in st.session_state or bool(st.session_state.get(ui.USE_UPLOAD_KEY))
     with st.expander(f"1 · Pick an image (now: {now})", expanded=not chosen, icon=":material/photo_library:"):

@@ -143,7 +143,6 @@ def test_every_page_in_a_real_browser(app_url, page):
     _see(pg, "Not started: Epochs must be a whole number from 1 to 100")
     pg.get_by_text("standard (cross-entropy only)").click()
     pg.get_by_label("Epochs", exact=True).fill("2")
-    pg.get_by_text("Advanced").click()
     pg.get_by_label("Training images (0 = all)", exact=True).fill("2000")
     pg.get_by_label("Test images certified each epoch", exact=True).fill("50")
     pg.get_by_role("button", name="Start training").click()
