@@ -229,14 +229,19 @@ def open_upload(data: bytes, filename: str) -> ModelRef | registry.ForeignUpload
     return ref
 
 
+def import_test_set(dataset: str) -> Dataset | None:
+    """The test images an import for ``dataset`` is checked on (None when they are not on this machine)."""
+    home = home_dataset(dataset, dataset_names())
+    return cached_test_set(home) if home is not None else None
+
+
 def import_upload(upload: registry.ForeignUpload, *, activation: str, dataset: str, name: str = ""
                   ) -> tuple[ModelRef, bool]:
     """Import a foreign upload into the user's models folder (:func:`registry.import_upload`; checked on the
     dataset's test images when they are on this machine) and make it the picked model (the dataset picker follows
     it) -> (its entry, True when written now, False when imported before)."""
-    home = home_dataset(dataset, dataset_names())
-    test_set = cached_test_set(home) if home is not None else None
-    ref, new = registry.import_upload(upload, activation=activation, dataset=dataset, name=name, test_set=test_set)
+    ref, new = registry.import_upload(upload, activation=activation, dataset=dataset, name=name,
+                                      test_set=import_test_set(dataset))
     st.session_state[MODEL_KEY] = ref.id
     return ref, new
 
