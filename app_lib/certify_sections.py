@@ -87,7 +87,8 @@ def draw(ctx: ui.Ctx, mode: str, rho: float, names: list[str]) -> None:
         if d.empty:
             st.info(d.note, icon=":material/draw:")
             return
-        ui.use_uploaded_image(cv.DRAWING_NAME, d.x)
+        if ui.use_uploaded_image(cv.DRAWING_NAME, d.x):
+            st.rerun()  # a new drawing: the picker's title and the sections below name it
         picked = ui.picked_image(ctx.test_set())
         i1, i2 = st.columns([1, 3])
         i1.image(analysis.to_png_array(d.x), width="stretch", caption="the model sees")
@@ -154,9 +155,10 @@ def local_section(ctx: ui.Ctx, picked: ui.Picked, cert: cv.Certificate, mode: st
         lv = cv.local_view(ctx, picked, cert, mode)
         c1, c2, c3 = st.columns([1, 1, 3])
         c1.metric("global radius", f"{lv.global_radius:.4f}")
-        c2.metric("local radius", f"{lv.local_radius:.4f}",
-                  f"+{lv.local_radius - lv.global_radius:.4f}", delta_color="off", delta_arrow="off")
-        c3.caption(texts.LOCAL)
+        gain = lv.local_radius - lv.global_radius
+        c2.metric("local radius", f"{lv.local_radius:.4f}", f"{gain:+.4f}" if gain >= 5e-5 else "no gain",
+                  delta_color="off", delta_arrow="off")
+        c3.caption(texts.LOCAL + ("" if gain >= 5e-5 else " " + texts.LOCAL_NO_GAIN))
 
 
 RELU_NOT_SHOWN = ("The 2-D slice along Hessian directions, the local certificate and the curvature sections do not "

@@ -100,7 +100,8 @@ def take_upload(data: bytes, name: str, colours: str) -> analysis.UploadedImage:
     except CRCError:
         ui.forget_uploaded_image()
         raise
-    ui.use_uploaded_image(name, done.x)
+    if ui.use_uploaded_image(name, done.x):
+        st.rerun()  # a new picture: the picker's title above says so at once
     return done
 
 
@@ -407,7 +408,7 @@ def local_view(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, mode: str) -> 
 # ------------------------------------------------------------------------------------------------ drawing
 CANVAS_SIDE = 280  # pixels: 10 canvas pixels per model pixel
 CANVAS_KEY = "crc_canvas"
-DRAWING_NAME = "your drawing"
+DRAWING_NAME = ui.DRAWING_NAME
 
 
 def draw_canvas(generation: int) -> Drawing:

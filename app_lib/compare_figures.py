@@ -47,9 +47,9 @@ def methods_vs_attack(radii: Mapping[str, float], labels: Mapping[str, str], *, 
     x_max = 1.25 * max([*finite, 1e-3])
     for r in range(1, rows + 1):
         if math.isfinite(attack_upper) and attack_upper > 0:
-            fig.add_vline(x=attack_upper, line_color=COLORS["boundary"], line_dash="dash", row=r, col=1)
+            fig.add_vline(x=attack_upper, line_color=COLORS["boundary"], line_dash="dash", row=r, col=1, layer="below")
         if rho is not None:
-            fig.add_vline(x=rho, line_color=COLORS["rho"], line_dash="dot", row=r, col=1)
+            fig.add_vline(x=rho, line_color=COLORS["rho"], line_dash="dot", row=r, col=1, layer="below")
     if math.isfinite(attack_upper) and attack_upper > 0:
         fig.add_annotation(x=attack_upper, y=1.0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
                            yshift=ATTACK_LABEL_SHIFT, text=f"closest found: {attack_upper:.3f}",

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,10 @@ LABELS = {"crc": "CRC (curvature)", "crown": "CROWN", "lipschitz": "first-order 
           "smoothing": "randomized smoothing", RELU_METHOD: "App. G quadratic (ReLU)"}
 SMOOTHING_NOTE = (f"Randomized smoothing: a {SMOOTHING_GUARANTEE.replace('σ', 'σ = ' + str(SMOOTHING['sigma']))}, "
                   f"1 − α = {1 - SMOOTHING['alpha']:g}. It is not a radius of this model.")
+SMOOTHING_CAP = SMOOTHING["sigma"] * NormalDist().inv_cdf(SMOOTHING["alpha"] ** (1 / SMOOTHING["n"]))
+SMOOTHING_NOTE += (f" Its radius can never exceed {SMOOTHING_CAP:.3f} here: that is σ·Φ⁻¹(α^(1/n)), what it gives "
+                   f"when all n = {SMOOTHING['n']:,} noisy samples agree; so a confidently classified image shows "
+                   "exactly this cap.")
 # The paper's Table 5b (MNIST, mean certificate over correctly classified images), quoted for reference
 PAPER_TABLE_5B = pd.DataFrame(
     [("2×[1024] sigmoid", "standard", 0.28395, 0.48500), ("2×[1024] sigmoid", "γ = 0.01", 0.32548, 0.84719),
@@ -43,6 +48,8 @@ PAPER_TABLE_5B = pd.DataFrame(
      ("4×[1024] sigmoid", "standard", 0.19501, 0.00454), ("4×[1024] sigmoid", "γ = 0.01", 0.40620, 1.05323),
      ("4×[1024] sigmoid", "CRT, 0.01", 0.40327, 1.06208)],
     columns=["network", "training", "CROWN", "CRC"])
+PAPER_TABLE_5B["note"] = ["", "", "", "", "as printed (the same numbers as the next row)",
+                          "as printed (the same numbers as the row above)", "", "", ""]
 
 
 def label(method: str) -> str:

@@ -114,10 +114,13 @@ def integer(lo: int, hi: int, what: str) -> Callable[[str], int]:
     return parse
 
 
-def _flag(text: str) -> bool:
-    if text not in ("0", "1"):
-        raise LinkError(f"'{text}' is not 0 or 1; showing the default")
-    return text == "1"
+def flag(what: str) -> Callable[[str], bool]:
+    """A parser accepting 0 or 1 (off / on) for the switch ``what``."""
+    def parse(text: str) -> bool:
+        if text not in ("0", "1"):
+            raise LinkError(f"{what} '{text}' is not 0 (off) or 1 (on); showing the default")
+        return text == "1"
+    return parse
 
 
 SURVEY_SIZES = (100, 200, 500, 1000, 2000, 5000, 10000)  # the Curvature page's choices of test-image counts
@@ -142,7 +145,7 @@ CERTIFY = (*COMMON, IMAGE, RHO, SOLVER,
            Field("dir", SLICE_DIR_KEY, choice(("hessian-top", "hessian-bottom", "pgd", "target", "random"),
                                               "the slice direction")),
            Field("target", SLICE_TARGET_KEY, integer(0, 999, "the target class")),
-           Field("local", LOCAL_KEY, _flag, lambda v: "1" if v else "0"),
+           Field("local", LOCAL_KEY, flag("the local-certificate switch (local)"), lambda v: "1" if v else "0"),
            Field("vs", COMPARE_KEY, _model))
 HESSIAN = (*COMMON, IMAGE, Field("target", "crc_hess_target", integer(0, 999, "the target class")))
 CURVATURE = (*COMMON, Field("kub", "crc_curv_method", choice(("thm3", "thm4", "refined"), "the bound K_ub")),

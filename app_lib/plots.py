@@ -107,8 +107,9 @@ def _vline(fig: go.Figure, x: float, color: str, text: str, dash: str = "solid",
     if x is None or not np.isfinite(x):
         return
     kw = {} if row is None else {"row": row, "col": col}
+    lift = {"annotation_yshift": 18} if "bottom" in position else {}  # a bottom label clears the axis ticks
     fig.add_vline(x=float(x), line_color=color, line_dash=dash, line_width=2, annotation_text=text,
-                  annotation_position=position, annotation_font_color=color, **kw)
+                  annotation_position=position, annotation_font_color=color, **lift, **kw)
 
 
 def _hline(fig: go.Figure, y: float, color: str, text: str, dash: str = "solid",
@@ -399,7 +400,7 @@ def pair_heatmap(values: Any, class_names: Sequence[str], *, title: str, colorba
     cb = dict(title=("log₁₀ " if use_log else "") + colorbar_title)
     fig = go.Figure(go.Heatmap(z=z, x=list(class_names), y=list(class_names), colorscale="Viridis",
                                text=text, texttemplate="%{text}" if v.shape[0] <= 10 else None,
-                               textfont=dict(size=9), colorbar=cb,
+                               textfont=dict(size=13), colorbar=cb,  # readable on a projector
                                hovertemplate="y = %{y}<br>t = %{x}<br>value %{text}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="target t", yaxis_title="class y",
                       yaxis=dict(autorange="reversed", automargin=True), xaxis=dict(automargin=True), height=450,

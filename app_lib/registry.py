@@ -328,9 +328,15 @@ def accuracy_on(model: MLP, ds: Dataset) -> float:
         return float((model(ds.images).argmax(1) == ds.labels).float().mean())
 
 
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"\x93NUMPY")  # PNG, JPEG, GIF, BMP, .npy
+
+
 def _check_upload_bytes(data: bytes, filename: str) -> None:
     if not data:
         raise CheckpointError(f"{filename!r}: the uploaded file is empty.")
+    if data.startswith(_IMAGE_MAGIC) or data[8:12] == b"WEBP":
+        raise CheckpointError(f"{filename!r} is a picture, not a model checkpoint: to certify an image, upload it on "
+                              "the Certify page (section 1, 'Upload your own image').")
     if not data.startswith(_TORCH_MAGIC):
         raise CheckpointError(f"{filename!r} is not a readable PyTorch file: it is neither the zip archive nor the "
                               "pickle that torch.save writes (a text file or another format?).")

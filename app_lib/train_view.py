@@ -82,8 +82,9 @@ def check_fields(state: MutableMapping[str, Any]) -> list[str]:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and f.low <= v <= f.high
         if v is not None and not ok:
             allowed = f"{f.low:g} to {f.high:g}" if not f.whole else f"{int(f.low):,} to {int(f.high):,}"
-            problems.append(f"{f.label} must be {'a whole number ' if f.whole else ''}from {allowed}; {v!r} was put "
-                            f"back to {f.default:g}.")
+            was = "it was empty" if v == "" else f"{v!r} is not allowed"
+            problems.append(f"{f.label} must be {'a whole number ' if f.whole else ''}from {allowed}; {was}, so it is "
+                            f"back at its default, {f.default:g}.")
         # set every run, also a valid value: a field the form hides for another kind keeps its value
         state[key] = v if ok else int(f.default) if f.whole else float(f.default)
     return problems

@@ -513,6 +513,7 @@ def plot(fig: Any, key: str | None = None) -> None:
 IMAGE_KEY = "crc_image_index"  # test-set index of the picked image (shared by Certify and Hessian)
 UPLOAD_IMAGE_KEY = "crc_image_upload"  # (name, tensor (784,)) of an image uploaded on the Certify page
 USE_UPLOAD_KEY = "crc_use_upload"  # True when the uploaded image is the picked one
+DRAWING_NAME = "your drawing"  # the name a drawing on the Certify page is kept under
 
 
 @dataclass(frozen=True)
@@ -534,7 +535,8 @@ def picked_image(ds: Dataset) -> Picked:
 
     up = st.session_state.get(UPLOAD_IMAGE_KEY)
     if st.session_state.get(USE_UPLOAD_KEY) and up is not None:
-        return Picked(up[1], None, f"uploaded image {up[0]}", image_key(up[1]), None)
+        what = "your drawing" if up[0] == DRAWING_NAME else f"the uploaded image {up[0]}"
+        return Picked(up[1], None, what, image_key(up[1]), None)
     i = st.session_state.get(IMAGE_KEY, 0)
     if not isinstance(i, int) or not 0 <= i < len(ds):
         i = 0
@@ -549,12 +551,15 @@ def pick_test_image(i: int) -> None:
     st.session_state[USE_UPLOAD_KEY] = False
 
 
-def use_uploaded_image(name: str, x: torch.Tensor) -> None:
-    """Make an uploaded image the picked one (once per new file: a later switch back to test images stays)."""
+def use_uploaded_image(name: str, x: torch.Tensor) -> bool:
+    """Make an uploaded image the picked one (once per new file: a later switch back to test images stays) ->
+    True when it is new (the page reruns so that everything drawn above names it)."""
     prev = st.session_state.get(UPLOAD_IMAGE_KEY)
     if prev is None or prev[0] != name or not torch.equal(prev[1], x):
         st.session_state[UPLOAD_IMAGE_KEY] = (name, x)
         st.session_state[USE_UPLOAD_KEY] = True
+        return True
+    return False
 
 
 def forget_uploaded_image() -> None:

@@ -237,7 +237,7 @@ def test_certify_extras_projector_link_slice_and_drawing(app_url, browser_page_7
         pg.mouse.move(x0 + 10 * math.sin(k / 3), y0 + k * box["height"] * 0.03, steps=2)
     pg.mouse.up()
     B.idle(pg)
-    _see(pg, "The certificate of uploaded image your drawing")
+    _see(pg, "The certificate of your drawing")
     frame.scroll_into_view_if_needed()
     _shot(pg, "8-certify-drawing")
     B.check(pg, "8-certify-drawing-full")
