@@ -21,13 +21,16 @@ CLEAR_KEY = "crc_canvas_generation"  # bumped by "Clear": a new canvas key gives
 def gallery(ctx: ui.Ctx, mode: str, rho: float, names: list[str]) -> None:
     """The filterable gallery of certified test images; a click picks an image (and reruns the page)."""
     pool, radii = cv.gallery(ctx, mode), cv.has_curvature(ctx.model)
-    f1, f2, f3 = st.columns(3)
+    f1, f2, f3, f4 = st.columns(4)
     at_rho = f3.selectbox(f"At ρ = {rho:g}", ["any", "certified", "not certified"], key="crc_f_cert",
                           disabled=not radii, help=None if radii else "No gallery radii for a ReLU model: certify "
                           "an image by picking it (App. G for 2-layer ReLU nets).")
     sel = cv.filter_gallery(pool, names, f1.selectbox("Class", ["any", *names], key="crc_f_class"),
                             f2.selectbox("Prediction", ["any", "correct", "wrong"], key="crc_f_outcome"),
-                            at_rho if radii else "any", rho)
+                            at_rho if radii else "any", rho,
+                            f4.selectbox("Order", cv.GALLERY_ORDERS, key="crc_f_order",
+                                         help="Correct first: the best certified first (a good model looks good at "
+                                              "first sight); hardest first: misclassified, then the smallest radii."))
     st.caption(f"{len(sel)} of the first {len(pool)} test images match; showing up to {cv.SHOW}. ✓/✗: correct or "
                "wrong prediction; " + ("r: certified radius (all classes)." if radii else "the model's prediction "
                "(a ReLU model: no curvature bound, so the gallery shows predictions only).")
@@ -188,7 +191,7 @@ def relu_main(ctx: ui.Ctx, picked: ui.Picked, rho: float, names: list[str], note
             m[2].metric("certified radius (App. G)", f"{main.radius:.4f}", f"smallest against {names[main.target]}"
                         if main.target >= 0 else None, delta_color="off", delta_arrow="off",
                         help="App. G's quadratic bound for 2-layer ReLU nets, over all other classes: a proof.")
-            m[3].metric(f"verdict at ρ = {rho:g}", "certified" if ok else "not certified",
+            m[3].metric(f"certified at ρ = {rho:g}?", "yes" if ok else "no",
                         f"radius {'≥' if ok else '<'} ρ" if main.correct else "misclassified",
                         delta_color="normal" if ok else "inverse", delta_arrow="off")
         st.info(f"{note} {RELU_NOT_SHOWN}", icon=":material/info:")

@@ -70,11 +70,22 @@ def prediction(ctx: ui.Ctx, picked: ui.Picked) -> tuple[int, float, np.ndarray]:
     return pred, float(torch.softmax(z, 0)[pred]), z.numpy()
 
 
-def filter_gallery(pool: pd.DataFrame, class_names: list[str], cls: str, outcome: str, at_rho: str, rho: float
-                   ) -> pd.DataFrame:
+GALLERY_ORDERS = ("as in the test set", "correct first", "hardest first")
+
+
+def filter_gallery(pool: pd.DataFrame, class_names: list[str], cls: str, outcome: str, at_rho: str, rho: float,
+                   order: str = GALLERY_ORDERS[0]) -> pd.DataFrame:
     """The gallery rows matching the filters: class name or "any"; "correct"/"wrong"/"any"; "certified"/"not
-    certified"/"any" at ρ (certified = correct and radius ≥ ρ, as :meth:`CertificateBatch.certified`)."""
+    certified"/"any" at ρ (certified = correct and radius ≥ ρ, as :meth:`CertificateBatch.certified`); in
+    ``order``: the test set's, correct ones first (largest radius first), or hardest first (misclassified, then
+    the smallest radius)."""
     sel = pool
+    if order == "correct first":
+        sel = sel.assign(_r=sel["radius"].fillna(0.0)).sort_values(["correct", "_r"], ascending=[False, False],
+                                                                    kind="stable").drop(columns="_r")
+    elif order == "hardest first":
+        sel = sel.assign(_r=sel["radius"].fillna(0.0)).sort_values(["correct", "_r"], ascending=[True, True],
+                                                                    kind="stable").drop(columns="_r")
     if cls != "any":
         sel = sel[sel["label"] == class_names.index(cls)]
     if outcome != "any":

@@ -64,7 +64,8 @@ def methods_vs_attack(radii: Mapping[str, float], labels: Mapping[str, str], *, 
 
 
 def certified_accuracy_curves(rhos: Sequence[float], curves: Mapping[str, Sequence[float]],
-                              labels: Mapping[str, str], *, n_images: int, rho: float | None = None) -> go.Figure:
+                              labels: Mapping[str, str], *, n_images: int, rho: float | None = None,
+                              model: str = "") -> go.Figure:
     """Certified accuracy (fraction of all images, correct and radius ≥ ρ) against ρ, one line per method;
     smoothing dashed and labelled as the smoothed classifier's."""
     fig = go.Figure()
@@ -77,7 +78,8 @@ def certified_accuracy_curves(rhos: Sequence[float], curves: Mapping[str, Sequen
                         hovertemplate=f"{name}<br>ρ = %{{x:.2f}}: %{{y:.1f}}%<extra></extra>")
     if rho is not None:
         fig.add_vline(x=rho, line_color=COLORS["rho"], line_dash="dot", annotation_text=f"ρ = {rho:g}")
-    fig.update_layout(title=f"Certified accuracy against ρ ({n_images} test images)", xaxis_title="ρ (ℓ2 radius)",
+    of = f" of {model}" if model else ""
+    fig.update_layout(title=f"Certified accuracy against ρ{of} ({n_images} test images)", xaxis_title="ρ (ℓ2 radius)",
                       yaxis_title="certified accuracy (%)", yaxis_range=[0, 100], height=420,
                       legend=dict(orientation="h", yanchor="top", y=-0.18), margin=dict(l=10, r=10, t=50, b=10))
     return fig

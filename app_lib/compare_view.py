@@ -161,7 +161,7 @@ class TestSetJob:
     labels: torch.Tensor
     methods: tuple[str, ...]
     lock: threading.Lock
-    frames: list[pd.DataFrame] = field(default_factory=list)
+    frames: list[pd.DataFrame] = field(default_factory=list)  # given: chunks done before (the job goes on after them)
     error: str | None = None
     status: str = "waiting"
     alive: Callable[[], bool] = lambda: True
@@ -212,7 +212,7 @@ class TestSetJob:
         try:
             self.status = "running"
             dev = self.model.layers[0].weight.device
-            for s in range(0, self.images.shape[0], CHUNK):
+            for s in range(self.n_done, self.images.shape[0], CHUNK):
                 if self._stopping():
                     self.status = "stopped"
                     return
@@ -237,16 +237,38 @@ def current_job(ctx: ui.Ctx) -> TestSetJob | None:
     return job[1] if job is not None and job[0] == (ctx.key, ctx.dataset) else None
 
 
+def reusable_frames(old: TestSetJob | None, methods: tuple[str, ...], n_images: int) -> list[pd.DataFrame]:
+    """The chunks of a previous job (same model and dataset) that a new one with ``methods`` on the first
+    ``n_images`` images can keep: whole chunks, same methods, within the new N (N = 30 -> 100 certifies only the
+    70 new images)."""
+    if old is None or tuple(old.methods) != tuple(methods):
+        return []
+    return [f for f in list(old.frames) if int(f["index"].max()) < n_images and len(f) == CHUNK]
+
+
 def start_job(ctx: ui.Ctx, n_images: int, methods: tuple[str, ...]) -> TestSetJob:
-    """Start certifying the first ``n_images`` test images with ``methods`` (stops this session's previous job)."""
+    """Start certifying the first ``n_images`` test images with ``methods`` (stops this session's previous job;
+    the chunks it finished are kept when they still apply)."""
     old = st.session_state.get(JOB_KEY)
     if old is not None:
         old[1].stop()
+        old[1].wait(60)
+    kept = reusable_frames(current_job(ctx), methods, n_images)
     ds = ctx.test_set()
     job = TestSetJob(ctx.model, ds.images[:n_images].reshape(-1, 784), ds.labels[:n_images], methods,
-                     ui.heavy_lock(), alive=ui.session_alive(), orphan_after=ui.orphan_after()).start()
+                     ui.heavy_lock(), frames=kept, alive=ui.session_alive(), orphan_after=ui.orphan_after()).start()
     st.session_state[JOB_KEY] = ((ctx.key, ctx.dataset), job)
     return job
+
+
+def csv_frame(frame: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
+    """The per-image table as downloaded: class names beside the class numbers, and the time columns named for
+    what they are (a method's mean seconds per image over the chunk of CHUNK images the row was certified in)."""
+    out = frame.copy()
+    for col in ("label", "pred"):
+        if col in out:
+            out.insert(out.columns.get_loc(col) + 1, f"{col}_name", [class_names[int(c)] for c in out[col]])
+    return out.rename(columns={c: f"{c}_s_per_image_mean_of_chunk" for c in out.columns if c.startswith("time_")})
 
 
 def usable_methods(model: MLP) -> tuple[str, ...]:

@@ -22,6 +22,8 @@ __all__ = ["CIRCLE_POINTS", "SLICE_CAPTION", "class_colorscale", "slice_figure",
 
 CIRCLE_POINTS = 241  # vertices of the drawn circles: smooth at any zoom, the radius exact at every vertex
 BALL_FILL = "rgba(44,160,44,0.15)"  # the cartoon's certified-ball fill
+# In a slice the disc lies over class colours: a hatch (not a flat tint) never reads as another class's colour
+BALL_PATTERN = dict(shape="/", fgcolor="rgba(44,160,44,0.55)", bgcolor="rgba(0,0,0,0)", size=8, solidity=0.15)
 # x_b with a margin above this is not called a boundary point: the certifier's own "on the boundary" test accepts
 # |f| ≤ 1e-5·(1 + |f(x0)|), and logit margins of these nets are O(1–10).
 XB_ON_BOUNDARY = 1e-3
@@ -76,7 +78,7 @@ def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool,
                    hoverinfo="skip", showlegend=legend, legendgroup="boundary"),
     ]
     cx, cy = _circle(r)
-    traces.append(go.Scatter(x=cx, y=cy, mode="lines", fill="toself", fillcolor=BALL_FILL,
+    traces.append(go.Scatter(x=cx, y=cy, mode="lines", fill="toself", fillpattern=BALL_PATTERN,
                              line=dict(color=COLORS["radius"], width=3), name=ball,
                              hoverinfo="skip", showlegend=legend, legendgroup="ball", meta={"radius": r}))
     traces.append(go.Scatter(x=[0.0, xb[0]], y=[0.0, xb[1]], mode="lines", hoverinfo="skip", showlegend=False,
@@ -110,6 +112,12 @@ def _coloraxis(class_names: Sequence[str]) -> dict:
                               len=0.9, thickness=14))
 
 
+def _two_lines(title: str) -> str:
+    """A long title broken before "in the plane", so that it never runs under the chart's toolbar (top right)."""
+    return title.replace(" in the plane of ", "<br><sup>in the plane of ", 1) + ("</sup>" if " in the plane of "
+                                                                                 in title else "")
+
+
 def slice_figure(s: DecisionSlice, class_names: Sequence[str], *, title: str | None = None,
                  height: int = 520, point: str = "x_b") -> go.Figure:
     """One slice: class regions, the margin's zero contour, the certified disc (radius r), ρ's circle, x0 and the
@@ -117,8 +125,9 @@ def slice_figure(s: DecisionSlice, class_names: Sequence[str], *, title: str | N
     fig = go.Figure(_slice_traces(s, class_names, legend=True, point=point))
     xt, yt = _axes_titles(s, point)
     lim = float(max(np.abs(as_numpy(s.a)).max(), np.abs(as_numpy(s.b)).max()))
-    fig.update_layout(coloraxis=_coloraxis(class_names), height=height, margin=dict(l=10, r=10, t=50, b=10),
-                      title=title or f"Class regions around x0 in the plane of x_b and {s.second or 'a direction'}",
+    fig.update_layout(coloraxis=_coloraxis(class_names), height=height, margin=dict(l=10, r=10, t=80, b=10),
+                      title=dict(y=0.98, yanchor="top", x=0, xanchor="left", font_size=15, text=_two_lines(
+                          title or f"Class regions around x0 in the plane of x_b and {s.second or 'a direction'}")),
                       xaxis=dict(title=xt, range=[-lim, lim], constrain="domain"),
                       yaxis=dict(title=yt, range=[-lim, lim], scaleanchor="x", scaleratio=1),
                       legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"))

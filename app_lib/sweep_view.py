@@ -57,8 +57,25 @@ def resolve(text: str) -> Path:
     return path
 
 
+ROOT_ENV = "CRC_SWEEPS_ROOT"  # another folder whose sweeps may be read (besides the runs folders)
+
+
+def allowed_roots() -> list[Path]:
+    """The folders a typed sweep folder must lie under: $CRC_RUNS_DIR, the repository's runs/ and $CRC_SWEEPS_ROOT
+    (when the app is served to a class, nothing else on the server can be probed from the page)."""
+    roots = [registry.runs_dir(), registry.REPO_ROOT / "runs"]
+    if os.environ.get(ROOT_ENV):
+        roots.append(Path(os.path.expanduser(os.environ[ROOT_ENV])))
+    return [r.resolve() for r in roots]
+
+
 def problem(root: Path) -> str | None:
-    """Why ``root`` cannot be read as a sweep folder, in one sentence; None when it can."""
+    """Why ``root`` cannot be read as a sweep folder, in one sentence; None when it can. A folder outside
+    :func:`allowed_roots` is refused before anything about it (whether it exists) is said."""
+    real = root.resolve()
+    if not any(real == a or a in real.parents for a in allowed_roots()):
+        return (f"Only sweep folders under the runs folder ({registry.runs_dir()}) are read here; set "
+                f"${ROOT_ENV} on the server to allow another folder.")
     if not root.exists():
         return f"{root} does not exist: type the folder a sweep wrote (python -m crc_core sweep … --out FOLDER)."
     if not root.is_dir():

@@ -376,6 +376,7 @@ def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bo
     With ``require_model`` the page stops with an explanation when no model can be used.
     """
     st.set_page_config(page_title=f"{title} · CRC Explorer", page_icon=icon, layout="wide")
+    st.markdown(_WRAP_CSS, unsafe_allow_html=True)
     with st.sidebar:
         st.markdown("## CRC Explorer")
         for p in PAGES:
@@ -400,6 +401,7 @@ def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bo
                                 help="Shipped models, models you trained on the Train page, and checkpoints "
                                      "uploaded (or imported: the paper's official files, any PyTorch MLP) on the "
                                      "Home page.")
+    sb.caption(labels.get(pick, pick))  # the whole label: the picker itself cuts long ones
     ref = refs[pick]
     # model on device
     with guard("Loading the model"):
@@ -482,6 +484,11 @@ def explain(text: str, title: str = "What am I looking at?", expanded: bool = Fa
         st.markdown(text)
 
 
+_WRAP_CSS = """<style>
+/* long picker options (two runs that differ only in their time stamp) wrap instead of being cut */
+div[data-baseweb="popover"] li, div[data-baseweb="popover"] li div { white-space: normal !important;
+  overflow: visible !important; text-overflow: clip !important; height: auto !important; }
+</style>"""
 _THUMB_CSS = """<style>
 [class*="st-key-thumb_"] { position: relative; gap: 0; }
 [class*="st-key-thumb_"] [data-testid="stImage"] img { border-radius: 4px; }

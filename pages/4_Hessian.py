@@ -43,11 +43,11 @@ with ui.guard("Hessian"):
     hv = views.hessian(ctx, picked, tg.pred, t)
     ev = hv.spectrum.values
     cols = st.columns([1, 1, 1.3, 1.3, 1])  # the bound labels name their theorem
-    cols[0].metric("largest eigenvalue here", f"{ev[-1]:.4g}")
-    cols[1].metric("smallest eigenvalue here", f"{ev[0]:.4g}")
+    cols[0].metric("largest λ here", f"{ev[-1]:.4g}", help="The largest eigenvalue of the Hessian at this image.")
+    cols[1].metric("smallest λ here", f"{ev[0]:.4g}", help="The smallest eigenvalue of the Hessian at this image.")
     cols[2].metric(f"bound M ({hv.method})", f"{hv.M:.4g}", help="No input anywhere has a larger eigenvalue.")
     cols[3].metric(f"bound m ({hv.method})", f"{hv.m:.4g}", help="No input anywhere has a smaller eigenvalue.")
-    cols[4].metric("K (Theorem 4)", f"{hv.K4:.4g}", help="Bound on |eigenvalue| for any depth: −K ≤ λ ≤ K.")
+    cols[4].metric("K (Thm 4)", f"{hv.K4:.4g}", help="Bound on |eigenvalue| for any depth: −K ≤ λ ≤ K.")
     st.caption(f"The bounds are **{hv.ratio:.3g}×** the largest |curvature| at this image. Eigenvalues are exact "
                f"(float64 eigh of the Hessian from Lemma 1); {hv.nonzero} of {ev.size} are non-zero (at most one per "
                "hidden unit).")

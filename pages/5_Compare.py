@@ -59,12 +59,13 @@ def test_set_view() -> None:
         return
     rhos = np.linspace(0, max(3.0, float(rho)), 121)
     ui.plot(cf.certified_accuracy_curves(rhos, cv.accuracy_curves(frame, job.methods, rhos), cv.LABELS,
-                                         n_images=len(frame), rho=rho), key="cmp_curves")
+                                         n_images=len(frame), rho=rho, model=ctx.ref.name), key="cmp_curves")
     if "smoothing" in job.methods:
         st.caption(cv.SMOOTHING_NOTE)
     with st.expander(f"Per-image table ({len(frame)} images)"):
         st.dataframe(frame, hide_index=True)
-    st.download_button("Download the per-image table (CSV)", frame.to_csv(index=False).encode(),
+    st.download_button("Download the per-image table (CSV)",
+                       cv.csv_frame(frame, ctx.test_set().class_names).to_csv(index=False).encode(),
                        file_name=f"compare-{ctx.ref.name}-{len(frame)}.csv", mime="text/csv", key="cmp_csv")
 
 

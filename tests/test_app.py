@@ -267,8 +267,8 @@ def test_curvature_page_tables_and_comparison(app_env):
 def test_hessian_page_shallow_and_deep(app_env):
     at = _page("pages/4_Hessian.py")
     m = _metrics(at)
-    lam_max, M = float(m["largest eigenvalue here"]), float(m["bound M (Theorem 3)"])
-    lam_min, mm = float(m["smallest eigenvalue here"]), float(m["bound m (Theorem 3)"])
+    lam_max, M = float(m["largest λ here"]), float(m["bound M (Theorem 3)"])
+    lam_min, mm = float(m["smallest λ here"]), float(m["bound m (Theorem 3)"])
     assert mm <= lam_min <= lam_max <= M
     n_charts = _charts(at)
     assert n_charts == 3 and not _errors(at)  # histogram, sorted, eigenvectors
@@ -281,7 +281,7 @@ def test_hessian_page_shallow_and_deep(app_env):
     at.sidebar.selectbox(key="_w_crc_model_id").set_value("shipped:small-deep.pt").run()
     _ok(at)
     assert _charts(at) == 4  # + Lemma 1 per-layer terms
-    K = float(_metrics(at)["K (Theorem 4)"])
+    K = float(_metrics(at)["K (Thm 4)"])
     # the per-layer chart carries ± each layer's Theorem 4 bound, and they add up to K
     import base64
     import json

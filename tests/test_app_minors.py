@@ -97,3 +97,51 @@ def test_local_certificate_never_shows_a_signed_zero(app_env):
     assert "+-" not in delta and "0.0000" not in delta
     if gain < 5e-5:
         assert delta == "no gain" and any("No gain here" in c.value for c in at.caption)
+
+
+def test_metric_labels_fit_their_columns(app_env):
+    """Truncated labels (issue 24): the labels of the Train outcome's five columns and the Hessian page's five
+    are short enough for a 1280-pixel screen (≤ 22 characters; the details are in their help)."""
+    from app_lib import train_sections
+
+    src = Path(train_sections.__file__).read_text() + (H.REPO / "pages/4_Hessian.py").read_text()
+    import re
+
+    labels = re.findall(r"\.metric\(f?\"([^\"]+)\"", src)
+    assert labels and all(len(lab) <= 22 for lab in labels), [lab for lab in labels if len(lab) > 22]
+
+
+def test_gallery_orders():
+    import pandas as pd
+
+    from app_lib.certify_view import GALLERY_ORDERS, filter_gallery
+
+    pool = pd.DataFrame({"index": range(5), "label": [0, 1, 2, 3, 4], "correct": [False, True, True, False, True],
+                         "radius": [0.0, 0.2, 0.9, 0.0, 0.5]})
+    names = [str(i) for i in range(5)]
+    order = {o: filter_gallery(pool, names, "any", "any", "any", 0.5, o)["index"].tolist() for o in GALLERY_ORDERS}
+    assert order["as in the test set"] == [0, 1, 2, 3, 4]
+    assert order["correct first"] == [2, 4, 1, 0, 3]
+    assert order["hardest first"] == [0, 3, 1, 4, 2]
+
+
+def test_compare_csv_names_classes_and_a_larger_n_keeps_done_chunks():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    frame = pd.DataFrame({"index": [0, 1], "label": [2, 0], "pred": [2, 1], "correct": [True, False],
+                          "radius_crc": [0.5, 0.0], "time_crc": [0.1, 0.1]})
+    out = compare_view.csv_frame(frame, ["T-shirt", "Trouser", "Pullover"])
+    assert out["label_name"].tolist() == ["Pullover", "T-shirt"] and out["pred_name"].tolist() == ["Pullover",
+                                                                                                   "Trouser"]
+    assert "time_crc_s_per_image_mean_of_chunk" in out and "time_crc" not in out
+    chunk = compare_view.CHUNK
+    done = [pd.DataFrame({"index": range(s, s + chunk)}) for s in range(0, 4 * chunk, chunk)]
+    old = SimpleNamespace(methods=("crc", "crown"), frames=done)
+    assert len(compare_view.reusable_frames(old, ("crc", "crown"), 100)) == 4  # N = 32 -> 100: 32 kept
+    assert len(compare_view.reusable_frames(old, ("crc", "crown"), 2 * chunk)) == 2
+    assert compare_view.reusable_frames(old, ("crc",), 100) == []  # other methods: nothing to keep
+    fig = compare_figures.certified_accuracy_curves([0.0, 1.0], {"crc": [1.0, 0.5]}, compare_view.LABELS,
+                                                    n_images=8, model="crt-2x256")
+    assert "crt-2x256" in fig.layout.title.text

@@ -171,7 +171,7 @@ def test_pgd_relu_run_trains_and_is_picked(app_env):
     label = picker.format_func(picker.value)
     assert label.startswith("PGD ε=0.5") and "relu" in label, label
     m = {x.label: x.value for x in at.metric}
-    assert m["robust to PGD at ρ=0.5"].endswith("%") and m["mean K_ub"] == "—"
+    assert m["PGD-robust"].endswith("%") and m["mean K_ub"] == "—"
     spec = _specs(at)[0]
     names = {t.get("name") for t in spec["data"]}
     assert "robust to PGD at ρ (empirical, an upper bound)" in names

@@ -122,3 +122,12 @@ def test_circle_radius_equals_the_certificate():
 def test_module_does_not_import_streamlit():
     code = "import sys, app_lib.slice_figures; assert 'streamlit' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_the_disc_is_hatched_and_the_title_clears_the_toolbar():
+    """Issue 24: a flat green tint over a class colour read as another class's colour; a long title ran under the
+    chart's toolbar."""
+    fig = slice_figure(_toy_slice(), NAMES, title="Class regions around x0 in the plane of x_b and a long direction")
+    (disc,) = _named(fig, "certified ball")
+    assert disc.fillpattern.shape == "/" and disc.fillcolor is None
+    assert "<br>" in fig.layout.title.text and fig.layout.title.x == 0
