@@ -16,15 +16,13 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app_lib import analysis, ui
+from app_lib import catalogue, images, margin_maths, state
 from app_lib.closest_point import Boundary, closest_boundary
 from app_lib.drawing import Drawing, read_drawing
 from crc_core.attack import curvature_attack
 from crc_core.certify import CertificateBatch, certify
-from crc_core.compare import refusal
 from crc_core.errors import CRCError
 from crc_core.hessian import margin_and_grad
-from crc_core.models import MLP
 
 POOL = 120  # test images certified for the gallery (once per model)
 SHOW = 24  # thumbnails shown
@@ -36,7 +34,7 @@ NO_DIRECTION = 1e-9  # a boundary point closer than this to x0 gives no directio
 @st.cache_resource(show_spinner="Certifying the gallery images (once per model)…", max_entries=8)
 def _pool(key: str, dataset: str, mode: str, device: str, _model, _table
           ) -> tuple[pd.DataFrame, CertificateBatch | None]:
-    ds = ui.cached_test_set(dataset)
+    ds = catalogue.cached_test_set(dataset)
     x, y = ds.images[:POOL].to(device), ds.labels[:POOL].to(device)
     if _table is None:  # no curvature bound (a ReLU model): predictions only, the radius column is NaN
         with torch.no_grad():
@@ -51,18 +49,13 @@ def _pool(key: str, dataset: str, mode: str, device: str, _model, _table
     return df, batch
 
 
-def gallery(ctx: ui.Ctx, mode: str) -> pd.DataFrame:
+def gallery(ctx: catalogue.Ctx, mode: str) -> pd.DataFrame:
     """One row per gallery image (the first POOL test images): index, pred, label, correct, radius, …"""
-    table = ctx.bounds("auto") if has_curvature(ctx.model) else None
+    table = ctx.bounds("auto") if catalogue.has_curvature(ctx.model) else None
     return _pool(ctx.key, ctx.dataset, mode, str(ctx.device), ctx.model, table)[0]
 
 
-def has_curvature(model: MLP) -> bool:
-    """Whether CRC applies (a smooth activation): otherwise the page shows App. G / the other methods instead."""
-    return refusal(model, "crc") is None
-
-
-def prediction(ctx: ui.Ctx, picked: ui.Picked) -> tuple[int, float, np.ndarray]:
+def prediction(ctx: catalogue.Ctx, picked: state.Picked) -> tuple[int, float, np.ndarray]:
     """(predicted class, its softmax probability, logits (C,) float64) of the picked image."""
     with torch.no_grad():
         z = ctx.model(picked.x.reshape(1, -1).to(ctx.device))[0].detach().cpu().double()
@@ -98,20 +91,20 @@ def filter_gallery(pool: pd.DataFrame, class_names: list[str], cls: str, outcome
 
 # ------------------------------------------------------------------------------------------------ upload
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _read(key: str, name: str, colours: str, _data: bytes) -> analysis.UploadedImage:
+def _read(key: str, name: str, colours: str, _data: bytes) -> images.UploadedImage:
     invert = {"auto": "auto", "keep": False, "invert": True}[colours]
-    return analysis.read_upload(_data, name, invert=invert)  # type: ignore[arg-type]
+    return images.read_upload(_data, name, invert=invert)  # type: ignore[arg-type]
 
 
-def take_upload(data: bytes, name: str, colours: str) -> analysis.UploadedImage:
+def take_upload(data: bytes, name: str, colours: str) -> images.UploadedImage:
     """Read an uploaded picture (once per file and colour choice) and make it the picked image. A refused file
     also drops the previous upload, so its certificate does not stay on screen under the error."""
     try:
-        done = _read(analysis.image_key(data), name, colours, data)
+        done = _read(images.image_key(data), name, colours, data)
     except CRCError:
-        ui.forget_uploaded_image()
+        state.forget_uploaded_image()
         raise
-    if ui.use_uploaded_image(name, done.x):
+    if state.use_uploaded_image(name, done.x):
         st.rerun()  # a new picture: the picker's title above says so at once
     return done
 
@@ -174,7 +167,7 @@ def _certify_one(key: str, image_key: str, mode: str, device: str, _model, _x, _
         return certify(_model, _x[None].to(device), lab, mode=mode, bounds=_table)
 
 
-def certificate_batch(ctx: ui.Ctx, picked: ui.Picked, mode: str) -> CertificateBatch:
+def certificate_batch(ctx: catalogue.Ctx, picked: state.Picked, mode: str) -> CertificateBatch:
     """The picked image's certificate as a one-image :class:`CertificateBatch` (cached; the gallery's row when it
     is a gallery image)."""
     if picked.index is not None and picked.index < POOL:
@@ -186,7 +179,7 @@ def certificate_batch(ctx: ui.Ctx, picked: ui.Picked, mode: str) -> CertificateB
 
 @st.cache_resource(show_spinner="Searching for the closest boundary point (certifier and attack)…", max_entries=64)
 def _certificate(key: str, image_key: str, index: int | None, label: int | None, dataset: str, mode: str, device: str,
-                 names: tuple[str, ...], _ctx: ui.Ctx, _picked: ui.Picked) -> Certificate:
+                 names: tuple[str, ...], _ctx: catalogue.Ctx, _picked: state.Picked) -> Certificate:
     model, x = _ctx.model, _picked.x
     cert = certificate_batch(_ctx, _picked, mode)
     pred, target = int(cert.pred[0]), int(cert.target[0])
@@ -212,18 +205,18 @@ def _certificate(key: str, image_key: str, index: int | None, label: int | None,
         logits=logits.numpy(), boundary=boundary, toward=toward, toward_class=toward_class)
 
 
-def certificate(ctx: ui.Ctx, picked: ui.Picked, mode: str) -> Certificate:
+def certificate(ctx: catalogue.Ctx, picked: state.Picked, mode: str) -> Certificate:
     """The certificate of the picked image (from the gallery's batch when it is a gallery image) and its x_b."""
     return _certificate(ctx.key, picked.key, picked.index, picked.label, ctx.dataset, mode, str(ctx.device),
                         tuple(ctx.test_set().class_names), ctx, picked)
 
 
-def margin_path(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, rho: float) -> analysis.Line:
+def margin_path(ctx: catalogue.Ctx, picked: state.Picked, cert: Certificate, rho: float) -> margin_maths.Line:
     """The margins along the straight line from x0 in the direction ``cert.toward``, far enough to show the
     boundary point, the certified radius and ρ."""
     far = cert.boundary.distance if cert.boundary is not None else 0.0
     s_max = 1.5 * max(far, rho, cert.radius, 1e-3)
-    return analysis.margin_line(ctx.model, picked.x, cert.toward, cert.pred, cert.toward_class, s_max,
+    return margin_maths.margin_line(ctx.model, picked.x, cert.toward, cert.pred, cert.toward_class, s_max,
                                 n=PATH_POINTS)
 
 
@@ -286,7 +279,7 @@ def _attack(key: str, image_key: str, rho: float, device: str, _model, _x, pred:
                   res.x[k].detach().cpu())
 
 
-def attack(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, rho: float, class_names: list[str]) -> Attack:
+def attack(ctx: catalogue.Ctx, picked: state.Picked, cert: Certificate, rho: float, class_names: list[str]) -> Attack:
     """The curvature attack (Algorithm 2) at ρ against every other class (cached per image and ρ)."""
     return _attack(ctx.key, picked.key, float(rho), str(ctx.device), ctx.model, picked.x, cert.pred,
                    ctx.bounds("auto"), tuple(class_names))
@@ -351,7 +344,7 @@ def other_targets(cert: Certificate, batch: CertificateBatch) -> list[int]:
     return [t for j, t in enumerate(row) if t != cert.toward_class and bool(torch.isfinite(up[j]))]
 
 
-def slice_view(ctx: ui.Ctx, picked: ui.Picked, mode: str, rho: float, second: str, other: int | None,
+def slice_view(ctx: catalogue.Ctx, picked: state.Picked, mode: str, rho: float, second: str, other: int | None,
                class_names: list[str], compare: str | None = None) -> SliceView:
     """The decision-region slice of the picked image (crc_core.slices) in the plane of its x_b (the page's one
     closest boundary point) and ``second``, or, with ``compare`` (a model id), the picked model and that one side
@@ -370,8 +363,8 @@ def slice_view(ctx: ui.Ctx, picked: ui.Picked, mode: str, rho: float, second: st
         title = f"Class regions around x0 in the plane of {'x_b' if cert.boundary else 'the certifier’s point'} and " \
                 f"{words}"
         return SliceView(slice_figure(s, class_names, title=title, point=first), (s.radius,))
-    ref, model, meta = ui.model_by_id(compare, ctx.device)
-    ctx2 = ui.Ctx(ref, model, meta, ui.catalogue_labels().get(compare, compare), ctx.device, ctx.dataset)
+    ref, model, meta = catalogue.model_by_id(compare, ctx.device)
+    ctx2 = catalogue.Ctx(ref, model, meta, catalogue.catalogue_labels().get(compare, compare), ctx.device, ctx.dataset)
     cert2, batch2 = certificate(ctx2, picked, mode), certificate_batch(ctx2, picked, mode)
     if not cert2.correct:
         raise CRCError("The second model misclassifies this image: it has no certificate to draw beside.")
@@ -406,7 +399,7 @@ def _local(key: str, image_key: str, mode: str, device: str, _model, _x, _label,
         return float(cert.radius[0])
 
 
-def local_view(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, mode: str) -> LocalView:
+def local_view(ctx: catalogue.Ctx, picked: state.Picked, cert: Certificate, mode: str) -> LocalView:
     """The local certificate of the picked image (2-layer nets only: CRCError otherwise)."""
     if ctx.model.depth != 2:
         raise CRCError("Local certificates are available for 2-layer networks only (paper section 7.4): pick a "
@@ -419,7 +412,7 @@ def local_view(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, mode: str) -> 
 # ------------------------------------------------------------------------------------------------ drawing
 CANVAS_SIDE = 280  # pixels: 10 canvas pixels per model pixel
 CANVAS_KEY = "crc_canvas"
-DRAWING_NAME = ui.DRAWING_NAME
+DRAWING_NAME = state.DRAWING_NAME
 
 
 def draw_canvas(generation: int) -> Drawing:

@@ -25,7 +25,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app_lib import ui
+from app_lib import catalogue, heavy_jobs, state
 from crc_core.baselines.smoothing import SMOOTHING_GUARANTEE
 from crc_core.compare import ALL_METHODS, RELU_METHOD, applicable_methods, compare_certificates, refusal
 from crc_core.models import MLP
@@ -98,7 +98,7 @@ def _image_methods(key: str, image_key: str, device: str, _model: MLP, _x: torch
                         {m: int(r.flags["target"][0]) for m, r in res.methods.items() if "target" in r.flags})
 
 
-def image_methods(ctx: ui.Ctx, picked: ui.Picked) -> ImageMethods:
+def image_methods(ctx: catalogue.Ctx, picked: state.Picked) -> ImageMethods:
     """Every method that applies to the model, on the picked image (all targets), beside the attack's upper bound."""
     return _image_methods(ctx.key, picked.key, str(ctx.device), ctx.model, picked.x, picked.label)
 
@@ -139,7 +139,7 @@ class ReluMain:
     correct: bool
 
 
-def relu_certificate(ctx: ui.Ctx, picked: ui.Picked) -> ReluMain | None:
+def relu_certificate(ctx: catalogue.Ctx, picked: state.Picked) -> ReluMain | None:
     """The main certificate of a 2-layer ReLU model (App. G, all targets); None for any other model. Taken from
     :func:`image_methods` (App. G is one of its methods), so the page runs App. G once per image."""
     if refusal(ctx.model, RELU_METHOD) is not None:
@@ -231,7 +231,7 @@ class TestSetJob:
 JOB_KEY = "crc_compare_job"
 
 
-def current_job(ctx: ui.Ctx) -> TestSetJob | None:
+def current_job(ctx: catalogue.Ctx) -> TestSetJob | None:
     """This session's test-set job for the current model (None if none or it was for another model)."""
     job = st.session_state.get(JOB_KEY)
     return job[1] if job is not None and job[0] == (ctx.key, ctx.dataset) else None
@@ -246,7 +246,7 @@ def reusable_frames(old: TestSetJob | None, methods: tuple[str, ...], n_images: 
     return [f for f in list(old.frames) if int(f["index"].max()) < n_images and len(f) == CHUNK]
 
 
-def start_job(ctx: ui.Ctx, n_images: int, methods: tuple[str, ...]) -> TestSetJob:
+def start_job(ctx: catalogue.Ctx, n_images: int, methods: tuple[str, ...]) -> TestSetJob:
     """Start certifying the first ``n_images`` test images with ``methods`` (stops this session's previous job;
     the chunks it finished are kept when they still apply)."""
     old = st.session_state.get(JOB_KEY)
@@ -256,7 +256,8 @@ def start_job(ctx: ui.Ctx, n_images: int, methods: tuple[str, ...]) -> TestSetJo
     kept = reusable_frames(current_job(ctx), methods, n_images)
     ds = ctx.test_set()
     job = TestSetJob(ctx.model, ds.images[:n_images].reshape(-1, 784), ds.labels[:n_images], methods,
-                     ui.heavy_lock(), frames=kept, alive=ui.session_alive(), orphan_after=ui.orphan_after()).start()
+                     heavy_jobs.heavy_lock(), frames=kept, alive=heavy_jobs.session_alive(),
+                     orphan_after=heavy_jobs.orphan_after()).start()
     st.session_state[JOB_KEY] = ((ctx.key, ctx.dataset), job)
     return job
 
@@ -292,7 +293,7 @@ Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what ru
 def _table_chunk(key: str, dataset: str, start: int, stop: int, device: str, _model: MLP) -> pd.DataFrame:
     """Per-image runner-up radii of test images [start, stop) (one Table 5b step; cached, so a larger N or a
     stopped run goes on from what is done)."""
-    ds = ui.cached_test_set(dataset)
+    ds = catalogue.cached_test_set(dataset)
     t0 = time.perf_counter()
     res = compare_certificates(_model, ds.images[start:stop].reshape(-1, 784).to(device), ds.labels[start:stop],
                                methods=applicable_methods(_model, TABLE_METHODS), targets="runner-up", attack=False)
@@ -335,9 +336,9 @@ def models_table(model_ids: list[str], names: dict[str, str], dataset: str, n_im
     rows = []
     steps = -(-int(n_images) // TABLE_CHUNK)
     total = steps * len(model_ids)
-    with ui.heavy_lock():
+    with heavy_jobs.heavy_lock():
         for k, mid in enumerate(model_ids):
-            ref, model, _meta = ui.model_by_id(mid, device)
+            ref, model, _meta = catalogue.model_by_id(mid, device)
             name = names.get(mid, mid).split(" · ")[0]
 
             def step(done: int, k: int = k, name: str = name) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from app_lib import registry, texts, ui
+from app_lib import catalogue, registry, state, texts, ui
 from crc_core.activations import CURVATURE_ACTIVATIONS
 from crc_core.importers import DATASET_SHAPES, NameHints, normalize_dataset, training_from_name
 
@@ -41,7 +41,7 @@ def upload_section() -> None:
         st.session_state[DONE_KEY] = up.file_id
         st.session_state.pop(PENDING_KEY, None)
         with ui.guard("Upload refused"):
-            got = ui.open_upload(up.getvalue(), up.name)
+            got = catalogue.open_upload(up.getvalue(), up.name)
             if isinstance(got, registry.ForeignUpload):
                 _start_prompt(got)
             else:
@@ -67,7 +67,7 @@ def defaults(upload: registry.ForeignUpload) -> tuple[str | None, str | None, st
 def _start_prompt(upload: registry.ForeignUpload) -> None:
     """Keep the upload and pre-fill the prompt's fields (from the file name, else the dataset in use)."""
     act, ds, name = defaults(upload)
-    in_use = st.session_state.get(ui.DATASET_KEY) or "embedded"
+    in_use = st.session_state.get(state.DATASET_KEY) or "embedded"
     st.session_state[PENDING_KEY] = upload
     st.session_state.pop(CONFIRM_KEY, None)
     st.session_state[ACTIVATION_KEY] = act or CURVATURE_ACTIVATIONS[0]
@@ -144,7 +144,7 @@ def import_prompt(upload: registry.ForeignUpload) -> None:
         with ui.guard("Import refused"):
             if doubts is None:
                 with st.spinner("Checking the choices on the test images…"):
-                    found = review(upload, str(activation), str(dataset), ui.import_test_set(str(dataset)))
+                    found = review(upload, str(activation), str(dataset), catalogue.import_test_set(str(dataset)))
                 if found:
                     st.session_state[CONFIRM_KEY] = (choice, found)
                     st.rerun()
@@ -173,7 +173,7 @@ def review(upload: registry.ForeignUpload, activation: str, dataset: str, test_s
 
 def _do_import(upload: registry.ForeignUpload, activation: str, dataset: str, name: str, doubts: list[str]) -> None:
     with st.spinner(f"Importing {upload.filename}…"):
-        ref, new = ui.import_upload(upload, activation=activation, dataset=dataset, name=name)
+        ref, new = catalogue.import_upload(upload, activation=activation, dataset=dataset, name=name)
     st.session_state.pop(PENDING_KEY, None)
     st.session_state.pop(CONFIRM_KEY, None)
     where = "" if new else " (imported before with the same activation and dataset: that model is picked)"
@@ -202,14 +202,14 @@ def _prefill_caption(act: str | None, ds: str | None) -> str:
 
 
 def _dataset_option(name: str) -> str:
-    found = any(normalize_dataset(n) == name for n in ui.dataset_names())
-    title = ui.DATASET_TITLES.get(name, name)
+    found = any(normalize_dataset(n) == name for n in catalogue.dataset_names())
+    title = catalogue.DATASET_TITLES.get(name, name)
     return f"{name} ({title}{'' if found else '; not found on this machine'})"
 
 
 def _checked_note(ref: registry.ModelRef, dataset: str) -> str:
     """What the import measured: the accuracy on the dataset's test images, or that they are not on this machine."""
-    metrics = ui.catalogue_metadata().get(ref.id, {}).get("metrics") or {}
+    metrics = catalogue.catalogue_metadata().get(ref.id, {}).get("metrics") or {}
     acc, n = metrics.get("test_accuracy"), metrics.get("test_images")
     if isinstance(acc, (int, float)) and isinstance(n, int):
         low = "; that low, the activation or the dataset may be wrong" if acc < LOW_ACCURACY else ""

@@ -25,7 +25,7 @@ from typing import Any
 
 import streamlit as st
 
-from app_lib import ui
+from app_lib import catalogue, state
 
 WRITTEN_KEY = "crc_links_written"  # the query string (a dict) this session wrote last
 OPEN_PAGE_KEY = "crc_links_page"  # the page whose runs these are (a new value: the page was just opened)
@@ -57,14 +57,14 @@ class Field:
 
 # ------------------------------------------------------------------------------------------------ parsers
 def _model(text: str) -> str:
-    if text not in ui.catalogue_labels():
+    if text not in catalogue.catalogue_labels():
         raise LinkError(f"the model '{text}' is not available here (it may be a model trained or uploaded in "
                         "another session); showing the default model")
     return text
 
 
 def _dataset(text: str) -> str:
-    if text not in (ui.dataset_names() or ["embedded"]):
+    if text not in (catalogue.dataset_names() or ["embedded"]):
         raise LinkError(f"there is no dataset '{text}' here; showing the model's own")
     return text
 
@@ -74,7 +74,7 @@ def _image(text: str) -> int:
         i = int(text)
     except ValueError:
         raise LinkError(f"'{text}' is not an image number; showing test image #0") from None
-    n = len(ui.cached_test_set(st.session_state.get(ui.DATASET_KEY) or "embedded"))
+    n = len(catalogue.cached_test_set(st.session_state.get(state.DATASET_KEY) or "embedded"))
     if not 0 <= i < n:
         raise LinkError(f"test image #{i} does not exist (the test set has images #0 to #{n - 1}); showing "
                         "test image #0")
@@ -128,16 +128,16 @@ SURVEY_SIZES = (100, 200, 500, 1000, 2000, 5000, 10000)  # the Curvature page's 
 
 def _survey_size(text: str) -> int:
     n = integer(1, max(SURVEY_SIZES), "the number of test images")(text)
-    size = len(ui.cached_test_set(st.session_state.get(ui.DATASET_KEY) or "embedded"))
+    size = len(catalogue.cached_test_set(st.session_state.get(state.DATASET_KEY) or "embedded"))
     if n not in SURVEY_SIZES or n > size:
         allowed = ", ".join(str(k) for k in SURVEY_SIZES if k <= size)
         raise LinkError(f"{n} test images is not one of the choices ({allowed}); showing the default")
     return n
 
 
-MODEL = Field("model", ui.MODEL_KEY, _model)
-DATASET = Field("dataset", ui.DATASET_KEY, _dataset)
-IMAGE = Field("img", ui.IMAGE_KEY, _image)
+MODEL = Field("model", state.MODEL_KEY, _model)
+DATASET = Field("dataset", state.DATASET_KEY, _dataset)
+IMAGE = Field("img", state.IMAGE_KEY, _image)
 RHO = Field("rho", "crc_rho", _rho, lambda v: f"{float(v):g}")
 SOLVER = Field("solver", "crc_mode", choice(("fast", "paper"), "the solver"))
 COMMON = (MODEL, DATASET)
@@ -178,13 +178,13 @@ def restore(fields: tuple[Field, ...], query: dict[str, str]) -> list[str]:
             notes.append(str(exc))
             continue
         if f is IMAGE:
-            st.session_state[ui.USE_UPLOAD_KEY] = False
+            st.session_state[state.USE_UPLOAD_KEY] = False
     if UPLOAD_PARAM in query and any(f is IMAGE for f in fields):
-        up = st.session_state.get(ui.UPLOAD_IMAGE_KEY)
-        from app_lib.analysis import image_key
+        up = st.session_state.get(state.UPLOAD_IMAGE_KEY)
+        from app_lib.images import image_key
 
         if up is not None and image_key(up[1]) == query[UPLOAD_PARAM]:
-            st.session_state[ui.USE_UPLOAD_KEY] = True
+            st.session_state[state.USE_UPLOAD_KEY] = True
         else:
             notes.append("the link points to an uploaded or drawn image, which stays in the browser session that "
                          "made it; showing a test image instead")
@@ -196,11 +196,11 @@ def current(fields: tuple[Field, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for f in fields:
         v = st.session_state.get(f.key)
-        if v not in (None, "") and not (f is IMAGE and st.session_state.get(ui.USE_UPLOAD_KEY)):
+        if v not in (None, "") and not (f is IMAGE and st.session_state.get(state.USE_UPLOAD_KEY)):
             out[f.name] = f.show(v)
-    up = st.session_state.get(ui.UPLOAD_IMAGE_KEY)
-    if any(f is IMAGE for f in fields) and up is not None and st.session_state.get(ui.USE_UPLOAD_KEY):
-        from app_lib.analysis import image_key
+    up = st.session_state.get(state.UPLOAD_IMAGE_KEY)
+    if any(f is IMAGE for f in fields) and up is not None and st.session_state.get(state.USE_UPLOAD_KEY):
+        from app_lib.images import image_key
 
         out[UPLOAD_PARAM] = image_key(up[1])
     return out
@@ -209,8 +209,8 @@ def current(fields: tuple[Field, ...]) -> dict[str, str]:
 def sync(fields: tuple[Field, ...]) -> None:
     """On the page's first run after it was opened, restore its state from the link; on every run, mirror the
     state into the query string when it changed. Call it before the page draws its widgets (also before
-    :func:`app_lib.ui.page_setup`: the model picker)."""
-    page = ui.page_id()
+    :func:`app_lib.sidebar.page_setup`: the model picker)."""
+    page = state.page_id()
     if st.session_state.get(OPEN_PAGE_KEY) != page:  # just opened: the only time the URL is read
         st.session_state[OPEN_PAGE_KEY] = page
         st.session_state.pop(WRITTEN_KEY, None)

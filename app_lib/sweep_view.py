@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app_lib import compare_view, registry, ui, views
+from app_lib import compare_view, curvature_view, heavy_jobs, registry
 from crc_core.checkpoints import load_checkpoint
 from crc_core.errors import CRCError
 from crc_core.sweep import is_sweep_folder, read_results, results_markdown, sweep_overview
@@ -177,7 +177,7 @@ def load_trial(pick: SweepPick, row: dict[str, Any], device: torch.device) -> tu
 
 
 def curvature_rows(pick: SweepPick | None, dataset: str, n_images: int, min_count: int,
-                   device: torch.device) -> views.Comparison:
+                   device: torch.device) -> curvature_view.Comparison:
     """Rows of the Curvature page's comparison for the picked trials: K_lb / K_ub from the table's K columns when
     the sweep measured them (its own test sample and minimum), else measured here as for any model."""
     rows: list[dict[str, Any]] = []
@@ -196,13 +196,13 @@ def curvature_rows(pick: SweepPick | None, dataset: str, n_images: int, min_coun
             row["K_ub/K_lb"] = kub / klb if klb else None
         else:
             ref, model, ckpt_meta = load_trial(pick, r, device)
-            row = views.compare_row(ref, model, ckpt_meta, dataset, n_images, min_count, device)
+            row = curvature_view.compare_row(ref, model, ckpt_meta, dataset, n_images, min_count, device)
             if row is None:
                 waiting.append(label)
                 continue
             row["model"] = label
         rows.append({**row, "model": f"{label} (sweep)"})
-    return views.Comparison(rows, waiting)
+    return curvature_view.Comparison(rows, waiting)
 
 
 def table5b(pick: SweepPick, dataset: str, n_images: int, device: torch.device) -> pd.DataFrame:
@@ -218,7 +218,7 @@ def table5b(pick: SweepPick, dataset: str, n_images: int, device: torch.device) 
             row["CRC / CROWN"] = crc / crown if crc is not None and crown else None
         else:
             ref, model, _meta = load_trial(pick, r, device)
-            with ui.heavy_lock():
+            with heavy_jobs.heavy_lock():
                 row = compare_view.model_row(ref.key, dataset, n_images, device, model)
         rows.append({"model": f"{model_label(r)} (sweep)", **row})
     return pd.DataFrame(rows).dropna(axis=1, how="all")

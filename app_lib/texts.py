@@ -1,6 +1,6 @@
 """Longer explanations shown on the pages (Markdown), kept here so that the pages stay short layouts."""
 
-from app_lib.analysis import MAX_PIXELS
+from app_lib.images import MAX_PIXELS
 from app_lib.jobs import QUEUE_CAPACITY
 
 HOME = """

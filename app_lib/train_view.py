@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app_lib import jobs, registry, ui
+from app_lib import heavy_jobs, jobs, registry
 from crc_core.adversarial import EXPLANATIONS
 from crc_core.checkpoints import run_record
 from crc_core.errors import CRCError
@@ -153,8 +153,8 @@ def start(state: MutableMapping[str, Any], config: TrainConfig, name: str) -> jo
         raise CRCError("Your training run is still waiting in line: cancel it first." if job.waiting else
                        "Your training run is still going: stop it first (one run per session).")
     new = jobs.TrainJob(config, name=name.strip())
-    new.start(ui.train_queue(), lambda result: save_run(new, result), session_alive=ui.session_alive(),
-              orphan_after=ui.orphan_after())
+    new.start(heavy_jobs.train_queue(), lambda result: save_run(new, result), session_alive=heavy_jobs.session_alive(),
+              orphan_after=heavy_jobs.orphan_after())
     state[JOB_KEY] = new
     state.pop("crc_train_announced", None)
     return new

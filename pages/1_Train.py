@@ -3,14 +3,14 @@ for the other pages."""
 
 import streamlit as st
 
-from app_lib import jobs, links, plots, registry, texts, ui
+from app_lib import catalogue, jobs, links, plots, registry, sidebar, state, texts, ui
 from app_lib import train_sections as ts
 from app_lib import train_view as tv
 
 D = tv.DEFAULTS
 
 links.sync(links.TRAIN)  # a shared link: restore the model and dataset, then mirror them into the address bar
-ctx = ui.page_setup("Train", ":material/model_training:", require_model=False)
+ctx = sidebar.page_setup("Train", ":material/model_training:", require_model=False)
 st.title("Train a network")
 links.notes()
 st.caption("Train a small fully connected network on 28×28 images and watch its accuracy, curvature bound and "
@@ -62,7 +62,7 @@ def live_view() -> None:
         st.caption(note)
     if not job.running and job.path is not None and st.session_state.get("crc_train_announced") != str(job.path):
         st.session_state["crc_train_announced"] = str(job.path)
-        st.session_state[ui.MODEL_KEY] = f"trained:{job.path.name}"
+        st.session_state[state.MODEL_KEY] = f"trained:{job.path.name}"
         st.rerun()  # the whole page: the sidebar picker lists the new model
     elif busy and not job.active:
         st.rerun()  # the run ended without a model: redraw the form (start enabled)
@@ -90,9 +90,9 @@ with settings:
         st.markdown("#### Settings")
         c1, c2, c3 = st.columns(3)
         with c1:
-            st.selectbox("Dataset", ui.dataset_names("train") or ["embedded"], key="tr_dataset",
+            st.selectbox("Dataset", catalogue.dataset_names("train") or ["embedded"], key="tr_dataset",
                          help="embedded: 10,000 training images of Fashion-MNIST shipped with the app.")
-            if no_train := ui.missing_train_split():
+            if no_train := catalogue.missing_train_split():
                 st.caption(f"Not offered: {', '.join(no_train)} (only its test split was found here, so it can be "
                            "tested on but not trained on).")
             st.number_input("Depth L (number of linear layers)", step=1, key="tr_depth",
@@ -126,7 +126,7 @@ with ui.guard("Training"):
     elif start and mismatch:
         st.error(f"Not started: {mismatch}", icon=":material/warning:")
     elif start:
-        tv.start(st.session_state, tv.make_config(st.session_state, str(ui.current_device())), name)
+        tv.start(st.session_state, tv.make_config(st.session_state, str(sidebar.current_device())), name)
         st.rerun()  # redraw the form with Start disabled (one job per session) and the live view polling
 
 if job is None:  # no run yet: the invitation and the picked model's own curves, below the settings

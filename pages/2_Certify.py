@@ -2,30 +2,30 @@
 
 import streamlit as st
 
-from app_lib import analysis, compare_view, links, plots, texts, ui
+from app_lib import catalogue, compare_view, images, links, plots, sidebar, state, texts, ui
 from app_lib import certify_sections as sections
 from app_lib import certify_view as cv
 
 links.sync(links.CERTIFY)  # a shared link opened: restore its view; then mirror the view into the address bar
-ctx = ui.page_setup("Certify", ":material/verified_user:")
+ctx = sidebar.page_setup("Certify", ":material/verified_user:")
 st.title("Certify: how far is this image from changing class?")
 links.notes()
 
 with ui.guard("Certify"):
     names = ctx.test_set().class_names
     top = st.columns([3, 2, 1.3], vertical_alignment="bottom")
-    rho = ui.persistent(top[0].slider, "ρ: the attack budget (ℓ2 distance)", "crc_rho", 0.5, min_value=0.05,
+    rho = state.persistent(top[0].slider, "ρ: the attack budget (ℓ2 distance)", "crc_rho", 0.5, min_value=0.05,
                         max_value=3.0, step=0.05, help="The paper uses ρ = 0.5 for MNIST/Fashion-MNIST.")
-    mode = ui.persistent(top[1].selectbox, "Certificate solver", "crc_mode", "fast", options=["fast", "paper"],
-                         valid=lambda v: v in ("fast", "paper"), disabled=not cv.has_curvature(ctx.model),
+    mode = state.persistent(top[1].selectbox, "Certificate solver", "crc_mode", "fast", options=["fast", "paper"],
+                         valid=lambda v: v in ("fast", "paper"), disabled=not catalogue.has_curvature(ctx.model),
                          help="fast: our accelerated solver; paper: Algorithm 1 as published (slower). Both give "
                          "sound radii. (CRC only: a ReLU model has no curvature bound.)")
     links.copy_link(links.CERTIFY, top[2])
 
-    if cv.has_curvature(ctx.model):  # computed here, in view (progress bars), not inside the folded gallery
+    if catalogue.has_curvature(ctx.model):  # computed here, in view (progress bars), not inside the folded gallery
         cv.gallery(ctx, mode)
-    now = ui.picked_image(ctx.test_set()).what  # the gallery folds away once an image is picked
-    chosen = ui.IMAGE_KEY in st.session_state or bool(st.session_state.get(ui.USE_UPLOAD_KEY))
+    now = state.picked_image(ctx.test_set()).what  # the gallery folds away once an image is picked
+    chosen = state.IMAGE_KEY in st.session_state or bool(st.session_state.get(state.USE_UPLOAD_KEY))
     with st.expander(f"1 · Pick an image (now: {now})", expanded=not chosen, icon=":material/photo_library:"):
         tab_gallery, tab_upload = st.tabs(["Test-image gallery", "Upload your own image"])
         with tab_gallery:
@@ -35,7 +35,7 @@ with ui.guard("Certify"):
     with st.expander("Draw your own input", icon=":material/draw:"):
         sections.draw(ctx, mode, rho, names)
 
-    picked = ui.picked_image(ctx.test_set())
+    picked = state.picked_image(ctx.test_set())
     note = compare_view.main_certificate_note(ctx.model)  # None: CRC applies (a smooth activation)
     if note is not None:  # a ReLU model: App. G (2-layer) or CRC's refusal, then the other methods
         correct = sections.relu_main(ctx, picked, rho, names, note)
@@ -45,7 +45,7 @@ with ui.guard("Certify"):
 
         st.subheader(f"2 · The certificate of {picked.what}")
         head = st.columns([1, 6])
-        head[0].image(analysis.to_png_array(picked.x), width="stretch", caption=picked.what)
+        head[0].image(images.to_png_array(picked.x), width="stretch", caption=picked.what)
         with head[1]:
             m = st.columns(3)
             m[0].metric("prediction", pred, f"{cert.prob:.0%} confident", delta_color="off", delta_arrow="off")

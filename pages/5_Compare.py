@@ -4,12 +4,12 @@ models (the paper's Table 5b)."""
 import numpy as np
 import streamlit as st
 
+from app_lib import catalogue, links, sidebar, sweep_view, ui
 from app_lib import compare_figures as cf
 from app_lib import compare_view as cv
-from app_lib import links, sweep_view, ui
 
 links.sync(links.COMPARE)  # a shared link: restore the model and dataset, then mirror them into the address bar
-ctx = ui.page_setup("Compare certificates", ":material/compare_arrows:")
+ctx = sidebar.page_setup("Compare certificates", ":material/compare_arrows:")
 st.title("Compare certificates: is CRC the better proof, and by how much?")
 links.notes()
 st.caption("CRC, CROWN and the first-order (Lipschitz) bound prove radii for this model; 2-layer ReLU models get "
@@ -75,7 +75,7 @@ with ui.guard("Table 5b"):
     st.subheader("2 · Mean certificate across models (the paper's Table 5b)")
     st.caption("Mean certified radius over the correctly classified images, against the runner-up class (the "
                "paper's setting), for each model you pick: standard, γ-regularized and CRT, 2 and 3 layers.")
-    labels = ui.catalogue_labels()
+    labels = catalogue.catalogue_labels()
     default = [i for i in labels if i.startswith("shipped:")][:5]
     picked = st.multiselect("Models", list(labels), default=default, format_func=lambda i: labels.get(i, i),
                             key="cmp_models")

@@ -1,7 +1,7 @@
 """The Streamlit app, page by page, through streamlit.testing.v1.AppTest (no browser; same process).
 
 Every test asserts that no exception box appears. Models come from small checkpoints in a temporary folder
-($CRC_MODELS_DIR), trained models go to another ($CRC_RUNS_DIR). The app helpers (registry, analysis, jobs) are
+($CRC_MODELS_DIR), trained models go to another ($CRC_RUNS_DIR). The app helpers (registry, images, jobs) are
 tested directly at the end, followed by one test per finding of the browser walkthrough (issue 10).
 """
 
@@ -22,7 +22,7 @@ pytest.importorskip("plotly")
 import app_helpers as H
 from streamlit.testing.v1 import AppTest
 
-from app_lib import analysis, jobs, registry
+from app_lib import heavy_jobs, images, jobs, margin_maths, registry
 from crc_core.data import load_dataset
 from crc_core.errors import CheckpointError, CRCError, DataError, UnsupportedActivationError
 from crc_core.train import TrainConfig
@@ -232,7 +232,7 @@ def _png_header(width: int, height: int) -> bytes:
 
 def test_certify_reuses_cached_bounds(app_env, monkeypatch):
     """Picking another image never recomputes the all-pair curvature bounds (the expensive part of a model)."""
-    from app_lib import ui
+    from app_lib import catalogue
 
     at = _page("pages/2_Certify.py")  # computes (or finds) the picked model's bounds
     calls: list[str] = []
@@ -241,7 +241,7 @@ def test_certify_reuses_cached_bounds(app_env, monkeypatch):
         calls.append(method)
         raise AssertionError("curvature bounds recomputed for an already analysed model")
 
-    monkeypatch.setattr(ui, "curvature_bounds", counting)
+    monkeypatch.setattr(catalogue, "curvature_bounds", counting)
     at.button(key="pick_7").click().run()
     _ok(at)
     assert "test image #7" in " ".join(m.value for m in at.subheader)
@@ -437,26 +437,26 @@ def test_registry_upload_checks():
 
 def test_image_from_upload():
     img = np.linspace(0, 1, 784).reshape(28, 28)
-    x = analysis.image_from_upload(H.png_bytes(img), "a.png")
+    x = images.image_from_upload(H.png_bytes(img), "a.png")
     assert x.shape == (784,) and x.dtype == torch.float32 and abs(float(x[-1]) - 1) < 1e-6
-    xi = analysis.image_from_upload(H.png_bytes(img), "a.png", invert=True)
+    xi = images.image_from_upload(H.png_bytes(img), "a.png", invert=True)
     assert torch.allclose(xi, 1 - x)
     import io
 
     buf = io.BytesIO()
     np.save(buf, (img * 255).astype(np.uint8))
-    assert torch.allclose(analysis.image_from_upload(buf.getvalue(), "a.npy"), x, atol=1 / 255)
-    small = analysis.image_from_upload(H.png_bytes(np.zeros((10, 10))), "s.png")  # any size: resized
+    assert torch.allclose(images.image_from_upload(buf.getvalue(), "a.npy"), x, atol=1 / 255)
+    small = images.image_from_upload(H.png_bytes(np.zeros((10, 10))), "s.png")  # any size: resized
     assert small.shape == (784,) and float(small.abs().max()) == 0
     with pytest.raises(DataError, match="empty"):
-        analysis.image_from_upload(b"", "e.png")
+        images.image_from_upload(b"", "e.png")
 
 
 def test_margin_line_matches_the_model():
     torch.manual_seed(0)
     model = registry.MLP(784, [8], 10).eval()
     x0, d = torch.rand(784), torch.randn(784)
-    line = analysis.margin_line(model, x0, d, 1, 2, s_max=2.0, n=5)
+    line = margin_maths.margin_line(model, x0, d, 1, 2, s_max=2.0, n=5)
     z = model((x0 + 2.0 * d / d.norm())[None])[0]
     assert abs(line.f_target[-1] - float((z[1] - z[2]).detach())) < 1e-4
     assert line.s[0] == 0 and abs(line.s[-1] - 2.0) < 1e-6
@@ -724,9 +724,8 @@ def test_train_with_invalid_fields_says_why_it_did_not_start(app_env):
 def test_curvature_page_waits_its_turn_during_a_heavy_job(app_env):
     """Finding 7: while a training run holds the machine, the page shows the bounds at once, says that the
     measurement waits its turn (no refusal, no error), and measures by itself once the machine is free."""
-    from app_lib import ui
 
-    lock = ui.heavy_lock()
+    lock = heavy_jobs.heavy_lock()
     assert lock.acquire(timeout=60)
     try:
         at = _page("pages/3_Curvature.py")
@@ -774,7 +773,7 @@ def test_text_file_named_pt_gets_one_plain_sentence(app_env):
 def test_comparison_defaults_to_contrasting_training_kinds():
     """Finding 12: the default comparison contrasts standard with CRT/γ training (the paper's Figure 1), even when
     newer trained models come first in the picker."""
-    from app_lib.views import contrasting_models
+    from app_lib.curvature_view import contrasting_models
 
     arch = {"widths": [256], "activation": "softplus"}
     metas = {f"trained:{i}": {"kind": "crt", "architecture": arch} for i in range(5)}

@@ -16,9 +16,9 @@ pytest.importorskip("plotly")
 import app_helpers as H
 from streamlit.testing.v1 import AppTest
 
+from app_lib import catalogue, registry, state
 from app_lib import compare_figures as cf
 from app_lib import compare_view as cv
-from app_lib import registry, ui
 from crc_core.data import load_dataset
 from crc_core.models import MLP
 
@@ -115,7 +115,7 @@ def test_table_5b_steps_report_progress_and_a_larger_n_reuses_what_is_done(app_e
     monkeypatch.setattr(cv, "compare_certificates", counting)
     cv._table_chunk.clear()  # any test order: nothing certified before
     seen: list[tuple[int, int, str]] = []
-    labels = ui.catalogue_labels()
+    labels = catalogue.catalogue_labels()
     mid = "shipped:small-standard.pt"
     cv.models_table([mid], labels, "embedded", 8, torch.device("cpu"), progress=lambda *p: seen.append(p))
     assert [p[:2] for p in seen] == [(1, 2), (2, 2)] and "model 1 of 1" in seen[-1][2]
@@ -183,16 +183,15 @@ def test_figures_keep_smoothing_apart_and_labelled():
 
 
 def test_relu_main_certificate_hook_matches_certify_relu():
-    from app_lib import ui
     from crc_core.baselines.relu_quadratic import certify_relu
 
     ds = load_dataset("embedded", "test", limit=3)
     x = ds.images.reshape(-1, 784)[2]
-    picked = ui.Picked(x, int(ds.labels[2]), "test image #2", "img-2", 2)
+    picked = state.Picked(x, int(ds.labels[2]), "test image #2", "img-2", 2)
     for widths, expect in (([16], True), ([16, 16], False)):
         model = _relu(widths)
-        ctx = ui.Ctx(registry.ModelRef(f"t:{len(widths)}", "shipped", None, f"relu{len(widths)}"), model, {}, "relu",
-                     torch.device("cpu"), "embedded")
+        ref = registry.ModelRef(f"t:{len(widths)}", "shipped", None, f"relu{len(widths)}")
+        ctx = catalogue.Ctx(ref, model, {}, "relu", torch.device("cpu"), "embedded")
         main = cv.relu_certificate(ctx, picked)
         assert (main is not None) == expect
         if main is not None:
@@ -213,7 +212,7 @@ def test_compare_page_link_restores_the_model_and_offers_a_share_link(app_env):
     at.query_params.update({"model": "shipped:small-standard.pt", "bogus": "1"})
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert at.session_state[ui.MODEL_KEY] == "shipped:small-standard.pt"
+    assert at.session_state[state.MODEL_KEY] == "shipped:small-standard.pt"
     assert at.query_params["model"] == "shipped:small-standard.pt"
     assert any("'bogus' is not something this page can restore" in w.value.replace("\\", "") for w in at.warning)
     assert any("?model=shipped" in c.value for c in at.code)  # the 'Share this view' popover's link

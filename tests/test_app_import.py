@@ -24,7 +24,7 @@ import app_helpers as H
 from streamlit.testing.v1 import AppTest
 from test_importers import write_forged_zip
 
-from app_lib import registry, ui
+from app_lib import catalogue, registry
 from crc_core.data import MNIST_CLASSES, load_dataset, shared_mnist_dir, write_idx
 from crc_core.errors import CheckpointError
 
@@ -78,7 +78,7 @@ def refused_files(marker: Path, tmp_path: Path) -> dict[str, tuple[bytes, str]]:
         "cifar.pt": (_save(linear_chain((3072, 32, 10), ["fc1", "fc2"])), "784 pixels"),
         "evil.pt": (_save({"fc1.weight": Evil()}), "could carry code"),
         "huge.pt": (huge.read_bytes(), "10,000,000,000 bytes"),
-        "image.png": (H.png_bytes(np.zeros((28, 28))), "not a readable PyTorch file"),
+        "image.png": (H.png_bytes(np.zeros((28, 28))), "is a picture, not a model checkpoint"),  # issue 24: to Certify
         "notes.pt": (b"just some notes\n", "not a readable PyTorch file"),
     }
 
@@ -108,8 +108,8 @@ def app_env(monkeypatch, tmp_path) -> Path:
 
 
 def _clear_data_caches() -> None:
-    ui.dataset_infos.clear()
-    ui.cached_test_set.clear()
+    catalogue.dataset_infos.clear()
+    catalogue.cached_test_set.clear()
 
 
 def _home() -> AppTest:
@@ -216,7 +216,7 @@ def test_other_layouts_are_recognised_and_the_prompt_can_be_cancelled(app_env):
     label = at.sidebar.selectbox(key="_w_crc_model_id").format_func("imported:my-tanh-net.pt")
     assert label.startswith("my-tanh-net · 2x[20] tanh · imported · training unknown · fashion-mnist · acc ")
     ds_picker = at.sidebar.selectbox(key="_w_crc_dataset")  # Fashion-MNIST images (full set, else the subset)
-    assert ds_picker.value == ("fashion-mnist" if "fashion-mnist" in ui.dataset_names() else "embedded")
+    assert ds_picker.value == ("fashion-mnist" if "fashion-mnist" in catalogue.dataset_names() else "embedded")
 
 
 def test_refusals_are_one_sentence_and_keep_the_picked_model(app_env, tmp_path):
@@ -305,11 +305,11 @@ def test_registry_labels_and_dataset_rules():
     ref = registry.ModelRef(IMPORTED_ID, "imported", Path(f"{OFFICIAL}.pt"), "k")
     assert registry.describe(ref, meta).endswith("imported · CRT γ=0.005 ε=1.58 (from file name) · mnist")
 
-    assert ui.home_dataset("mnist", ["embedded", "mnist"]) == "mnist"
-    assert ui.home_dataset("fashion-mnist", ["embedded", "mnist"]) == "embedded"  # the same images, a subset
-    assert ui.home_dataset("mnist", ["embedded"]) is None
-    assert ui.dataset_note("embedded", "fashion-mnist", "embedded") is None
-    assert "pick mnist above" in ui.dataset_note("mnist", "embedded", "mnist")
+    assert catalogue.home_dataset("mnist", ["embedded", "mnist"]) == "mnist"
+    assert catalogue.home_dataset("fashion-mnist", ["embedded", "mnist"]) == "embedded"  # the same images, a subset
+    assert catalogue.home_dataset("mnist", ["embedded"]) is None
+    assert catalogue.dataset_note("embedded", "fashion-mnist", "embedded") is None
+    assert "pick mnist above" in catalogue.dataset_note("mnist", "embedded", "mnist")
 
 
 def test_registry_upload_refusals_name_the_file():
@@ -350,7 +350,7 @@ def test_an_activation_against_the_file_name_asks_to_confirm(app_env):
         else not at.success
     doubt = " ".join(w.value for w in at.warning)
     assert "The file name says **softplus**, you chose **tanh**." in doubt
-    ts = ui.import_test_set("fashion-mnist")  # Fashion-MNIST where found on this machine, else the embedded subset
+    ts = catalogue.import_test_set("fashion-mnist")  # Fashion-MNIST where found here, else the embedded subset
     n = len(ts)
     accs = registry.accuracy_by_activation(at.session_state["crc_import_pending"], "fashion-mnist", ts)
     if accs["softplus"] - accs["tanh"] >= 0.10:

@@ -11,7 +11,7 @@ import app_helpers as H
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_lib import registry
+from app_lib import registry, state
 
 TIMEOUT = 120
 PAGE = "pages/2_Certify.py"
@@ -59,10 +59,9 @@ def test_after_an_upload_the_next_choice_counts_and_no_false_note(app_env):
     H.assert_clean(at)
     img = np.zeros((28, 28), np.uint8)
     img[6:22, 10:18] = 255
-    from app_lib import ui
-    at.session_state[ui.UPLOAD_IMAGE_KEY] = ("shirt.png", __import__("torch").from_numpy(img.reshape(-1) / 255.0)
+    at.session_state[state.UPLOAD_IMAGE_KEY] = ("shirt.png", __import__("torch").from_numpy(img.reshape(-1) / 255.0)
                                              .float())
-    at.session_state[ui.USE_UPLOAD_KEY] = True
+    at.session_state[state.USE_UPLOAD_KEY] = True
     at.run()
     H.assert_clean(at)
     assert "upload" in at.query_params
@@ -87,3 +86,21 @@ def test_page_switches_keep_every_widget_value(app_env):
         H.assert_no_exception(at)
         assert at.sidebar.selectbox(key="_w_crc_model_id").value == "shipped:small-standard.pt", page
     assert at.slider(key="_w_crc_rho").value == 0.8
+
+
+def test_every_page_keeps_its_url_path_and_is_listed_once():
+    """#22: pages through st.navigation from one list; each keeps the URL path the pages/ folder gave it before
+    (pages/2_Certify.py -> /Certify), so old links and shared views keep working; Home is the root."""
+    import re
+
+    from app_lib import navigation
+
+    paths = [p.path for p in navigation.PAGES]
+    assert len(paths) == len(set(paths)) and navigation.HOME.url_path == ""
+    for p in navigation.PAGES:
+        assert (H.REPO / p.path).is_file(), p.path
+        if p is not navigation.HOME:
+            assert p.url_path == re.sub(r"^\d+_", "", Path(p.path).stem), p
+    listed = {p.path for p in navigation.PAGES}
+    assert {f"pages/{f.name}" for f in (H.REPO / "pages").glob("[0-5]_*.py")} <= listed
+    assert "st.navigation" in (H.REPO / "app.py").read_text()

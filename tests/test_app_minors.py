@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_lib import compare_figures, compare_view, links, plots, registry, train_view
+from app_lib import (
+    compare_figures,
+    compare_view,
+    links,
+    registry,
+    state,
+    train_view,
+)
+from app_lib import curvature_figures as cfig
 from crc_core.data import load_dataset
 from crc_core.errors import CheckpointError
 
@@ -54,13 +62,13 @@ def test_smoothing_cap_and_identical_paper_rows_are_explained():
 
 
 def test_heatmap_numbers_are_readable_and_lines_stay_under_labels():
-    fig = plots.pair_heatmap(np.arange(100.0).reshape(10, 10) + 1, [str(i) for i in range(10)], title="t",
+    fig = cfig.pair_heatmap(np.arange(100.0).reshape(10, 10) + 1, [str(i) for i in range(10)], title="t",
                              colorbar_title="K")
     assert fig.data[0].textfont.size >= 12
     bars = compare_figures.methods_vs_attack({"crc": 1.0, "crown": 0.5}, compare_view.LABELS, attack_upper=1.2,
                                              rho=0.5)
     assert bars.layout.shapes and all(s.layer == "below" for s in bars.layout.shapes)
-    spec = plots.spectrum_histogram(np.linspace(-1, 1, 50), m=-1.0, M=1.0, K=1.5)
+    spec = cfig.spectrum_histogram(np.linspace(-1, 1, 50), m=-1.0, M=1.0, K=1.5)
     minus_k = [a for a in spec.layout.annotations if a.text == "−K"]
     assert minus_k and all((a.yshift or 0) >= 12 for a in minus_k)  # clear of the axis's tick labels
 
@@ -76,11 +84,10 @@ def test_the_picked_image_is_named_in_plain_words(app_env):
     assert any("(now: the uploaded image shoe.png)" in e.label for e in at.expander)  # not "test image #0"
     import torch
 
-    from app_lib import ui
 
     at = AppTest.from_file(str(H.REPO / PAGE), default_timeout=TIMEOUT)  # a drawing, in a session with no upload
-    at.session_state[ui.UPLOAD_IMAGE_KEY] = (ui.DRAWING_NAME, torch.from_numpy(img.reshape(-1) / 255.0).float())
-    at.session_state[ui.USE_UPLOAD_KEY] = True
+    at.session_state[state.UPLOAD_IMAGE_KEY] = (state.DRAWING_NAME, torch.from_numpy(img.reshape(-1) / 255.0).float())
+    at.session_state[state.USE_UPLOAD_KEY] = True
     at.run()
     H.assert_clean(at)
     assert any(s.value.endswith("The certificate of your drawing") for s in at.subheader)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_lib import registry
+from app_lib import catalogue, registry
 from app_lib.certify_view import Attack
 
 TIMEOUT = 120
@@ -81,7 +81,6 @@ def test_provably_worst_case_names_the_targets_it_is_about():
 def test_curvature_bounds_show_progress_once_per_model(monkeypatch):
     """Issue 24 Major 4: the all-pair curvature bounds (~20 s for a 2×[1024] net on a small CPU) are computed one
     class at a time under a progress bar that says how far it is, equal to one all-pair call, and only once."""
-    from app_lib import ui
     from crc_core.bounds import curvature_bounds
     from crc_core.checkpoints import load_checkpoint
 
@@ -94,11 +93,11 @@ def test_curvature_bounds_show_progress_once_per_model(monkeypatch):
         def empty(self) -> None:
             shown.append((-1.0, "emptied"))
 
-    monkeypatch.setattr(ui.st, "progress", lambda value, text="": (shown.append((value, text)), Bar())[1])
+    monkeypatch.setattr(catalogue.st, "progress", lambda value, text="": (shown.append((value, text)), Bar())[1])
     model, _ = load_checkpoint(H.model_dir() / "small-deep.pt")
     key = "test-progress-small-deep"
-    ui._bounds_store().pop((key, "auto", "cpu"), None)
-    got = ui.bounds_table(key, "auto", "cpu", model)
+    catalogue._bounds_store().pop((key, "auto", "cpu"), None)
+    got = catalogue.bounds_table(key, "auto", "cpu", model)
     ref = curvature_bounds(model, method="auto")
     assert torch.equal(got.y, ref.y) and torch.equal(got.t, ref.t)
     for f in ("m", "M", "K"):
@@ -107,4 +106,4 @@ def test_curvature_bounds_show_progress_once_per_model(monkeypatch):
     assert values == sorted(values) and values[-1] == 1.0 and len(values) == model.n_classes + 1
     assert "class pairs 90 of 90" in shown[-2][1] and shown[-1][1] == "emptied"
     shown.clear()
-    assert ui.bounds_table(key, "auto", "cpu", model) is got and not shown
+    assert catalogue.bounds_table(key, "auto", "cpu", model) is got and not shown
