@@ -16,7 +16,7 @@ pytest.importorskip("plotly")
 import app_helpers as H
 from streamlit.testing.v1 import AppTest
 
-from app_lib import catalogue, registry, state
+from app_lib import catalogue, heavy_jobs, registry, state
 from app_lib import compare_figures as cf
 from app_lib import compare_view as cv
 from crc_core.data import load_dataset
@@ -65,7 +65,7 @@ def test_compare_page_stop_keeps_what_is_done(app_env):
     at = H.open_page(PAGE)
     at.number_input(key="cmp_n").set_value(2000)
     at.multiselect(key="cmp_methods").set_value(["crown"])
-    lock = __import__("app_lib.ui", fromlist=["heavy_lock"]).heavy_lock()
+    lock = heavy_jobs.heavy_lock()
     with lock:  # the machine is busy: the job waits for it, and a stop while waiting ends it
         at.button(key="cmp_start").click().run()
         H.assert_clean(at)

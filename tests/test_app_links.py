@@ -11,7 +11,7 @@ import app_helpers as H
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_lib import registry, state
+from app_lib import state
 
 TIMEOUT = 120
 PAGE = "pages/2_Certify.py"
@@ -19,9 +19,7 @@ PAGE = "pages/2_Certify.py"
 
 @pytest.fixture
 def app_env(monkeypatch, tmp_path) -> Path:
-    monkeypatch.setenv(registry.MODELS_ENV, str(H.model_dir()))
-    monkeypatch.setenv(registry.RUNS_ENV, str(tmp_path / "runs"))
-    return tmp_path
+    return H.use_small_models(monkeypatch, tmp_path)
 
 
 def _notes(at: AppTest) -> list[str]:

@@ -30,9 +30,7 @@ PAGE = "pages/2_Certify.py"
 
 @pytest.fixture
 def app_env(monkeypatch, tmp_path) -> Path:
-    monkeypatch.setenv(registry.MODELS_ENV, str(H.model_dir()))
-    monkeypatch.setenv(registry.RUNS_ENV, str(tmp_path / "runs"))
-    return tmp_path
+    return H.use_small_models(monkeypatch, tmp_path)
 
 
 def test_a_bad_switch_in_a_link_names_the_parameter():

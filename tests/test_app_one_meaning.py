@@ -15,7 +15,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_lib import catalogue, registry
+from app_lib import catalogue
 from app_lib.certify_view import Attack
 
 TIMEOUT = 120
@@ -24,9 +24,7 @@ PAGE = "pages/2_Certify.py"
 
 @pytest.fixture
 def app_env(monkeypatch, tmp_path) -> Path:
-    monkeypatch.setenv(registry.MODELS_ENV, str(H.model_dir()))
-    monkeypatch.setenv(registry.RUNS_ENV, str(tmp_path / "runs"))
-    return tmp_path
+    return H.use_small_models(monkeypatch, tmp_path)
 
 
 def _specs(at: AppTest) -> list[dict]:

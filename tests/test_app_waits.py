@@ -11,7 +11,6 @@ import app_helpers as H
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_lib import registry
 from app_lib import train_view as tv
 
 TIMEOUT = 120
@@ -19,9 +18,7 @@ TIMEOUT = 120
 
 @pytest.fixture
 def app_env(monkeypatch, tmp_path) -> Path:
-    monkeypatch.setenv(registry.MODELS_ENV, str(H.model_dir()))
-    monkeypatch.setenv(registry.RUNS_ENV, str(tmp_path / "runs"))
-    return tmp_path
+    return H.use_small_models(monkeypatch, tmp_path)
 
 
 def _job(step: int, total: int, elapsed: float, running: bool = True) -> SimpleNamespace:
