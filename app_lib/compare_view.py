@@ -48,8 +48,8 @@ PAPER_TABLE_5B = pd.DataFrame(
      ("4×[1024] sigmoid", "standard", 0.19501, 0.00454), ("4×[1024] sigmoid", "γ = 0.01", 0.40620, 1.05323),
      ("4×[1024] sigmoid", "CRT, 0.01", 0.40327, 1.06208)],
     columns=["network", "training", "CROWN", "CRC"])
-PAPER_TABLE_5B["note"] = ["", "", "", "", "as printed (the same numbers as the next row)",
-                          "as printed (the same numbers as the row above)", "", "", ""]
+PAPER_TABLE_5B["note"] = ["", "", "", "", "as printed (= next row)",
+                          "as printed (= row above)", "", "", ""]
 
 
 def label(method: str) -> str:

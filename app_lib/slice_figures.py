@@ -20,6 +20,7 @@ from crc_core.slices import DecisionSlice
 
 __all__ = ["CIRCLE_POINTS", "SLICE_CAPTION", "class_colorscale", "slice_figure", "slice_pair_figure"]
 
+AXIS_WORDS = 28  # characters of a direction's name that fit beside a 520-pixel-high plot
 CIRCLE_POINTS = 241  # vertices of the drawn circles: smooth at any zoom, the radius exact at every vertex
 BALL_FILL = "rgba(44,160,44,0.15)"  # the cartoon's certified-ball fill
 # In a slice the disc lies over class colours: a hatch (not a flat tint) never reads as another class's colour
@@ -102,6 +103,8 @@ def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool,
 def _axes_titles(s: DecisionSlice, point: str = "x_b") -> tuple[str, str]:
     second = s.second or "second direction"
     first = "along x_b − x0" if point == "x_b" and s.xb_margin <= XB_ON_BOUNDARY else "towards the marked point"
+    if len(second) > AXIS_WORDS:  # a long direction (its name is in the title) would overflow the axis
+        second = "the second direction"
     return f"{first} (ℓ2 distance)", f"along {second}, orthogonalised (ℓ2 distance)"
 
 

@@ -131,3 +131,10 @@ def test_the_disc_is_hatched_and_the_title_clears_the_toolbar():
     (disc,) = _named(fig, "certified ball")
     assert disc.fillpattern.shape == "/" and disc.fillcolor is None
     assert "<br>" in fig.layout.title.text and fig.layout.title.x == 0
+
+
+def test_a_long_direction_name_stays_off_the_axis():
+    s = _toy_slice()
+    s.second = "the top Hessian eigenvector of z_Coat − z_Shirt"
+    fig = slice_figure(s, NAMES, title=f"Class regions around x0 in the plane of x_b and {s.second}")
+    assert len(fig.layout.yaxis.title.text) <= 60 and "z_Coat" in fig.layout.title.text
