@@ -62,9 +62,8 @@ def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bo
     With ``require_model`` the page stops with an explanation when no model can be used.
     """
     st.set_page_config(page_title=f"{title} · CRC Explorer", page_icon=icon, layout="wide")
-    st.markdown(_WRAP_CSS, unsafe_allow_html=True)
     with st.sidebar:
-        st.markdown("## CRC Explorer")
+        st.markdown("## CRC Explorer\n\n" + _WRAP_CSS, unsafe_allow_html=True)  # CSS here: no gap in the page
         for p in PAGES:
             page_link(p)
         st.divider()
