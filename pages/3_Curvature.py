@@ -64,22 +64,21 @@ with ui.guard("Curvature"):
     if pt.measured and not n_pairs:
         st.warning(f"No pair has {min_count} or more images among the first {n_images}: lower the minimum or use more "
                    "images.")
-    a, b = st.columns(2)
-    with a:
+    tabs = st.tabs(["K_ub", "K_lb (measured)", "ratio K_ub / K_lb", "images per pair"] if pt.measured else ["K_ub"])
+    with tabs[0]:  # one heatmap at a time, at full width: its numbers stay readable on a projector
         ui.plot(cfig.pair_heatmap(pt.K_ub[method], names, title=f"K_ub per pair ({curvature_view.METHODS[method]})",
-                                   colorbar_title="K_ub"), key="kub")
+                                  colorbar_title="K_ub"), key="kub")
     if pt.measured:
-        with b:
+        with tabs[1]:
             ui.plot(cfig.pair_heatmap(np.where(pt.count > 0, pt.K_lb, np.nan), names, colorbar_title="K_lb",
-                                       title=f"K_lb per pair (measured at {n_images} test images)"), key="klb")
-        a, b = st.columns(2)
-        with a:
+                                      title=f"K_lb per pair (measured at {n_images} test images)"), key="klb")
+        with tabs[2]:
             ui.plot(cfig.pair_heatmap(pt.ratio(method, min_count), names, colorbar_title="ratio",
-                                       title="Ratio K_ub / K_lb (1 = tight bound)"), key="ratio")
-        with b:
+                                      title="Ratio K_ub / K_lb (1 = tight bound)"), key="ratio")
+        with tabs[3]:
             ui.plot(cfig.pair_heatmap(np.where(pt.count > 0, pt.count, np.nan), names, log=False, fmt=".0f",
-                                       title="Test images per pair (predicted y, runner-up t)",
-                                       colorbar_title="images"), key="count")
+                                      title="Test images per pair (predicted y, runner-up t)",
+                                      colorbar_title="images"), key="count")
     st.caption("Rows: the predicted class y; columns: the target t. Empty cells: no test image has this "
                "(prediction, runner-up) pair. Colours switch to a log scale when the values span decades.")
 
