@@ -116,6 +116,9 @@ def test_walkthrough_every_page_at_1280x720(app_url, page):
     B.idle(pg)
     assert pg.get_by_text("could not be restored").count() == 0  # Certify's link is not read by another page
     assert "/Hessian" in pg.url and "rho=" not in pg.url, pg.url
+    pg.goto(f"{app_url}/Curvature?n=1000")  # a long run (1000 images measured): the page shows that it runs
+    pg.wait_for_selector('[data-testid="stStatusWidget"]', timeout=30_000)
+    B.idle(pg)
     for path, title in (("Curvature", "Curvature: bounds vs reality"),
                         ("Hessian", "Hessian: the curvature at one image"),
                         ("Compare", "Compare certificates: is CRC the better proof, and by how much?")):
