@@ -25,7 +25,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app_lib import catalogue, heavy_jobs, state
+from app_lib import catalogue, heavy_jobs, state, ui
 from crc_core.baselines.smoothing import SMOOTHING_GUARANTEE
 from crc_core.compare import ALL_METHODS, RELU_METHOD, applicable_methods, compare_certificates, refusal
 from crc_core.models import MLP
@@ -353,10 +353,6 @@ def models_table(model_ids: list[str], names: dict[str, str], dataset: str, n_im
 def shown_table(table: pd.DataFrame) -> pd.DataFrame:
     """Table 5b for display: numbers with 4 decimals (accuracy as %), "—" where a method does not apply (never a
     literal None or NaN)."""
-    out = table.copy()
-    for col in out.columns:
-        if col == "model":
-            continue
-        fmt = "{:.0%}" if col == "accuracy" else "{:.1f}" if col == "seconds" else "{:.4f}"
-        out[col] = [fmt.format(v) if isinstance(v, (int, float)) and np.isfinite(v) else "—" for v in out[col]]
-    return out
+    fmts = {c: "{:.0%}" if c == "accuracy" else "{:.1f}" if c == "seconds" else "{:.4f}" for c in table.columns
+            if c != "model"}
+    return ui.readable_table(table, fmts)

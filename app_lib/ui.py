@@ -68,3 +68,16 @@ def clickable_thumbnails() -> None:
 def plot(fig: Any, key: str | None = None) -> None:
     """Show a Plotly figure at container width."""
     st.plotly_chart(fig, width="stretch", key=key, config={"displaylogo": False})
+
+
+def readable_table(table: Any, formats: dict[str, str], missing: str = "—") -> Any:
+    """A DataFrame for display: the columns in ``formats`` as text ("{:.4g}"-style), ``missing`` where a value is
+    None or not finite (Streamlit would show a literal "None")."""
+    import math
+
+    out = table.copy()
+    for col, fmt in formats.items():
+        if col in out:
+            out[col] = [fmt.format(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        else missing for v in out[col]]
+    return out
