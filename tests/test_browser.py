@@ -154,7 +154,7 @@ def test_every_page_in_a_real_browser(app_url, page):
     pg.get_by_text("CRT (curvature attack inputs + γ·K)").click()
     pg.get_by_label("Training images (0 = all)", exact=True).fill("0")
     pg.get_by_role("button", name="Start training").click()
-    stop = pg.get_by_role("button", name="Stop")
+    stop = pg.locator('[data-testid="stMain"]').get_by_role("button", name="Stop")  # not the header's Stop
     stop.wait_for(timeout=30_000)
     pg.get_by_text(re.compile(r"epoch 1/2, step [1-9]")).first.wait_for(timeout=60_000)  # live progress
     _charts(pg, 1)
@@ -168,7 +168,7 @@ def test_every_page_in_a_real_browser(app_url, page):
     assert other.locator('[data-testid="stAlertContentError"]').count() == 0
     stop.click()
     pg.get_by_text("Stopped after").wait_for(timeout=60_000)
-    other.get_by_text("K_lb per pair (measured at 200 test images)").first.wait_for(timeout=120_000)
+    other.get_by_text("K_lb per pair (measured at 200 test images)").first.wait_for(state="attached", timeout=120_000)
     B.idle(other)
     B.check(other, "4-curvature-after-waiting")
     other.close()

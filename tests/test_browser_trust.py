@@ -133,7 +133,7 @@ def test_walkthrough_every_page_at_1280x720(app_url, page):
     box = bar.bounding_box()
     assert box and box["y"] + box["height"] <= 720, box  # the thing that changes is in view
     pg.screenshot(path=str(B.SHOTS / "24-walk-train-running-1280x720.png"))
-    pg.get_by_role("button", name="Stop").click()
+    pg.locator('[data-testid="stMain"]').get_by_role("button", name="Stop").click()  # not the header's
     pg.get_by_text(re.compile("Stopped after|Finished after")).first.wait_for(timeout=120_000)
     B.idle(pg)
     _shot(pg, "24-walk-train-done")
