@@ -16,14 +16,13 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app_lib import analysis, ui
+from app_lib import catalogue, images, margin_maths, state
+from app_lib.closest_point import Boundary, closest_boundary
 from app_lib.drawing import Drawing, read_drawing
 from crc_core.attack import curvature_attack
 from crc_core.certify import CertificateBatch, certify
-from crc_core.compare import refusal
 from crc_core.errors import CRCError
 from crc_core.hessian import margin_and_grad
-from crc_core.models import MLP
 
 POOL = 120  # test images certified for the gallery (once per model)
 SHOW = 24  # thumbnails shown
@@ -35,7 +34,7 @@ NO_DIRECTION = 1e-9  # a boundary point closer than this to x0 gives no directio
 @st.cache_resource(show_spinner="Certifying the gallery images (once per model)…", max_entries=8)
 def _pool(key: str, dataset: str, mode: str, device: str, _model, _table
           ) -> tuple[pd.DataFrame, CertificateBatch | None]:
-    ds = ui.cached_test_set(dataset)
+    ds = catalogue.cached_test_set(dataset)
     x, y = ds.images[:POOL].to(device), ds.labels[:POOL].to(device)
     if _table is None:  # no curvature bound (a ReLU model): predictions only, the radius column is NaN
         with torch.no_grad():
@@ -50,18 +49,13 @@ def _pool(key: str, dataset: str, mode: str, device: str, _model, _table
     return df, batch
 
 
-def gallery(ctx: ui.Ctx, mode: str) -> pd.DataFrame:
+def gallery(ctx: catalogue.Ctx, mode: str) -> pd.DataFrame:
     """One row per gallery image (the first POOL test images): index, pred, label, correct, radius, …"""
-    table = ctx.bounds("auto") if has_curvature(ctx.model) else None
+    table = ctx.bounds("auto") if catalogue.has_curvature(ctx.model) else None
     return _pool(ctx.key, ctx.dataset, mode, str(ctx.device), ctx.model, table)[0]
 
 
-def has_curvature(model: MLP) -> bool:
-    """Whether CRC applies (a smooth activation): otherwise the page shows App. G / the other methods instead."""
-    return refusal(model, "crc") is None
-
-
-def prediction(ctx: ui.Ctx, picked: ui.Picked) -> tuple[int, float, np.ndarray]:
+def prediction(ctx: catalogue.Ctx, picked: state.Picked) -> tuple[int, float, np.ndarray]:
     """(predicted class, its softmax probability, logits (C,) float64) of the picked image."""
     with torch.no_grad():
         z = ctx.model(picked.x.reshape(1, -1).to(ctx.device))[0].detach().cpu().double()
@@ -69,11 +63,22 @@ def prediction(ctx: ui.Ctx, picked: ui.Picked) -> tuple[int, float, np.ndarray]:
     return pred, float(torch.softmax(z, 0)[pred]), z.numpy()
 
 
-def filter_gallery(pool: pd.DataFrame, class_names: list[str], cls: str, outcome: str, at_rho: str, rho: float
-                   ) -> pd.DataFrame:
+GALLERY_ORDERS = ("as in the test set", "correct first", "hardest first")
+
+
+def filter_gallery(pool: pd.DataFrame, class_names: list[str], cls: str, outcome: str, at_rho: str, rho: float,
+                   order: str = GALLERY_ORDERS[0]) -> pd.DataFrame:
     """The gallery rows matching the filters: class name or "any"; "correct"/"wrong"/"any"; "certified"/"not
-    certified"/"any" at ρ (certified = correct and radius ≥ ρ, as :meth:`CertificateBatch.certified`)."""
+    certified"/"any" at ρ (certified = correct and radius ≥ ρ, as :meth:`CertificateBatch.certified`); in
+    ``order``: the test set's, correct ones first (largest radius first), or hardest first (misclassified, then
+    the smallest radius)."""
     sel = pool
+    if order == "correct first":
+        sel = sel.assign(_r=sel["radius"].fillna(0.0)).sort_values(["correct", "_r"], ascending=[False, False],
+                                                                    kind="stable").drop(columns="_r")
+    elif order == "hardest first":
+        sel = sel.assign(_r=sel["radius"].fillna(0.0)).sort_values(["correct", "_r"], ascending=[True, True],
+                                                                    kind="stable").drop(columns="_r")
     if cls != "any":
         sel = sel[sel["label"] == class_names.index(cls)]
     if outcome != "any":
@@ -86,40 +91,32 @@ def filter_gallery(pool: pd.DataFrame, class_names: list[str], cls: str, outcome
 
 # ------------------------------------------------------------------------------------------------ upload
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _read(key: str, name: str, colours: str, _data: bytes) -> analysis.UploadedImage:
+def _read(key: str, name: str, colours: str, _data: bytes) -> images.UploadedImage:
     invert = {"auto": "auto", "keep": False, "invert": True}[colours]
-    return analysis.read_upload(_data, name, invert=invert)  # type: ignore[arg-type]
+    return images.read_upload(_data, name, invert=invert)  # type: ignore[arg-type]
 
 
-def take_upload(data: bytes, name: str, colours: str) -> analysis.UploadedImage:
+def take_upload(data: bytes, name: str, colours: str) -> images.UploadedImage:
     """Read an uploaded picture (once per file and colour choice) and make it the picked image. A refused file
     also drops the previous upload, so its certificate does not stay on screen under the error."""
     try:
-        done = _read(analysis.image_key(data), name, colours, data)
+        done = _read(images.image_key(data), name, colours, data)
     except CRCError:
-        ui.forget_uploaded_image()
+        state.forget_uploaded_image()
         raise
-    ui.use_uploaded_image(name, done.x)
+    if state.use_uploaded_image(name, done.x):
+        st.rerun()  # a new picture: the picker's title above says so at once
     return done
 
 
 # ------------------------------------------------------------------------------------------------ certificate
 @dataclass(frozen=True)
-class Boundary:
-    """The closest point found, over all targets, where the prediction changes (or ties): x_b (784,), its distance
-    to x0 (the upper end of the interval), and ``cls``: the class that wins or ties with the prediction there."""
-
-    x_b: torch.Tensor
-    distance: float
-    cls: int
-
-
-@dataclass(frozen=True)
 class Certificate:
     """The certificate of one image. radius/target: the guarantee and its arg-min class (-1 when misclassified);
-    upper: the distance of ``boundary`` (inf when no point where another class wins was found); radii (C,) and
-    exact_t (C,) per target (NaN / False at the prediction); ``toward`` (784,): the direction the margin chart
-    follows (to the boundary point, else to the arg-min target's dual point, else down the margin's gradient)."""
+    upper: the upper end of the distance, the distance of ``boundary`` (x_b, :mod:`app_lib.closest_point`; inf when
+    no point where another class wins was found); radii (C,) and exact_t (C,) per target (NaN / False at the
+    prediction); ``toward`` (784,): the direction the margin chart and the slice follow (to x_b, else to the arg-min
+    target's dual point, where the prediction still holds, else down the margin's gradient)."""
 
     pred: int
     label: int | None
@@ -163,21 +160,6 @@ def _row(batch: CertificateBatch, i: int) -> CertificateBatch:
                                          if isinstance(getattr(batch, f.name), torch.Tensor)})
 
 
-def closest_boundary(model: MLP, cert: CertificateBatch, pred: int) -> Boundary | None:
-    """The closest boundary point found over ALL targets of a one-image batch (the arg-min of ``upper_t``; its
-    distance is ``cert.upper``), labelled with the class that wins or ties with ``pred`` there; None when no
-    point where another class wins was found."""
-    up = cert.upper_t[0].detach().cpu().double()
-    if not bool(torch.isfinite(up).any()):
-        return None
-    j = int(up.argmin())
-    xb = cert.x_boundary_t[0, j].detach().cpu().float()
-    with torch.no_grad():
-        z = model(xb[None].to(model.layers[0].weight.device))[0].cpu().double()
-    z[pred] = float("-inf")
-    return Boundary(xb, float(up[j]), int(z.argmax()))
-
-
 @st.cache_resource(show_spinner="Certifying…", max_entries=64)
 def _certify_one(key: str, image_key: str, mode: str, device: str, _model, _x, _label, _table) -> CertificateBatch:
     lab = None if _label is None else torch.tensor([_label], device=device)
@@ -185,7 +167,7 @@ def _certify_one(key: str, image_key: str, mode: str, device: str, _model, _x, _
         return certify(_model, _x[None].to(device), lab, mode=mode, bounds=_table)
 
 
-def certificate_batch(ctx: ui.Ctx, picked: ui.Picked, mode: str) -> CertificateBatch:
+def certificate_batch(ctx: catalogue.Ctx, picked: state.Picked, mode: str) -> CertificateBatch:
     """The picked image's certificate as a one-image :class:`CertificateBatch` (cached; the gallery's row when it
     is a gallery image)."""
     if picked.index is not None and picked.index < POOL:
@@ -195,15 +177,15 @@ def certificate_batch(ctx: ui.Ctx, picked: ui.Picked, mode: str) -> CertificateB
                         ctx.bounds("auto"))
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner="Searching for the closest boundary point (certifier and attack)…", max_entries=64)
 def _certificate(key: str, image_key: str, index: int | None, label: int | None, dataset: str, mode: str, device: str,
-                 _ctx: ui.Ctx, _picked: ui.Picked) -> Certificate:
+                 names: tuple[str, ...], _ctx: catalogue.Ctx, _picked: state.Picked) -> Certificate:
     model, x = _ctx.model, _picked.x
     cert = certificate_batch(_ctx, _picked, mode)
     pred, target = int(cert.pred[0]), int(cert.target[0])
     logits = cert.logits[0].detach().cpu().double()
     correct = bool(cert.correct[0])
-    boundary = closest_boundary(model, cert, pred) if correct else None
+    boundary = closest_boundary(model, x, cert, list(names)) if correct else None
     if boundary is not None:
         toward, toward_class = boundary.x_b - x, boundary.cls
     else:  # no point where another class wins: the arg-min target's dual point, or down the gradient
@@ -216,24 +198,25 @@ def _certificate(key: str, image_key: str, index: int | None, label: int | None,
             toward = -g[0].detach().cpu().float()
     return Certificate(
         pred=pred, label=_picked.label, prob=float(torch.softmax(logits, 0)[pred]), correct=correct,
-        radius=float(cert.radius[0]), target=target, exact=bool(cert.exact[0]), upper=float(cert.upper[0]),
+        radius=float(cert.radius[0]), target=target, exact=bool(cert.exact[0]),
+        upper=boundary.distance if boundary is not None else float("inf"),
         runner_up=int(cert.runner_up[0]), runner_up_radius=float(cert.runner_up_radius[0]),
         radii=cert.radii[0].detach().cpu().double().numpy(), exact_t=cert.exact_t[0].cpu().numpy(),
         logits=logits.numpy(), boundary=boundary, toward=toward, toward_class=toward_class)
 
 
-def certificate(ctx: ui.Ctx, picked: ui.Picked, mode: str) -> Certificate:
-    """The certificate of the picked image (from the gallery's batch when it is a gallery image)."""
-    return _certificate(ctx.key, picked.key, picked.index, picked.label, ctx.dataset, mode, str(ctx.device), ctx,
-                        picked)
+def certificate(ctx: catalogue.Ctx, picked: state.Picked, mode: str) -> Certificate:
+    """The certificate of the picked image (from the gallery's batch when it is a gallery image) and its x_b."""
+    return _certificate(ctx.key, picked.key, picked.index, picked.label, ctx.dataset, mode, str(ctx.device),
+                        tuple(ctx.test_set().class_names), ctx, picked)
 
 
-def margin_path(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, rho: float) -> analysis.Line:
+def margin_path(ctx: catalogue.Ctx, picked: state.Picked, cert: Certificate, rho: float) -> margin_maths.Line:
     """The margins along the straight line from x0 in the direction ``cert.toward``, far enough to show the
     boundary point, the certified radius and ρ."""
     far = cert.boundary.distance if cert.boundary is not None else 0.0
     s_max = 1.5 * max(far, rho, cert.radius, 1e-3)
-    return analysis.margin_line(ctx.model, picked.x, cert.toward, cert.pred, cert.toward_class, s_max,
+    return margin_maths.margin_line(ctx.model, picked.x, cert.toward, cert.pred, cert.toward_class, s_max,
                                 n=PATH_POINTS)
 
 
@@ -249,6 +232,18 @@ class Attack:
     provably_worst: bool
     distance: float
     x: torch.Tensor
+
+    def worst_case_words(self, class_names: list[str]) -> tuple[str, str]:
+        """(value, note) of "attack provably worst case?": "yes" only when Algorithm 2 proved it for every target;
+        otherwise which targets it holds for, so that one target's proof never reads as the whole answer."""
+        proved = self.table["provably worst case"].astype(bool)
+        if bool(proved.all()):
+            return "yes", "for every target"
+        if not bool(proved.any()):
+            return "no", "for no target"
+        strongest = bool(self.provably_worst)
+        return "not for all", (f"yes for the strongest target, {class_names[self.target]}" if strongest
+                               else f"for {int(proved.sum())} of {len(proved)} targets, not the strongest")
 
     def verdict(self, certified: bool, rho: float, class_names: list[str]) -> tuple[str, str]:
         """(Streamlit alert kind, sentence): the certificate at ρ next to what the attack found."""
@@ -284,7 +279,7 @@ def _attack(key: str, image_key: str, rho: float, device: str, _model, _x, pred:
                   res.x[k].detach().cpu())
 
 
-def attack(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, rho: float, class_names: list[str]) -> Attack:
+def attack(ctx: catalogue.Ctx, picked: state.Picked, cert: Certificate, rho: float, class_names: list[str]) -> Attack:
     """The curvature attack (Algorithm 2) at ρ against every other class (cached per image and ρ)."""
     return _attack(ctx.key, picked.key, float(rho), str(ctx.device), ctx.model, picked.x, cert.pred,
                    ctx.bounds("auto"), tuple(class_names))
@@ -299,11 +294,6 @@ SLICE_DIRECTIONS = {
     "target": "to another class's boundary point",
     "random": "a random direction",
 }  # the second directions of crc_core.slices.SECOND_DIRECTIONS, in words
-SLICE_TITLE_WORDS = {"hessian-top": "the top Hessian eigenvector", "hessian-bottom": "the bottom Hessian eigenvector",
-                     "pgd": "the PGD attack direction (at ρ)", "target": "the direction to another class's boundary "
-                     "point", "random": "a random direction"}  # the same, as the end of the slice's title
-
-
 @dataclass(frozen=True)
 class SliceView:
     """The slice section: a Plotly figure (one panel, or two side by side) and the certified radius of each panel
@@ -313,45 +303,83 @@ class SliceView:
     radii: tuple[float, ...]
 
 
-@st.cache_resource(show_spinner="Computing the 2-D slice (201×201 forward passes)…", max_entries=32)
+def direction_words(second: str, cert: Certificate, names: list[str], other: int | None) -> str:
+    """The slice's second direction in words, with class names (for its title and axis)."""
+    pair = f"z_{names[cert.pred]} − z_{names[cert.toward_class]}"
+    return {"hessian-top": f"the top Hessian eigenvector of {pair}",
+            "hessian-bottom": f"the bottom Hessian eigenvector of {pair}",
+            "pgd": "the PGD attack direction (at ρ)",
+            "target": f"the direction to {names[other]}'s boundary point" if other is not None else "another class",
+            "random": "a random direction"}[second]
+
+
+def first_axis_words(cert: Certificate, names: list[str]) -> str:
+    """What the slice's first axis points to: x_b when there is one, else what the point is."""
+    if cert.boundary is not None:
+        return "x_b"
+    return (f"the certifier's best point against {names[cert.toward_class]} (not a boundary point: the prediction "
+            "still holds there; no point where another class wins was found)")
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
 def _slice(key: str, image_key: str, mode: str, device: str, second: str, other: int | None, rho: float,
-           half_width: float | None, _model, _x, _batch):
-    from crc_core.slices import slice_from_certificate
+           half_width: float | None, words: str, _model, _x, _cert: Certificate, _batch: CertificateBatch):
+    from crc_core.slices import decision_slice, second_direction
 
-    return slice_from_certificate(_model, _x.to(device), _batch, second=second, other_target=other, rho=rho,
-                                  grid=SLICE_GRID, half_width=half_width)
+    other_b = None
+    if second == "target":
+        row = _batch.targets_t[0].tolist()
+        if other is None or other not in row or not bool(torch.isfinite(_batch.upper_t[0, row.index(other)])):
+            raise CRCError("The certifier found no boundary point for that class: pick another class or direction.")
+        other_b = _batch.x_boundary_t[0, row.index(other)]
+    x0 = _x.to(device)
+    d = second_direction(_model, x0, second, y=_cert.pred, t=_cert.toward_class, rho=rho, other_boundary=other_b)
+    return decision_slice(_model, x0, x0 + _cert.toward.to(device), d, radius=_cert.radius, rho=rho, y=_cert.pred,
+                          half_width=half_width, grid=SLICE_GRID, second=words)
 
 
-def other_targets(cert: Certificate) -> list[int]:
-    """Classes whose boundary point can span the 'target' direction: certified, not the arg-min target."""
-    return [t for t in range(len(cert.radii)) if t not in (cert.pred, cert.target) and np.isfinite(cert.radii[t])]
+def other_targets(cert: Certificate, batch: CertificateBatch) -> list[int]:
+    """Classes whose boundary point can span the 'target' direction: one was found, and not x_b's class."""
+    row, up = batch.targets_t[0].tolist(), batch.upper_t[0]
+    return [t for j, t in enumerate(row) if t != cert.toward_class and bool(torch.isfinite(up[j]))]
 
 
-def slice_view(ctx: ui.Ctx, picked: ui.Picked, mode: str, rho: float, second: str, other: int | None,
+def slice_view(ctx: catalogue.Ctx, picked: state.Picked, mode: str, rho: float, second: str, other: int | None,
                class_names: list[str], compare: str | None = None) -> SliceView:
-    """The decision-region slice of the picked image (crc_core.slices) for the picked model, or, with
-    ``compare`` (a model id), the picked model and that one side by side on one scale. Raises CRCError (a
-    readable line) when the image is misclassified by a model, or the direction is unusable."""
+    """The decision-region slice of the picked image (crc_core.slices) in the plane of its x_b (the page's one
+    closest boundary point) and ``second``, or, with ``compare`` (a model id), the picked model and that one side
+    by side on one scale, each in the plane of its own x_b. Raises CRCError (a readable line) when the image is
+    misclassified by a model, or the direction is unusable."""
     from app_lib.slice_figures import slice_figure, slice_pair_figure
 
-    batch = certificate_batch(ctx, picked, mode)
+    cert, batch = certificate(ctx, picked, mode), certificate_batch(ctx, picked, mode)
+    if not cert.correct:
+        raise CRCError("This image is misclassified: it has no certificate, hence no boundary point to draw.")
+    words = direction_words(second, cert, class_names, other)
+    first = first_axis_words(cert, class_names)
     if compare is None:
-        s = _slice(ctx.key, picked.key, mode, str(ctx.device), second, other, float(rho), None, ctx.model, picked.x,
-                   batch)
-        title = f"Class regions around x0 in the plane of x_b and {SLICE_TITLE_WORDS[second]}"
-        return SliceView(slice_figure(s, class_names, title=title), (s.radius,))
-    ref, model, _meta = ui.model_by_id(compare, ctx.device)
-    table = ui.bounds_table(ref.key, "auto", str(ctx.device), model)
-    batch2 = _certify_one(ref.key, picked.key, mode, str(ctx.device), model, picked.x, picked.label, table)
-    reach = [float(b.upper[0]) if bool(torch.isfinite(b.upper[0])) else float((b.x_boundary[0].cpu() - picked.x.cpu())
-             .norm()) for b in (batch, batch2)]
+        s = _slice(ctx.key, picked.key, mode, str(ctx.device), second, other, float(rho), None, words, ctx.model,
+                   picked.x, cert, batch)
+        title = f"Class regions around x0 in the plane of {'x_b' if cert.boundary else 'the certifier’s point'} and " \
+                f"{words}"
+        return SliceView(slice_figure(s, class_names, title=title, point=first), (s.radius,))
+    ref, model, meta = catalogue.model_by_id(compare, ctx.device)
+    ctx2 = catalogue.Ctx(ref, model, meta, catalogue.catalogue_labels().get(compare, compare), ctx.device, ctx.dataset)
+    cert2, batch2 = certificate(ctx2, picked, mode), certificate_batch(ctx2, picked, mode)
+    if not cert2.correct:
+        raise CRCError("The second model misclassifies this image: it has no certificate to draw beside.")
     from crc_core.slices import EXTENT
 
-    h = EXTENT * max(*reach, float(batch.radius[0]), float(batch2.radius[0]), float(rho))
-    s1 = _slice(ctx.key, picked.key, mode, str(ctx.device), second, other, float(rho), h, ctx.model, picked.x, batch)
-    s2 = _slice(ref.key, picked.key, mode, str(ctx.device), second, other, float(rho), h, model, picked.x, batch2)
-    names = (ctx.label.split(" · ")[0], ui.catalogue_labels().get(compare, compare).split(" · ")[0])
-    return SliceView(slice_pair_figure(s1, s2, class_names, titles=names), (s1.radius, s2.radius))
+    reach = [float(c.toward.norm()) for c in (cert, cert2)]
+    h = EXTENT * max(*reach, cert.radius, cert2.radius, float(rho))
+    words2 = direction_words(second, cert2, class_names, other)
+    s1 = _slice(ctx.key, picked.key, mode, str(ctx.device), second, other, float(rho), h, words, ctx.model, picked.x,
+                cert, batch)
+    s2 = _slice(ref.key, picked.key, mode, str(ctx.device), second, other, float(rho), h, words2, model, picked.x,
+                cert2, batch2)
+    names = (ctx.label.split(" · ")[0], ctx2.label.split(" · ")[0])
+    return SliceView(slice_pair_figure(s1, s2, class_names, titles=names,
+                                       points=(first, first_axis_words(cert2, class_names))), (s1.radius, s2.radius))
 
 
 # ------------------------------------------------------------------------------------------------ local
@@ -371,7 +399,7 @@ def _local(key: str, image_key: str, mode: str, device: str, _model, _x, _label,
         return float(cert.radius[0])
 
 
-def local_view(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, mode: str) -> LocalView:
+def local_view(ctx: catalogue.Ctx, picked: state.Picked, cert: Certificate, mode: str) -> LocalView:
     """The local certificate of the picked image (2-layer nets only: CRCError otherwise)."""
     if ctx.model.depth != 2:
         raise CRCError("Local certificates are available for 2-layer networks only (paper section 7.4): pick a "
@@ -384,7 +412,7 @@ def local_view(ctx: ui.Ctx, picked: ui.Picked, cert: Certificate, mode: str) -> 
 # ------------------------------------------------------------------------------------------------ drawing
 CANVAS_SIDE = 280  # pixels: 10 canvas pixels per model pixel
 CANVAS_KEY = "crc_canvas"
-DRAWING_NAME = "your drawing"
+DRAWING_NAME = state.DRAWING_NAME
 
 
 def draw_canvas(generation: int) -> Drawing:

@@ -47,24 +47,25 @@ def methods_vs_attack(radii: Mapping[str, float], labels: Mapping[str, str], *, 
     x_max = 1.25 * max([*finite, 1e-3])
     for r in range(1, rows + 1):
         if math.isfinite(attack_upper) and attack_upper > 0:
-            fig.add_vline(x=attack_upper, line_color=COLORS["boundary"], line_dash="dash", row=r, col=1)
+            fig.add_vline(x=attack_upper, line_color=COLORS["boundary"], line_dash="dash", row=r, col=1, layer="below")
         if rho is not None:
-            fig.add_vline(x=rho, line_color=COLORS["rho"], line_dash="dot", row=r, col=1)
+            fig.add_vline(x=rho, line_color=COLORS["rho"], line_dash="dot", row=r, col=1, layer="below")
     if math.isfinite(attack_upper) and attack_upper > 0:
         fig.add_annotation(x=attack_upper, y=1.0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
-                           yshift=ATTACK_LABEL_SHIFT, text=f"attack: {attack_upper:.3f}",
+                           yshift=ATTACK_LABEL_SHIFT, text=f"closest found: {attack_upper:.3f}",
                            font_color=COLORS["boundary"])
     fig.update_xaxes(range=[0, x_max])
     fig.update_xaxes(title_text="ℓ2 radius (red dashes: closest point found where the class changes"
                      + ("; orange dots: ρ)" if rho is not None else ")"), row=rows, col=1)
     fig.update_layout(height=170 + 45 * (len(names) + rows), showlegend=False,
                       margin=dict(l=10, r=20, t=60 + ATTACK_LABEL_SHIFT, b=50),
-                      title="Every certificate for this image, against the attack's upper bound")
+                      title="Every certificate for this image, against the upper end of the distance")
     return fig
 
 
 def certified_accuracy_curves(rhos: Sequence[float], curves: Mapping[str, Sequence[float]],
-                              labels: Mapping[str, str], *, n_images: int, rho: float | None = None) -> go.Figure:
+                              labels: Mapping[str, str], *, n_images: int, rho: float | None = None,
+                              model: str = "") -> go.Figure:
     """Certified accuracy (fraction of all images, correct and radius ≥ ρ) against ρ, one line per method;
     smoothing dashed and labelled as the smoothed classifier's."""
     fig = go.Figure()
@@ -77,7 +78,8 @@ def certified_accuracy_curves(rhos: Sequence[float], curves: Mapping[str, Sequen
                         hovertemplate=f"{name}<br>ρ = %{{x:.2f}}: %{{y:.1f}}%<extra></extra>")
     if rho is not None:
         fig.add_vline(x=rho, line_color=COLORS["rho"], line_dash="dot", annotation_text=f"ρ = {rho:g}")
-    fig.update_layout(title=f"Certified accuracy against ρ ({n_images} test images)", xaxis_title="ρ (ℓ2 radius)",
+    of = f" of {model}" if model else ""
+    fig.update_layout(title=f"Certified accuracy against ρ{of} ({n_images} test images)", xaxis_title="ρ (ℓ2 radius)",
                       yaxis_title="certified accuracy (%)", yaxis_range=[0, 100], height=420,
                       legend=dict(orientation="h", yanchor="top", y=-0.18), margin=dict(l=10, r=10, t=50, b=10))
     return fig

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app_lib import ui
+from app_lib import catalogue, heavy_jobs, state, ui
 from crc_core.baselines.smoothing import SMOOTHING_GUARANTEE
 from crc_core.compare import ALL_METHODS, RELU_METHOD, applicable_methods, compare_certificates, refusal
 from crc_core.models import MLP
@@ -35,6 +36,10 @@ LABELS = {"crc": "CRC (curvature)", "crown": "CROWN", "lipschitz": "first-order 
           "smoothing": "randomized smoothing", RELU_METHOD: "App. G quadratic (ReLU)"}
 SMOOTHING_NOTE = (f"Randomized smoothing: a {SMOOTHING_GUARANTEE.replace('σ', 'σ = ' + str(SMOOTHING['sigma']))}, "
                   f"1 − α = {1 - SMOOTHING['alpha']:g}. It is not a radius of this model.")
+SMOOTHING_CAP = SMOOTHING["sigma"] * NormalDist().inv_cdf(SMOOTHING["alpha"] ** (1 / SMOOTHING["n"]))
+SMOOTHING_NOTE += (f" Its radius can never exceed {SMOOTHING_CAP:.3f} here: that is σ·Φ⁻¹(α^(1/n)), what it gives "
+                   f"when all n = {SMOOTHING['n']:,} noisy samples agree; so a confidently classified image shows "
+                   "exactly this cap.")
 # The paper's Table 5b (MNIST, mean certificate over correctly classified images), quoted for reference
 PAPER_TABLE_5B = pd.DataFrame(
     [("2×[1024] sigmoid", "standard", 0.28395, 0.48500), ("2×[1024] sigmoid", "γ = 0.01", 0.32548, 0.84719),
@@ -43,6 +48,8 @@ PAPER_TABLE_5B = pd.DataFrame(
      ("4×[1024] sigmoid", "standard", 0.19501, 0.00454), ("4×[1024] sigmoid", "γ = 0.01", 0.40620, 1.05323),
      ("4×[1024] sigmoid", "CRT, 0.01", 0.40327, 1.06208)],
     columns=["network", "training", "CROWN", "CRC"])
+PAPER_TABLE_5B["note"] = ["", "", "", "", "as printed (= next row)",
+                          "as printed (= row above)", "", "", ""]
 
 
 def label(method: str) -> str:
@@ -91,7 +98,7 @@ def _image_methods(key: str, image_key: str, device: str, _model: MLP, _x: torch
                         {m: int(r.flags["target"][0]) for m, r in res.methods.items() if "target" in r.flags})
 
 
-def image_methods(ctx: ui.Ctx, picked: ui.Picked) -> ImageMethods:
+def image_methods(ctx: catalogue.Ctx, picked: state.Picked) -> ImageMethods:
     """Every method that applies to the model, on the picked image (all targets), beside the attack's upper bound."""
     return _image_methods(ctx.key, picked.key, str(ctx.device), ctx.model, picked.x, picked.label)
 
@@ -101,7 +108,9 @@ def caption(im: ImageMethods) -> str:
     det = im.deterministic
     best = max(det, key=det.get) if det else None
     text = ("Deterministic radii are proofs about this model: the true distance to the decision boundary lies "
-            f"between the best of them ({label(best)}, {det[best]:.4f}) and the attack's {im.attack_upper:.4f}. "
+            f"between the best of them ({label(best)}, {det[best]:.4f}) and the upper end {im.attack_upper:.4f}, the "
+            "distance of the closest point the attack found where another class wins (on the Certify page of a smooth "
+            "model: of x_b, the closest over the certifier and the attack, the same number as in section 2). "
             if best is not None and np.isfinite(im.attack_upper) else "")
     if im.smoothing is not None:
         text += SMOOTHING_NOTE + " "
@@ -130,7 +139,7 @@ class ReluMain:
     correct: bool
 
 
-def relu_certificate(ctx: ui.Ctx, picked: ui.Picked) -> ReluMain | None:
+def relu_certificate(ctx: catalogue.Ctx, picked: state.Picked) -> ReluMain | None:
     """The main certificate of a 2-layer ReLU model (App. G, all targets); None for any other model. Taken from
     :func:`image_methods` (App. G is one of its methods), so the page runs App. G once per image."""
     if refusal(ctx.model, RELU_METHOD) is not None:
@@ -152,7 +161,7 @@ class TestSetJob:
     labels: torch.Tensor
     methods: tuple[str, ...]
     lock: threading.Lock
-    frames: list[pd.DataFrame] = field(default_factory=list)
+    frames: list[pd.DataFrame] = field(default_factory=list)  # given: chunks done before (the job goes on after them)
     error: str | None = None
     status: str = "waiting"
     alive: Callable[[], bool] = lambda: True
@@ -203,7 +212,7 @@ class TestSetJob:
         try:
             self.status = "running"
             dev = self.model.layers[0].weight.device
-            for s in range(0, self.images.shape[0], CHUNK):
+            for s in range(self.n_done, self.images.shape[0], CHUNK):
                 if self._stopping():
                     self.status = "stopped"
                     return
@@ -222,22 +231,45 @@ class TestSetJob:
 JOB_KEY = "crc_compare_job"
 
 
-def current_job(ctx: ui.Ctx) -> TestSetJob | None:
+def current_job(ctx: catalogue.Ctx) -> TestSetJob | None:
     """This session's test-set job for the current model (None if none or it was for another model)."""
     job = st.session_state.get(JOB_KEY)
     return job[1] if job is not None and job[0] == (ctx.key, ctx.dataset) else None
 
 
-def start_job(ctx: ui.Ctx, n_images: int, methods: tuple[str, ...]) -> TestSetJob:
-    """Start certifying the first ``n_images`` test images with ``methods`` (stops this session's previous job)."""
+def reusable_frames(old: TestSetJob | None, methods: tuple[str, ...], n_images: int) -> list[pd.DataFrame]:
+    """The chunks of a previous job (same model and dataset) that a new one with ``methods`` on the first
+    ``n_images`` images can keep: whole chunks, same methods, within the new N (N = 30 -> 100 certifies only the
+    70 new images)."""
+    if old is None or tuple(old.methods) != tuple(methods):
+        return []
+    return [f for f in list(old.frames) if int(f["index"].max()) < n_images and len(f) == CHUNK]
+
+
+def start_job(ctx: catalogue.Ctx, n_images: int, methods: tuple[str, ...]) -> TestSetJob:
+    """Start certifying the first ``n_images`` test images with ``methods`` (stops this session's previous job;
+    the chunks it finished are kept when they still apply)."""
     old = st.session_state.get(JOB_KEY)
     if old is not None:
         old[1].stop()
+        old[1].wait(60)
+    kept = reusable_frames(current_job(ctx), methods, n_images)
     ds = ctx.test_set()
     job = TestSetJob(ctx.model, ds.images[:n_images].reshape(-1, 784), ds.labels[:n_images], methods,
-                     ui.heavy_lock(), alive=ui.session_alive(), orphan_after=ui.orphan_after()).start()
+                     heavy_jobs.heavy_lock(), frames=kept, alive=heavy_jobs.session_alive(),
+                     orphan_after=heavy_jobs.orphan_after()).start()
     st.session_state[JOB_KEY] = ((ctx.key, ctx.dataset), job)
     return job
+
+
+def csv_frame(frame: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
+    """The per-image table as downloaded: class names beside the class numbers, and the time columns named for
+    what they are (a method's mean seconds per image over the chunk of CHUNK images the row was certified in)."""
+    out = frame.copy()
+    for col in ("label", "pred"):
+        if col in out:
+            out.insert(out.columns.get_loc(col) + 1, f"{col}_name", [class_names[int(c)] for c in out[col]])
+    return out.rename(columns={c: f"{c}_s_per_image_mean_of_chunk" for c in out.columns if c.startswith("time_")})
 
 
 def usable_methods(model: MLP) -> tuple[str, ...]:
@@ -252,35 +284,75 @@ def accuracy_curves(frame: pd.DataFrame, methods: tuple[str, ...], rhos: np.ndar
 
 
 # ------------------------------------------------------------------------------------------------ Table 5b
-@st.cache_resource(show_spinner=False, max_entries=32)
-def _model_row(key: str, dataset: str, n_images: int, device: str, _model: MLP) -> dict[str, Any]:
-    ds = ui.cached_test_set(dataset)
-    methods = applicable_methods(_model, ("crc", RELU_METHOD, "crown", "lipschitz"))
+TABLE_CHUNK = 4  # test images per Table 5b step: progress moves and a stop takes effect within one step
+TABLE_METHODS = ("crc", RELU_METHOD, "crown", "lipschitz")
+Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what runs now)
+
+
+@st.cache_resource(show_spinner=False, max_entries=1024)
+def _table_chunk(key: str, dataset: str, start: int, stop: int, device: str, _model: MLP) -> pd.DataFrame:
+    """Per-image runner-up radii of test images [start, stop) (one Table 5b step; cached, so a larger N or a
+    stopped run goes on from what is done)."""
+    ds = catalogue.cached_test_set(dataset)
     t0 = time.perf_counter()
-    res = compare_certificates(_model, ds.images[:n_images].reshape(-1, 784).to(device), ds.labels[:n_images],
-                               methods=methods, targets="runner-up", attack=False)
-    row: dict[str, Any] = {"accuracy": float(res.correct.double().mean())}
-    for m in ("crc", RELU_METHOD, "crown", "lipschitz"):
-        row[label(m)] = res.mean_certificate(m) if m in res.methods else float("nan")
-    crc = row[label("crc")] if "crc" in res.methods else row[label(RELU_METHOD)]
+    res = compare_certificates(_model, ds.images[start:stop].reshape(-1, 784).to(device), ds.labels[start:stop],
+                               methods=applicable_methods(_model, TABLE_METHODS), targets="runner-up", attack=False)
+    df = res.to_frame()
+    df["seconds"] = time.perf_counter() - t0
+    return df
+
+
+def _row(frame: pd.DataFrame) -> dict[str, Any]:
+    """One Table 5b row from per-image radii: accuracy, mean certificate per method (over correctly classified
+    images, NaN where the method does not apply), CRC / CROWN, seconds."""
+    ok = frame["correct"].to_numpy().astype(bool)
+    row: dict[str, Any] = {"accuracy": float(ok.mean())}
+    for m in TABLE_METHODS:
+        col = f"radius_{m}"
+        row[label(m)] = float(frame.loc[ok, col].mean()) if col in frame and ok.any() else float("nan")
+    crc = row[label("crc")] if "radius_crc" in frame else row[label(RELU_METHOD)]
     row["CRC / CROWN"] = crc / row[label("crown")] if row[label("crown")] > 0 else float("nan")
-    row["seconds"] = time.perf_counter() - t0
+    row["seconds"] = float(frame["seconds"].drop_duplicates().sum())
     return row
 
 
-def model_row(key: str, dataset: str, n_images: int, device: torch.device, model: MLP) -> dict[str, Any]:
-    """One model's Table 5b row (accuracy, mean certificate per method, CRC / CROWN), cached per model key; the
-    caller holds the heavy-job lock."""
-    return _model_row(key, dataset, int(n_images), str(device), model)
+def model_row(key: str, dataset: str, n_images: int, device: torch.device, model: MLP,
+              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """One model's Table 5b row over the first ``n_images`` test images, TABLE_CHUNK at a time (each step cached);
+    ``progress(images done)`` after each step. The caller holds the heavy-job lock."""
+    frames = []
+    for s in range(0, int(n_images), TABLE_CHUNK):
+        frames.append(_table_chunk(key, dataset, s, min(s + TABLE_CHUNK, int(n_images)), str(device), model))
+        if progress is not None:
+            progress(min(s + TABLE_CHUNK, int(n_images)))
+    return _row(pd.concat(frames, ignore_index=True))
 
 
 def models_table(model_ids: list[str], names: dict[str, str], dataset: str, n_images: int,
-                 device: torch.device) -> pd.DataFrame:
+                 device: torch.device, progress: Progress | None = None) -> pd.DataFrame:
     """Mean certificate (runner-up target, over correctly classified images among the first ``n_images``) per
-    method, one row per model: the paper's Table 5b on the models picked. Holds the heavy-job lock."""
+    method, one row per model: the paper's Table 5b on the models picked. ``progress(done, total, what)`` after
+    every step of TABLE_CHUNK images. Holds the heavy-job lock."""
     rows = []
-    with ui.heavy_lock():
-        for mid in model_ids:
-            ref, model, _meta = ui.model_by_id(mid, device)
-            rows.append({"model": names.get(mid, mid), **_model_row(ref.key, dataset, n_images, str(device), model)})
+    steps = -(-int(n_images) // TABLE_CHUNK)
+    total = steps * len(model_ids)
+    with heavy_jobs.heavy_lock():
+        for k, mid in enumerate(model_ids):
+            ref, model, _meta = catalogue.model_by_id(mid, device)
+            name = names.get(mid, mid).split(" · ")[0]
+
+            def step(done: int, k: int = k, name: str = name) -> None:
+                if progress is not None:
+                    progress(k * steps + -(-done // TABLE_CHUNK), total,
+                             f"model {k + 1} of {len(model_ids)} ({name}): {done} of {n_images} images")
+
+            rows.append({"model": names.get(mid, mid), **model_row(ref.key, dataset, n_images, device, model, step)})
     return pd.DataFrame(rows).dropna(axis=1, how="all")
+
+
+def shown_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 5b for display: numbers with 4 decimals (accuracy as %), "—" where a method does not apply (never a
+    literal None or NaN)."""
+    fmts = {c: "{:.0%}" if c == "accuracy" else "{:.1f}" if c == "seconds" else "{:.4f}" for c in table.columns
+            if c != "model"}
+    return ui.readable_table(table, fmts)

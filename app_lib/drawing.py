@@ -1,6 +1,6 @@
 """A drawing from the canvas (streamlit-drawable-canvas's RGBA pixels) -> the 28×28 image the models take.
 
-The pixels are encoded as a PNG and go through :func:`app_lib.analysis.read_upload`, the same preprocessing as an
+The pixels are encoded as a PNG and go through :func:`app_lib.images.read_upload`, the same preprocessing as an
 uploaded picture (transparent parts on white, padded to a square, area-averaged down to 28×28, inverted when the
 background is light), so a drawing and a screenshot of it give the same input. No Streamlit here.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from app_lib.analysis import Invert, read_upload
+from app_lib.images import Invert, read_upload
 from crc_core.errors import DataError
 
 DRAWING_NAME = "drawing.png"  # the name the upload preprocessing sees (it shows in its note)

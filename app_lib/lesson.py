@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 
 from . import playground as pg
 from . import playground_figures as pf
-from .ui import PAGES
+from .navigation import PAGES
 
 CERTIFY_PAGE = next(p for p in PAGES if p.label == "Certify")  # where the last step leads
 FIG_HEIGHT = 470  # fits a 1280×720 projector with the step title above it

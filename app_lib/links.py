@@ -1,13 +1,15 @@
 """Shareable links: a page's state mirrored in the URL's query string (``st.query_params``) and restored from it.
 
 Each page names the fields it shares (:data:`CERTIFY`, :data:`HESSIAN`, …: query name -> session key and how to
-read the value). :func:`sync`, called before the page draws its widgets, does two things on every run:
+read the value). One source of truth: :func:`sync`, called before the page draws its widgets,
 
-* when the query string differs from the one this session wrote last (a link was just opened, or typed), every
-  field in it is checked and written into ``st.session_state``; a field that cannot be used (unknown model, image
-  index out of range, garbage) is skipped with a one-line note and the page keeps its default;
-* it then writes the page's current state back into the query string, so the address bar is always a link to what
-  is on screen.
+* reads the query string **once**, on the first run of the page after it was opened (from a link, a typed address
+  or the page list): every field in it is checked and written into ``st.session_state``; a field that cannot be
+  used (unknown model, image index out of range, garbage) is skipped with a one-line note and the page keeps its
+  default;
+* after that never reads it again: the widgets are the truth, and their state is only *written* to the address bar
+  when it changes. (A rerun can arrive with the query string of an earlier run, before the browser received the
+  last write: reading it back then snapped the ρ slider back and swallowed the next choice.)
 
 :func:`notes` shows the notes of a link just opened; :func:`copy_link` shows the full link to copy.
 """
@@ -23,9 +25,10 @@ from typing import Any
 
 import streamlit as st
 
-from app_lib import ui
+from app_lib import catalogue, state
 
 WRITTEN_KEY = "crc_links_written"  # the query string (a dict) this session wrote last
+OPEN_PAGE_KEY = "crc_links_page"  # the page whose runs these are (a new value: the page was just opened)
 NOTES_KEY = "crc_links_notes"  # notes about the link just opened, shown once
 UPLOAD_PARAM = "upload"  # the uploaded image's content hash (only meaningful in the session that uploaded it)
 RHO_RANGE = (0.05, 3.0)  # the ρ slider's range and step on the Certify page
@@ -54,14 +57,14 @@ class Field:
 
 # ------------------------------------------------------------------------------------------------ parsers
 def _model(text: str) -> str:
-    if text not in ui.catalogue_labels():
+    if text not in catalogue.catalogue_labels():
         raise LinkError(f"the model '{text}' is not available here (it may be a model trained or uploaded in "
                         "another session); showing the default model")
     return text
 
 
 def _dataset(text: str) -> str:
-    if text not in (ui.dataset_names() or ["embedded"]):
+    if text not in (catalogue.dataset_names() or ["embedded"]):
         raise LinkError(f"there is no dataset '{text}' here; showing the model's own")
     return text
 
@@ -71,7 +74,7 @@ def _image(text: str) -> int:
         i = int(text)
     except ValueError:
         raise LinkError(f"'{text}' is not an image number; showing test image #0") from None
-    n = len(ui.cached_test_set(st.session_state.get(ui.DATASET_KEY) or "embedded"))
+    n = len(catalogue.cached_test_set(st.session_state.get(state.DATASET_KEY) or "embedded"))
     if not 0 <= i < n:
         raise LinkError(f"test image #{i} does not exist (the test set has images #0 to #{n - 1}); showing "
                         "test image #0")
@@ -111,10 +114,13 @@ def integer(lo: int, hi: int, what: str) -> Callable[[str], int]:
     return parse
 
 
-def _flag(text: str) -> bool:
-    if text not in ("0", "1"):
-        raise LinkError(f"'{text}' is not 0 or 1; showing the default")
-    return text == "1"
+def flag(what: str) -> Callable[[str], bool]:
+    """A parser accepting 0 or 1 (off / on) for the switch ``what``."""
+    def parse(text: str) -> bool:
+        if text not in ("0", "1"):
+            raise LinkError(f"{what} '{text}' is not 0 (off) or 1 (on); showing the default")
+        return text == "1"
+    return parse
 
 
 SURVEY_SIZES = (100, 200, 500, 1000, 2000, 5000, 10000)  # the Curvature page's choices of test-image counts
@@ -122,16 +128,16 @@ SURVEY_SIZES = (100, 200, 500, 1000, 2000, 5000, 10000)  # the Curvature page's 
 
 def _survey_size(text: str) -> int:
     n = integer(1, max(SURVEY_SIZES), "the number of test images")(text)
-    size = len(ui.cached_test_set(st.session_state.get(ui.DATASET_KEY) or "embedded"))
+    size = len(catalogue.cached_test_set(st.session_state.get(state.DATASET_KEY) or "embedded"))
     if n not in SURVEY_SIZES or n > size:
         allowed = ", ".join(str(k) for k in SURVEY_SIZES if k <= size)
         raise LinkError(f"{n} test images is not one of the choices ({allowed}); showing the default")
     return n
 
 
-MODEL = Field("model", ui.MODEL_KEY, _model)
-DATASET = Field("dataset", ui.DATASET_KEY, _dataset)
-IMAGE = Field("img", ui.IMAGE_KEY, _image)
+MODEL = Field("model", state.MODEL_KEY, _model)
+DATASET = Field("dataset", state.DATASET_KEY, _dataset)
+IMAGE = Field("img", state.IMAGE_KEY, _image)
 RHO = Field("rho", "crc_rho", _rho, lambda v: f"{float(v):g}")
 SOLVER = Field("solver", "crc_mode", choice(("fast", "paper"), "the solver"))
 COMMON = (MODEL, DATASET)
@@ -139,7 +145,7 @@ CERTIFY = (*COMMON, IMAGE, RHO, SOLVER,
            Field("dir", SLICE_DIR_KEY, choice(("hessian-top", "hessian-bottom", "pgd", "target", "random"),
                                               "the slice direction")),
            Field("target", SLICE_TARGET_KEY, integer(0, 999, "the target class")),
-           Field("local", LOCAL_KEY, _flag, lambda v: "1" if v else "0"),
+           Field("local", LOCAL_KEY, flag("the local-certificate switch (local)"), lambda v: "1" if v else "0"),
            Field("vs", COMPARE_KEY, _model))
 HESSIAN = (*COMMON, IMAGE, Field("target", "crc_hess_target", integer(0, 999, "the target class")))
 CURVATURE = (*COMMON, Field("kub", "crc_curv_method", choice(("thm3", "thm4", "refined"), "the bound K_ub")),
@@ -172,13 +178,13 @@ def restore(fields: tuple[Field, ...], query: dict[str, str]) -> list[str]:
             notes.append(str(exc))
             continue
         if f is IMAGE:
-            st.session_state[ui.USE_UPLOAD_KEY] = False
+            st.session_state[state.USE_UPLOAD_KEY] = False
     if UPLOAD_PARAM in query and any(f is IMAGE for f in fields):
-        up = st.session_state.get(ui.UPLOAD_IMAGE_KEY)
-        from app_lib.analysis import image_key
+        up = st.session_state.get(state.UPLOAD_IMAGE_KEY)
+        from app_lib.images import image_key
 
         if up is not None and image_key(up[1]) == query[UPLOAD_PARAM]:
-            st.session_state[ui.USE_UPLOAD_KEY] = True
+            st.session_state[state.USE_UPLOAD_KEY] = True
         else:
             notes.append("the link points to an uploaded or drawn image, which stays in the browser session that "
                          "made it; showing a test image instead")
@@ -190,33 +196,39 @@ def current(fields: tuple[Field, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for f in fields:
         v = st.session_state.get(f.key)
-        if v not in (None, "") and not (f is IMAGE and st.session_state.get(ui.USE_UPLOAD_KEY)):
+        if v not in (None, "") and not (f is IMAGE and st.session_state.get(state.USE_UPLOAD_KEY)):
             out[f.name] = f.show(v)
-    up = st.session_state.get(ui.UPLOAD_IMAGE_KEY)
-    if any(f is IMAGE for f in fields) and up is not None and st.session_state.get(ui.USE_UPLOAD_KEY):
-        from app_lib.analysis import image_key
+    up = st.session_state.get(state.UPLOAD_IMAGE_KEY)
+    if any(f is IMAGE for f in fields) and up is not None and st.session_state.get(state.USE_UPLOAD_KEY):
+        from app_lib.images import image_key
 
         out[UPLOAD_PARAM] = image_key(up[1])
     return out
 
 
 def sync(fields: tuple[Field, ...]) -> None:
-    """Restore the page's state from a link just opened, then mirror the state into the query string. Call it
-    before the page draws its widgets (also before :func:`app_lib.ui.page_setup`: the model picker)."""
-    query = _query()
-    if query and query != st.session_state.get(WRITTEN_KEY):
-        notes = restore(fields, query)
-        if notes:
-            st.session_state[NOTES_KEY] = notes
+    """On the page's first run after it was opened, restore its state from the link; on every run, mirror the
+    state into the query string when it changed. Call it before the page draws its widgets (also before
+    :func:`app_lib.sidebar.page_setup`: the model picker)."""
+    page = state.page_id()
+    if st.session_state.get(OPEN_PAGE_KEY) != page:  # just opened: the only time the URL is read
+        st.session_state[OPEN_PAGE_KEY] = page
+        st.session_state.pop(WRITTEN_KEY, None)
+        query = _query()
+        if query:
+            notes = restore(fields, query)
+            if notes:
+                st.session_state[NOTES_KEY] = notes
     write(fields)
 
 
 def write(fields: tuple[Field, ...]) -> dict[str, str]:
-    """Mirror the page's current state into the query string (when it changed) -> that state."""
+    """Mirror the page's current state into the query string (when it differs from what was written last) -> that
+    state. Never reads the query string: a stale one must not decide anything."""
     now = current(fields)
-    if now != _query():
+    if now != st.session_state.get(WRITTEN_KEY):
         st.query_params.from_dict(now)
-    st.session_state[WRITTEN_KEY] = now
+        st.session_state[WRITTEN_KEY] = now
     return now
 
 

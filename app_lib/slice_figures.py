@@ -20,8 +20,11 @@ from crc_core.slices import DecisionSlice
 
 __all__ = ["CIRCLE_POINTS", "SLICE_CAPTION", "class_colorscale", "slice_figure", "slice_pair_figure"]
 
+AXIS_WORDS = 28  # characters of a direction's name that fit beside a 520-pixel-high plot
 CIRCLE_POINTS = 241  # vertices of the drawn circles: smooth at any zoom, the radius exact at every vertex
 BALL_FILL = "rgba(44,160,44,0.15)"  # the cartoon's certified-ball fill
+# In a slice the disc lies over class colours: a hatch (not a flat tint) never reads as another class's colour
+BALL_PATTERN = dict(shape="/", fgcolor="rgba(44,160,44,0.55)", bgcolor="rgba(0,0,0,0)", size=8, solidity=0.15)
 # x_b with a margin above this is not called a boundary point: the certifier's own "on the boundary" test accepts
 # |f| ≤ 1e-5·(1 + |f(x0)|), and logit margins of these nets are O(1–10).
 XB_ON_BOUNDARY = 1e-3
@@ -47,8 +50,8 @@ def _circle(r: float) -> tuple[np.ndarray, np.ndarray]:
     return r * np.cos(th), r * np.sin(th)
 
 
-def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool, values_in_names: bool = True
-                  ) -> list[go.BaseTraceType]:
+def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool, values_in_names: bool = True,
+                  point: str = "x_b") -> list[go.BaseTraceType]:
     """The traces of one panel: class regions, zero contour, certified disc, ρ circle, x0, x_b. Grids are sent as
     uint8 classes and float32 margins (Plotly ships them base64-encoded: ~0.9 MB for 201×201, half of float64)."""
     a, b = as_numpy(s.a), as_numpy(s.b)
@@ -59,8 +62,9 @@ def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool,
         raise ValueError(f"The slice has classes up to {int(classes.max())}, but {len(names)} class names were given.")
     r, xb = float(s.radius), tuple(float(v) for v in s.xb_ab)
     ball = f"certified ball, r = {r:.3f}" if values_in_names else "certified ball (radius r)"
-    on_boundary = s.xb_margin <= XB_ON_BOUNDARY
-    near = "closest boundary point x_b" if on_boundary else "x_b: the certifier's point (no boundary point found)"
+    on_boundary = s.xb_margin <= XB_ON_BOUNDARY and point == "x_b"  # only a point on the boundary is called x_b
+    near = "closest boundary point x_b" if on_boundary else (point if point != "x_b" else
+                                                             "the first axis's point (not a boundary point)")
     if values_in_names:
         near += f" (distance {xb[0]:.3f})"
     x0_name = f"the image x0 ({names[s.y]})" if values_in_names else "the image x0"
@@ -75,7 +79,7 @@ def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool,
                    hoverinfo="skip", showlegend=legend, legendgroup="boundary"),
     ]
     cx, cy = _circle(r)
-    traces.append(go.Scatter(x=cx, y=cy, mode="lines", fill="toself", fillcolor=BALL_FILL,
+    traces.append(go.Scatter(x=cx, y=cy, mode="lines", fill="toself", fillpattern=BALL_PATTERN,
                              line=dict(color=COLORS["radius"], width=3), name=ball,
                              hoverinfo="skip", showlegend=legend, legendgroup="ball", meta={"radius": r}))
     traces.append(go.Scatter(x=[0.0, xb[0]], y=[0.0, xb[1]], mode="lines", hoverinfo="skip", showlegend=False,
@@ -91,14 +95,17 @@ def _slice_traces(s: DecisionSlice, class_names: Sequence[str], *, legend: bool,
     traces.append(go.Scatter(x=[xb[0]], y=[xb[1]], mode="markers", showlegend=legend, legendgroup="xb",
                              marker=dict(size=13, color=COLORS["boundary"], symbol="x"),
                              name=near,
-                             hovertemplate=f"x_b, at distance {xb[0]:.3f} from x0, margin {s.xb_margin:.2g}"
-                                           "<extra></extra>"))
+                             hovertemplate=f"{'x_b' if on_boundary else 'point'}, at distance {xb[0]:.3f} from "
+                                           f"x0, margin {s.xb_margin:.2g}<extra></extra>"))
     return traces
 
 
-def _axes_titles(s: DecisionSlice) -> tuple[str, str]:
+def _axes_titles(s: DecisionSlice, point: str = "x_b") -> tuple[str, str]:
     second = s.second or "second direction"
-    return "along x_b − x0 (ℓ2 distance)", f"along {second}, orthogonalised (ℓ2 distance)"
+    first = "along x_b − x0" if point == "x_b" and s.xb_margin <= XB_ON_BOUNDARY else "towards the marked point"
+    if len(second) > AXIS_WORDS:  # a long direction (its name is in the title) would overflow the axis
+        second = "the second direction"
+    return f"{first} (ℓ2 distance)", f"along {second}, orthogonalised (ℓ2 distance)"
 
 
 def _coloraxis(class_names: Sequence[str]) -> dict:
@@ -108,14 +115,22 @@ def _coloraxis(class_names: Sequence[str]) -> dict:
                               len=0.9, thickness=14))
 
 
+def _two_lines(title: str) -> str:
+    """A long title broken before "in the plane", so that it never runs under the chart's toolbar (top right)."""
+    return title.replace(" in the plane of ", "<br><sup>in the plane of ", 1) + ("</sup>" if " in the plane of "
+                                                                                 in title else "")
+
+
 def slice_figure(s: DecisionSlice, class_names: Sequence[str], *, title: str | None = None,
-                 height: int = 520) -> go.Figure:
-    """One slice: class regions, the margin's zero contour, the certified disc (radius r), ρ's circle, x0 and x_b."""
-    fig = go.Figure(_slice_traces(s, class_names, legend=True))
-    xt, yt = _axes_titles(s)
+                 height: int = 520, point: str = "x_b") -> go.Figure:
+    """One slice: class regions, the margin's zero contour, the certified disc (radius r), ρ's circle, x0 and the
+    first axis's point: x_b when ``point`` is "x_b" and it lies on the boundary, else ``point`` says what it is."""
+    fig = go.Figure(_slice_traces(s, class_names, legend=True, point=point))
+    xt, yt = _axes_titles(s, point)
     lim = float(max(np.abs(as_numpy(s.a)).max(), np.abs(as_numpy(s.b)).max()))
-    fig.update_layout(coloraxis=_coloraxis(class_names), height=height, margin=dict(l=10, r=10, t=50, b=10),
-                      title=title or f"Class regions around x0 in the plane of x_b and {s.second or 'a direction'}",
+    fig.update_layout(coloraxis=_coloraxis(class_names), height=height, margin=dict(l=10, r=10, t=80, b=10),
+                      title=dict(y=0.98, yanchor="top", x=0, xanchor="left", font_size=15, text=_two_lines(
+                          title or f"Class regions around x0 in the plane of x_b and {s.second or 'a direction'}")),
                       xaxis=dict(title=xt, range=[-lim, lim], constrain="domain"),
                       yaxis=dict(title=yt, range=[-lim, lim], scaleanchor="x", scaleratio=1),
                       legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"))
@@ -123,7 +138,8 @@ def slice_figure(s: DecisionSlice, class_names: Sequence[str], *, title: str | N
 
 
 def slice_pair_figure(left: DecisionSlice, right: DecisionSlice, class_names: Sequence[str], *,
-                      titles: Sequence[str] = ("model A", "model B"), height: int = 520) -> go.Figure:
+                      titles: Sequence[str] = ("model A", "model B"), height: int = 520,
+                      points: Sequence[str] = ("x_b", "x_b")) -> go.Figure:
     """Two slices side by side (e.g. a standard and a CRT model on the same image) on one scale, so the certified
     discs can be compared: both panels show the larger of the two extents (compute both slices with the same
     ``half_width`` to fill them)."""
@@ -133,10 +149,13 @@ def slice_pair_figure(left: DecisionSlice, right: DecisionSlice, class_names: Se
                                                         for t, s in zip(titles, (left, right), strict=True)],
                         horizontal_spacing=0.08)
     lim = max(float(np.abs(as_numpy(v)).max()) for s in (left, right) for v in (s.a, s.b))
-    for col, s in ((1, left), (2, right)):
-        for tr in _slice_traces(s, class_names, legend=col == 1, values_in_names=False):
+    for col, s, point in ((1, left, points[0]), (2, right, points[1])):
+        traces = _slice_traces(s, class_names, legend=col == 1, values_in_names=False, point=point)
+        if col == 2 and traces[-1].name != fig.data[-1].name:  # the two panels' points differ: both in the legend
+            traces[-1].showlegend = True
+        for tr in traces:
             fig.add_trace(tr, row=1, col=col)
-        xt, yt = _axes_titles(s)
+        xt, yt = _axes_titles(s, point)
         fig.update_xaxes(title_text=xt, range=[-lim, lim], constrain="domain", row=1, col=col)
         fig.update_yaxes(title_text=yt if col == 1 else None, range=[-lim, lim],  # one title: none over panel 1
                          scaleanchor="x" if col == 1 else "x2", scaleratio=1, row=1, col=col)

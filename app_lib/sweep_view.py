@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app_lib import compare_view, registry, ui, views
+from app_lib import compare_view, curvature_view, heavy_jobs, registry
 from crc_core.checkpoints import load_checkpoint
 from crc_core.errors import CRCError
 from crc_core.sweep import is_sweep_folder, read_results, results_markdown, sweep_overview
@@ -57,8 +57,25 @@ def resolve(text: str) -> Path:
     return path
 
 
+ROOT_ENV = "CRC_SWEEPS_ROOT"  # another folder whose sweeps may be read (besides the runs folders)
+
+
+def allowed_roots() -> list[Path]:
+    """The folders a typed sweep folder must lie under: $CRC_RUNS_DIR, the repository's runs/ and $CRC_SWEEPS_ROOT
+    (when the app is served to a class, nothing else on the server can be probed from the page)."""
+    roots = [registry.runs_dir(), registry.REPO_ROOT / "runs"]
+    if os.environ.get(ROOT_ENV):
+        roots.append(Path(os.path.expanduser(os.environ[ROOT_ENV])))
+    return [r.resolve() for r in roots]
+
+
 def problem(root: Path) -> str | None:
-    """Why ``root`` cannot be read as a sweep folder, in one sentence; None when it can."""
+    """Why ``root`` cannot be read as a sweep folder, in one sentence; None when it can. A folder outside
+    :func:`allowed_roots` is refused before anything about it (whether it exists) is said."""
+    real = root.resolve()
+    if not any(real == a or a in real.parents for a in allowed_roots()):
+        return (f"Only sweep folders under the runs folder ({registry.runs_dir()}) are read here; set "
+                f"${ROOT_ENV} on the server to allow another folder.")
     if not root.exists():
         return f"{root} does not exist: type the folder a sweep wrote (python -m crc_core sweep … --out FOLDER)."
     if not root.is_dir():
@@ -160,7 +177,7 @@ def load_trial(pick: SweepPick, row: dict[str, Any], device: torch.device) -> tu
 
 
 def curvature_rows(pick: SweepPick | None, dataset: str, n_images: int, min_count: int,
-                   device: torch.device) -> views.Comparison:
+                   device: torch.device) -> curvature_view.Comparison:
     """Rows of the Curvature page's comparison for the picked trials: K_lb / K_ub from the table's K columns when
     the sweep measured them (its own test sample and minimum), else measured here as for any model."""
     rows: list[dict[str, Any]] = []
@@ -179,13 +196,13 @@ def curvature_rows(pick: SweepPick | None, dataset: str, n_images: int, min_coun
             row["K_ub/K_lb"] = kub / klb if klb else None
         else:
             ref, model, ckpt_meta = load_trial(pick, r, device)
-            row = views.compare_row(ref, model, ckpt_meta, dataset, n_images, min_count, device)
+            row = curvature_view.compare_row(ref, model, ckpt_meta, dataset, n_images, min_count, device)
             if row is None:
                 waiting.append(label)
                 continue
             row["model"] = label
         rows.append({**row, "model": f"{label} (sweep)"})
-    return views.Comparison(rows, waiting)
+    return curvature_view.Comparison(rows, waiting)
 
 
 def table5b(pick: SweepPick, dataset: str, n_images: int, device: torch.device) -> pd.DataFrame:
@@ -201,7 +218,7 @@ def table5b(pick: SweepPick, dataset: str, n_images: int, device: torch.device) 
             row["CRC / CROWN"] = crc / crown if crc is not None and crown else None
         else:
             ref, model, _meta = load_trial(pick, r, device)
-            with ui.heavy_lock():
+            with heavy_jobs.heavy_lock():
                 row = compare_view.model_row(ref.key, dataset, n_images, device, model)
         rows.append({"model": f"{model_label(r)} (sweep)", **row})
     return pd.DataFrame(rows).dropna(axis=1, how="all")

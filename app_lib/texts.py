@@ -1,6 +1,6 @@
 """Longer explanations shown on the pages (Markdown), kept here so that the pages stay short layouts."""
 
-from app_lib.analysis import MAX_PIXELS
+from app_lib.images import MAX_PIXELS
 from app_lib.jobs import QUEUE_CAPACITY
 
 HOME = """
@@ -109,6 +109,10 @@ LOCAL = ("**Local** certificate (paper §7.4, App. C.6): the global certificate 
          "for *every* input; the local one uses bounds that hold only in a ball around this image (where the "
          "neurons' pre-activations stay in narrow ranges), so they are tighter and the proven radius can only grow. "
          "Both radii are proven lower bounds on the distance to the decision boundary.")
+LOCAL_NO_GAIN = ("**No gain here** (the two agree to 4 decimals): the curvature bounds that hold in this image's "
+                 "ball are not enough smaller than the global ones to move the radius. The local bound helps when the "
+                 "hidden units stay in narrow, flat ranges across the ball; a difference below 0.00005 is shown as "
+                 "no gain rather than as ±0.0000.")
 RELU_NO_HESSIAN = """
 **This page does not apply to ReLU networks.** ReLU is piecewise linear, so the margin's Hessian is **zero almost
 everywhere** (inside each linear region) and **undefined at the kinks** where a hidden unit switches on or off: there

@@ -64,8 +64,11 @@ def outcome(job: jobs.TrainJob, text: str) -> None:
         rho = m.get("eval_rho", job.config.eval_rho)
         pct = {k: "—" if m.get(k) is None else f"{m[k]:.1%}" for k in
                ("pgd_robust_accuracy", "certified_accuracy", "certified_accuracy_all")}
-        cols[1].metric(f"robust to PGD at ρ={rho:g}", pct["pgd_robust_accuracy"],
-                       help="Empirical: an upper bound on the true robust accuracy.")
-        cols[2].metric(f"certified at ρ={rho:g} (runner-up)", pct["certified_accuracy"])
-        cols[3].metric(f"certified at ρ={rho:g} (all classes)", pct["certified_accuracy_all"])
+        cols[1].metric("PGD-robust", pct["pgd_robust_accuracy"], f"ρ = {rho:g}", delta_color="off",
+                       delta_arrow="off", help="Robust to PGD at ρ. Empirical: an upper bound on the true robust "
+                                               "accuracy.")
+        cols[2].metric("certified, runner-up", pct["certified_accuracy"], f"ρ = {rho:g}", delta_color="off",
+                       delta_arrow="off", help="Certified at ρ against the runner-up class only (the paper's).")
+        cols[3].metric("certified, all classes", pct["certified_accuracy_all"], f"ρ = {rho:g}", delta_color="off",
+                       delta_arrow="off", help="Certified at ρ against every other class: the classifier's.")
         cols[4].metric("mean K_ub", "—" if m.get("mean_K_ub") is None else f"{m['mean_K_ub']:.3g}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app_lib import jobs, registry, ui
+from app_lib import heavy_jobs, jobs, registry
 from crc_core.adversarial import EXPLANATIONS
 from crc_core.checkpoints import run_record
 from crc_core.errors import CRCError
@@ -77,8 +77,9 @@ def check_fields(state: MutableMapping[str, Any]) -> list[str]:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and f.low <= v <= f.high
         if v is not None and not ok:
             allowed = f"{f.low:g} to {f.high:g}" if not f.whole else f"{int(f.low):,} to {int(f.high):,}"
-            problems.append(f"{f.label} must be {'a whole number ' if f.whole else ''}from {allowed}; {v!r} was put "
-                            f"back to {f.default:g}.")
+            was = "it was empty" if v == "" else f"{v!r} is not allowed"
+            problems.append(f"{f.label} must be {'a whole number ' if f.whole else ''}from {allowed}; {was}, so it is "
+                            f"back at its default, {f.default:g}.")
         # set every run, also a valid value: a field the form hides for another kind keeps its value
         state[key] = v if ok else int(f.default) if f.whole else float(f.default)
     return problems
@@ -147,8 +148,8 @@ def start(state: MutableMapping[str, Any], config: TrainConfig, name: str) -> jo
         raise CRCError("Your training run is still waiting in line: cancel it first." if job.waiting else
                        "Your training run is still going: stop it first (one run per session).")
     new = jobs.TrainJob(config, name=name.strip())
-    new.start(ui.train_queue(), lambda result: save_run(new, result), session_alive=ui.session_alive(),
-              orphan_after=ui.orphan_after())
+    new.start(heavy_jobs.train_queue(), lambda result: save_run(new, result), session_alive=heavy_jobs.session_alive(),
+              orphan_after=heavy_jobs.orphan_after())
     state[JOB_KEY] = new
     state.pop("crc_train_announced", None)
     return new
@@ -173,3 +174,29 @@ def saved_history(meta: dict[str, Any]) -> list[dict[str, Any]]:
     hist = meta.get("history") or {}
     return [{"kind": "step", **e} for e in hist.get("steps", [])] + [
         {"kind": "epoch", **upgrade_metric_keys(e)} for e in hist.get("epochs", [])]
+
+
+def progress_text(job: jobs.TrainJob) -> str:
+    """The live progress line: epoch, step (what a step is), time spent and, once it can be estimated, time left:
+    "epoch 1/3, step 70 of 237 (one step = one batch of 128 images; 79 per epoch) · 21 s so far, about 50 s left"."""
+    steps = job.step_events()
+    if not steps:
+        return f"starting (reading the data, building the model)… {job.elapsed():.0f} s"
+    last = steps[-1]
+    per_epoch = last.get("steps_per_epoch") or "?"
+    text = (f"epoch {last['epoch']}/{job.config.epochs}, step {last['step']} of {last['total_steps']} (one step = "
+            f"one batch of {job.config.batch_size} images; {per_epoch} per epoch) · {duration(job.elapsed())} so far")
+    done = job.progress()
+    if job.running and 0.02 <= done < 1:  # a rate from the first steps only is noise
+        text += f", about {duration(job.elapsed() * (1 - done) / done)} left"
+    return text
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '1 h 02 min'."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -2,28 +2,30 @@
 
 import streamlit as st
 
-from app_lib import analysis, compare_view, links, plots, texts, ui
+from app_lib import catalogue, compare_view, images, links, plots, sidebar, state, texts, ui
 from app_lib import certify_sections as sections
 from app_lib import certify_view as cv
 
 links.sync(links.CERTIFY)  # a shared link opened: restore its view; then mirror the view into the address bar
-ctx = ui.page_setup("Certify", ":material/verified_user:")
+ctx = sidebar.page_setup("Certify", ":material/verified_user:")
 st.title("Certify: how far is this image from changing class?")
 links.notes()
 
 with ui.guard("Certify"):
     names = ctx.test_set().class_names
     top = st.columns([3, 2, 1.3], vertical_alignment="bottom")
-    rho = ui.persistent(top[0].slider, "ρ: the attack budget (ℓ2 distance)", "crc_rho", 0.5, min_value=0.05,
+    rho = state.persistent(top[0].slider, "ρ: the attack budget (ℓ2 distance)", "crc_rho", 0.5, min_value=0.05,
                         max_value=3.0, step=0.05, help="The paper uses ρ = 0.5 for MNIST/Fashion-MNIST.")
-    mode = ui.persistent(top[1].selectbox, "Certificate solver", "crc_mode", "fast", options=["fast", "paper"],
-                         valid=lambda v: v in ("fast", "paper"), disabled=not cv.has_curvature(ctx.model),
+    mode = state.persistent(top[1].selectbox, "Certificate solver", "crc_mode", "fast", options=["fast", "paper"],
+                         valid=lambda v: v in ("fast", "paper"), disabled=not catalogue.has_curvature(ctx.model),
                          help="fast: our accelerated solver; paper: Algorithm 1 as published (slower). Both give "
                          "sound radii. (CRC only: a ReLU model has no curvature bound.)")
     links.copy_link(links.CERTIFY, top[2])
 
-    now = ui.picked_image(ctx.test_set()).what  # the gallery folds away once an image is picked
-    chosen = ui.IMAGE_KEY in st.session_state or bool(st.session_state.get(ui.USE_UPLOAD_KEY))
+    if catalogue.has_curvature(ctx.model):  # computed here, in view (progress bars), not inside the folded gallery
+        cv.gallery(ctx, mode)
+    now = state.picked_image(ctx.test_set()).what  # the gallery folds away once an image is picked
+    chosen = state.IMAGE_KEY in st.session_state or bool(st.session_state.get(state.USE_UPLOAD_KEY))
     with st.expander(f"1 · Pick an image (now: {now})", expanded=not chosen, icon=":material/photo_library:"):
         tab_gallery, tab_upload = st.tabs(["Test-image gallery", "Upload your own image"])
         with tab_gallery:
@@ -33,7 +35,7 @@ with ui.guard("Certify"):
     with st.expander("Draw your own input", icon=":material/draw:"):
         sections.draw(ctx, mode, rho, names)
 
-    picked = ui.picked_image(ctx.test_set())
+    picked = state.picked_image(ctx.test_set())
     note = compare_view.main_certificate_note(ctx.model)  # None: CRC applies (a smooth activation)
     if note is not None:  # a ReLU model: App. G (2-layer) or CRC's refusal, then the other methods
         correct = sections.relu_main(ctx, picked, rho, names, note)
@@ -43,7 +45,7 @@ with ui.guard("Certify"):
 
         st.subheader(f"2 · The certificate of {picked.what}")
         head = st.columns([1, 6])
-        head[0].image(analysis.to_png_array(picked.x), width="stretch", caption=picked.what)
+        head[0].image(images.to_png_array(picked.x), width="stretch", caption=picked.what)
         with head[1]:
             m = st.columns(3)
             m[0].metric("prediction", pred, f"{cert.prob:.0%} confident", delta_color="off", delta_arrow="off")
@@ -78,20 +80,23 @@ with ui.guard("Certify"):
             b = cert.boundary
             if b is not None:
                 st.markdown(f"**The closest boundary point found**, x_b, over all classes: distance {b.distance:.4f} "
-                            f"(the upper end of the interval). There *{names[b.cls]}* ties with or beats *{pred}*. "
-                            f"The certificate's smallest radius is against *{names[cert.target]}*, a separate fact: "
-                            "the radius is what is proved, x_b is the closest point the search reached.")
+                            f"(the upper end of the interval; found by {b.found_by}, then moved along its line onto "
+                            f"the boundary). There *{names[b.cls]}* ties with *{pred}*. The certificate's smallest "
+                            f"radius is against *{names[cert.target]}*, a separate fact: the radius is what is "
+                            "proved, x_b is the closest point the searches reached.")
                 ui.plot(plots.boundary_triptych(picked.x, b.x_b, distance=b.distance,
-                                                xb_title=f"x_b ({names[b.cls]} ties or wins)"), key="triptych")
+                                                xb_title=f"x_b ({names[b.cls]} ties)"), key="triptych")
             else:
-                st.markdown(f"**No point where another class wins was found.** The chart follows the line towards the "
-                            f"solver's best point against *{names[cert.toward_class]}*.")
+                st.markdown(f"**No point where another class wins was found** (neither the certifier nor the "
+                            f"attack), so there is no x_b. The chart follows the line towards the certifier's best "
+                            f"point against *{names[cert.toward_class]}*, where the prediction still holds.")
             line = cv.margin_path(ctx, picked, cert, rho)
             ui.plot(plots.margin_along_path(line.s, line.f_target, line.f_any, radius=cert.radius, rho=rho,
                                             boundary_distance=b.distance if b is not None else None,
                                             target_name=names[cert.toward_class]), key="path")
-            st.caption("Along this straight line the margin reaches 0 at x_b. The green band is the certified radius: "
-                       "inside it the margin cannot reach 0 in *any* direction, not only along this line.")
+            st.caption(("Along this straight line the margin reaches 0 at x_b. " if b is not None else "")
+                       + "The green band is the certified radius: inside it the margin cannot reach 0 in *any* "
+                       "direction, not only along this line.")
 
             st.subheader("3 · The decision regions around the image: a 2-D slice")
             sections.slice_section(ctx, picked, cert, mode, rho, names)
@@ -107,9 +112,11 @@ with ui.guard("Certify"):
                       delta_color="normal" if certified else "inverse", delta_arrow="off")
             a2.metric("attack changed the class?", "yes" if att.fooled else "no", f"strongest target: "
                       f"{names[att.target]}", delta_color="inverse" if att.fooled else "normal", delta_arrow="off")
-            a3.metric("attack provably worst case?", "yes" if att.provably_worst else "no",
-                      help="Success flag of Algorithm 2: the attack point is on the sphere of radius ρ and its dual "
-                           "certifies that no point in the ball has a lower margin (paper Theorem 2).")
+            a3.metric("attack provably worst case?", *att.worst_case_words(names),
+                      delta_color="off", delta_arrow="off",
+                      help="Success flag of Algorithm 2, per target: the attack point is on the sphere of radius ρ and "
+                           "its dual certifies that no point in the ball has a lower margin against that target "
+                           "(paper Theorem 2). 'yes' only when this holds for every target (see the table below).")
             kind, text = att.verdict(certified, rho, names)
             getattr(st, kind)(text)
             with st.expander("The attack against every target class"):
@@ -120,6 +127,6 @@ with ui.guard("Certify"):
         correct = cert.correct
 
     st.subheader(f"{3 if note else 5} · Every certificate for this image")  # CROWN, first-order, smoothing, …
-    sections.methods_section(ctx, picked, rho, correct)
+    sections.methods_section(ctx, picked, rho, correct, upper=None if note else cert.upper)
 
 links.write(links.CERTIFY)  # the picked image may have changed during this run (a drawing): keep the address current

@@ -7,10 +7,21 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_lib import links, plots, sweep_view, texts, ui, views
+from app_lib import (
+    catalogue,
+    curvature_view,
+    heavy_jobs,
+    links,
+    sidebar,
+    state,
+    sweep_view,
+    texts,
+    ui,
+)
+from app_lib import curvature_figures as cfig
 
 links.sync(links.CURVATURE)  # a shared link: restore its view, then mirror the view into the address bar
-ctx = ui.page_setup("Curvature", ":material/monitoring:")
+ctx = sidebar.page_setup("Curvature", ":material/monitoring:")
 st.title("Curvature: bounds vs reality")
 links.notes()
 st.caption("Certificates are only as good as the curvature bounds behind them. Here the bound K_ub, which holds for "
@@ -18,34 +29,34 @@ st.caption("Certificates are only as good as the curvature bounds behind them. H
 ui.explain(texts.CURVATURE)
 links.copy_link(links.CURVATURE)
 
-if not views.has_curvature(ctx.model):
+if not catalogue.has_curvature(ctx.model):
     st.info(texts.RELU_NO_CURVATURE, icon=":material/block:")
     st.stop()
 
 with ui.guard("Curvature"):
     ds = ctx.test_set()
     names, C = ds.class_names, ctx.model.n_classes
-    methods = views.methods_for(ctx.model)
+    methods = curvature_view.methods_for(ctx.model)
     c1, c2, c3 = st.columns(3)
-    method = ui.persistent(c1.selectbox, "K_ub from", "crc_curv_method", methods[0], options=methods,
-                           format_func=views.METHODS.get, valid=lambda v: v in methods)
-    n_images = ui.persistent(c2.select_slider, "Test images for K_lb", "crc_curv_n", min(500, len(ds)),
+    method = state.persistent(c1.selectbox, "K_ub from", "crc_curv_method", methods[0], options=methods,
+                           format_func=curvature_view.METHODS.get, valid=lambda v: v in methods)
+    n_images = state.persistent(c2.select_slider, "Test images for K_lb", "crc_curv_n", min(500, len(ds)),
                              options=[n for n in (100, 200, 500, 1000, 2000, 5000, 10000) if n <= len(ds)]
                              or [len(ds)], help="K_lb: power iteration with Hessian-vector products per image.")
-    min_count = ui.persistent(c3.number_input, "Min. images per pair (for the averages)", "crc_curv_min",
+    min_count = state.persistent(c3.number_input, "Min. images per pair (for the averages)", "crc_curv_min",
                               max(1, math.ceil(0.01 * n_images)), min_value=1, max_value=1000, step=1)
 
-    pt = views.pair_tables(ctx, int(n_images))
+    pt = curvature_view.pair_tables(ctx, int(n_images))
     st.subheader(f"This model: {ctx.ref.name}")
     if not pt.measured:
-        ui.wait_for_machine(f"measuring the curvature at {n_images} test images (K_lb)")
+        heavy_jobs.wait_for_machine(f"measuring the curvature at {n_images} test images (K_lb)")
     k = st.columns(2 + len(methods))
     n_pairs = int(pt.mask(min_count).sum())
     k[0].metric("pairs used", f"{n_pairs} of {C * (C - 1)}" if pt.measured else "—",
                 help=f"Pairs with at least {min_count} images.")
     for i, m in enumerate(methods):
         mean = pt.mean_K_ub(m, min_count) if pt.measured else float(np.nanmean(pt.K_ub[m]))
-        k[1 + i].metric(f"mean K_ub ({views.SHORT[m]})", "—" if mean is None else f"{mean:.4g}",
+        k[1 + i].metric(f"mean K_ub ({curvature_view.SHORT[m]})", "—" if mean is None else f"{mean:.4g}",
                         help=None if pt.measured else "Over all pairs until K_lb has been measured.")
     klb, kub = pt.mean_K_lb(min_count), pt.mean_K_ub(method, min_count)
     k[-1].metric("mean K_lb (measured)", "—" if klb is None else f"{klb:.4g}",
@@ -53,31 +64,30 @@ with ui.guard("Curvature"):
     if pt.measured and not n_pairs:
         st.warning(f"No pair has {min_count} or more images among the first {n_images}: lower the minimum or use more "
                    "images.")
-    a, b = st.columns(2)
-    with a:
-        ui.plot(plots.pair_heatmap(pt.K_ub[method], names, title=f"K_ub per pair ({views.METHODS[method]})",
-                                   colorbar_title="K_ub"), key="kub")
+    tabs = st.tabs(["K_ub", "K_lb (measured)", "ratio K_ub / K_lb", "images per pair"] if pt.measured else ["K_ub"])
+    with tabs[0]:  # one heatmap at a time, at full width: its numbers stay readable on a projector
+        ui.plot(cfig.pair_heatmap(pt.K_ub[method], names, title=f"K_ub per pair ({curvature_view.METHODS[method]})",
+                                  colorbar_title="K_ub"), key="kub")
     if pt.measured:
-        with b:
-            ui.plot(plots.pair_heatmap(np.where(pt.count > 0, pt.K_lb, np.nan), names, colorbar_title="K_lb",
-                                       title=f"K_lb per pair (measured at {n_images} test images)"), key="klb")
-        a, b = st.columns(2)
-        with a:
-            ui.plot(plots.pair_heatmap(pt.ratio(method, min_count), names, colorbar_title="ratio",
-                                       title="Ratio K_ub / K_lb (1 = tight bound)"), key="ratio")
-        with b:
-            ui.plot(plots.pair_heatmap(np.where(pt.count > 0, pt.count, np.nan), names, log=False, fmt=".0f",
-                                       title="Test images per pair (predicted y, runner-up t)",
-                                       colorbar_title="images"), key="count")
+        with tabs[1]:
+            ui.plot(cfig.pair_heatmap(np.where(pt.count > 0, pt.K_lb, np.nan), names, colorbar_title="K_lb",
+                                      title=f"K_lb per pair (measured at {n_images} test images)"), key="klb")
+        with tabs[2]:
+            ui.plot(cfig.pair_heatmap(pt.ratio(method, min_count), names, colorbar_title="ratio",
+                                      title="Ratio K_ub / K_lb (1 = tight bound)"), key="ratio")
+        with tabs[3]:
+            ui.plot(cfig.pair_heatmap(np.where(pt.count > 0, pt.count, np.nan), names, log=False, fmt=".0f",
+                                      title="Test images per pair (predicted y, runner-up t)",
+                                      colorbar_title="images"), key="count")
     st.caption("Rows: the predicted class y; columns: the target t. Empty cells: no test image has this "
                "(prediction, runner-up) pair. Colours switch to a log scale when the values span decades.")
 
     st.subheader("Across models (the paper's Figure 1 and Table 16)")
-    labels = ui.catalogue_labels()
-    metas = ui.catalogue_metadata()
-    usable, relu = views.curvature_ids({i: metas[i] for i in labels if i in metas})  # ReLU: nothing to compare
+    labels = catalogue.catalogue_labels()
+    metas = catalogue.catalogue_metadata()
+    usable, relu = curvature_view.curvature_ids({i: metas[i] for i in labels if i in metas})  # ReLU: nothing to compare
     chosen = st.multiselect("Models to compare", usable, format_func=labels.get, key="crc_cmp_models",
-                            default=views.contrasting_models(ctx.ref.id, {i: metas[i] for i in usable}),
+                            default=curvature_view.contrasting_models(ctx.ref.id, {i: metas[i] for i in usable}),
                             max_selections=8,
                             help="By default: this model and models of the other training kinds (standard, "
                                  "γ-regularized, CRT), to contrast them as in the paper's Figure 1.")
@@ -85,18 +95,19 @@ with ui.guard("Curvature"):
         st.caption(f"Not offered: {len(relu)} ReLU model{'s' if len(relu) > 1 else ''} ("
                    + ", ".join(labels[i].split(" · ")[0] for i in relu) + "): a ReLU net has no curvature bound "
                    "(its Hessian is zero almost everywhere).")
-    cmp = views.compare(chosen, ctx.dataset, int(n_images), int(min_count), ctx.device) if pt.measured else None
+    cmp = (curvature_view.compare(chosen, ctx.dataset, int(n_images), int(min_count), ctx.device) if pt.measured
+           else None)
     if cmp is None:
         st.info("The comparison appears here once the curvature of this model has been measured.")
     elif cmp.waiting:
-        ui.wait_for_machine("the comparison")
-    swept = views.Comparison([], [])
+        heavy_jobs.wait_for_machine("the comparison")
+    swept = curvature_view.Comparison([], [])
     with st.expander("Add a sweep's models (python -m crc_core sweep)", expanded=bool(st.session_state.get(
             "crc_sweep_dir"))), ui.guard("Sweep folder"):  # K columns of its table, else measured as above
         swept = sweep_view.curvature_rows(sweep_view.picker("crc_sweep"), ctx.dataset, int(n_images),
                                           int(min_count), ctx.device)
         if swept.waiting:
-            ui.wait_for_machine("the sweep's models")
+            heavy_jobs.wait_for_machine("the sweep's models")
         st.caption("K_lb and K_ub of a sweep's model come from its results table when the sweep measured them (on its "
                    "own test sample and pair minimum), else they are measured here like the others.")
     rows = (cmp.rows if cmp is not None else []) + swept.rows
@@ -105,7 +116,7 @@ with ui.guard("Curvature"):
         numeric = len(rows) > 1 and all(isinstance(g, (int, float)) for g in gammas) and len(set(gammas)) > 1
         by_gamma = numeric and st.toggle("Plot against γ", value=False, key="crc_cmp_gamma",
                                          help="For models that differ in γ (the paper's Figure 2 view).")
-        ui.plot(plots.bounds_summary(sorted(rows, key=lambda r: r["γ"]) if by_gamma else rows,
+        ui.plot(cfig.bounds_summary(sorted(rows, key=lambda r: r["γ"]) if by_gamma else rows,
                                      x_key="γ" if by_gamma else "model"), key="summary")
         table = pd.DataFrame(rows).rename(columns={"K_ub_thm3": "K_ub Thm 3", "K_ub_thm4": "K_ub Thm 4",
                                                    "K_ub_refined": "K_ub refined"})

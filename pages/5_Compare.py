@@ -4,12 +4,12 @@ models (the paper's Table 5b)."""
 import numpy as np
 import streamlit as st
 
+from app_lib import catalogue, links, sidebar, sweep_view, ui
 from app_lib import compare_figures as cf
 from app_lib import compare_view as cv
-from app_lib import links, sweep_view, ui
 
 links.sync(links.COMPARE)  # a shared link: restore the model and dataset, then mirror them into the address bar
-ctx = ui.page_setup("Compare certificates", ":material/compare_arrows:")
+ctx = sidebar.page_setup("Compare certificates", ":material/compare_arrows:")
 st.title("Compare certificates: is CRC the better proof, and by how much?")
 links.notes()
 st.caption("CRC, CROWN and the first-order (Lipschitz) bound prove radii for this model; 2-layer ReLU models get "
@@ -59,12 +59,13 @@ def test_set_view() -> None:
         return
     rhos = np.linspace(0, max(3.0, float(rho)), 121)
     ui.plot(cf.certified_accuracy_curves(rhos, cv.accuracy_curves(frame, job.methods, rhos), cv.LABELS,
-                                         n_images=len(frame), rho=rho), key="cmp_curves")
+                                         n_images=len(frame), rho=rho, model=ctx.ref.name), key="cmp_curves")
     if "smoothing" in job.methods:
         st.caption(cv.SMOOTHING_NOTE)
     with st.expander(f"Per-image table ({len(frame)} images)"):
         st.dataframe(frame, hide_index=True)
-    st.download_button("Download the per-image table (CSV)", frame.to_csv(index=False).encode(),
+    st.download_button("Download the per-image table (CSV)",
+                       cv.csv_frame(frame, ctx.test_set().class_names).to_csv(index=False).encode(),
                        file_name=f"compare-{ctx.ref.name}-{len(frame)}.csv", mime="text/csv", key="cmp_csv")
 
 
@@ -74,18 +75,32 @@ with ui.guard("Table 5b"):
     st.subheader("2 · Mean certificate across models (the paper's Table 5b)")
     st.caption("Mean certified radius over the correctly classified images, against the runner-up class (the "
                "paper's setting), for each model you pick: standard, γ-regularized and CRT, 2 and 3 layers.")
-    labels = ui.catalogue_labels()
+    labels = catalogue.catalogue_labels()
     default = [i for i in labels if i.startswith("shipped:")][:5]
     picked = st.multiselect("Models", list(labels), default=default, format_func=lambda i: labels.get(i, i),
                             key="cmp_models")
-    t2, t3, _ = st.columns([2, 1, 3], vertical_alignment="bottom")
+    t2, t3, t4, _ = st.columns([2, 1, 1, 2], vertical_alignment="bottom")
     n5 = int(t2.number_input("Test images", 4, 500, 20, step=4, key="cmp_n5"))
-    if t3.button("Compute", key="cmp_table", disabled=not picked, width="stretch"):
-        with st.spinner(f"Certifying {n5} images with each model…"):
-            st.session_state["cmp_table_result"] = cv.models_table(picked, labels, ctx.dataset, n5, ctx.device)
+    compute = t3.button("Compute", key="cmp_table", disabled=not picked, width="stretch")
+    t4.button("Stop", key="cmp_table_stop", width="stretch", help="Ends after the current step of "
+              f"{cv.TABLE_CHUNK} images; what is done is kept, and Compute goes on from there.")
+    if st.session_state.pop("cmp_table_running", False) and not compute:  # a rerun cut the last run short
+        st.info("Stopped. The images done so far are kept: press **Compute** to go on from there.",
+                icon=":material/pause_circle:")
+    if compute:
+        bar = st.progress(0.0, text="Table 5b: starting…")
+        st.session_state["cmp_table_running"] = True
+        st.session_state["cmp_table_result"] = cv.models_table(
+            picked, labels, ctx.dataset, n5, ctx.device,
+            progress=lambda done, total, what: bar.progress(done / total, text=f"Table 5b, step {done} of "
+                                                            f"{total}: {what}"))
+        st.session_state.pop("cmp_table_running", None)
+        bar.empty()
     table = st.session_state.get("cmp_table_result")
     if table is not None:
-        st.dataframe(table, hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.2f")})
+        st.dataframe(cv.shown_table(table), hide_index=True)
+        st.caption("Mean certified radius over the correctly classified images; — : the method does not apply to "
+                   "that model; seconds: the time it took (steps done before are not recomputed).")
         shown = [m for m in ("crc", "relu-quadratic", "crown", "lipschitz") if cv.label(m) in table]
         ticks = [cv.short_model_label(t) for t in table["model"]]
         ui.plot(cf.mean_certificate_bars(ticks, {m: table[cv.label(m)].tolist() for m in shown}, cv.LABELS),

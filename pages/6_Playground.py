@@ -3,11 +3,11 @@ certificate's disc to scale beside the TRUE distance to the boundary."""
 
 import streamlit as st
 
-from app_lib import links, plots, ui
+from app_lib import links, plots, sidebar, ui
 from app_lib import playground as pg
 from app_lib import playground_figures as pf
 
-st.set_page_config(page_title="Playground · CRC Explorer", page_icon=":material/toys:", layout="wide")
+sidebar.page_header("Playground", ":material/toys:")
 links.sync(pg.link_fields())  # a shared link opened: its dataset, net and point; then mirror them into the URL
 st.session_state.setdefault("pg_arch", "2×[32]")
 st.markdown("### Playground: certificates you can see")

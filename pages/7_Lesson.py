@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from app_lib import lesson, ui
+from app_lib import lesson, sidebar, ui
 
-st.set_page_config(page_title="Lesson · CRC Explorer", page_icon=":material/school:", layout="wide")
+sidebar.page_header("Lesson", ":material/school:")
 N = len(lesson.STEPS)
 if "lesson_step" not in st.session_state:  # read the link once, when the page opens from it
     st.session_state.lesson_step = lesson.step_from_query(st.query_params.get("step"))
@@ -32,5 +32,5 @@ with ui.guard(f"Step {step}"), st.spinner("Training this step's small network on
                       width="stretch", type="primary", key="lesson_next")
         if step == N:
             st.markdown("**The same ideas on real images** (28×28 pixels, 784 dimensions): the Certify page.")
-            ui.page_link(lesson.CERTIFY_PAGE, with_blurb=True)
+            sidebar.page_link(lesson.CERTIFY_PAGE, with_blurb=True)
         st.caption(f"Link to this step: ?step={step}")

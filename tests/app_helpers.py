@@ -179,3 +179,23 @@ def open_page(path: str, *, timeout: float = APPTEST_TIMEOUT):
     at = open_app(path, timeout=timeout)
     assert_clean(at)
     return at
+
+
+def use_small_models(monkeypatch, tmp_path: Path) -> Path:
+    """Point the app at the small test checkpoints ($CRC_MODELS_DIR) and a fresh runs folder under ``tmp_path``
+    ($CRC_RUNS_DIR); -> tmp_path. The body of the ``app_env`` fixture of the AppTest modules."""
+    from app_lib import registry
+
+    monkeypatch.setenv(registry.MODELS_ENV, str(model_dir()))
+    monkeypatch.setenv(registry.RUNS_ENV, str(tmp_path / "runs"))
+    return tmp_path
+
+
+@contextlib.contextmanager
+def shipped_app(tmp_path_factory) -> Iterator[str]:
+    """A running app (the shipped models when present, else the small test ones; runs in a temporary folder) ->
+    its URL, for a module's browser tests."""
+    models = SHIPPED if any(SHIPPED.glob("*.pt")) else model_dir()
+    runs = tmp_path_factory.mktemp("runs")
+    with streamlit_server(models, runs, tmp_path_factory.mktemp("log") / "streamlit.log") as (url, _proc):
+        yield url

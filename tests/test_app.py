@@ -1,7 +1,7 @@
 """The Streamlit app, page by page, through streamlit.testing.v1.AppTest (no browser; same process).
 
 Every test asserts that no exception box appears. Models come from small checkpoints in a temporary folder
-($CRC_MODELS_DIR), trained models go to another ($CRC_RUNS_DIR). The app helpers (registry, analysis, jobs) are
+($CRC_MODELS_DIR), trained models go to another ($CRC_RUNS_DIR). The app helpers (registry, images, jobs) are
 tested directly at the end, followed by one test per finding of the browser walkthrough (issue 10).
 """
 
@@ -23,7 +23,7 @@ pytest.importorskip("plotly")
 import app_helpers as H
 from streamlit.testing.v1 import AppTest
 
-from app_lib import analysis, jobs, registry
+from app_lib import heavy_jobs, images, jobs, margin_maths, registry
 from crc_core.data import load_dataset
 from crc_core.errors import CheckpointError, CRCError, DataError, UnsupportedActivationError
 from crc_core.train import TrainConfig
@@ -233,7 +233,7 @@ def _png_header(width: int, height: int) -> bytes:
 
 def test_certify_reuses_cached_bounds(app_env, monkeypatch):
     """Picking another image never recomputes the all-pair curvature bounds (the expensive part of a model)."""
-    from app_lib import ui
+    from app_lib import catalogue
 
     at = _page("pages/2_Certify.py")  # computes (or finds) the picked model's bounds
     calls: list[str] = []
@@ -242,7 +242,7 @@ def test_certify_reuses_cached_bounds(app_env, monkeypatch):
         calls.append(method)
         raise AssertionError("curvature bounds recomputed for an already analysed model")
 
-    monkeypatch.setattr(ui, "curvature_bounds", counting)
+    monkeypatch.setattr(catalogue, "curvature_bounds", counting)
     at.button(key="pick_7").click().run()
     _ok(at)
     assert "test image #7" in " ".join(m.value for m in at.subheader)
@@ -268,8 +268,8 @@ def test_curvature_page_tables_and_comparison(app_env):
 def test_hessian_page_shallow_and_deep(app_env):
     at = _page("pages/4_Hessian.py")
     m = _metrics(at)
-    lam_max, M = float(m["largest eigenvalue here"]), float(m["bound M (Theorem 3)"])
-    lam_min, mm = float(m["smallest eigenvalue here"]), float(m["bound m (Theorem 3)"])
+    lam_max, M = float(m["largest λ here"]), float(m["bound M (Theorem 3)"])
+    lam_min, mm = float(m["smallest λ here"]), float(m["bound m (Theorem 3)"])
     assert mm <= lam_min <= lam_max <= M
     n_charts = _charts(at)
     assert n_charts == 3 and not _errors(at)  # histogram, sorted, eigenvectors
@@ -282,7 +282,7 @@ def test_hessian_page_shallow_and_deep(app_env):
     at.sidebar.selectbox(key="_w_crc_model_id").set_value("shipped:small-deep.pt").run()
     _ok(at)
     assert _charts(at) == 4  # + Lemma 1 per-layer terms
-    K = float(_metrics(at)["K (Theorem 4)"])
+    K = float(_metrics(at)["K (Thm 4)"])
     # the per-layer chart carries ± each layer's Theorem 4 bound, and they add up to K
     import base64
     import json
@@ -438,26 +438,26 @@ def test_registry_upload_checks():
 
 def test_image_from_upload():
     img = np.linspace(0, 1, 784).reshape(28, 28)
-    x = analysis.image_from_upload(H.png_bytes(img), "a.png")
+    x = images.image_from_upload(H.png_bytes(img), "a.png")
     assert x.shape == (784,) and x.dtype == torch.float32 and abs(float(x[-1]) - 1) < 1e-6
-    xi = analysis.image_from_upload(H.png_bytes(img), "a.png", invert=True)
+    xi = images.image_from_upload(H.png_bytes(img), "a.png", invert=True)
     assert torch.allclose(xi, 1 - x)
     import io
 
     buf = io.BytesIO()
     np.save(buf, (img * 255).astype(np.uint8))
-    assert torch.allclose(analysis.image_from_upload(buf.getvalue(), "a.npy"), x, atol=1 / 255)
-    small = analysis.image_from_upload(H.png_bytes(np.zeros((10, 10))), "s.png")  # any size: resized
+    assert torch.allclose(images.image_from_upload(buf.getvalue(), "a.npy"), x, atol=1 / 255)
+    small = images.image_from_upload(H.png_bytes(np.zeros((10, 10))), "s.png")  # any size: resized
     assert small.shape == (784,) and float(small.abs().max()) == 0
     with pytest.raises(DataError, match="empty"):
-        analysis.image_from_upload(b"", "e.png")
+        images.image_from_upload(b"", "e.png")
 
 
 def test_margin_line_matches_the_model():
     torch.manual_seed(0)
     model = registry.MLP(784, [8], 10).eval()
     x0, d = torch.rand(784), torch.randn(784)
-    line = analysis.margin_line(model, x0, d, 1, 2, s_max=2.0, n=5)
+    line = margin_maths.margin_line(model, x0, d, 1, 2, s_max=2.0, n=5)
     z = model((x0 + 2.0 * d / d.norm())[None])[0]
     assert abs(line.f_target[-1] - float((z[1] - z[2]).detach())) < 1e-4
     assert line.s[0] == 0 and abs(line.s[-1] - 2.0) < 1e-6
@@ -627,26 +627,35 @@ def _spec(at: AppTest, title: str) -> dict:
 
 
 def test_closest_boundary_point_is_the_closest_over_all_targets():
-    """Finding 1 (the maths): the point shown is the closest one found over ALL targets, at the interval's upper
-    end, and the class named with it ties with or beats the prediction there."""
-    from app_lib.certify_view import closest_boundary
+    """Finding 1 / issue 24 Major 2 (the maths): x_b is on the decision boundary (margin ≈ 0, another class ties),
+    no farther than the certifier's closest boundary point over ALL targets nor the attack's closest prediction
+    change, and never inside the certified ball."""
+    from app_lib.closest_point import closest_boundary, margin64
     from crc_core.certify import certify
     from crc_core.checkpoints import load_checkpoint
+    from crc_core.compare import attack_upper_bound
 
     model, _ = load_checkpoint(H.model_dir() / "small-crt.pt")
     ds = load_dataset("embedded", "test", limit=40)
     batch = certify(model, ds.images, ds.labels)
+    names = [str(k) for k in range(10)]
     seen = 0
     for i in range(len(ds)):
-        if not bool(batch.correct[i]) or not np.isfinite(float(batch.upper[i])):
+        if not bool(batch.correct[i]) or seen >= 6:
             continue
         row = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[i:i + 1] for f in dataclasses.fields(batch)
                                             if isinstance(getattr(batch, f.name), torch.Tensor)})
         pred = int(batch.pred[i])
-        b = closest_boundary(model, row, pred)
-        assert b is not None and b.distance == float(batch.upper[i])  # the interval's upper end, not another target's
-        assert b.distance <= float(batch.upper_t[i].min()) + 1e-12
-        assert abs(float((b.x_b - ds.images[i]).norm()) - b.distance) <= 1e-4 * (1 + b.distance)
+        b = closest_boundary(model, ds.images[i], row, names)
+        attack = float(attack_upper_bound(model, ds.images[i:i + 1], batch.pred[i:i + 1])[0])
+        if b is None:
+            assert not np.isfinite(float(batch.upper[i])) and not np.isfinite(attack)
+            continue
+        assert b.distance <= min(float(batch.upper[i]), attack) * (1 + 1e-6)  # the closest of every search
+        assert b.distance >= float(batch.radius[i]) - 1e-6  # a boundary point is never inside the certified ball
+        assert abs(float((b.x_b.double() - ds.images[i].double()).norm()) - b.distance) <= 1e-5 * (1 + b.distance)
+        m = float(margin64(model, b.x_b[None], pred)[0])
+        assert abs(m) <= 1e-4, m  # on the boundary
         z = model(b.x_b[None])[0].detach().double()
         assert b.cls != pred and float(z[b.cls]) >= float(z[pred]) - 1e-3 * (1 + float(z.abs().max()))
         seen += 1
@@ -716,9 +725,8 @@ def test_train_with_invalid_fields_says_why_it_did_not_start(app_env):
 def test_curvature_page_waits_its_turn_during_a_heavy_job(app_env):
     """Finding 7: while a training run holds the machine, the page shows the bounds at once, says that the
     measurement waits its turn (no refusal, no error), and measures by itself once the machine is free."""
-    from app_lib import ui
 
-    lock = ui.heavy_lock()
+    lock = heavy_jobs.heavy_lock()
     assert lock.acquire(timeout=60)
     try:
         at = _page("pages/3_Curvature.py")
@@ -770,7 +778,7 @@ def test_text_file_named_pt_gets_one_plain_sentence(app_env):
 def test_comparison_defaults_to_contrasting_training_kinds():
     """Finding 12: the default comparison contrasts standard with CRT/γ training (the paper's Figure 1), even when
     newer trained models come first in the picker."""
-    from app_lib.views import contrasting_models
+    from app_lib.curvature_view import contrasting_models
 
     arch = {"widths": [256], "activation": "softplus"}
     metas = {f"trained:{i}": {"kind": "crt", "architecture": arch} for i in range(5)}

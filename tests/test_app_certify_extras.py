@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_lib import registry
+from app_lib import heavy_jobs, registry
 from app_lib.drawing import EMPTY_NOTE
 
 TIMEOUT = 120
@@ -230,9 +230,8 @@ def test_link_parsers_refuse_garbage_with_a_sentence():
 
 
 def test_the_curvature_page_restores_its_link_and_refuses_bad_values(app_env):
-    from app_lib import ui
 
-    lock = ui.heavy_lock()  # held: the page does not measure (nor cache) a survey that other tests expect unmeasured
+    lock = heavy_jobs.heavy_lock()  # held: no survey measured (nor cached) that other tests expect unmeasured
     assert lock.acquire(timeout=60)
     try:
         at = _open({"kub": "thm4", "n": "100"}, page="pages/3_Curvature.py")

@@ -87,7 +87,7 @@ def test_curvature_page_adds_the_sweeps_models(app_env, sweep_dir):
 
 
 def test_curvature_page_measures_when_the_table_has_no_k_columns(app_env, sweep_dir, tmp_path):
-    copy = tmp_path / "no-k"
+    copy = registry.runs_dir() / f"no-k-{tmp_path.name}"
     _copy_sweep(sweep_dir, copy, drop=["K_lb", "K_ub", "K_ub_thm4"])
     at = H.open_page("pages/3_Curvature.py")
     at.text_input(key="crc_sweep_dir").set_value(str(copy)).run()
@@ -111,7 +111,7 @@ def test_compare_page_table_5b_reads_the_mean_certificates(app_env, sweep_dir):
 
 
 def test_compare_page_certifies_when_the_table_has_no_mean_certificates(app_env, sweep_dir, tmp_path):
-    copy = tmp_path / "no-means"
+    copy = registry.runs_dir() / f"no-means-{tmp_path.name}"
     _copy_sweep(sweep_dir, copy, drop=[c for c in read_results(sweep_dir).columns if c.startswith("mean_radius_")])
     at = H.open_page("pages/5_Compare.py")
     at.number_input(key="cmp_n5").set_value(8).run()
@@ -135,27 +135,30 @@ def _copy_sweep(src: Path, dst: Path, *, drop: list[str] | None = None, keep_row
 
 
 @pytest.mark.parametrize("make, expected", [
-    (lambda tmp: tmp / "nowhere", "does not exist"),
-    (lambda tmp: _touch(tmp / "a-file.txt"), "is a file, not a folder"),
-    (lambda tmp: _mkdir(tmp / "models"), "is not a sweep folder"),
+    (lambda runs, tmp: runs / "nowhere", "does not exist"),
+    (lambda runs, tmp: _touch(runs / "a-file.txt"), "is a file, not a folder"),
+    (lambda runs, tmp: _mkdir(runs / "models"), "is not a sweep folder"),
+    (lambda runs, tmp: Path("/etc/passwd"), "Only sweep folders under the runs folder"),  # issue 24
+    (lambda runs, tmp: _mkdir(tmp / "elsewhere"), "Only sweep folders under the runs folder"),
+    (lambda runs, tmp: runs / ".." / "..", "Only sweep folders under the runs folder"),
 ])
 def test_bad_folders_get_one_sentence(app_env, tmp_path, make, expected):
     at = H.open_page("pages/3_Curvature.py")
-    at.text_input(key="crc_sweep_dir").set_value(str(make(tmp_path))).run()
+    at.text_input(key="crc_sweep_dir").set_value(str(make(registry.runs_dir(), tmp_path))).run()
     H.assert_clean(at)
     assert any(expected in w for w in _warnings(at)), _warnings(at)
     assert at.dataframe  # the rest of the page is still there
 
 
 def test_a_table_missing_columns_and_an_unfinished_sweep(app_env, sweep_dir, tmp_path):
-    bad = tmp_path / "bad-columns"
+    bad = registry.runs_dir() / f"bad-columns-{tmp_path.name}"  # sweep folders are read under the runs folder
     _copy_sweep(sweep_dir, bad, drop=["checkpoint"])
     at = H.open_page("pages/5_Compare.py")
     at.text_input(key="cmp_sweep_dir").set_value(str(bad)).run()
     assert not at.exception
     assert any("lacks the column checkpoint" in e.value for e in at.error)
 
-    running = tmp_path / "running"
+    running = registry.runs_dir() / f"running-{tmp_path.name}"
     _copy_sweep(sweep_dir, running)
     trial = sorted((running / "trials").iterdir())[1]
     (trial / "result.json").unlink()

@@ -18,7 +18,7 @@ pytest.importorskip("plotly")
 import app_helpers as H
 from streamlit.testing.v1 import AppTest
 
-from app_lib import plots, registry, ui
+from app_lib import heavy_jobs, plots, registry
 from app_lib import train_view as tv
 
 TIMEOUT = 120
@@ -171,7 +171,7 @@ def test_pgd_relu_run_trains_and_is_picked(app_env):
     label = picker.format_func(picker.value)
     assert label.startswith("PGD ε=0.5") and "relu" in label, label
     m = {x.label: x.value for x in at.metric}
-    assert m["robust to PGD at ρ=0.5"].endswith("%") and m["mean K_ub"] == "—"
+    assert m["PGD-robust"].endswith("%") and m["mean K_ub"] == "—"
     spec = _specs(at)[0]
     names = {t.get("name") for t in spec["data"]}
     assert "robust to PGD at ρ (empirical, an upper bound)" in names
@@ -206,13 +206,13 @@ def test_curvature_and_hessian_explain_relu(app_env, page):
 
 
 def test_every_page_with_relu_and_trades_models(app_env):
-    lock = ui.heavy_lock()  # the Curvature page waits for the machine: no survey of a 3x[256] net here
+    lock = heavy_jobs.heavy_lock()  # the Curvature page waits for the machine: no survey of a 3x[256] net here
     assert lock.acquire(timeout=60)
     try:
         for model in (RELU, TRADES):
             at = _page("app.py", model)
             assert not _errors(at), (model, _errors(at))
-            for page in ("pages/1_Train.py", "pages/3_Curvature.py", "pages/4_Hessian.py", "app.py"):
+            for page in ("pages/1_Train.py", "pages/3_Curvature.py", "pages/4_Hessian.py", "pages/0_Home.py"):
                 at.switch_page(page).run()
                 _ok(at)
                 assert not _errors(at), (model, page, _errors(at))
@@ -224,7 +224,7 @@ def test_every_page_with_relu_and_trades_models(app_env):
 
 
 def test_curvature_comparison_skips_relu_models(app_env):
-    lock = ui.heavy_lock()
+    lock = heavy_jobs.heavy_lock()
     assert lock.acquire(timeout=60)
     try:
         at = _page("pages/3_Curvature.py", "shipped:small-crt.pt")

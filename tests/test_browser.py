@@ -143,7 +143,6 @@ def test_every_page_in_a_real_browser(app_url, page):
     _see(pg, "Not started: Epochs must be a whole number from 1 to 100")
     pg.get_by_text("standard (cross-entropy only)").click()
     pg.get_by_label("Epochs", exact=True).fill("2")
-    pg.get_by_text("Advanced").click()
     pg.get_by_label("Training images (0 = all)", exact=True).fill("2000")
     pg.get_by_label("Test images certified each epoch", exact=True).fill("50")
     pg.get_by_role("button", name="Start training").click()
@@ -155,7 +154,7 @@ def test_every_page_in_a_real_browser(app_url, page):
     pg.get_by_text("CRT (curvature attack inputs + γ·K)").click()
     pg.get_by_label("Training images (0 = all)", exact=True).fill("0")
     pg.get_by_role("button", name="Start training").click()
-    stop = pg.get_by_role("button", name="Stop")
+    stop = pg.locator('[data-testid="stMain"]').get_by_role("button", name="Stop")  # not the header's Stop
     stop.wait_for(timeout=30_000)
     pg.get_by_text(re.compile(r"epoch 1/2, step [1-9]")).first.wait_for(timeout=60_000)  # live progress
     _charts(pg, 1)
@@ -169,7 +168,7 @@ def test_every_page_in_a_real_browser(app_url, page):
     assert other.locator('[data-testid="stAlertContentError"]').count() == 0
     stop.click()
     pg.get_by_text("Stopped after").wait_for(timeout=60_000)
-    other.get_by_text("K_lb per pair (measured at 200 test images)").first.wait_for(timeout=120_000)
+    other.get_by_text("K_lb per pair (measured at 200 test images)").first.wait_for(state="attached", timeout=120_000)
     B.idle(other)
     B.check(other, "4-curvature-after-waiting")
     other.close()
@@ -238,7 +237,7 @@ def test_certify_extras_projector_link_slice_and_drawing(app_url, browser_page_7
         pg.mouse.move(x0 + 10 * math.sin(k / 3), y0 + k * box["height"] * 0.03, steps=2)
     pg.mouse.up()
     B.idle(pg)
-    _see(pg, "The certificate of uploaded image your drawing")
+    _see(pg, "The certificate of your drawing")
     frame.scroll_into_view_if_needed()
     _shot(pg, "8-certify-drawing")
     B.check(pg, "8-certify-drawing-full")

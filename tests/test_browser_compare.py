@@ -53,6 +53,6 @@ def test_compare_page_and_certify_chart_in_a_browser(page):
     pg.get_by_role("button", name="#12", exact=True).click()  # a correctly classified image of these models
     pg.get_by_text("test image #12").first.wait_for()
     B.idle(pg)
-    pg.get_by_text("Every certificate for this image, against the attack").first.wait_for(timeout=120_000)
+    pg.get_by_text("Every certificate for this image, against the upper end").first.wait_for(timeout=120_000)
     pg.get_by_text("A different classifier: the smoothed one").first.wait_for()
     B.check(pg, "compare-certify")

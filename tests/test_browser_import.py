@@ -8,6 +8,8 @@ Skipped cleanly when Chromium or Playwright is missing.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -43,6 +45,16 @@ def test_import_an_official_checkpoint_in_a_real_browser(monkeypatch, tmp_path):
             prompt.scroll_into_view_if_needed()
             assert OFFICIAL in prompt.inner_text() and "Pre-filled" not in prompt.inner_text()  # help is a tooltip
             B.check(pg, "import-prompt")
+
+            name = pg.get_by_label("Name in the model picker", exact=True)  # issue 24: Enter takes the name only
+            name.fill("my official")
+            name.press("Enter")
+            B.idle(pg, settle=2.0)
+            assert pg.get_by_text(re.compile(r"^Imported ")).count() == 0 and not (runs / "imported").exists()
+            assert pg.get_by_role("button", name="Import").is_visible()
+            name.fill(OFFICIAL)
+            name.press("Tab")
+            B.idle(pg)
 
             pg.get_by_role("button", name="Import").click()
             pg.get_by_text(f"Imported {OFFICIAL}").first.wait_for(timeout=60_000)

@@ -217,8 +217,8 @@ def _browser_round(browser, url: str, reference: torch.Tensor, images: list[int]
         for pg in train_pages:
             pg.get_by_role("button", name="Start training").click()
         for pg in train_pages:  # each run either trains at once or waits in line: never refused
-            pg.get_by_text("Waiting for").or_(pg.get_by_role("button", name="Stop")).or_(
-                pg.get_by_text("Finished after")).first.wait_for()
+            stop = pg.locator('[data-testid="stMain"]').get_by_role("button", name="Stop")  # not the header's
+            pg.get_by_text("Waiting for").or_(stop).or_(pg.get_by_text("Finished after")).first.wait_for()
             out.queued += pg.get_by_text("Waiting for").count() > 0
         for pg, i in zip(cert_pages, images):  # each Certify session picks its own image (while training runs)
             pg.get_by_role("button", name=f"#{i}", exact=True).click()

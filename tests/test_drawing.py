@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from app_lib.analysis import read_upload
 from app_lib.drawing import EMPTY_NOTE, read_drawing
+from app_lib.images import read_upload
 from crc_core.errors import DataError
 
 SIDE = 280  # the canvas size the page uses: 10 canvas pixels per model pixel

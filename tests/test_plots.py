@@ -1,4 +1,5 @@
-"""app_lib.plots: pure figure builders (numbers in, go.Figure out, no Streamlit); crc_core stays free of plotly."""
+"""app_lib.plots and app_lib.curvature_figures: pure figure builders (numbers in, go.Figure out, no Streamlit);
+crc_core stays free of plotly."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 go = pytest.importorskip("plotly.graph_objects")
 
+from app_lib import curvature_figures as cfig  # noqa: E402
 from app_lib import plots  # noqa: E402
 
 NAMES = [f"c{i}" for i in range(10)]
@@ -108,35 +110,35 @@ def test_margin_along_path_marks_radius_rho_and_boundary():
 def test_pair_heatmap_log_scale_when_spanning_decades():
     v = np.full((10, 10), np.nan)
     v[0, 1], v[1, 0], v[2, 3] = 0.01, 1.0, 100.0
-    fig = plots.pair_heatmap(v, NAMES, title="K")
+    fig = cfig.pair_heatmap(v, NAMES, title="K")
     z = np.asarray(fig.data[0].z, dtype=float)
     assert np.isclose(z[2, 3], 2.0) and np.isnan(z[0, 0])
     assert fig.data[0].text[2][3] == "100"  # the text shows the value, not its log
-    lin = plots.pair_heatmap(np.where(np.isnan(v), np.nan, 1.0), NAMES, title="K")
+    lin = cfig.pair_heatmap(np.where(np.isnan(v), np.nan, 1.0), NAMES, title="K")
     assert "log" not in (lin.data[0].colorbar.title.text or "")
 
 
 def test_bounds_summary_bars_and_gamma_lines():
     rows = [{"model": "std", "K_lb": 1.0, "K_ub_thm4": 1000.0, "K_ub_refined": 200.0},
             {"model": "crt", "K_lb": 0.5, "K_ub_thm4": 0.9, "K_ub_refined": 0.7}]
-    fig = plots.bounds_summary(rows)
+    fig = cfig.bounds_summary(rows)
     assert _types(fig) == ["bar"] * 3 and fig.layout.yaxis.type == "log"
-    lines = plots.bounds_summary([{"γ": 0.0, "K_lb": 1, "K_ub_thm4": 5}, {"γ": 0.01, "K_lb": 1, "K_ub_thm4": 2}],
+    lines = cfig.bounds_summary([{"γ": 0.0, "K_lb": 1, "K_ub_thm4": 5}, {"γ": 0.01, "K_lb": 1, "K_ub_thm4": 2}],
                                  x_key="γ")
     assert _types(lines) == ["scatter"] * 2
 
 
 def test_spectrum_figures_draw_the_bounds():
     ev = np.r_[np.zeros(700), np.linspace(-0.5, 0.8, 84)]
-    hist = plots.spectrum_histogram(ev, m=-1.0, M=1.2, K=3.0)
+    hist = cfig.spectrum_histogram(ev, m=-1.0, M=1.2, K=3.0)
     assert len(hist.data[0].x) == 84  # the 700 zeros are left out
     assert "≈ 0 not shown" in hist.layout.title.text
     xs = sorted(float(sh.x0) for sh in hist.layout.shapes)
     assert xs == [-3.0, -1.0, 1.2, 3.0]
-    far = plots.spectrum_histogram(ev, m=-1.0, M=1.2, K=50.0)  # a loose K would squash the histogram
+    far = cfig.spectrum_histogram(ev, m=-1.0, M=1.2, K=50.0)  # a loose K would squash the histogram
     assert sorted(float(sh.x0) for sh in far.layout.shapes) == [-1.0, 1.2]
     assert "±K = ±50 is off the chart" in far.layout.title.text
-    srt = plots.spectrum_sorted(ev, m=-1.0, M=1.2)
+    srt = cfig.spectrum_sorted(ev, m=-1.0, M=1.2)
     assert np.all(np.diff(np.asarray(srt.data[0].y)) >= 0)
     assert sorted(float(sh.y0) for sh in srt.layout.shapes) == [-1.0, 1.2]
 
@@ -145,7 +147,7 @@ def test_eigenvector_images_and_layer_terms():
     vecs = [np.random.default_rng(i).standard_normal(784) for i in range(4)]
     fig = plots.eigenvector_images(vecs, [2.0, 1.0, -1.0, -2.0], kinds=["top 1:", "top 2:", "bottom 1:", "bottom 2:"])
     assert len(fig.data) == 4 and "top 1: λ = 2" in fig.layout.annotations[0].text
-    lt = plots.layer_terms([-0.1, -2.0], [0.3, 1.0], bound_per_layer=[1.0, 5.0])
+    lt = cfig.layer_terms([-0.1, -2.0], [0.3, 1.0], bound_per_layer=[1.0, 5.0])
     assert len(lt.data) == 4
 
 
@@ -179,7 +181,7 @@ def test_labels_do_not_collide_or_clip():
     assert fig.layout.xaxis.automargin and fig.layout.yaxis.automargin
     assert plots.margins_bar(np.arange(10.0), ["Ankle boot"] * 10, pred=9).layout.yaxis.automargin
     ev = np.linspace(-1, 1, 50)
-    for fig in (plots.spectrum_histogram(ev, m=-1.0, M=1.0, K=1.05), plots.spectrum_sorted(ev, m=-1.0, M=1.0, K=1.05)):
+    for fig in (cfig.spectrum_histogram(ev, m=-1.0, M=1.0, K=1.05), cfig.spectrum_sorted(ev, m=-1.0, M=1.0, K=1.05)):
         pos = {a.text: (a.yanchor, a.y) for a in fig.layout.annotations if a.text in ("M (bound)", "+K")}
         assert pos["M (bound)"] != pos["+K"]
     vecs = [np.random.default_rng(i).standard_normal(784) for i in range(6)]
@@ -188,7 +190,7 @@ def test_labels_do_not_collide_or_clip():
     assert [bool(t.showscale) for t in eig.data] == [True] + [False] * 5
     assert len({(t.zmin, t.zmax) for t in eig.data}) == 1  # one shared scale
     assert eig.layout.xaxis.ticks == "" and eig.layout.yaxis4.showticklabels is False
-    long = plots.bounds_summary([{"model": "20261130-085243-2x-256-softplus-CRT", "K_lb": 1, "K_ub_thm4": 2},
+    long = cfig.bounds_summary([{"model": "20261130-085243-2x-256-softplus-CRT", "K_lb": 1, "K_ub_thm4": 2},
                                  {"model": "standard-2x256", "K_lb": 1, "K_ub_thm4": 9}])
     assert "<br>" in long.data[0].x[0] and long.layout.legend.y > 1  # wrapped names; the legend above the plot
 

@@ -375,7 +375,7 @@ IMAGES: dict[str, tuple[str, Callable[[], bytes], str]] = {
 
 @pytest.mark.parametrize("kind", list(IMAGES))
 def test_hostile_image_library(kind):
-    from app_lib.analysis import image_from_upload
+    from app_lib.images import image_from_upload
 
     name, build, expected = IMAGES[kind]
     with pytest.raises(DataError) as info:
@@ -396,7 +396,7 @@ ODD_SIZES: dict[str, tuple[str, Callable[[], bytes]]] = {
 
 @pytest.mark.parametrize("kind", list(ODD_SIZES))
 def test_images_of_other_sizes_are_resized(kind):
-    from app_lib.analysis import read_upload
+    from app_lib.images import read_upload
 
     name, build = ODD_SIZES[kind]
     u = read_upload(build(), name)
@@ -406,14 +406,14 @@ def test_images_of_other_sizes_are_resized(kind):
 
 
 def test_npy_of_strings_is_a_data_error():
-    from app_lib.analysis import image_from_upload
+    from app_lib.images import image_from_upload
 
     with pytest.raises(DataError, match="expected a 2-D array of grey values"):
         image_from_upload(_npy(np.array(["a"] * 784).reshape(28, 28)), "s.npy")
 
 
 def test_decompression_bomb_is_a_data_error():
-    from app_lib.analysis import image_from_upload
+    from app_lib.images import image_from_upload
 
     with pytest.raises(DataError, match=r"40-megapixel limit.*decompression bomb"):
         image_from_upload(_png(14000), "bomb.png")
@@ -424,7 +424,7 @@ def test_large_png_is_refused_before_decoding(monkeypatch):
     decoding (PIL's decoder is never called) and without allocating."""
     from PIL import ImageFile
 
-    from app_lib.analysis import image_from_upload
+    from app_lib.images import image_from_upload
 
     data = _png(7000, 6000)
 
@@ -445,7 +445,7 @@ def test_large_png_is_refused_before_decoding(monkeypatch):
 
 
 def test_npy_over_the_limit_is_refused_before_loading(monkeypatch):
-    from app_lib.analysis import image_from_upload
+    from app_lib.images import image_from_upload
 
     data = _npy(np.zeros((7000, 6000), np.uint8))  # 42 MB, 42 million values
 

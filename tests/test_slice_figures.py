@@ -65,9 +65,14 @@ def test_single_slice_figure_has_every_part():
 
 
 def test_x_b_off_the_boundary_is_labelled_so():
+    """Issue 24 Major 2: a point off the boundary is never called x_b nor a boundary point; the caller's words
+    say what it is."""
     fig = slice_figure(_toy_slice(xb_margin=0.7), NAMES)
-    assert _named(fig, "x_b: the certifier's point (no boundary point found)")
-    assert not _named(fig, "closest boundary point")
+    assert _named(fig, "the first axis's point (not a boundary point)")
+    assert not _named(fig, "closest boundary point") and not _named(fig, "x_b")
+    fig = slice_figure(_toy_slice(xb_margin=0.0), NAMES, point="the certifier's best point against Coat")
+    assert _named(fig, "the certifier's best point against Coat") and not _named(fig, "x_b")
+    assert "x_b" not in fig.layout.xaxis.title.text
 
 
 def test_no_rho_circle_without_rho():
@@ -117,3 +122,19 @@ def test_circle_radius_equals_the_certificate():
 def test_module_does_not_import_streamlit():
     code = "import sys, app_lib.slice_figures; assert 'streamlit' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_the_disc_is_hatched_and_the_title_clears_the_toolbar():
+    """Issue 24: a flat green tint over a class colour read as another class's colour; a long title ran under the
+    chart's toolbar."""
+    fig = slice_figure(_toy_slice(), NAMES, title="Class regions around x0 in the plane of x_b and a long direction")
+    (disc,) = _named(fig, "certified ball")
+    assert disc.fillpattern.shape == "/" and disc.fillcolor is None
+    assert "<br>" in fig.layout.title.text and fig.layout.title.x == 0
+
+
+def test_a_long_direction_name_stays_off_the_axis():
+    s = _toy_slice()
+    s.second = "the top Hessian eigenvector of z_Coat − z_Shirt"
+    fig = slice_figure(s, NAMES, title=f"Class regions around x0 in the plane of x_b and {s.second}")
+    assert len(fig.layout.yaxis.title.text) <= 60 and "z_Coat" in fig.layout.title.text

@@ -1,8 +1,6 @@
-"""What the Home, Hessian and Curvature pages show, computed and cached here (the pages only lay it out).
-
-Each function returns a small view model; heavy parts are cached per (model key, image key, …) with
-``st.cache_resource`` or kept in the process-wide survey store (:func:`app_lib.ui.curvature_survey`).
-"""
+"""What the Curvature page shows, computed and cached here (the page only lays it out): K_ub against the measured
+K_lb per class pair (from the process-wide survey store, :func:`app_lib.heavy_jobs.curvature_survey`), and the same
+averages across models (the paper's Figure 1 and Table 16)."""
 
 from __future__ import annotations
 
@@ -12,115 +10,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import streamlit as st
 import torch
 
-from app_lib import analysis, registry, ui
-
-BOUND_NAMES = {"thm3": "Theorem 3", "refined": "refined Thm 4", "thm4": "Theorem 4"}  # short: metric labels
-NONZERO_REL = 1e-7  # eigenvalues below this fraction of the largest |eigenvalue| count as 0 (round-off)
-
-
-# ------------------------------------------------------------------------------------------------ home
-def model_rows(ctx: ui.Ctx) -> dict[str, str]:
-    """The Home page's description of the picked model: property -> value."""
-    meta = ctx.meta
-    metrics = meta.get("metrics") or {}
-    rows = {
-        "Model": registry.describe(ctx.ref, meta) if ctx.ref.source == "trained" else ctx.ref.name,
-        "Source": ctx.ref.source,
-        "Architecture": registry.arch_text(meta.get("architecture") or ctx.model.config()),
-        "Training": registry.kind_text(meta),
-        "Trained on": str(meta.get("dataset") or "unknown"),
-        "Epochs": str(meta.get("epochs") if meta.get("epochs") is not None else "—"),
-        "Device in use": str(ctx.device),
-        "Dataset in use": f"{ctx.dataset} (test split)",
-    }
-    acc, cert = metrics.get("test_accuracy"), metrics.get("certified_accuracy")
-    if isinstance(acc, (int, float)):
-        rows["Test accuracy (saved)"] = f"{acc:.1%}"
-    if isinstance(cert, (int, float)):
-        rows[f"Certified accuracy at ρ={metrics.get('eval_rho', 0.5):g} (saved)"] = f"{cert:.1%}"
-    return rows
-
-
-# ------------------------------------------------------------------------------------------------ hessian
-@dataclass(frozen=True)
-class Targets:
-    """The prediction at an image and the other classes, closest (smallest margin) first, with their margins."""
-
-    pred: int
-    order: list[int]
-    margins: dict[int, float]
-
-
-@st.cache_resource(show_spinner=False, max_entries=64)
-def _targets(key: str, image_key: str, device: str, _model, _x) -> Targets:
-    with torch.no_grad():
-        z = _model(_x[None].to(device))[0].detach().cpu().double()
-    pred = int(z.argmax())
-    order = [int(i) for i in z.argsort(descending=True) if int(i) != pred]
-    return Targets(pred, order, {t: float(z[pred] - z[t]) for t in order})
-
-
-def targets(ctx: ui.Ctx, picked: ui.Picked) -> Targets:
-    """The predicted class at the picked image and the targets, runner-up first."""
-    return _targets(ctx.key, picked.key, str(ctx.device), ctx.model, picked.x)
-
-
-@dataclass(frozen=True)
-class HessianView:
-    """The spectrum of the margin Hessian ∇²(z_pred − z_t) at one image against the global bounds: m ≤ λ ≤ M (the
-    certificate's bounds, ``method``) and |λ| ≤ K (Theorem 4); per-layer (Lemma 1) terms for deeper nets."""
-
-    spectrum: analysis.Spectrum
-    m: float
-    M: float
-    K4: float
-    method: str
-    layers: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (smallest, largest eigenvalue, Thm 4 bound) per layer
-
-    @property
-    def ratio(self) -> float:
-        """How many times the largest |curvature| here the bounds are."""
-        v = self.spectrum.values
-        return max(self.M, -self.m) / max(abs(float(v[-1])), abs(float(v[0])), 1e-12)
-
-    @property
-    def nonzero(self) -> int:
-        v = np.abs(self.spectrum.values)
-        return int((v > NONZERO_REL * v.max()).sum())
-
-
-@st.cache_resource(show_spinner="Computing all 784 eigenvalues…", max_entries=32)
-def _hessian(key: str, image_key: str, y: int, t: int, device: str, _ctx: ui.Ctx, _x) -> HessianView:
-    model, x = _ctx.model, _x.to(device)
-    sp = analysis.spectrum(model, x, y, t)
-    yy, tt = torch.tensor([y], device=device), torch.tensor([t], device=device)
-    auto = _ctx.bounds("auto").for_pairs(yy, tt)
-    K4 = float(_ctx.bounds("thm4").for_pairs(yy, tt).K[0])
-    layers = None
-    if model.depth > 2:
-        lo, hi = analysis.layer_term_ranges(model, x, y, t)
-        layers = (lo, hi, analysis.theorem4_layer_bounds(model, y, t))
-    return HessianView(sp, float(auto.m[0]), float(auto.M[0]), K4, BOUND_NAMES.get(auto.method, auto.method),
-                       layers)
-
-
-def hessian(ctx: ui.Ctx, picked: ui.Picked, y: int, t: int) -> HessianView:
-    """Spectrum and bounds of the margin Hessian of (y, t) at the picked image (cached)."""
-    return _hessian(ctx.key, picked.key, int(y), int(t), str(ctx.device), ctx, picked.x)
-
+from app_lib import catalogue, heavy_jobs, margin_maths, registry
 
 # ------------------------------------------------------------------------------------------------ curvature
 METHODS = {"thm3": "Theorem 3 (2-layer nets)", "thm4": "Theorem 4", "refined": "refined Theorem 4"}
 SHORT = {"thm3": "Thm 3", "thm4": "Thm 4", "refined": "refined"}
-
-
-def has_curvature(model) -> bool:
-    """False for a ReLU network: its Hessian is zero almost everywhere (undefined at the kinks), so it has no
-    curvature bound and the Curvature and Hessian pages do not apply."""
-    return model.activation_name != "relu"
 
 
 def curvature_ids(metas: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[str]]:
@@ -175,20 +71,20 @@ def _tables_from_survey(df: pd.DataFrame | None, C: int) -> tuple[np.ndarray | N
     if df is None:
         return None, None
     y, t = torch.tensor(df["y"].to_numpy()), torch.tensor(df["t"].to_numpy())
-    K_lb = analysis.pair_matrix(y, t, torch.tensor(df["K_lb"].to_numpy()), C)
-    count = np.nan_to_num(analysis.pair_matrix(y, t, torch.tensor(df["n_images"].to_numpy(), dtype=torch.float64),
+    K_lb = margin_maths.pair_matrix(y, t, torch.tensor(df["K_lb"].to_numpy()), C)
+    count = np.nan_to_num(margin_maths.pair_matrix(y, t, torch.tensor(df["n_images"].to_numpy(), dtype=torch.float64),
                                                C), nan=0.0).astype(int)
     return K_lb, count
 
 
-def pair_tables(ctx: ui.Ctx, n_images: int) -> PairTables:
+def pair_tables(ctx: catalogue.Ctx, n_images: int) -> PairTables:
     """K_ub of every applicable method at once; K_lb and counts from the survey when the machine is free."""
     C = ctx.model.n_classes
     K_ub = {}
     for m in methods_for(ctx.model):
         b = ctx.bounds(m)
-        K_ub[m] = analysis.pair_matrix(b.y, b.t, b.K, C)
-    df = ui.curvature_survey(ctx.key, ctx.model, ctx.dataset, int(n_images), ctx.device)
+        K_ub[m] = margin_maths.pair_matrix(b.y, b.t, b.K, C)
+    df = heavy_jobs.curvature_survey(ctx.key, ctx.model, ctx.dataset, int(n_images), ctx.device)
     return PairTables(K_ub, *_tables_from_survey(df, C))
 
 
@@ -232,8 +128,8 @@ def compare(ids: Sequence[str], dataset: str, n_images: int, min_count: int, dev
     machine are listed in ``waiting``."""
     rows, waiting = [], []
     for mid in ids:
-        ref, m, meta = ui.model_by_id(mid, device)
-        if not has_curvature(m):  # no curvature bound to compare (the page does not offer ReLU models)
+        ref, m, meta = catalogue.model_by_id(mid, device)
+        if not catalogue.has_curvature(m):  # no curvature bound to compare (the page does not offer ReLU models)
             continue
         row = compare_row(ref, m, meta, dataset, n_images, min_count, device)
         if row is None:
@@ -247,7 +143,7 @@ def compare_row(ref: registry.ModelRef, m, meta: Mapping[str, Any], dataset: str
                 device: torch.device) -> dict[str, Any] | None:
     """One model's row of :func:`compare` (K_lb measured through the survey store); None while the survey waits
     for the machine."""
-    df = ui.curvature_survey(ref.key, m, dataset, int(n_images), device, label=f"for {ref.name}")
+    df = heavy_jobs.curvature_survey(ref.key, m, dataset, int(n_images), device, label=f"for {ref.name}")
     if df is None:
         return None
     sel = df[df["n_images"] >= max(1, int(min_count))]
@@ -256,7 +152,7 @@ def compare_row(ref: registry.ModelRef, m, meta: Mapping[str, Any], dataset: str
         meta.get("architecture") or m.config()), "training": registry.kind_text(meta), "γ": meta.get("gamma"),
         "test accuracy": (meta.get("metrics") or {}).get("test_accuracy")}
     for meth in methods_for(m):
-        K = ui.bounds_table(ref.key, meth, str(device), m).for_pairs(y.to(device), t.to(device)).K
+        K = catalogue.bounds_table(ref.key, meth, str(device), m).for_pairs(y.to(device), t.to(device)).K
         row[f"K_ub_{meth}"] = float(K.mean()) if len(sel) else None
     row["K_lb"] = float(sel["K_lb"].mean()) if len(sel) else None
     best = row.get("K_ub_thm3") or row.get("K_ub_refined")
