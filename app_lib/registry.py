@@ -38,6 +38,7 @@ from crc_core.importers import (
     scan_torch_file,
 )
 from crc_core.models import MLP, format_architecture
+from crc_core.safe_load import sniff
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_ENV = "CRC_MODELS_DIR"
@@ -338,15 +339,23 @@ def _check_upload_bytes(data: bytes, filename: str) -> None:
     if data.startswith(_IMAGE_MAGIC) or data[8:12] == b"WEBP":
         raise CheckpointError(f"{filename!r} is a picture, not a model checkpoint: to certify an image, upload it on "
                               "the Certify page (section 1, 'Upload your own image').")
-    if not data.startswith(_TORCH_MAGIC):
+    if not data.startswith(_TORCH_MAGIC) and not _is_safetensors(data):
         raise CheckpointError(f"{filename!r} is not a readable PyTorch file: it is neither the zip archive nor the "
-                              "pickle that torch.save writes (a text file or another format?).")
+                              "pickle that torch.save writes, nor a safetensors file (a text file or another format?).")
+
+
+def _is_safetensors(data: bytes) -> bool:
+    """The upload starts like a safetensors file (the loading gate checks the rest)."""
+    try:
+        return sniff(data[:4096], "upload") == "safetensors"
+    except CheckpointError:
+        return False
 
 
 def upload_stem(filename: str) -> str:
     """The upload's name without a model extension (``mnist_2_softplus_L2_1.58_EIGEN_0.005`` keeps its ``.005``)."""
     base = Path(filename).name
-    return re.sub(r"\.(pt|pth|ckpt|pkl|bin|tar)$", "", base, flags=re.IGNORECASE)
+    return re.sub(r"\.(pt|pth|ckpt|pkl|bin|tar|safetensors)$", "", base, flags=re.IGNORECASE)
 
 
 @contextlib.contextmanager

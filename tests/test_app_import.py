@@ -370,3 +370,15 @@ def test_a_choice_that_agrees_with_the_name_imports_at_once(app_env):
     _ok(at)
     done = " ".join(s.value for s in at.success)
     assert "Imported" in done and "Accuracy on all" in done and not [w for w in at.warning if "Check" in w.value]
+
+
+def test_a_safetensors_upload_is_offered_for_import():
+    """The app's upload takes safetensors files (the format model hubs use) as foreign networks, through the same
+    loading gate; the name loses its extension."""
+    from safetensors.torch import save
+
+    data = save(linear_chain((784, 16, 10), ["fc1", "fc2"]))
+    upload = registry.open_upload(data, "mnist_2_softplus_L2_1.58_EIGEN_0.005.safetensors")
+    assert isinstance(upload, registry.ForeignUpload)
+    assert (upload.foreign.in_dim, upload.foreign.n_classes) == (784, 10)
+    assert registry.upload_stem(upload.filename) == "mnist_2_softplus_L2_1.58_EIGEN_0.005"
