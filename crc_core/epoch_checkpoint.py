@@ -7,7 +7,10 @@ One ``.pt`` file, rewritten atomically after every finished epoch (temp file in 
      "config": TrainConfig.to_dict(), "n_train": int, "epoch": int, "step": int, "seconds": float,
      "model": state_dict, "optimizer": Adam state_dict, "regularizer": {layer: power-iteration vector},
      "rng": {"torch": ByteTensor, "shuffle": ByteTensor, "cuda": [ByteTensor]},
-     "history": [events], "metrics": {last evaluation}}
+     "history": [events], "metrics": {last evaluation}[, "best": {"epoch", "metrics", "model": state_dict}]}
+
+"best" (only under ``keep="best-test-accuracy"``, once an epoch was evaluated) holds the weights of the best epoch
+so far, so a resumed run keeps the same one.
 
 Read only through the loading gate (:func:`crc_core.safe_load.load_file`: its checks, then
 ``torch.load(weights_only=True)``). Resuming restores the weights, Adam's moments, the
@@ -60,6 +63,7 @@ class EpochState:
     rng: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] | None = None
 
 
 def save_epoch_checkpoint(path: str | os.PathLike[str], run: RunState, *, epoch: int, seconds: float,
@@ -75,6 +79,9 @@ def save_epoch_checkpoint(path: str | os.PathLike[str], run: RunState, *, epoch:
                "regularizer": {k: v.detach().cpu() for k, v in run.reg.state.items()},
                "rng": {"torch": torch.get_rng_state(), "shuffle": run.shuffle.get_state(), "cuda": cuda},
                "history": list(history), "metrics": dict(metrics)}
+    if run.best is not None:
+        payload["best"] = {"epoch": int(run.best["epoch"]), "metrics": dict(run.best["metrics"]),
+                           "model": {k: v.detach().cpu() for k, v in run.best["model"].items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write (one writer per file)
         with contextlib.suppress(OSError):
@@ -125,6 +132,9 @@ def load_epoch_checkpoint(path: str | os.PathLike[str], config: TrainConfig, n_t
         raise CheckpointError(f"{path} belongs to a run with other settings ({shown}); start a new run instead.")
     if state.n_train != n_train:
         raise CheckpointError(f"{path} was trained on {state.n_train} images, this run has {n_train}.")
+    best_keys = {"epoch", "metrics", "model"}
+    if state.best is not None and not (isinstance(state.best, dict) and best_keys <= set(state.best)):
+        raise CheckpointError(f"{path} has a malformed record of the best epoch so far.")
     if state.epoch > config.epochs:
         raise CheckpointError(f"{path} has {state.epoch} epochs done, more than epochs={config.epochs}.")
     return state
@@ -152,3 +162,5 @@ def restore_run(run: RunState, state: EpochState) -> None:
     if dev.type == "cuda" and state.rng.get("cuda"):
         torch.cuda.set_rng_state(state.rng["cuda"][0], dev)
     run.step = state.step
+    run.best = None if state.best is None else {**state.best,
+                                                "model": {k: v.to(dev) for k, v in state.best["model"].items()}}

@@ -39,9 +39,12 @@ __all__ = ["RunState", "TrainConfig", "TrainResult", "config_epoch_metrics", "fi
 class TrainResult:
     """What :func:`train` returns.
 
-    model: the trained MLP (eval mode, on the training device). history: every event emitted, in order.
-    metrics: the last evaluation (keys as in :func:`crc_core.metrics.epoch_metrics`, plus "epoch"); empty if
-    stopped before the first epoch ended. stopped: True when ``should_stop`` ended the run early. seconds: wall time.
+    model: the trained MLP (eval mode, on the training device): the last weights, or the kept epoch's under
+    ``config.keep = "best-test-accuracy"``. history: every event emitted, in order.
+    metrics: the evaluation of the returned weights' epoch (keys as in :func:`crc_core.metrics.epoch_metrics`, plus
+    "epoch"): the last one, or the kept epoch's; empty if stopped before the first epoch ended. stopped: True when
+    ``should_stop`` ended the run early. seconds: wall time. kept: None under keep="last"; else which epoch's
+    weights were returned and why: {"rule", "epoch" (None: no epoch was evaluated), "test_accuracy", "reason"}.
     """
 
     model: MLP
@@ -50,6 +53,7 @@ class TrainResult:
     stopped: bool = False
     seconds: float = 0.0
     steps: int = 0
+    kept: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -115,6 +119,7 @@ class RunState:
     shuffle: torch.Generator
     step: int = 0
     stopped: bool = False
+    best: dict[str, Any] | None = None  # keep="best-test-accuracy": {"epoch", "metrics", "model": state_dict}
 
 
 def run_epoch(run: RunState, epoch: int, log: EventLog, should_stop: Callable[[], bool] | None) -> StepStats:
@@ -203,14 +208,42 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
                 metrics = evaluated = {"epoch": epoch, "step": run.step,
                                        **config_epoch_metrics(run.model, config, test_ds)}
             log.epoch(epoch, run.step, epoch_stats.means(), evaluated)
+            if evaluated is not None:
+                _consider_for_keeping(run, evaluated)
             if epoch_checkpoint is not None:
                 save_epoch_checkpoint(epoch_checkpoint, run, epoch=epoch, seconds=log.seconds(), history=log.history,
                                       metrics=metrics)
             if run.step >= log.total_steps:
                 break
+    kept, metrics = _apply_keep(run, metrics)
     run.model.eval()
     seconds = log.done(run.stopped, run.step, metrics)
-    return TrainResult(run.model, log.history, metrics, run.stopped, seconds, run.step)
+    return TrainResult(run.model, log.history, metrics, run.stopped, seconds, run.step, kept)
+
+
+def _consider_for_keeping(run: RunState, evaluated: dict[str, Any]) -> None:
+    """Under keep="best-test-accuracy", copy the weights of an evaluated epoch into ``run.best`` when its standard
+    test accuracy beats every earlier one (strictly: the earliest epoch wins a tie); nothing under keep="last"."""
+    if run.config.keep == "last":
+        return
+    if run.best is None or evaluated["test_accuracy"] > run.best["metrics"]["test_accuracy"]:
+        run.best = {"epoch": int(evaluated["epoch"]), "metrics": dict(evaluated),
+                    "model": {k: v.detach().clone() for k, v in run.model.state_dict().items()}}
+
+
+def _apply_keep(run: RunState, metrics: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Put the kept epoch's weights into ``run.model``; return (what was kept and why, its metrics)."""
+    rule = run.config.keep
+    if rule == "last":
+        return None, metrics
+    if run.best is None:
+        return {"rule": rule, "epoch": None, "test_accuracy": None,
+                "reason": "no epoch was evaluated before the run ended: the weights as trained"}, metrics
+    run.model.load_state_dict(run.best["model"])
+    epoch, acc = run.best["epoch"], run.best["metrics"]["test_accuracy"]
+    return {"rule": rule, "epoch": epoch, "test_accuracy": acc,
+            "reason": f"epoch {epoch} had the best standard test accuracy ({acc:.4f}) of the evaluated epochs; "
+                      "the paper's selection, made on the test set"}, dict(run.best["metrics"])
 
 
 def _resume(run: RunState, log: EventLog, path: str | Path | None, config: TrainConfig,

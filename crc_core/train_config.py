@@ -16,7 +16,11 @@ from .errors import CRCError
 from .models import format_architecture
 from .training_kinds import KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
 
-__all__ = ["TrainConfig", "parse_widths"]
+__all__ = ["KEEP_RULES", "TrainConfig", "parse_widths"]
+
+# Which weights a run returns: the last epoch's, or those of the evaluated epoch with the best standard test
+# accuracy (the official code's model selection; it selects on the test set).
+KEEP_RULES: tuple[str, ...] = ("last", "best-test-accuracy")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class TrainConfig:
         log_every: steps between "step" events.
         train_limit, test_limit: use only the first N examples of a split (None: all).
         max_steps: stop after this many steps in total (None: run all epochs); for dry runs.
+        keep: which weights the run returns and saves: "last" (the final epoch's) or "best-test-accuracy" (those
+            of the evaluated epoch with the best standard test accuracy, the earliest on ties; only epochs that
+            ``eval_every`` evaluates are candidates). "best-test-accuracy" is the paper's selection; it uses the
+            test set (the authors' code evaluates after every epoch and keeps the checkpoint with the best test
+            accuracy), so the test accuracy it reports is optimistic.
     """
 
     dataset: str = "embedded"
@@ -86,6 +95,7 @@ class TrainConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     max_steps: int | None = None
+    keep: str = "last"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -134,6 +144,9 @@ class TrainConfig:
         positive_int("seed", self.seed, allow_zero=True)
         for name in ("train_limit", "test_limit", "max_steps"):
             positive_int(name, getattr(self, name), allow_none=True)
+        if self.keep not in KEEP_RULES:
+            raise CRCError(f"keep must be 'last' (the final epoch's weights) or 'best-test-accuracy' (the epoch "
+                           f"with the best standard test accuracy), got {self.keep!r}.")
         if self.eval_mode not in ("fast", "paper"):
             raise CRCError(f"eval_mode must be 'fast' or 'paper', got {self.eval_mode!r}.")
         try:

@@ -16,6 +16,7 @@ from ..certify import SOLVER_MODES
 from ..data import DATASET_NAMES
 from ..errors import CRCError
 from ..models import architecture_slug
+from ..train_config import KEEP_RULES
 from ..training_kinds import ADVERSARIAL_KINDS, KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
 from .common import PROG, output_file, set_threads
 from .progress import TrainProgress, fmt
@@ -108,6 +109,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--eval-every", type=int, default=1, metavar="N",
                    help="evaluate every N epochs (always after the last); default 1")
     g.add_argument("--test-limit", type=int, default=None, metavar="N", help="use only the first N test images")
+    g.add_argument("--keep", default="last", choices=KEEP_RULES,
+                   help="which weights to save: last (the final epoch's, default) or best-test-accuracy (the "
+                        "evaluated epoch with the best standard test accuracy: the paper's selection; it uses the "
+                        "test set)")
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda; default auto")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
@@ -139,7 +144,7 @@ def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
         attack_outer=args.attack_outer, attack_inner=args.attack_inner, eval_rho=args.eval_rho,
         eval_samples=args.eval_samples, eval_all_targets=not args.no_eval_all, eval_mode=args.eval_mode,
         eval_every=args.eval_every, log_every=args.log_every, train_limit=args.train_limit, test_limit=args.test_limit,
-        max_steps=args.max_steps)
+        max_steps=args.max_steps, keep=args.keep)
     if args.dry_run:
         settings.update(epochs=1, max_steps=min(3, args.max_steps or 3), train_limit=min(256, args.train_limit or 256),
                         test_limit=min(100, args.test_limit or 100), eval_samples=min(4, args.eval_samples),
@@ -233,5 +238,13 @@ def run(args: argparse.Namespace) -> int:
           f"test acc {fmt(metrics.get('test_accuracy'), True)}, certified acc at rho={config.eval_rho:g}: "
           f"runner-up {fmt(metrics.get('certified_accuracy'), True)}, "
           f"all-class {fmt(metrics.get('certified_accuracy_all'), True)}"
+          f"{_kept_text(result.kept)}"
           f"{' [stopped early]' if result.stopped else ''}")
     return EXIT_INTERRUPTED if result.stopped else 0
+
+
+def _kept_text(kept: dict[str, Any] | None) -> str:
+    """", kept epoch 2 (best standard test accuracy)" under --keep best-test-accuracy; "" otherwise."""
+    if kept is None:
+        return ""
+    return f", kept epoch {kept['epoch']} (best standard test accuracy)" if kept["epoch"] is not None else ""

@@ -1,0 +1,154 @@
+"""TrainConfig.keep: "best-test-accuracy" (the paper's model selection; it uses the test set) returns the weights of
+the evaluated epoch with the best standard test accuracy, keeps that epoch across an interrupted and resumed run
+(bitwise on CPU), says which epoch it kept in the run record; the default "last" changes nothing."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from crc_core.checkpoints import load_checkpoint
+from crc_core.cli import main
+from crc_core.data import Dataset, load_dataset
+from crc_core.epoch_checkpoint import load_epoch_checkpoint
+from crc_core.errors import CheckpointError, CRCError
+from crc_core.run_records import run_record
+from crc_core.sweep.config import parse_sweep_config, trial_settings
+from crc_core.train import TrainConfig, train
+
+train_mod = importlib.import_module("crc_core.train")  # the module (crc_core.train is the function)
+BEST = "best-test-accuracy"
+
+
+@functools.cache
+def tiny_data() -> tuple[Dataset, Dataset]:
+    return load_dataset("embedded", "train", limit=192), load_dataset("embedded", "test", limit=40)
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(widths=(12,), kind="crt", gamma=0.01, crt_eps=0.5, epochs=3, batch_size=64, eval_samples=4,
+                log_every=1, device="cpu", attack_outer=2, attack_inner=2, seed=5)
+    return TrainConfig(**{**base, **kw})
+
+
+def fake_accuracies(monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
+    """Each epoch evaluation (the real one, random draws included) reports the next value of the returned list as
+    its test accuracy; the weights it saw are appended to the second list."""
+    accs: list[float] = []
+    seen: list[dict[str, torch.Tensor]] = []
+    real: Callable = train_mod.config_epoch_metrics
+
+    def patched(model, config, test):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {**real(model, config, test), "test_accuracy": accs.pop(0)}
+
+    monkeypatch.setattr(train_mod, "config_epoch_metrics", patched)
+    return accs, seen
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("accs, best", [([0.5, 0.9, 0.7], 2), ([0.9, 0.9, 0.5], 1), ([0.1, 0.2, 0.3], 3)])
+def test_the_best_epoch_is_kept(accs: list[float], best: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    queue, seen = fake_accuracies(monkeypatch)
+    queue.extend(accs)
+    config = tiny(kind="standard", gamma=0.0, keep=BEST)
+    result = train(config, data=tiny_data())
+    assert len(seen) == 3 and not same_weights(seen[0], seen[2])
+    assert same_weights(result.model.state_dict(), seen[best - 1])  # the kept epoch's weights, exactly
+    assert result.kept is not None and result.kept["epoch"] == best and result.kept["test_accuracy"] == max(accs)
+    assert result.metrics["epoch"] == best and result.metrics["test_accuracy"] == max(accs)
+    assert result.history[-1]["metrics"]["epoch"] == best  # the "done" event describes the kept weights
+    record = run_record(config, result, source="test")
+    assert record["kept"]["epoch"] == best and "test set" in record["kept"]["reason"]
+    assert record["metrics"]["epoch"] == best and record["config"]["keep"] == BEST
+
+
+def test_resumed_run_keeps_the_same_best_and_ends_bitwise_equal(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    queue, _ = fake_accuracies(monkeypatch)
+    config = tiny(keep=BEST)
+    queue.extend([0.5, 0.9, 0.7])
+    straight = train(config, data=tiny_data())
+    ckpt = tmp_path / "last-epoch.pt"
+    queue.extend([0.5, 0.9])
+    seen = {"steps": 0}
+
+    def stop_after_two_epochs() -> bool:
+        seen["steps"] += 1
+        return seen["steps"] > 2 * 3
+
+    cut = train(config, data=tiny_data(), epoch_checkpoint=ckpt, should_stop=stop_after_two_epochs)
+    assert cut.stopped and cut.kept["epoch"] == 2
+    state = load_epoch_checkpoint(ckpt, config, 192)
+    assert state.epoch == 2 and state.best is not None and state.best["epoch"] == 2
+    queue.append(0.7)  # only epoch 3 is trained and evaluated after the resume
+    resumed = train(config, data=tiny_data(), epoch_checkpoint=ckpt, resume=True)
+    assert not queue and resumed.kept == straight.kept and resumed.kept["epoch"] == 2
+    assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
+    strip = ("seconds", "eval_seconds")
+    assert ({k: v for k, v in resumed.metrics.items() if k not in strip}
+            == {k: v for k, v in straight.metrics.items() if k not in strip})
+    again = train(config, data=tiny_data(), epoch_checkpoint=ckpt, resume=True)  # finished: nothing to train
+    assert again.kept == straight.kept and same_weights(again.model.state_dict(), straight.model.state_dict())
+
+
+def test_default_keeps_the_last_epoch_and_nothing_else_changes(tmp_path: Path) -> None:
+    config = tiny(kind="standard", gamma=0.0, epochs=2)
+    assert config.keep == "last" and "keep" not in trial_settings(config)  # sweep trial ids are unchanged
+    ckpt = tmp_path / "e.pt"
+    result = train(config, data=tiny_data(), epoch_checkpoint=ckpt)
+    assert result.kept is None and result.metrics["epoch"] == 2
+    assert "kept" not in run_record(config, result, source="test")
+    raw = torch.load(ckpt, weights_only=True)
+    assert "best" not in raw
+    # an epoch checkpoint written before keep existed resumes as keep="last" and is refused for the other rule
+    del raw["config"]["keep"]
+    torch.save(raw, ckpt)
+    assert load_epoch_checkpoint(ckpt, config, 192).best is None
+    with pytest.raises(CheckpointError, match="keep: None there, 'best-test-accuracy' now"):
+        load_epoch_checkpoint(ckpt, tiny(kind="standard", gamma=0.0, epochs=2, keep=BEST), 192)
+
+
+def test_a_run_stopped_before_any_evaluation_keeps_its_weights_and_says_so() -> None:
+    result = train(tiny(kind="standard", gamma=0.0, keep=BEST), data=tiny_data(), should_stop=lambda: True)
+    assert result.stopped and result.kept["epoch"] is None and "no epoch was evaluated" in result.kept["reason"]
+
+
+@pytest.mark.parametrize("value", ["best", "", None, 1])
+def test_bad_keep_is_refused_in_one_sentence(value) -> None:
+    with pytest.raises(CRCError, match=r"^keep must be 'last' .* or 'best-test-accuracy' .*, got .*\.$"):
+        tiny(keep=value)
+
+
+def test_sweep_files_accept_keep() -> None:
+    doc = {"name": "k", "train": {"dataset": "embedded", "widths": 8, "kind": "standard", "epochs": 1,
+                                  "keep": BEST}, "grid": {"seed": [0]}}
+    sweep = parse_sweep_config(doc)
+    assert sweep.trials[0].config.keep == BEST and trial_settings(sweep.trials[0].config)["keep"] == BEST
+    assert sweep.trials[0].trial_id != parse_sweep_config({**doc, "train": {**doc["train"], "keep": "last"}}
+                                                          ).trials[0].trial_id
+    bad = copy.deepcopy(doc)
+    bad["train"]["keep"] = "best"
+    with pytest.raises(CRCError, match="keep must be 'last'"):
+        parse_sweep_config(bad)
+
+
+def test_cli_keep_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "best.pt"
+    assert main(["train", "--dry-run", "--kind", "standard", "--widths", "8", "--out", str(out), "--quiet",
+                 "--device", "cpu", "--eval-samples", "0", "--keep", BEST]) == 0
+    _, meta = load_checkpoint(out)
+    assert meta["config"]["keep"] == BEST and meta["kept"]["epoch"] == 1
+    assert "kept epoch 1 (best standard test accuracy)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--dry-run", "--keep", "best", "--out", str(tmp_path / "x.pt")])
+    assert exc.value.code == 2
