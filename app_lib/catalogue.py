@@ -223,6 +223,21 @@ def dataset_note(trained_on: str | None, dataset: str, home: str | None) -> str 
             f"and radii mean little: pick {home} above.")
 
 
+def subset_note(trained_on: str | None, dataset: str, home: str | None) -> str | None:
+    """One sentence when a model trained on the full Fashion-MNIST is shown the embedded subset of its test images
+    (the same images, a stratified subset of them): why, and how to get all of them; None otherwise."""
+    if (dataset != "embedded" or not trained_on or normalize_dataset(trained_on) != "fashion-mnist"
+            or trained_on == "embedded"):
+        return None
+    n = len(cached_test_set("embedded"))
+    if home == "embedded":  # the full set is not on this machine
+        return (f"This model was trained on the full Fashion-MNIST, whose test split is not on this machine: the "
+                f"pages use the embedded subset, {n:,} of the same test images. Put Fashion-MNIST's IDX files in "
+                "$CRC_DATA_DIR/fashion-mnist and reload to use all of them.")
+    return (f"The embedded subset holds {n:,} of this model's Fashion-MNIST test images; pick {home} above to use "
+            "all of them.")
+
+
 def catalogue_labels() -> dict[str, str]:
     """id -> picker label of every model that loads."""
     ids, _refs, labels, _errors = entries()

@@ -20,6 +20,7 @@ from app_lib.catalogue import (
     entries,
     home_dataset,
     model_for,
+    subset_note,
 )
 from app_lib.navigation import PAGES, Page
 from app_lib.state import (
@@ -131,6 +132,8 @@ def _dataset_picker(sb: Any, model_id: str, trained_on: str | None) -> str:
     sb.caption(f"Dataset in use: **{dataset}** (test split). Trained on: {trained_on or 'unknown'}.")
     if note := dataset_note(trained_on, dataset, home):
         sb.warning(note, icon=":material/swap_horiz:")
+    elif note := subset_note(trained_on, dataset, home):
+        sb.info(note, icon=":material/info:")
     return dataset
 
 
