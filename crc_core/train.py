@@ -175,7 +175,8 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
              :func:`crc_core.metrics.epoch_metrics` (None on epochs skipped by ``eval_every``)};
             {"kind": "done", "stopped", "step", "seconds", "metrics"}.
         should_stop: polled before every step; when it returns True the loop ends after the current step and
-            the result has ``stopped=True`` with the model as trained so far (usable, finite).
+            the result has ``stopped=True`` with the model as trained so far (usable, finite; under
+            ``config.keep="best-test-accuracy"`` the best evaluated epoch so far, when there is one).
         init_model: continue from these weights (copied; must match the config's architecture).
         data: (train, test) datasets to use instead of loading ``config.dataset`` (limits still apply).
         epoch_checkpoint: write the full training state there after every finished epoch

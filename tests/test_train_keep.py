@@ -20,6 +20,7 @@ from crc_core.epoch_checkpoint import load_epoch_checkpoint
 from crc_core.errors import CheckpointError, CRCError
 from crc_core.run_records import run_record
 from crc_core.sweep.config import parse_sweep_config, trial_settings
+from crc_core.sweep.trial import execute_trial
 from crc_core.train import TrainConfig, train
 
 train_mod = importlib.import_module("crc_core.train")  # the module (crc_core.train is the function)
@@ -136,6 +137,10 @@ def test_sweep_files_accept_keep() -> None:
     assert sweep.trials[0].config.keep == BEST and trial_settings(sweep.trials[0].config)["keep"] == BEST
     assert sweep.trials[0].trial_id != parse_sweep_config({**doc, "train": {**doc["train"], "keep": "last"}}
                                                           ).trials[0].trial_id
+    small = parse_sweep_config({**doc, "train": {**doc["train"], "epochs": 2, "train_limit": 64, "test_limit": 16},
+                                "evaluate": {"rho": [0.5], "targets": ["runner-up"], "images": 4}})
+    out = execute_trial(small.trials[0], small.evaluate)
+    assert out.record["kept"]["epoch"] in (1, 2) and out.record["kept"]["rule"] == BEST
     bad = copy.deepcopy(doc)
     bad["train"]["keep"] = "best"
     with pytest.raises(CRCError, match="keep must be 'last'"):
