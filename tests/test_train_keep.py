@@ -5,37 +5,25 @@ the evaluated epoch with the best standard test accuracy, keeps that epoch acros
 from __future__ import annotations
 
 import copy
-import functools
 import importlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from test_train_resume import stop_after_epochs, tiny, tiny_data
 
 from crc_core.checkpoints import load_checkpoint
 from crc_core.cli import main
-from crc_core.data import Dataset, load_dataset
 from crc_core.epoch_checkpoint import load_epoch_checkpoint
 from crc_core.errors import CheckpointError, CRCError
 from crc_core.run_records import run_record
 from crc_core.sweep.config import parse_sweep_config, trial_settings
 from crc_core.sweep.trial import execute_trial
-from crc_core.train import TrainConfig, train
+from crc_core.train import train
 
 train_mod = importlib.import_module("crc_core.train")  # the module (crc_core.train is the function)
 BEST = "best-test-accuracy"
-
-
-@functools.cache
-def tiny_data() -> tuple[Dataset, Dataset]:
-    return load_dataset("embedded", "train", limit=192), load_dataset("embedded", "test", limit=40)
-
-
-def tiny(**kw) -> TrainConfig:
-    base = dict(widths=(12,), kind="crt", gamma=0.01, crt_eps=0.5, epochs=3, batch_size=64, eval_samples=4,
-                log_every=1, device="cpu", attack_outer=2, attack_inner=2, seed=5)
-    return TrainConfig(**{**base, **kw})
 
 
 def fake_accuracies(monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], list[dict[str, torch.Tensor]]]:
@@ -81,13 +69,7 @@ def test_resumed_run_keeps_the_same_best_and_ends_bitwise_equal(tmp_path: Path,
     straight = train(config, data=tiny_data())
     ckpt = tmp_path / "last-epoch.pt"
     queue.extend([0.5, 0.9])
-    seen = {"steps": 0}
-
-    def stop_after_two_epochs() -> bool:
-        seen["steps"] += 1
-        return seen["steps"] > 2 * 3
-
-    cut = train(config, data=tiny_data(), epoch_checkpoint=ckpt, should_stop=stop_after_two_epochs)
+    cut = train(config, data=tiny_data(), epoch_checkpoint=ckpt, should_stop=stop_after_epochs(2, 3))
     assert cut.stopped and cut.kept["epoch"] == 2
     state = load_epoch_checkpoint(ckpt, config, 192)
     assert state.epoch == 2 and state.best is not None and state.best["epoch"] == 2
