@@ -30,7 +30,7 @@ from .local import local_certificate
 from .models import MLP, as_dtype, require_curvature_model
 from .row_space import RowSpace
 from .solvers.fast import FastResult, ProvedStart, Rows, solve_fast
-from .solvers.paper import solve_paper
+from .solvers.paper import PaperResult, solve_paper
 from .targets import TARGET_MODES, TargetMode, choose_targets, margin, runner_up
 from .tolerances import EXACT_DIST_RTOL, EXACT_MARGIN_RTOL, TINY_F64
 
@@ -189,8 +189,7 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
     m64 = as_dtype(model, torch.float64)
     if mode == "paper":
         tracker = BoundTracker.new(rows.x0)
-        oracle = MarginOracle(model, y_row, t_row)
-        solved = FastResult(solve_paper(oracle, rows.x0, pb.m, pb.M, pb.K, tracker), torch.zeros_like(protect))
+        solved = solve_paper(MarginOracle(model, y_row, t_row), rows.x0, pb.m, pb.M, pb.K, tracker)
         res = finalise(m64, rows, y_row, t_row, tracker, solved)
     else:
         res = _fast_rows(model, m64, x0, rows, y_row, t_row, keep_dual=local)
@@ -256,10 +255,11 @@ def _fast_rows(model: MLP, m64: MLP, x0: torch.Tensor, rows: Rows, y: torch.Tens
     return res
 
 
-def finalise(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: BoundTracker, solved: FastResult
-             ) -> RowCertificates:
+def finalise(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: BoundTracker,
+             solved: FastResult | PaperResult) -> RowCertificates:
     """Recompute (*) in float64 on the float64 model ``m64`` at each row's best point; decide exactness.
-    Rows the solver dropped (``solved.dropped``) are not ``refined``.
+    ``solved``: either solver's result (it leaves its points and bounds in ``tracker``). Rows the solver dropped
+    (``solved.dropped``) are not ``refined``.
 
     Where the solver's first step proved f(x0) and an upper bound on ‖∇f(x0)‖ (``solved.grad_norm_up_x0``), rows
     still at x0 that are not protected (targets settled by their first step, which cannot be the image's minimum)
