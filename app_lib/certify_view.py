@@ -114,8 +114,8 @@ def take_upload(data: bytes, name: str, colours: str) -> images.UploadedImage:
 class Certificate:
     """The certificate of one image. radius/target: the guarantee and its arg-min class (-1 when misclassified);
     upper: the upper end of the distance, the distance of ``boundary`` (x_b, :mod:`app_lib.closest_point`; inf when
-    no point where another class wins was found); radii (C,) and exact_t (C,) per target (NaN / False at the
-    prediction); ``toward`` (784,): the direction the margin chart and the slice follow (to x_b, else to the arg-min
+    no point where another class wins was found); radius_by_class (C,) and exact_by_class (C,) (NaN / False at
+    the prediction); ``toward`` (784,): the direction the margin chart and the slice follow (to x_b, else to the arg-min
     target's dual point, where the prediction still holds, else down the margin's gradient)."""
 
     pred: int
@@ -128,8 +128,8 @@ class Certificate:
     upper: float
     runner_up: int
     runner_up_radius: float
-    radii: np.ndarray
-    exact_t: np.ndarray
+    radius_by_class: np.ndarray
+    exact_by_class: np.ndarray
     logits: np.ndarray
     boundary: Boundary | None
     toward: torch.Tensor
@@ -201,7 +201,8 @@ def _certificate(key: str, image_key: str, index: int | None, label: int | None,
         radius=float(cert.radius[0]), target=target, exact=bool(cert.exact[0]),
         upper=boundary.distance if boundary is not None else float("inf"),
         runner_up=int(cert.runner_up[0]), runner_up_radius=float(cert.runner_up_radius[0]),
-        radii=cert.radii[0].detach().cpu().double().numpy(), exact_t=cert.exact_t[0].cpu().numpy(),
+        radius_by_class=cert.radius_by_class[0].detach().cpu().double().numpy(),
+        exact_by_class=cert.exact_by_class[0].cpu().numpy(),
         logits=logits.numpy(), boundary=boundary, toward=toward, toward_class=toward_class)
 
 
@@ -328,10 +329,11 @@ def _slice(key: str, image_key: str, mode: str, device: str, second: str, other:
 
     other_b = None
     if second == "target":
-        row = _batch.targets_t[0].tolist()
-        if other is None or other not in row or not bool(torch.isfinite(_batch.upper_t[0, row.index(other)])):
+        row = _batch.target_by_row[0].tolist()
+        found = other is not None and other in row and bool(torch.isfinite(_batch.upper_by_row[0, row.index(other)]))
+        if not found:
             raise CRCError("The certifier found no boundary point for that class: pick another class or direction.")
-        other_b = _batch.x_boundary_t[0, row.index(other)]
+        other_b = _batch.x_boundary_by_row[0, row.index(other)]
     x0 = _x.to(device)
     d = second_direction(_model, x0, second, y=_cert.pred, t=_cert.toward_class, rho=rho, other_boundary=other_b)
     return decision_slice(_model, x0, x0 + _cert.toward.to(device), d, radius=_cert.radius, rho=rho, y=_cert.pred,
@@ -340,7 +342,7 @@ def _slice(key: str, image_key: str, mode: str, device: str, second: str, other:
 
 def other_targets(cert: Certificate, batch: CertificateBatch) -> list[int]:
     """Classes whose boundary point can span the 'target' direction: one was found, and not x_b's class."""
-    row, up = batch.targets_t[0].tolist(), batch.upper_t[0]
+    row, up = batch.target_by_row[0].tolist(), batch.upper_by_row[0]
     return [t for j, t in enumerate(row) if t != cert.toward_class and bool(torch.isfinite(up[j]))]
 
 

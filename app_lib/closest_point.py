@@ -90,9 +90,10 @@ def closest_boundary(model: MLP, x0: torch.Tensor, cert: CertificateBatch, class
     """x_b of a correctly classified image: the closest of the certifier's boundary points (a one-image batch
     ``cert``) and the attack's point (with ``attack``), each moved onto the boundary; None when none was found."""
     pred = int(cert.pred[0])
-    rows = torch.isfinite(cert.upper_t[0].detach().cpu())
-    cands = [cert.x_boundary_t[0, j].detach().cpu().double() for j in torch.nonzero(rows).reshape(-1).tolist()]
-    found = [f"the certifier (target {class_names[int(cert.targets_t[0, j])]})"
+    rows = torch.isfinite(cert.upper_by_row[0].detach().cpu())
+    cands = [cert.x_boundary_by_row[0, j].detach().cpu().double()
+             for j in torch.nonzero(rows).reshape(-1).tolist()]
+    found = [f"the certifier (target {class_names[int(cert.target_by_row[0, j])]})"
              for j in torch.nonzero(rows).reshape(-1).tolist()]
     xa = attack_point(model, x0, pred) if attack else None
     if xa is not None:

@@ -63,8 +63,9 @@ def run_model(ck: Path, dataset: str, n: int, targets: str) -> list[str]:
     name = f"{ck.name} ({targets}; float32 {1e3 * (t1 - t0) / len(ds):.2f} ms/img, {c32.n_grad.double().mean():.1f} " \
            f"grads; float64 {1e3 * (t2 - t1) / len(ds):.2f} ms/img, {c64.n_grad.double().mean():.1f} grads)"
     if targets == "all":  # every class's own radius (refine="every-target", the default)
-        done = ~torch.isnan(c64.radii)
-        return shortfall_lines(name, c32.radii[done], c64.radii[done], c64.exact_t[done])
+        done = ~torch.isnan(c64.radius_by_class)
+        return shortfall_lines(name, c32.radius_by_class[done], c64.radius_by_class[done],
+                               c64.exact_by_class[done])
     return shortfall_lines(name, c32.radius, c64.radius, c64.exact)
 
 

@@ -30,7 +30,7 @@ from .local import local_certificate
 from .models import MLP, as_dtype, require_curvature_model
 from .row_space import RowSpace
 from .solvers.fast import FastResult, ProvedStart, Rows, solve_fast
-from .solvers.paper import solve_paper
+from .solvers.paper import PaperResult, solve_paper
 from .targets import TARGET_MODES, TargetMode, choose_targets, margin, runner_up
 from .tolerances import EXACT_DIST_RTOL, EXACT_MARGIN_RTOL, TINY_F64
 
@@ -52,14 +52,15 @@ class CertificateBatch:
     [radius, upper]); runner_up (class id); runner_up_radius (nan when the runner-up was not a target);
     x_boundary (B, D): the arg-min target's boundary point (the dual's point when not exact).
 
-    Per class (B, C), indexed by class id, nan / False / 0 where the class was not a target: ``radii``, ``exact_t``,
-    ``n_grad_t``; ``logits`` (B, C); ``refined_t`` (B, C) bool: the class's radius is its own certificate (solved
-    as if it were the only target). Always True with refine="every-target" (the default); with refine="minimum" a
-    class that provably cannot be the image's minimum is left early (False): its radius is a sound lower bound,
-    possibly looser. The per-image radius and the runner-up's are always refined fully.
+    Per class (B, C), indexed by class id, ``…_by_class``, nan / False / 0 where the class was not a target:
+    ``radius_by_class``, ``exact_by_class``, ``n_grad_by_class``; ``logits`` (B, C); ``refined_by_class`` (B, C)
+    bool: the class's radius is its own certificate (solved as if it were the only target). Always True with
+    refine="every-target" (the default); with refine="minimum" a class that provably cannot be the image's minimum
+    is left early (False): its radius is a sound lower bound, possibly looser. The per-image radius and the
+    runner-up's are always refined fully.
 
-    Per target row (B, T), in the order of ``targets_t`` (class ids): ``x_boundary_t`` (B, T, D), ``eta_t``,
-    ``margin_t`` (f at the shown point), ``upper_t``.
+    Per target row (B, T), ``…_by_row``, row j of image i is the target class ``target_by_row[i, j]``:
+    ``x_boundary_by_row`` (B, T, D), ``eta_by_row``, ``margin_by_row`` (f at the shown point), ``upper_by_row``.
     """
 
     pred: torch.Tensor
@@ -75,16 +76,16 @@ class CertificateBatch:
     x_boundary: torch.Tensor
     runner_up: torch.Tensor
     runner_up_radius: torch.Tensor
-    radii: torch.Tensor
-    exact_t: torch.Tensor
-    n_grad_t: torch.Tensor
+    radius_by_class: torch.Tensor
+    exact_by_class: torch.Tensor
+    n_grad_by_class: torch.Tensor
     logits: torch.Tensor
-    refined_t: torch.Tensor
-    targets_t: torch.Tensor
-    x_boundary_t: torch.Tensor
-    eta_t: torch.Tensor
-    margin_t: torch.Tensor
-    upper_t: torch.Tensor
+    refined_by_class: torch.Tensor
+    target_by_row: torch.Tensor
+    x_boundary_by_row: torch.Tensor
+    eta_by_row: torch.Tensor
+    margin_by_row: torch.Tensor
+    upper_by_row: torch.Tensor
     mode: str = "fast"
     targets: str = "all"
     bound_method: str = ""
@@ -98,14 +99,15 @@ class CertificateBatch:
         """One row per (image, target) pair (pandas DataFrame)."""
         import pandas as pd
 
-        B, T = self.targets_t.shape
+        B, T = self.target_by_row.shape
         img = torch.arange(B).repeat_interleave(T)
-        t = self.targets_t.reshape(-1).cpu()
+        t = self.target_by_row.reshape(-1).cpu()
         return pd.DataFrame({
             "image": img.numpy(), "pred": self.pred.cpu()[img].numpy(), "target": t.numpy(),
-            "radius": self.radii.cpu()[img, t].numpy(), "exact": self.exact_t.cpu()[img, t].numpy(),
-            "eta": self.eta_t.reshape(-1).cpu().numpy(), "margin_at_boundary": self.margin_t.reshape(-1).cpu().numpy(),
-            "upper": self.upper_t.reshape(-1).cpu().numpy(), "n_grad": self.n_grad_t.cpu()[img, t].numpy(),
+            "radius": self.radius_by_class.cpu()[img, t].numpy(),
+            "exact": self.exact_by_class.cpu()[img, t].numpy(), "eta": self.eta_by_row.reshape(-1).cpu().numpy(),
+            "margin_at_boundary": self.margin_by_row.reshape(-1).cpu().numpy(),
+            "upper": self.upper_by_row.reshape(-1).cpu().numpy(), "n_grad": self.n_grad_by_class.cpu()[img, t].numpy(),
         })
 
     def to_frame(self):
@@ -167,7 +169,7 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
     refine (fast mode, several targets): "every-target" solves each target as if it were the only one (every
     per-class radius is that class's own certificate); "minimum" solves fully only what the image's radius and
     the runner-up's need (a target that provably cannot be the minimum keeps a sound, looser bound; see
-    ``refined_t``): same per-image and runner-up radii, far fewer gradient evaluations.
+    ``refined_by_class``): same per-image and runner-up radii, far fewer gradient evaluations.
 
     Guarantee: no x' with ‖x' - x0‖ < radius changes the prediction (in exact arithmetic on the float64 model).
     """
@@ -187,8 +189,7 @@ def certify(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None, *, 
     m64 = as_dtype(model, torch.float64)
     if mode == "paper":
         tracker = BoundTracker.new(rows.x0)
-        oracle = MarginOracle(model, y_row, t_row)
-        solved = FastResult(solve_paper(oracle, rows.x0, pb.m, pb.M, pb.K, tracker), torch.zeros_like(protect))
+        solved = solve_paper(MarginOracle(model, y_row, t_row), rows.x0, pb.m, pb.M, pb.K, tracker)
         res = finalise(m64, rows, y_row, t_row, tracker, solved)
     else:
         res = _fast_rows(model, m64, x0, rows, y_row, t_row, keep_dual=local)
@@ -254,10 +255,11 @@ def _fast_rows(model: MLP, m64: MLP, x0: torch.Tensor, rows: Rows, y: torch.Tens
     return res
 
 
-def finalise(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: BoundTracker, solved: FastResult
-             ) -> RowCertificates:
+def finalise(m64: MLP, rows: Rows, y: torch.Tensor, t: torch.Tensor, tracker: BoundTracker,
+             solved: FastResult | PaperResult) -> RowCertificates:
     """Recompute (*) in float64 on the float64 model ``m64`` at each row's best point; decide exactness.
-    Rows the solver dropped (``solved.dropped``) are not ``refined``.
+    ``solved``: either solver's result (it leaves its points and bounds in ``tracker``). Rows the solver dropped
+    (``solved.dropped``) are not ``refined``.
 
     Where the solver's first step proved f(x0) and an upper bound on ‖∇f(x0)‖ (``solved.grad_norm_up_x0``), rows
     still at x0 that are not protected (targets settled by their first step, which cannot be the image's minimum)
@@ -348,7 +350,7 @@ def _reduce(res: RowCertificates, logits: torch.Tensor, pred: torch.Tensor, labe
     def by_class(v: torch.Tensor, fill: float | bool | int) -> torch.Tensor:
         return torch.full((B, C), fill, dtype=v.dtype, device=dev).scatter_(1, T, v.reshape(B, nT))
 
-    radii = by_class(rad, float("nan"))
+    radius_by_class = by_class(rad, float("nan"))
     ru = runner_up(logits, pred)
     upper = res.upper.reshape(B, nT)
     return CertificateBatch(
@@ -357,8 +359,10 @@ def _reduce(res: RowCertificates, logits: torch.Tensor, pred: torch.Tensor, labe
         exact=res.exact[pick] & correct, eta=res.eta[pick], margin=res.margin[pick],
         n_grad=res.n_grad.reshape(B, nT).sum(1),
         upper=torch.where(correct, upper.min(1).values, torch.zeros_like(upper[:, 0])),
-        x_boundary=res.x_show[pick].to(dt), runner_up=ru, runner_up_radius=radii.gather(1, ru[:, None])[:, 0],
-        radii=radii, exact_t=by_class(res.exact & correct.repeat_interleave(nT), False),
-        n_grad_t=by_class(res.n_grad, 0), logits=logits, refined_t=by_class(res.refined, False), targets_t=T,
-        x_boundary_t=res.x_show.reshape(B, nT, -1).to(dt), eta_t=res.eta.reshape(B, nT),
-        margin_t=res.margin.reshape(B, nT), upper_t=upper, mode=mode, targets=targets, bound_method=bound_method)
+        x_boundary=res.x_show[pick].to(dt), runner_up=ru,
+        runner_up_radius=radius_by_class.gather(1, ru[:, None])[:, 0], radius_by_class=radius_by_class,
+        exact_by_class=by_class(res.exact & correct.repeat_interleave(nT), False),
+        n_grad_by_class=by_class(res.n_grad, 0), logits=logits, refined_by_class=by_class(res.refined, False),
+        target_by_row=T, x_boundary_by_row=res.x_show.reshape(B, nT, -1).to(dt), eta_by_row=res.eta.reshape(B, nT),
+        margin_by_row=res.margin.reshape(B, nT), upper_by_row=upper, mode=mode, targets=targets,
+        bound_method=bound_method)

@@ -62,7 +62,7 @@ def evaluate(model: MLP, images: torch.Tensor, labels: torch.Tensor, *, rho: flo
         c = certify(model, xb, lb, targets=targets, mode=mode, bounds=bounds, local=local, refine="minimum")
         df = c.to_frame()
         df.insert(0, "index", range(s, s + xb.shape[0]))
-        if targets not in ("runner-up", "all"):  # the paper's runner-up radius (already in c.radii for "all")
+        if targets not in ("runner-up", "all"):  # the paper's runner-up radius (in radius_by_class for "all")
             ru = certify(model, xb, lb, targets="runner-up", mode=mode, bounds=bounds, local=local)
             df["runner_up_radius"] = ru.radius.cpu().numpy()
         df["certified"] = (c.correct & (c.radius >= rho)).cpu().numpy()

@@ -201,8 +201,8 @@ def slice_from_certificate(model: MLP, x0: torch.Tensor, cert: CertificateBatch,
 
     u points to the certificate's boundary point x_b (its arg-min target t); ``second`` picks v (see
     :func:`second_direction`): the Hessian eigenvectors are those of ∇²(z_y − z_t); "target" goes towards the
-    boundary point of ``other_target`` (which must have been certified, i.e. be in ``cert.targets_t``, and have a
-    boundary point found: a finite ``cert.upper_t``).
+    boundary point of ``other_target`` (which must have been certified, i.e. be in ``cert.target_by_row``, and
+    have a boundary point found: a finite ``cert.upper_by_row``).
     """
     i = int(index)
     if not 0 <= i < cert.pred.shape[0]:
@@ -217,15 +217,15 @@ def slice_from_certificate(model: MLP, x0: torch.Tensor, cert: CertificateBatch,
         raise CRCError("This image is misclassified: it has no certificate, hence no boundary point to draw.")
     other = None
     if second == "target":
-        row = cert.targets_t[i].tolist()
+        row = cert.target_by_row[i].tolist()
         if other_target is None or int(other_target) not in row or int(other_target) == t:
             raise CRCError(f"The 'target' direction needs another certified target class (one of "
                            f"{[c for c in row if c != t]}), got {other_target!r}.")
         j = row.index(int(other_target))
-        if not bool(torch.isfinite(cert.upper_t[i, j])):
+        if not bool(torch.isfinite(cert.upper_by_row[i, j])):
             raise CRCError(f"The certifier found no boundary point for target {int(other_target)} (it proved a "
                            "radius without one): pick another target or direction.")
-        other = cert.x_boundary_t[i, j]
+        other = cert.x_boundary_by_row[i, j]
     d = second_direction(model, x0, second, y=y, t=t, rho=rho, other_boundary=other, seed=seed)
     label = second if second != "target" else f"target {other_target}"
     return decision_slice(model, x0, cert.x_boundary[i], d, radius=float(cert.radius[i]), rho=rho, y=y,

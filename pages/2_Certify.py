@@ -71,8 +71,8 @@ with ui.guard("Certify"):
         ui.explain(texts.CERTIFY)
         c1, c2 = st.columns(2)
         with c1:
-            ui.plot(plots.radii_bar(cert.radii, names, pred=cert.pred, runner_up=cert.runner_up, rho=rho,
-                                    exact=cert.exact_t, correct=cert.correct), key="radii")
+            ui.plot(plots.radii_bar(cert.radius_by_class, names, pred=cert.pred, runner_up=cert.runner_up,
+                                    rho=rho, exact=cert.exact_by_class, correct=cert.correct), key="radii")
         with c2:
             ui.plot(plots.margins_bar(cert.logits, names, pred=cert.pred, label=cert.label), key="margins")
 

@@ -149,7 +149,7 @@ def attack_model(z: Zoo, n_images: int, batch: int) -> CertRow:
         x, lab = z.test.images[s:min(s + batch, n)], z.test.labels[s:min(s + batch, n)]
         c = certify(z.model, x, lab, targets="all", bounds=bounds)
         ok = c.correct & (c.radius > 0)
-        towards_b = c.x_boundary_t - x[:, None, :]
+        towards_b = c.x_boundary_by_row - x[:, None, :]
         res = attack_certificates(z.model, x[ok], c.pred[ok], c.radius[ok], extra_dirs=towards_b[ok], pgd_restarts=3,
                                   seed=s)
         tot.images += x.shape[0]

@@ -1,5 +1,6 @@
 """Certificate solver: API, modes, targets, exactness, bad input."""
 
+import dataclasses
 import importlib
 
 import pytest
@@ -31,13 +32,15 @@ def test_shapes_and_frame(model, data):
     x, lab = data
     c = certify(model, x, lab)
     B = x.shape[0]
-    assert c.radius.shape == (B,) and c.radii.shape == (B, 10) and c.x_boundary.shape == (B, x.shape[1])
-    assert c.targets_t.shape == (B, 9) and c.x_boundary_t.shape == (B, 9, x.shape[1])
+    assert c.radius.shape == (B,) and c.radius_by_class.shape == (B, 10)
+    assert c.x_boundary.shape == (B, x.shape[1])
+    assert c.target_by_row.shape == (B, 9) and c.x_boundary_by_row.shape == (B, 9, x.shape[1])
     # radius = min over targets, 0 and no target for misclassified images
     ok = c.correct
-    torch.testing.assert_close(c.radius[ok], torch.nan_to_num(c.radii[ok], nan=float("inf")).min(1).values)
+    per_class = torch.nan_to_num(c.radius_by_class[ok], nan=float("inf"))
+    torch.testing.assert_close(c.radius[ok], per_class.min(1).values)
     assert (c.radius[~ok] == 0).all() and (c.target[~ok] == -1).all()
-    assert torch.isnan(c.radii[torch.arange(B), c.pred]).all()
+    assert torch.isnan(c.radius_by_class[torch.arange(B), c.pred]).all()
     df = c.to_frame()
     assert len(df) == B and {"radius", "exact", "n_grad", "upper", "runner_up_radius"} <= set(df.columns)
     assert len(c.to_frame_per_target()) == B * 9
@@ -50,14 +53,14 @@ def test_target_modes(model, data):
     ru = certify(model, x, lab, targets="runner-up")
     # one target vs the min over all (two solves: float32 paths of different batch shapes round differently)
     assert (ru.radius >= full.radius - 1e-6).all()
-    torch.testing.assert_close(ru.radius[ru.correct], full.radii[full.correct].gather(
+    torch.testing.assert_close(ru.radius[ru.correct], full.radius_by_class[full.correct].gather(
         1, full.runner_up[full.correct][:, None])[:, 0], atol=2e-4, rtol=0)
     least = certify(model, x, lab, targets="least")
     z = least.logits.clone()
-    assert (least.targets_t[:, 0] == z.argmin(1)).all()
+    assert (least.target_by_row[:, 0] == z.argmin(1)).all()
     r1 = certify(model, x, lab, targets="random", seed=3)
     r2 = certify(model, x, lab, targets="random", seed=3)
-    assert torch.equal(r1.targets_t, r2.targets_t) and (r1.targets_t[:, 0] != r1.pred).all()
+    assert torch.equal(r1.target_by_row, r2.target_by_row) and (r1.target_by_row[:, 0] != r1.pred).all()
     assert set(TARGET_MODES) == {"all", "runner-up", "random", "least"}
 
 
@@ -173,13 +176,20 @@ def test_per_class_and_per_row_names_are_the_stored_fields(model, data):
     x, lab = data
     c = certify(model, x[:6], lab[:6], targets="all")
     B, C, T, D = 6, 10, 9, x.shape[1]
-    assert c.radii.shape == c.exact_t.shape == c.n_grad_t.shape == c.refined_t.shape == (B, C)
-    assert c.targets_t.shape == (B, T) and c.x_boundary_t.shape == (B, T, D)
-    for name in ("eta_t", "margin_t", "upper_t"):
+    for name in ("radius_by_class", "exact_by_class", "n_grad_by_class", "refined_by_class"):
+        assert getattr(c, name).shape == (B, C)
+    assert c.target_by_row.shape == (B, T) and c.x_boundary_by_row.shape == (B, T, D)
+    for name in ("eta_by_row", "margin_by_row", "upper_by_row"):
         assert getattr(c, name).shape == (B, T)
     assert not any(isinstance(v, property) for v in vars(type(c)).values())
+    shape_of = {"_by_class": (B, C), "_by_row": (B, T)}  # the name says the shape; plain names are (B,)
+    for f in dataclasses.fields(c):
+        v = getattr(c, f.name)
+        if isinstance(v, torch.Tensor) and f.name not in ("logits", "x_boundary"):  # (B, C) scores, (B, D) point
+            suffix = next((s for s in shape_of if f.name.endswith(s)), None)
+            assert (tuple(v.shape[:2]) == shape_of[suffix]) if suffix else (tuple(v.shape) == (B,)), f.name
     rows = torch.arange(B)[:, None].expand(B, T)
-    assert not torch.isnan(c.radii[rows, c.targets_t]).any()  # each row's class has a radius
+    assert not torch.isnan(c.radius_by_class[rows, c.target_by_row]).any()  # each row's class has a radius
 
 
 def test_float32_backward_bound_holds_where_float32_alone_does_not():
@@ -250,12 +260,12 @@ def test_settled_targets_leave_image_radii_unchanged(model, data, monkeypatch):
     torch.testing.assert_close(c.runner_up_radius, ref.runner_up_radius, rtol=0, atol=1e-6, equal_nan=True)
     assert torch.equal(c.target, ref.target)
     assert c.n_grad.sum() < ref.n_grad.sum()  # the cheap path did run: no float64 finalisation of settled rows
-    done = ~torch.isnan(ref.radii)
-    assert torch.equal(done, ~torch.isnan(c.radii))
-    loose = done & ~c.refined_t
-    assert (c.radii[loose] <= ref.radii[loose] + 1e-6).all()
-    assert (c.radii[loose] >= ref.radii[loose] * (1 - 1e-2)).all()
-    assert (c.radii[loose] < ref.radii[loose] - 1e-9).any()
+    done = ~torch.isnan(ref.radius_by_class)
+    assert torch.equal(done, ~torch.isnan(c.radius_by_class))
+    loose = done & ~c.refined_by_class
+    assert (c.radius_by_class[loose] <= ref.radius_by_class[loose] + 1e-6).all()
+    assert (c.radius_by_class[loose] >= ref.radius_by_class[loose] * (1 - 1e-2)).all()
+    assert (c.radius_by_class[loose] < ref.radius_by_class[loose] - 1e-9).any()
 
 
 @pytest.mark.parametrize("depth, act", [(2, "softplus"), (3, "tanh")])
@@ -267,19 +277,20 @@ def test_refine_minimum_keeps_image_and_runner_up_radii_and_marks_loose_classes(
     model = small_model(depth, act, True)
     full = certify(model, x, lab, targets="all")
     fast = certify(model, x, lab, targets="all", refine="minimum")
-    assert full.refined_t[~torch.isnan(full.radii)].all()
+    assert full.refined_by_class[~torch.isnan(full.radius_by_class)].all()
     # the same solves in batches of other shapes: float32 products round differently (the issue's 1e-6 allowance)
     torch.testing.assert_close(fast.radius, full.radius, rtol=0, atol=1e-6)
     torch.testing.assert_close(fast.runner_up_radius, full.runner_up_radius, rtol=0, atol=1e-6, equal_nan=True)
-    done = ~torch.isnan(full.radii)
-    assert torch.equal(done, ~torch.isnan(fast.radii)) and not fast.refined_t[~done].any()
-    same = fast.refined_t & done
-    torch.testing.assert_close(fast.radii[same], full.radii[same], rtol=0, atol=1e-6)
-    loose = ~fast.refined_t & done
-    assert loose.any() and (fast.radii[loose] <= full.radii[loose] + 1e-6).all()
-    assert (fast.radii[loose] < full.radii[loose] - 1e-6).any()  # the difference is real: the flag means something
+    done = ~torch.isnan(full.radius_by_class)
+    assert torch.equal(done, ~torch.isnan(fast.radius_by_class)) and not fast.refined_by_class[~done].any()
+    same = fast.refined_by_class & done
+    torch.testing.assert_close(fast.radius_by_class[same], full.radius_by_class[same], rtol=0, atol=1e-6)
+    loose = ~fast.refined_by_class & done
+    assert loose.any() and (fast.radius_by_class[loose] <= full.radius_by_class[loose] + 1e-6).all()
+    # the difference is real: the flag means something
+    assert (fast.radius_by_class[loose] < full.radius_by_class[loose] - 1e-6).any()
     assert fast.n_grad.sum() < full.n_grad.sum()
     ru = full.runner_up
-    assert fast.refined_t.gather(1, ru[:, None]).all()  # the runner-up is always solved fully
+    assert fast.refined_by_class.gather(1, ru[:, None]).all()  # the runner-up is always solved fully
     with pytest.raises(CRCError, match="refine"):
         certify(model, x[:2], lab[:2], refine="some")

@@ -64,11 +64,12 @@ def _shortfall(c: CertificateBatch, ref: dict[str, torch.Tensor]) -> float:
     Also checks that the same rows have radii (no NaN where one is stored, and none where none is)."""
     ru = ~torch.isnan(ref["runner_up_radius"])
     assert torch.equal(ru, ~torch.isnan(c.runner_up_radius))
+    # the stored file keeps its own key "radii" for what is now radius_by_class (B, C)
     done = ~torch.isnan(ref["radii"])  # every class's radius (the default refine="every-target")
-    assert torch.equal(done, ~torch.isnan(c.radii))
-    assert c.refined_t[done].all()
+    assert torch.equal(done, ~torch.isnan(c.radius_by_class))
+    assert c.refined_by_class[done].all()
     gaps = (c.radius.double() - ref["radius"], (c.runner_up_radius.double() - ref["runner_up_radius"])[ru],
-            (c.radii.double() - ref["radii"])[done])
+            (c.radius_by_class.double() - ref["radii"])[done])
     return min(float(g.min()) for g in gaps if g.numel())
 
 
@@ -93,7 +94,7 @@ def test_radii_shrunk_by_1e4_are_caught(key):
     mode = key.split("|")[1]
     assert _shortfall(c, REF[key]) >= -ALLOWANCE[mode]
     shrunk = dataclasses.replace(c, radius=c.radius - 1e-4, runner_up_radius=c.runner_up_radius - 1e-4,
-                                 radii=c.radii - 1e-4)
+                                 radius_by_class=c.radius_by_class - 1e-4)
     assert _shortfall(shrunk, REF[key]) < -ALLOWANCE[mode]
 
 

@@ -27,7 +27,7 @@ from crc_core.models import MLP
 from crc_core.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
-FIELDS = ("pred", "radius", "radii", "target", "exact", "x_boundary")
+FIELDS = ("pred", "radius", "radius_by_class", "target", "exact", "x_boundary")
 
 
 def _same(a, b) -> None:
@@ -52,7 +52,7 @@ def test_same_inputs_same_certificates_twice(depth, act, mode, targets):
     # bounds are computed batched over the pairs asked for, so other pairs in the batch can move the last bits
     for name in ("pred", "target", "exact"):
         assert torch.equal(getattr(a, name), getattr(c, name)), name
-    for name in ("radius", "radii", "x_boundary"):
+    for name in ("radius", "radius_by_class", "x_boundary"):
         torch.testing.assert_close(getattr(a, name).double(), getattr(c, name).double(), rtol=0, atol=1e-12,
                                    equal_nan=True, msg=name)
 
@@ -101,5 +101,5 @@ def test_cpu_and_gpu_radii_agree(depth, act):
     assert torch.equal(cpu.pred, gpu.pred.cpu())
     diff = (cpu.radius - gpu.radius.cpu()).abs().max().item()
     assert diff <= 1e-4, diff
-    both = torch.isfinite(cpu.radii) & torch.isfinite(gpu.radii.cpu())
-    assert (cpu.radii[both] - gpu.radii.cpu()[both]).abs().max().item() <= 1e-4
+    both = torch.isfinite(cpu.radius_by_class) & torch.isfinite(gpu.radius_by_class.cpu())
+    assert (cpu.radius_by_class[both] - gpu.radius_by_class.cpu()[both]).abs().max().item() <= 1e-4

@@ -209,7 +209,7 @@ def test_float32_model_and_labels():
     wrong = (res.pred + 1) % 3
     res_w = rq.certify_relu(m, x0, labels=wrong)
     assert (res_w.radius == 0).all() and (res_w.target == -1).all() and not res_w.correct.any()
-    assert res.radii.isnan().sum() == 4  # t = y per image
+    assert res.radius_by_class.isnan().sum() == 4  # t = y per image
     assert res.certified(0.0).all()
 
 

@@ -86,8 +86,8 @@ def test_certificates_match_the_full_space_solve(monkeypatch, targets, refine):
     assert c.correct.sum() >= 20
     assert torch.allclose(c.radius, full.radius, rtol=0, atol=2e-6)
     assert torch.allclose(c.runner_up_radius.nan_to_num(-1), full.runner_up_radius.nan_to_num(-1), rtol=0, atol=2e-6)
-    both = c.refined_t & full.refined_t
-    assert torch.allclose(c.radii[both], full.radii[both], rtol=0, atol=2e-6)
+    both = c.refined_by_class & full.refined_by_class
+    assert torch.allclose(c.radius_by_class[both], full.radius_by_class[both], rtol=0, atol=2e-6)
     ex = c.exact & full.exact
     assert ex.sum() >= 5
     assert torch.allclose(c.x_boundary[ex], full.x_boundary[ex], atol=1e-4)

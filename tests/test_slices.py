@@ -37,8 +37,8 @@ def setup():
 def _other_target(cert, i: int) -> int | None:
     """The target other than the certificate's own whose boundary point is the closest one found (None: the
     certifier found none, as for targets that provably cannot be the image's minimum)."""
-    row = cert.targets_t[i].tolist()
-    up = cert.upper_t[i].clone()
+    row = cert.target_by_row[i].tolist()
+    up = cert.upper_by_row[i].clone()
     up[row.index(int(cert.target[i]))] = float("inf")
     return row[int(up.argmin())] if bool(torch.isfinite(up).any()) else None
 
@@ -179,11 +179,11 @@ def test_bad_input_is_refused(setup):
         slice_from_certificate(model, x0, cert, index=N_IMAGES)
     with pytest.raises(CRCError, match="another certified target"):
         slice_from_certificate(model, x0, cert, index=0, second="target", other_target=int(cert.target[0]))
-    other = next(c for c in cert.targets_t[0].tolist() if c != int(cert.target[0]))  # made boundary-less:
-    upper = cert.upper_t.clone()
-    upper[0, cert.targets_t[0].tolist().index(other)] = float("inf")
+    other = next(c for c in cert.target_by_row[0].tolist() if c != int(cert.target[0]))  # made boundary-less:
+    upper = cert.upper_by_row.clone()
+    upper[0, cert.target_by_row[0].tolist().index(other)] = float("inf")
     with pytest.raises(CRCError, match="no boundary point"):
-        slice_from_certificate(model, x0, dataclasses.replace(cert, upper_t=upper), index=0, second="target",
+        slice_from_certificate(model, x0, dataclasses.replace(cert, upper_by_row=upper), index=0, second="target",
                                other_target=other)
     with pytest.raises(CRCError, match="coincides"):
         second_direction(model, x0, "target", y=int(cert.pred[0]), other_boundary=x0.clone())

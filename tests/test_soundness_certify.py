@@ -23,7 +23,7 @@ def check_model(depth: int, act: str, n_images: int, offset: int = 0, thorough: 
     x, lab = x[offset:], lab[offset:]
     c = certify(model, x, lab, targets="all")
     ok = c.correct
-    towards_b = (c.x_boundary_t - x[:, None, :])  # every target's boundary / dual point
+    towards_b = (c.x_boundary_by_row - x[:, None, :])  # every target's boundary / dual point
     return attack_certificates(model, x[ok], c.pred[ok], c.radius[ok], extra_dirs=towards_b[ok],
                                pgd_restarts=3 if thorough else 2)
 

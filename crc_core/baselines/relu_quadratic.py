@@ -254,10 +254,10 @@ class ReluCertificate:
     """App. G certificates for B images.
 
     Per image (B,): pred, label, correct, radius (float64, min over the targets of the proven radii; 0 when
-    misclassified), target (the arg-min class, −1 when misclassified). radii (B, C): per-target proven radius (nan
-    where not computed, e.g. t = y; targets dropped early keep the value proven then). Per (image, target) row in
-    the order of targets_t (B, T): rho_low (the last ρ the bisection proved), rho_high (the smallest ρ it failed to
-    prove: NOT an upper bound on the true distance).
+    misclassified), target (the arg-min class, −1 when misclassified). radius_by_class (B, C): per-target proven
+    radius (nan where not computed, e.g. t = y; targets dropped early keep the value proven then). Per (image,
+    target) row (B, T), row j of image i being class target_by_row[i, j]: rho_low (the last ρ the bisection
+    proved), rho_high (the smallest ρ it failed to prove: NOT an upper bound on the true distance).
     n_steps: bisection steps; targets: the target mode.
     """
 
@@ -266,8 +266,8 @@ class ReluCertificate:
     correct: torch.Tensor
     radius: torch.Tensor
     target: torch.Tensor
-    radii: torch.Tensor
-    targets_t: torch.Tensor
+    radius_by_class: torch.Tensor
+    target_by_row: torch.Tensor
     rho_low: torch.Tensor
     rho_high: torch.Tensor
     n_steps: int
@@ -381,7 +381,7 @@ def certify_relu(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None
     Bisection on ρ in [rho_low, rho_high] until the bracket is ≤ rho_tol; the radius of a target is the last ρ
     proven (rho_low; rarely a little more, when a failed step still proved a distance above it); radii are
     < rho_high. With several targets, a target is no longer refined once it is proven beyond another target's
-    failed ρ (it cannot be the minimum): its per-target radius (radii (B, C)) is then proven but not refined;
+    failed ρ (it cannot be the minimum): its radius (radius_by_class (B, C)) is then proven but not refined;
     ``radius`` is unaffected.
     Guarantee: no x' with ‖x' − x0‖ < radius changes the prediction (exact arithmetic on the float64 model).
     Cost: per step one eigendecomposition of size min(H, D) and one Cholesky of size D per (image, target).
@@ -398,8 +398,9 @@ def certify_relu(model: MLP, x: torch.Tensor, labels: torch.Tensor | None = None
                                     rho_low, rho_high, rho_tol)
     radT = torch.where(correct[:, None], best.reshape(B, nT), torch.zeros(B, nT, dtype=torch.float64, device=dev))
     j = radT.argmin(1)
-    radii = torch.full((B, C), float("nan"), dtype=torch.float64, device=dev).scatter_(1, T, radT)
+    radius_by_class = torch.full((B, C), float("nan"), dtype=torch.float64, device=dev).scatter_(1, T, radT)
     return ReluCertificate(
         pred=pred, label=label, correct=correct, radius=radT.gather(1, j[:, None])[:, 0],
-        target=torch.where(correct, T.gather(1, j[:, None])[:, 0], torch.full_like(pred, -1)), radii=radii,
-        targets_t=T, rho_low=lo.reshape(B, nT), rho_high=hi.reshape(B, nT), n_steps=n_steps, targets=targets)
+        target=torch.where(correct, T.gather(1, j[:, None])[:, 0], torch.full_like(pred, -1)),
+        radius_by_class=radius_by_class, target_by_row=T, rho_low=lo.reshape(B, nT), rho_high=hi.reshape(B, nT),
+        n_steps=n_steps, targets=targets)

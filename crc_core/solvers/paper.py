@@ -6,6 +6,9 @@ over all evaluated points, not the last iterate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from ..dual import BoundTracker
@@ -14,10 +17,26 @@ from ..tolerances import CURVATURE_FLOOR, MM_STATIONARY_TOL
 from .mm import bisect_eta, mm_minimise
 
 
+@dataclass
+class PaperResult:
+    """What :func:`solve_paper` leaves besides the tracker: gradient evaluations per row ``n_grad`` (N,).
+    Algorithm 1 solves every row to the end (``dropped`` all False) and proves nothing at x0 beforehand
+    (``f_x0`` and ``grad_norm_up_x0`` None): the float64 finalisation evaluates every row itself."""
+
+    n_grad: torch.Tensor
+    f_x0: ClassVar[None] = None
+    grad_norm_up_x0: ClassVar[None] = None
+
+    @property
+    def dropped(self) -> torch.Tensor:
+        """(N,) bool, all False: no row is left early."""
+        return torch.zeros_like(self.n_grad, dtype=torch.bool)
+
+
 def solve_paper(oracle: MarginOracle, x0: torch.Tensor, m: torch.Tensor, M: torch.Tensor, K: torch.Tensor,
                 tracker: BoundTracker, *, n_outer: int = 30, n_inner: int = 20, tol: float = MM_STATIONARY_TOL
-                ) -> torch.Tensor:
-    """Rows x0 (N, D) with curvature bounds m ≤ ∇²f ≤ M, K ≥ |∇²f| (N,). Returns gradient evaluations (N,)."""
+                ) -> PaperResult:
+    """Rows x0 (N, D) with curvature bounds m ≤ ∇²f ≤ M, K ≥ |∇²f| (N,); the bounds go to ``tracker``."""
     dt = x0.dtype
     eta_lo = -1.0 / M.clamp_min(CURVATURE_FLOOR).to(dt)
     eta_hi = -1.0 / torch.minimum(m, -torch.full_like(m, CURVATURE_FLOOR)).to(dt)
@@ -34,4 +53,4 @@ def solve_paper(oracle: MarginOracle, x0: torch.Tensor, m: torch.Tensor, M: torc
         f, _ = oracle(x)
         n_grad += n + 1
         eta_lo, eta_hi, eta = bisect_eta(eta_lo, eta_hi, eta, f > 0)
-    return n_grad
+    return PaperResult(n_grad)
