@@ -57,10 +57,12 @@ def current_device() -> torch.device:
     return torch.device(st.session_state.get("crc_device_resolved", "cpu"))
 
 
-def page_header(title: str, icon: str = ":material/shield:") -> None:
+def page_header(title: str, icon: str = ":material/shield:", *, sidebar: str = "auto") -> None:
     """Configure the page and draw the sidebar's page links: all a page needs that uses no picked model (the 2-D
-    Playground and Lesson); :func:`page_setup` adds the pickers."""
-    st.set_page_config(page_title=f"{title} · CRC Explorer", page_icon=icon, layout="wide")
+    Playground and Lesson, which open with the sidebar ``"collapsed"`` so their figures get the projector's whole
+    1280 px); :func:`page_setup` adds the pickers."""
+    st.set_page_config(page_title=f"{title} · CRC Explorer", page_icon=icon, layout="wide",
+                       initial_sidebar_state=sidebar)
     with st.sidebar:
         st.markdown("## CRC Explorer\n\n" + _WRAP_CSS, unsafe_allow_html=True)  # CSS here: no gap in the page
         for p in PAGES:

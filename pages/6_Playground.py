@@ -7,7 +7,7 @@ from app_lib import links, plots, sidebar, ui
 from app_lib import playground as pg
 from app_lib import playground_figures as pf
 
-sidebar.page_header("Playground", ":material/toys:")
+sidebar.page_header("Playground", ":material/toys:", sidebar="collapsed")  # the figures get the whole width
 links.sync(pg.link_fields())  # a shared link opened: its dataset, net and point; then mirror them into the URL
 st.session_state.setdefault("pg_arch", "2×[32]")
 st.markdown("### Playground: certificates you can see")

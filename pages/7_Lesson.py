@@ -4,7 +4,7 @@ import streamlit as st
 
 from app_lib import lesson, sidebar, ui
 
-sidebar.page_header("Lesson", ":material/school:")
+sidebar.page_header("Lesson", ":material/school:", sidebar="collapsed")  # the figures get the whole width
 N = len(lesson.STEPS)
 if "lesson_step" not in st.session_state:  # read the link once, when the page opens from it
     st.session_state.lesson_step = lesson.step_from_query(st.query_params.get("step"))
