@@ -11,10 +11,15 @@ st.markdown("Curvature-based robustness certificates for smooth neural networks 
             "Defenses against Adversarial Attacks*, Sahil Singla & Soheil Feizi, ICML 2020.")
 st.info("**Where to start:** open **Certify**, click a test image and read its certified radius; then see how the "
         "curvature bounds behind it compare with reality on **Curvature** and **Hessian**, or train your own "
-        "network on **Train**. The model in the sidebar is used by every page.", icon=":material/flag:")
-for col, p in zip(st.columns(len(navigation.PAGES) - 1), navigation.PAGES[1:]):
-    with col:
-        sidebar.page_link(p, with_blurb=True)
+        "network on **Train**. The model in the sidebar is used by every page. **Teaching?** Open **Lesson**: the "
+        "paper's idea in seven projectable steps on 2-D data, then let the class try the **Playground**.",
+        icon=":material/flag:")
+TOOLS_PER_ROW = 4  # at 1280×720 a wider row cuts the page names
+tools = navigation.PAGES[1:]
+for start in range(0, len(tools), TOOLS_PER_ROW):
+    for col, p in zip(st.columns(TOOLS_PER_ROW), tools[start:start + TOOLS_PER_ROW]):
+        with col:
+            sidebar.page_link(p, with_blurb=True)
 
 st.divider()
 left, right = st.columns([1, 1], gap="large")
