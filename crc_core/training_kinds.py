@@ -87,9 +87,11 @@ class TrainingKind:
     """One training kind. curvature: γ·K enters the loss (smooth activations only); adversarial: an empirical
     baseline of Table 14 (no curvature term); relu: a ReLU net can be trained with it; crt_attack: its inputs are
     Algorithm 2's points within crt_eps; loss: its :data:`KindLoss`; settings(config): its hyperparameters (run
-    records, labels); label(config): what follows the architecture in a model's label."""
+    records, labels; their keys also say which CLI flags the kind uses); label(config): what follows the
+    architecture in a model's label; title: its name in a sentence."""
 
     name: str
+    title: str
     loss: KindLoss
     settings: Callable[[TrainConfig], dict[str, Any]]
     label: Callable[[TrainConfig], str]
@@ -100,15 +102,15 @@ class TrainingKind:
 
 
 KINDS: dict[str, TrainingKind] = {k.name: k for k in (
-    TrainingKind("standard", _clean_loss, lambda c: {}, lambda c: "standard", relu=True),
-    TrainingKind("gamma", _clean_loss, lambda c: {"gamma": float(c.gamma)}, lambda c: f"γ={c.gamma:g}",
+    TrainingKind("standard", "Standard", _clean_loss, lambda c: {}, lambda c: "standard", relu=True),
+    TrainingKind("gamma", "γ-regularized", _clean_loss, lambda c: {"gamma": float(c.gamma)}, lambda c: f"γ={c.gamma:g}",
                  curvature=True),
-    TrainingKind("crt", _crt_loss, lambda c: {"gamma": float(c.gamma), "eps": float(c.crt_eps),
+    TrainingKind("crt", "CRT", _crt_loss, lambda c: {"gamma": float(c.gamma), "eps": float(c.crt_eps),
                                               "attack_outer": c.attack_outer, "attack_inner": c.attack_inner},
                  lambda c: f"CRT γ={c.gamma:g} ε={c.crt_eps:g}", curvature=True, crt_attack=True),
-    TrainingKind("pgd", _pgd_loss, lambda c: {**_adversarial_settings(c), "random_start": c.adv_random_start},
+    TrainingKind("pgd", "PGD", _pgd_loss, lambda c: {**_adversarial_settings(c), "random_start": c.adv_random_start},
                  lambda c: f"PGD ε={c.adv_eps:g}", adversarial=True, relu=True),
-    TrainingKind("trades", _trades_loss, lambda c: {**_adversarial_settings(c), "beta": float(c.trades_beta)},
+    TrainingKind("trades", "TRADES", _trades_loss, lambda c: {**_adversarial_settings(c), "beta": float(c.trades_beta)},
                  lambda c: f"TRADES β={c.trades_beta:g} ε={c.adv_eps:g}", adversarial=True, relu=True),
 )}
 CURVATURE_KINDS: tuple[str, ...] = tuple(k for k, v in KINDS.items() if v.curvature)  # ("gamma", "crt")

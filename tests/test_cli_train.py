@@ -178,6 +178,11 @@ def test_relu_standard_dry_run(tmp_path: Path) -> None:
     (["--kind", "pgd", "--gamma", "0.1"], "PGD training has no curvature penalty"),
     (["--kind", "pgd", "--beta", "6"], "--beta not used by --kind pgd"),
     (["--kind", "crt", "--adv-steps", "5"], "--adv-steps not used by --kind crt"),
+    (["--kind", "gamma", "--no-random-start", "--beta", "6"],  # the whole text, made from the kind table
+     "--no-random-start, --beta not used by --kind gamma (only by pgd / trades; --beta: trades; --no-random-start: "
+     "pgd)."),
+    (["--kind", "trades", "--gamma", "0.1"], "TRADES training has no curvature penalty: drop --gamma, or use --kind "
+                                             "gamma / crt."),
 ])
 def test_adversarial_and_relu_bad_settings_exit_2(argv: list[str], match: str, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:

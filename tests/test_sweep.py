@@ -4,6 +4,7 @@ and no Ray processes left behind."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import socket
 import time
@@ -114,6 +115,28 @@ def test_grid_expansion_ids_and_hash():
     assert moved.config_hash == parse_sweep_config(tiny(train__dataset="fashion-mnist")).config_hash
     other = parse_sweep_config(tiny(evaluate__images=21))
     assert other.config_hash != parse_sweep_config(tiny()).config_hash
+
+
+# Trial ids computed on main (bfa88ae) before _slug read the kind table: sweeps resume by id, so they must not move.
+ID_PIN_DOC = {"train": {"dataset": "embedded", "epochs": 1}, "grid": [
+    {"widths": ["2x64", [32, 16]], "activation": ["softplus"], "kind": ["standard", "gamma", "crt", "pgd", "trades"],
+     "gamma": [0, 0.01], "crt_eps": [0.5, 1.58]},
+    {"widths": [64], "activation": ["relu"], "kind": ["standard", "pgd", "trades"], "adv_eps": [0.5, 1.0],
+     "seed": [0, 3]},
+    {"widths": ["3x128"], "activation": ["tanh"], "kind": ["crt"], "gamma": [0.1],
+     "keep": ["last", "best-test-accuracy"]}]}
+
+
+def test_trial_ids_are_pinned():
+    ids = [t.trial_id for t in parse_sweep_config(ID_PIN_DOC).trials]
+    assert len(ids) == 50
+    for pinned in ("embedded-2x64-softplus-standard-s0-5ac7de49", "embedded-2x64-softplus-gamma-g0.01-s0-5c6c3a99",
+                   "embedded-3x32-16-softplus-crt-g0.01-e1.58-s0-9f5c2df3", "embedded-2x64-softplus-pgd-g0-s0-0373a02d",
+                   "embedded-3x32-16-softplus-trades-g0.01-s0-5612230c", "embedded-2x64-relu-pgd-g0.01-s3-e2a7243e",
+                   "embedded-2x64-relu-standard-s3-56d7e4c5", "embedded-3x128-tanh-crt-g0.1-e0.5-s0-4710234d"):
+        assert pinned in ids
+    assert hashlib.sha256("\n".join(ids).encode()).hexdigest() == (
+        "6b7b7f768d5df6523b1a970e03ac039ed879cf791594463f595066f5ad9bb4b8")
 
 
 def test_a_training_option_added_later_keeps_existing_sweeps_valid(monkeypatch):

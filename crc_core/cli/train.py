@@ -16,8 +16,8 @@ from ..certify import SOLVER_MODES
 from ..data import DATASET_NAMES
 from ..errors import CRCError
 from ..models import architecture_slug
-from ..train_config import KEEP_RULES
-from ..training_kinds import ADVERSARIAL_KINDS, KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
+from ..train_config import KEEP_RULES, TrainConfig, parse_widths
+from ..training_kinds import CURVATURE_KINDS, KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
 from .common import PROG, output_file, set_threads
 from .progress import TrainProgress, fmt
 
@@ -129,14 +129,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
     """The validated TrainConfig the flags describe (--dry-run shrinks the run); CRCError for impossible ones."""
-    from ..train_config import TrainConfig, parse_widths
-
     _check_kind_flags(args)
-    gamma = 0.01 if args.gamma is None else args.gamma
+    gamma, kind = 0.01 if args.gamma is None else args.gamma, KINDS[args.kind]
     settings: dict[str, Any] = dict(
         dataset=args.dataset, data_root=args.data_root, widths=parse_widths(args.widths),
-        activation=args.activation, kind=args.kind, gamma=gamma if args.kind in ("gamma", "crt") else 0.0,
-        crt_eps=args.eps if args.kind == "crt" else 0.5, adv_eps=args.eps if args.kind in ADVERSARIAL_KINDS else 0.5,
+        activation=args.activation, kind=args.kind, gamma=gamma if kind.curvature else 0.0,
+        crt_eps=args.eps if kind.crt_attack else 0.5, adv_eps=args.eps if kind.adversarial else 0.5,
         adv_steps=10 if args.adv_steps is None else args.adv_steps,
         adv_step_size=args.adv_step_size, adv_random_start=not args.no_random_start,
         trades_beta=6.0 if args.beta is None else args.beta, epochs=args.epochs,
@@ -152,19 +150,27 @@ def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
     return TrainConfig(**settings)
 
 
+# Each kind-specific flag, the setting key it sets (KINDS[k].settings) and whether it was given; a kind whose
+# settings lack the key would silently ignore the flag, so it is refused.
+def _kind_flags(args: argparse.Namespace) -> tuple[tuple[str, str, bool], ...]:
+    return (("--adv-steps", "steps", args.adv_steps is not None),
+            ("--adv-step-size", "step_size", args.adv_step_size is not None),
+            ("--no-random-start", "random_start", args.no_random_start), ("--beta", "beta", args.beta is not None))
+
+
 def _check_kind_flags(args: argparse.Namespace) -> None:
     """CRCError for a flag the chosen kind does not use (it would be silently ignored)."""
-    if args.kind in ("standard", *ADVERSARIAL_KINDS) and args.gamma not in (None, 0.0):
-        name = {"standard": "Standard", "pgd": "PGD", "trades": "TRADES"}[args.kind]
-        raise CRCError(f"{name} training has no curvature penalty: drop --gamma, or use --kind gamma / crt.")
-    unused = [flag for flag, given, kinds in (
-        ("--adv-steps", args.adv_steps is not None, ADVERSARIAL_KINDS),
-        ("--adv-step-size", args.adv_step_size is not None, ADVERSARIAL_KINDS),
-        ("--no-random-start", args.no_random_start, ("pgd",)),
-        ("--beta", args.beta is not None, ("trades",))) if given and args.kind not in kinds]
+    kind = KINDS[args.kind]
+    if not kind.curvature and args.gamma not in (None, 0.0):
+        raise CRCError(f"{kind.title} training has no curvature penalty: drop --gamma, or use --kind "
+                       f"{' / '.join(CURVATURE_KINDS)}.")
+    default = TrainConfig()
+    using = {key: " / ".join(k for k, v in KINDS.items() if key in v.settings(default))
+             for _, key, _ in _kind_flags(args)}
+    unused = [flag for flag, key, given in _kind_flags(args) if given and key not in kind.settings(default)]
     if unused:
-        raise CRCError(f"{', '.join(unused)} not used by --kind {args.kind} (only by pgd / trades; --beta: trades; "
-                       "--no-random-start: pgd).")
+        raise CRCError(f"{', '.join(unused)} not used by --kind {args.kind} (only by {using['steps']}; --beta: "
+                       f"{using['beta']}; --no-random-start: {using['random_start']}).")
 
 
 def default_out(config: Any) -> Path:

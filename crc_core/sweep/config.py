@@ -50,6 +50,7 @@ from ..compare import METHODS
 from ..errors import CRCError
 from ..safe_load import read_file
 from ..train_config import TrainConfig, parse_widths
+from ..training_kinds import KINDS
 
 try:
     import tomllib
@@ -72,7 +73,6 @@ FLOAT_KEYS = frozenset(f.name for f in fields(TrainConfig) if f.type in (float, 
 # Sweep defaults that differ from TrainConfig's: the sweep certifies after training, so the per-epoch
 # certification sample is off (test accuracy is still logged every epoch).
 TRAIN_DEFAULTS: dict[str, Any] = {"eval_samples": 0, "log_every": 50}
-HASH_CHARS = 12  # hex digits of SHA-256 kept in ids: collisions among a sweep's trials are negligible
 
 # Every bound a sweep file is checked against, in one place, before any work (docs/reliability.md says why): a
 # shared config is input like any other; these keep a typo (or a hostile file) from costing hours or gigabytes.
@@ -359,13 +359,21 @@ def trial_settings(config: TrainConfig) -> dict[str, Any]:
             if k not in ("device", "data_root") and (k in HASHED_ALWAYS or v != defaults.get(k))}
 
 
+def _gamma_in_id(kind: str | None) -> bool:
+    """Whether a kind's γ is kept as given and named in trial ids: for curvature and adversarial kinds (PGD and TRADES
+    ignore γ but their ids have always named it, and sweeps resume by id); not for the others (standard), whose γ is
+    set to 0 so that kind x γ grids give one trial."""
+    k = KINDS.get(kind) if isinstance(kind, str) else None
+    return k is None or k.curvature or k.adversarial
+
+
 def _slug(config: TrainConfig) -> str:
     w = config.widths
     arch = f"{len(w) + 1}x{w[0]}" if len(set(w)) == 1 else f"{len(w) + 1}x{'-'.join(map(str, w))}"
     parts = [config.dataset, arch, config.activation, config.kind]
-    if config.kind != "standard":
+    if _gamma_in_id(config.kind):
         parts.append(f"g{config.gamma:g}")
-    if config.kind == "crt":
+    if KINDS[config.kind].crt_attack:
         parts.append(f"e{config.crt_eps:g}")
     parts.append(f"s{config.seed}")
     return "-".join(parts)
@@ -378,8 +386,8 @@ def _expand(defaults: dict[str, Any], grids: list[dict[str, list[Any]]]) -> list
         for values in itertools.product(*(axes[k] for k in keys)):
             point = dict(zip(keys, values))
             settings = {**TRAIN_DEFAULTS, **defaults, **point, "device": "cpu"}
-            if settings.get("kind") == "standard":
-                settings["gamma"] = 0.0  # standard training ignores γ: kind x γ grids give one standard trial
+            if not _gamma_in_id(settings.get("kind", TrainConfig.kind)):
+                settings["gamma"] = 0.0
             try:
                 config = TrainConfig(**settings)
             except (CRCError, TypeError) as exc:
