@@ -63,3 +63,17 @@ LOCAL_MIN_RADIUS = 1e-6  # with no boundary point found, the ball search starts 
 LOCAL_BISECT_RTOL = 1e-6  # ball-radius bisection of the local certificate stops at this relative width
 LOCAL_SPREAD_ROUND = 1e-12  # relative widening of pre-activation intervals (round-off in z0 ± R‖W_i‖)
 LOCAL_D2_ABS, LOCAL_D2_REL = 1e-12, 1e-9  # widening of σ'' ranges: absolute, and relative to max |σ''|
+
+# --------------------------------------------------------------------------------------------------- baselines
+# App. G's ReLU quadratic bound (baselines/relu_quadratic.py)
+RHO_TOL = 1e-3  # bisection stops when ρ_high − ρ_low ≤ this (13 steps from [0, 5])
+DUAL_BISECTION_STEPS = 100  # 1-D dual: bisection on φ'(λ); 2⁻¹⁰⁰ of the bracket, far below any useful resolution
+LAMBDA_CAP = 1e8  # upper end of the λ search where ∇²Q ⪰ 0 leaves it unbounded (φ(λ) ≥ ½ρ² long before, if at all)
+DOMAIN_MARGIN = 1e-6  # λ ≤ (1 − this)/|λ_min(∇²Q)|: I + λ∇²Q has λ_min ≳ this, far above F64_SUM_RTOL, so its
+#   positive definiteness can be proved; costs ≤ ~1e-6 relative of the dual value
+MU_TRIES = (0.5, 1 / 64, 1 / 4096)  # fractions of the estimated μ = λ_min(I + λ∇²Q) tried in the Cholesky proof
+TARGET_MARGIN = 1e-4  # aim the dual at (1 + this)·ρ when only ρ must be proved: room for the round-off
+#   allowances, and a moderate λ
+# CROWN (baselines/crown.py)
+TANGENT_STEPS = 40  # bisection steps for the S-shaped tangent points: the bracket shrinks to 2^-40 of its width
+NARROW = 1e-9  # below this interval width the chord's slope is replaced by σ'(l), with the Taylor term h·w²/2 added

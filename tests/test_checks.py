@@ -78,3 +78,10 @@ def test_the_messages_and_roundoff_live_in_one_place():
     assert [p.name for p, s in sources.items() if NAN_MESSAGE in s] == ["checks.py"]
     roundoff = re.compile(r"^[A-Z0-9_]*ROUNDOFF[A-Z0-9_]* = ", re.M)  # a round-off allowance defined as a constant
     assert [p.name for p, s in sources.items() if roundoff.search(s)] == ["tolerances.py"]
+
+
+def test_the_baselines_take_their_tolerances_from_tolerances_py():
+    # a module-level number in a baseline is a bracket, a batch size or a memory chunk, never a tolerance (#22)
+    number = re.compile(r"^([A-Z][A-Z0-9_]*) *(?::[^=]*)?= *\(?-?[0-9]", re.M)
+    found = {m.group(1) for p in (ROOT / "baselines").glob("*.py") for m in number.finditer(p.read_text("utf-8"))}
+    assert found == {"RHO_LOW", "RHO_HIGH", "CHUNK_ROWS", "DEFAULT_BATCH"}

@@ -27,17 +27,13 @@ from ..activations import ACTIVATIONS
 from ..checks import check_targets
 from ..errors import CRCError
 from ..models import MLP
-from ..tolerances import F64_SUM_RTOL
+from ..tolerances import F64_SUM_RTOL, NARROW, TANGENT_STEPS
 from .common import Net64, as_net64, check_rows
 
 __all__ = ["CrownResult", "Relaxation", "crown_lower_bounds", "crown_radius", "ibp_lower_bounds", "relax"]
 
 # Sigmoid and tanh are convex on (-inf, 0] and concave on [0, inf); softplus is convex everywhere.
 _S_SHAPED = ("sigmoid", "tanh")
-# Bisection steps for the S-shaped tangent points: the bracket shrinks to 2^-40 of its width.
-TANGENT_STEPS = 40
-# Below this interval width the chord's slope is replaced by σ'(l), with the Taylor term h·w²/2 added.
-NARROW = 1e-9
 
 
 @dataclass(frozen=True)

@@ -34,20 +34,19 @@ from ..checks import check_images, check_labels
 from ..errors import CRCError
 from ..models import MLP, validate_model
 from ..targets import TARGET_MODES, choose_targets
-from ..tolerances import F64_SUM_RTOL
+from ..tolerances import (
+    DOMAIN_MARGIN,
+    DUAL_BISECTION_STEPS,
+    F64_SUM_RTOL,
+    LAMBDA_CAP,
+    MU_TRIES,
+    RHO_TOL,
+    TARGET_MARGIN,
+)
 from ..verified_eig import U64, cholesky_proves_pd
 
 RHO_LOW = 0.0  # the paper's initial bisection bracket (App. G)
 RHO_HIGH = 5.0
-RHO_TOL = 1e-3  # bisection stops when ρ_high − ρ_low ≤ this (13 steps from [0, 5])
-DUAL_BISECTION_STEPS = 100  # 1-D dual: bisection on φ'(λ); 2⁻¹⁰⁰ of the bracket, far below any useful resolution
-LAMBDA_CAP = 1e8  # upper end of the λ search where ∇²Q ⪰ 0 leaves it unbounded (φ(λ) ≥ ½ρ² long before, if at all)
-# keep λ ≤ (1 − margin)/|λ_min(∇²Q)|: I + λ∇²Q then has λ_min ≳ margin, far above the round-off allowance
-# (F64_SUM_RTOL relative), so its positive definiteness can be proved; costs ≤ ~1e-6 relative of the dual value
-DOMAIN_MARGIN = 1e-6
-MU_TRIES = (0.5, 1 / 64, 1 / 4096)  # fractions of the estimated μ = λ_min(I + λ∇²Q) tried in the Cholesky proof
-# aim the dual at (1 + margin)·ρ when only ρ must be proved: room for the round-off allowances, and a moderate λ
-TARGET_MARGIN = 1e-4
 CHUNK_ROWS = 32  # (image, target) rows per batched eigendecomposition (memory: rows · D² float64)
 
 
