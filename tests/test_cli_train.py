@@ -6,6 +6,7 @@ import importlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def test_dry_run_writes_loadable_checkpoint_with_command(tmp_path: Path, capsys:
     assert main(["info", str(out)]) == 0
     info = capsys.readouterr().out
     assert "2x[16] softplus" in info and meta["command"] in info and "certified acc" in info
+    assert re.search(r"^kept +last$", info, re.M)  # the weights of the last epoch (TrainConfig.keep)
     assert main(["info", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["command"] == meta["command"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 from test_train_resume import stop_after_epochs, tiny, tiny_data
 
-from crc_core.checkpoints import load_checkpoint
+from crc_core.checkpoints import load_checkpoint, save_checkpoint
 from crc_core.cli import main
 from crc_core.epoch_checkpoint import load_epoch_checkpoint
 from crc_core.errors import CheckpointError, CRCError
@@ -136,6 +137,14 @@ def test_cli_keep_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _, meta = load_checkpoint(out)
     assert meta["config"]["keep"] == BEST and meta["kept"]["epoch"] == 1
     assert "kept epoch 1 (best standard test accuracy)" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0  # info says which epoch's weights the file holds
+    acc = f"{100 * meta['kept']['test_accuracy']:.2f}%"
+    assert re.search(rf"^kept +best standard test accuracy \(epoch 1 of 1, {re.escape(acc)}\)$",
+                     capsys.readouterr().out, re.M)
+    meta["kept"] = {"rule": BEST, "epoch": None, "test_accuracy": None, "reason": "no epoch was evaluated"}
+    save_checkpoint(out, load_checkpoint(out)[0], meta)
+    assert main(["info", str(out)]) == 0
+    assert re.search(r"^kept +best-test-accuracy: no epoch was evaluated$", capsys.readouterr().out, re.M)
     with pytest.raises(SystemExit) as exc:
         main(["train", "--dry-run", "--keep", "best", "--out", str(tmp_path / "x.pt")])
     assert exc.value.code == 2

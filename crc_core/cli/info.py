@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         ("gamma", meta.get("gamma")),
         ("crt eps", meta.get("crt_eps")),
         ("epochs", meta.get("epochs")),
+        ("kept", _kept(meta)),
         *_metric_rows(meta.get("metrics") or {}),
         *_source_rows(meta.get("source")),
         ("stopped early", meta.get("stopped")),
@@ -49,6 +50,20 @@ def run(args: argparse.Namespace) -> int:
         if v is not None:
             print(f"{k:<{w}}  {v}")
     return 0
+
+
+def _kept(meta: dict[str, Any]) -> str | None:
+    """Which epoch's weights the file holds (TrainConfig.keep, the run record's ``kept``), e.g. "best standard test
+    accuracy (epoch 7 of 30, 81.20%)"; the rule alone ("last") when the record says no more; None for a model
+    that was not trained here."""
+    kept, config = meta.get("kept"), meta.get("config")
+    if not isinstance(kept, dict):
+        return str(config["keep"]) if isinstance(config, dict) and config.get("keep") is not None else None
+    if kept.get("epoch") is None:
+        return f"{kept.get('rule')}: {kept.get('reason')}"
+    acc = kept.get("test_accuracy")
+    rule = "best standard test accuracy" if kept.get("rule") == "best-test-accuracy" else kept.get("rule")
+    return f"{rule} (epoch {kept['epoch']} of {meta.get('epochs')}{f', {fmt(acc, True)}' if acc is not None else ''})"
 
 
 def _metric_rows(m: dict[str, Any]) -> list[tuple[str, Any]]:
