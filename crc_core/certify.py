@@ -95,21 +95,6 @@ class CertificateBatch:
         """(B,) bool: correctly classified and radius ≥ ρ (strictly provable robustness at ρ)."""
         return self.correct & (self.radius >= rho)
 
-    def to_frame_per_target(self):
-        """One row per (image, target) pair (pandas DataFrame)."""
-        import pandas as pd
-
-        B, T = self.target_by_row.shape
-        img = torch.arange(B).repeat_interleave(T)
-        t = self.target_by_row.reshape(-1).cpu()
-        return pd.DataFrame({
-            "image": img.numpy(), "pred": self.pred.cpu()[img].numpy(), "target": t.numpy(),
-            "radius": self.radius_by_class.cpu()[img, t].numpy(),
-            "exact": self.exact_by_class.cpu()[img, t].numpy(), "eta": self.eta_by_row.reshape(-1).cpu().numpy(),
-            "margin_at_boundary": self.margin_by_row.reshape(-1).cpu().numpy(),
-            "upper": self.upper_by_row.reshape(-1).cpu().numpy(), "n_grad": self.n_grad_by_class.cpu()[img, t].numpy(),
-        })
-
     def to_frame(self):
         """One row per image (pandas DataFrame): the table shared by the app and the CLI."""
         import pandas as pd

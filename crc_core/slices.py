@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Integral
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,7 +27,6 @@ from .models import MLP, require_curvature_model
 if TYPE_CHECKING:  # only a type: slices reads a certificate's public fields, it never runs the certifier
     from .certify import CertificateBatch
 
-SecondDirection = Literal["hessian-top", "hessian-bottom", "pgd", "target", "random"]
 SECOND_DIRECTIONS: tuple[str, ...] = ("hessian-top", "hessian-bottom", "pgd", "target", "random")
 
 # A second direction whose part orthogonal to u is below this fraction of its length is numerically parallel to u:

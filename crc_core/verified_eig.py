@@ -327,8 +327,3 @@ def _pow2(e: torch.Tensor) -> torch.Tensor:
 
 def _next_up(x: torch.Tensor) -> torch.Tensor:
     return torch.nextafter(x, torch.full_like(x, torch.inf))
-
-
-def lambda_min_lower(A: torch.Tensor, **kw) -> torch.Tensor:
-    """Provable lower bound on λ_min(A) = −λ_max(−A); same options as :func:`lambda_max_upper`."""
-    return -lambda_max_upper(-A.to(torch.float64), **kw)

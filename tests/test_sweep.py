@@ -249,7 +249,7 @@ def results_frame_of(row):
 # ----------------------------------------------------------------------------------------------------------------
 def test_other_configs_folder_is_refused(tmp_path):
     out = tmp_path / "out"
-    SweepFolder(out, parse_sweep_config(tiny())).prepare(resume=False)
+    SweepFolder(out, parse_sweep_config(tiny())).claim()
     moved = parse_sweep_config(tiny(train__dataset="fashion-mnist", train__data_root="/elsewhere"))
     assert moved.config_hash == parse_sweep_config(tiny(train__dataset="fashion-mnist")).config_hash
     other = parse_sweep_config(tiny(evaluate__images=21))
@@ -492,7 +492,7 @@ def test_the_lock_file_and_new_folders_go_on_every_exit(tmp_path):
 def test_damaged_trial_files_count_as_unfinished(tmp_path):
     config = parse_sweep_config(tiny())
     folder = SweepFolder(tmp_path / "out", config)
-    folder.prepare(resume=False)
+    folder.claim()
     first, second = config.trials
     for trial, name, content in ((first, "status.json", b"\xff\xfe"), (second, "status.json", b"[1, 2]")):
         folder.trial_dir(trial).mkdir(parents=True)

@@ -103,11 +103,6 @@ class SweepFolder:
         self.config = config
 
     # -- claiming the folder --------------------------------------------------------------------------------
-    def prepare(self, *, resume: bool) -> None:
-        """:meth:`check` then :meth:`claim`."""
-        self.check(resume=resume)
-        self.claim()
-
     def check(self, *, resume: bool) -> None:
         """Refuse (CRCError) a folder made by another config, a non-empty folder that is not a sweep's, and an
         existing sweep of this config without ``resume``. Writes nothing."""
