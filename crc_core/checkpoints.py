@@ -37,6 +37,8 @@ __all__ = [
     "FORMAT_TAG",
     "FORMAT_VERSION",
     "HISTORY_STEPS",
+    "atomic_write",
+    "crc_version",
     "load_checkpoint",
     "load_state_dict_file",
     "model_record",
@@ -58,12 +60,11 @@ MAX_RECORD_CHARS = 16 << 20  # a record with a full training history is ~70 kB
 MAX_RECORD_DEPTH = 32  # records nest a few levels (history -> epochs -> event)
 
 
-def _crc_version() -> str:
-    try:
-        from . import __version__  # type: ignore[attr-defined]
-    except ImportError:
-        return "0.1.0"
-    return str(__version__)
+def crc_version() -> str:
+    """crc_core.__version__ (read at call time: the package imports this module before it sets it)."""
+    from . import __version__
+
+    return __version__
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -102,15 +103,15 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(f)`` on a temp file next to ``path``, fsync it, then ``os.replace`` it onto ``path``.
-
-    On any failure the temp file and the folders this call created are removed, and ``path`` is left as it was.
-    """
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, stale_age: float = STALE_TEMP_SECONDS) -> None:
+    """Call ``write(f)`` on a temp file next to ``path``, fsync it, then ``os.replace`` it onto ``path`` (the one
+    atomic write: checkpoints, epoch checkpoints, sweep files). Temp files of ``path`` older than ``stale_age``
+    seconds (killed writes) go first. On any failure the temp file and the folders this call created are removed,
+    and ``path`` is left as it was."""
     created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(path)
+        _remove_stale_temps(path, stale_age)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except BaseException:
         _remove_folders(created)
@@ -338,7 +339,7 @@ def save_checkpoint(
     meta.update(dict(metadata or {}))
     meta["architecture"] = model.config()
     meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    meta.setdefault("crc_core_version", _crc_version())
+    meta.setdefault("crc_core_version", crc_version())
     try:
         meta_json = json.dumps(meta, sort_keys=True, default=_jsonable)
     except (TypeError, ValueError) as exc:
@@ -355,7 +356,7 @@ def save_checkpoint(
         "sha256": _digest(state_dict, meta_json),
     }
     try:
-        _atomic_write(path, lambda f: torch.save(payload, f))
+        atomic_write(path, lambda f: torch.save(payload, f))
     except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
         reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"Could not write checkpoint {path}: {reason}") from None
@@ -363,7 +364,7 @@ def save_checkpoint(
         OSError, TypeError, ValueError
     ):  # the sidecar is a convenience; the .pt is the truth
         pretty = json.dumps(json.loads(meta_json), indent=2, sort_keys=True) + "\n"
-        _atomic_write(sidecar_path(path), lambda f: f.write(pretty.encode()))
+        atomic_write(sidecar_path(path), lambda f: f.write(pretty.encode()))
     return path
 
 

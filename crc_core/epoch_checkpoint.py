@@ -22,15 +22,14 @@ overwritten by the next run.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .checkpoints import atomic_write
 from .errors import CheckpointError
 from .safe_load import load_file
 
@@ -82,21 +81,7 @@ def save_epoch_checkpoint(path: str | os.PathLike[str], run: RunState, *, epoch:
     if run.best is not None:
         payload["best"] = {"epoch": int(run.best["epoch"]), "metrics": dict(run.best["metrics"]),
                            "model": {k: v.detach().cpu() for k, v in run.best["model"].items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write (one writer per file)
-        with contextlib.suppress(OSError):
-            stale.unlink()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f), stale_age=0)  # one writer per file: any temp is stale
     return path
 
 

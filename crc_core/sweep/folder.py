@@ -22,11 +22,11 @@ import contextlib
 import datetime as dt
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import atomic_write, crc_version, save_checkpoint
 from ..errors import CRCError
 from .config import SweepConfig, Trial
 
@@ -40,17 +40,8 @@ EPOCH_FILE = "last-epoch.pt"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` atomically (:func:`crc_core.checkpoints.atomic_write`)."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
@@ -131,7 +122,7 @@ class SweepFolder:
         write_atomic(self.root / "config.toml", cfg.text.encode())
         write_json(meta_path, {"name": cfg.name, "description": cfg.description, "config_hash": cfg.config_hash,
                                "source": cfg.source, "created": _now(), "trials": [t.trial_id for t in cfg.trials],
-                               "crc_core_version": _version()})
+                               "crc_core_version": crc_version()})
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -190,7 +181,6 @@ class SweepFolder:
 
     def save_trial(self, trial: Trial, model: Any, row: dict[str, Any], record: dict[str, Any]) -> None:
         """Checkpoint (with the run record in its metadata), record.json, then result.json (the finished mark)."""
-        from ..checkpoints import save_checkpoint
 
         cfg = trial.config
         d = self.trial_dir(trial)
@@ -248,9 +238,3 @@ def sweep_overview(root: str | os.PathLike[str], *, with_epochs: bool = False) -
             trials[-1]["epochs_done"] = epochs_done(d / EPOCH_FILE) if (d / EPOCH_FILE).is_file() else 0
     keys = ("name", "description", "config_hash", "created")
     return {**{k: meta.get(k) for k in keys}, "root": root, "trials": trials}
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
