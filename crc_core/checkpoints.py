@@ -34,18 +34,8 @@ from .run_records import HISTORY_STEPS, model_record, run_record, thin_events
 from .safe_load import load_file
 
 __all__ = [
-    "FORMAT_TAG",
-    "FORMAT_VERSION",
-    "HISTORY_STEPS",
-    "atomic_write",
-    "crc_version",
-    "load_checkpoint",
-    "load_state_dict_file",
-    "model_record",
-    "read_metadata",
-    "run_record",
-    "save_checkpoint",
-    "sidecar_path",
+    "FORMAT_TAG", "FORMAT_VERSION", "HISTORY_STEPS", "atomic_write", "crc_version", "load_checkpoint",
+    "load_state_dict_file", "model_record", "read_metadata", "run_record", "save_checkpoint", "sidecar_path",
     "thin_events",
 ]
 

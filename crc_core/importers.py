@@ -48,23 +48,9 @@ from .official_names import NameHints, model_stem, normalize_dataset, parse_offi
 from .safe_load import MAX_LOAD_BYTES, MAX_LOAD_PARAMETERS, FileScan, scan_file
 
 __all__ = [
-    "DATASET_SHAPES",
-    "IMPORTED_KIND",
-    "MAX_IMPORT_BYTES",
-    "MAX_LOAD_PARAMETERS",
-    "WRAPPER_KEYS",
-    "FileScan",
-    "ForeignLayer",
-    "ForeignModel",
-    "ImportResult",
-    "NameHints",
-    "import_checkpoint",
-    "import_model",
-    "inspect_foreign",
-    "normalize_dataset",
-    "parse_official_name",
-    "scan_torch_file",
-    "training_from_name",
+    "DATASET_SHAPES", "IMPORTED_KIND", "MAX_IMPORT_BYTES", "MAX_LOAD_PARAMETERS", "WRAPPER_KEYS", "FileScan",
+    "ForeignLayer", "ForeignModel", "ImportResult", "NameHints", "import_checkpoint", "import_model",
+    "inspect_foreign", "normalize_dataset", "parse_official_name", "scan_torch_file", "training_from_name",
 ]
 
 # The gate's limit on the bytes all tensor views of one file materialise (crc_core/safe_load.py says why).

@@ -58,12 +58,7 @@ except ModuleNotFoundError:  # Python 3.10: the standard library's TOML reader a
     tomllib = None  # type: ignore[assignment]
 
 __all__ = [
-    "EvalSpec",
-    "Resources",
-    "SweepConfig",
-    "Trial",
-    "load_sweep_config",
-    "parse_sweep_config",
+    "EvalSpec", "Resources", "SweepConfig", "Trial", "load_sweep_config", "parse_sweep_config",
 ]
 
 TOP_KEYS = ("name", "description", "train", "grid", "evaluate", "resources")
