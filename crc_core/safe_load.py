@@ -87,9 +87,7 @@ class FileScan:
     parameters: int = 0
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Steps 1-2: a regular file, read once; its format
-# ----------------------------------------------------------------------------------------------------------------
+# ---- Steps 1-2: a regular file, read once; its format --------------------------------------------------------------
 def _kind_of(mode: int) -> str | None:
     """What a non-regular file is, in words (None for a regular file)."""
     for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
@@ -185,9 +183,7 @@ def sniff(data: bytes, path: str | os.PathLike[str]) -> str:
                           "torch.save or safetensors).")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Step 3: the zip archive's structure
-# ----------------------------------------------------------------------------------------------------------------
+# ---- Step 3: the zip archive's structure ---------------------------------------------------------------------------
 def _zip_records(data: bytes, path: Path) -> dict[int, tuple[str, int]]:
     """Check a torch zip archive's directory -> {data offset: (record name, size)}."""
     try:
@@ -237,9 +233,7 @@ def _zip_records(data: bytes, path: Path) -> dict[int, tuple[str, int]]:
     return records
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Step 4: torch's weights_only unpickler, storages on the meta device
-# ----------------------------------------------------------------------------------------------------------------
+# ---- Step 4: torch's weights_only unpickler, storages on the meta device -------------------------------------------
 def _refusal(exc: BaseException, path: Path) -> CheckpointError:
     """torch.load's exception on a file -> one sentence (torch's advice to retry unsafely is never repeated)."""
     text = str(exc)

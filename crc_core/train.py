@@ -56,9 +56,7 @@ class TrainResult:
     kept: dict[str, Any] | None = None
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Pieces of the loop
-# --------------------------------------------------------------------------------------------------------------
+# ---- Pieces of the loop --------------------------------------------------------------------------------------------
 def config_epoch_metrics(model: MLP, config: TrainConfig, test: Dataset) -> dict[str, Any]:
     """:func:`crc_core.metrics.epoch_metrics` with the evaluation settings of ``config`` (eval_rho, ...)."""
     return epoch_metrics(model, test, rho=config.eval_rho, eval_samples=config.eval_samples,
@@ -103,9 +101,7 @@ def _load_data(config: TrainConfig, data: tuple[Dataset, Dataset] | None) -> tup
     return train_ds, test_ds
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The loop: an epoch step, and train() around it
-# --------------------------------------------------------------------------------------------------------------
+# ---- The loop: an epoch step, and train() around it ----------------------------------------------------------------
 @dataclass
 class RunState:
     """The state of one training run between epochs."""

@@ -51,9 +51,7 @@ _MAX_IDX_BYTES = 2**31  # refuse absurd headers instead of trying to allocate th
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# IDX files
-# ----------------------------------------------------------------------------------------------------------------
+# ---- IDX files -----------------------------------------------------------------------------------------------------
 def _open_maybe_gzip(path: Path) -> BinaryIO:
     """Open ``path`` for reading, transparently un-gzipping it (detected by content, not by name)."""
     with open(path, "rb") as f:

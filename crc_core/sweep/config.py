@@ -146,9 +146,7 @@ class SweepConfig:
     source: str = ""
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Small validators (each raises CRCError naming the key)
-# ----------------------------------------------------------------------------------------------------------------
+# ---- Small validators (each raises CRCError naming the key) --------------------------------------------------------
 def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
@@ -207,9 +205,7 @@ def _one_of(value: Any, where: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Sections
-# ----------------------------------------------------------------------------------------------------------------
+# ---- Sections ------------------------------------------------------------------------------------------------------
 def _normalise_train_value(key: str, value: Any, where: str) -> Any:
     """One [train] / grid value as TrainConfig wants it: widths parsed, TOML integers made floats where
     TrainConfig has a float (so γ = 0 and γ = 0.0 are the same trial)."""
@@ -328,9 +324,7 @@ def _parse_resources(table: dict[str, Any]) -> Resources:
     return Resources(cpus, gpus, conc)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Expansion and identity
-# ----------------------------------------------------------------------------------------------------------------
+# ---- Expansion and identity ----------------------------------------------------------------------------------------
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
