@@ -41,7 +41,7 @@ def test_every_entry_refuses_nan_images_with_one_sentence():
              lambda: compare_certificates(smooth, bad, y, methods=("lipschitz",)),
              lambda: curvature_attack(smooth, bad, y, t, 0.5), lambda: margin_hessian(smooth, bad, y, t),
              lambda: crown_radius(smooth, bad, y, t), lambda: lipschitz_radius(smooth, bad, y, t),
-             lambda: evaluate(smooth, bad, y, rho=0.5), lambda: Smooth(smooth, 0.25).predict(bad, 10, 0.01)]
+             lambda: evaluate(smooth, bad, y, rho=0.5), lambda: Smooth(smooth, 0.25).certify(bad, 10, 100, 0.01)]
     for call in calls:
         with pytest.raises(CRCError) as err:
             call()

@@ -1,4 +1,4 @@
-"""Randomized smoothing (Cohen, Rosenfeld & Kolter 2019): predict and certify, batched over images.
+"""Randomized smoothing (Cohen, Rosenfeld & Kolter 2019): CERTIFY, batched over images.
 
 The smoothed classifier is g(x) = argmax_c P(f(x + δ) = c), δ ~ N(0, σ²I), for the base classifier f (the model).
 :meth:`Smooth.certify` returns g's prediction and an L2 radius σ·Φ⁻¹(p_A), p_A a one-sided Clopper–Pearson lower
@@ -109,22 +109,6 @@ class Smooth:
             x = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
         x = check_images(self.model, x, dtype=self.dtype, device=self.device)
         return x, torch.Generator(self.device).manual_seed(seed)
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, n: int, alpha: float, *, batch_size: int = DEFAULT_BATCH, seed: int = 0
-                ) -> torch.Tensor:
-        """g's prediction for x (B, D) from n samples, or ABSTAIN where a two-sided binomial test of the top two
-        counts has p-value > α. A wrong (non-abstained) answer happens with probability ≤ α per image."""
-        from scipy.stats import binomtest
-
-        check_smoothing_args(self.sigma, 1, n, alpha, batch_size)
-        x, gen = self._prepare(x, seed)
-        top2 = self._counts(x, n, batch_size, gen).topk(2, dim=1)
-        out = top2.indices[:, 0].clone()
-        for b, (na, nb) in enumerate(top2.values.tolist()):
-            if binomtest(na, na + nb, 0.5).pvalue > alpha:
-                out[b] = self.ABSTAIN
-        return out
 
     @torch.no_grad()
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, *, batch_size: int = DEFAULT_BATCH,

@@ -252,9 +252,9 @@ def _parse_grids(doc: Mapping[str, Any]) -> list[dict[str, list[Any]]]:
     """[grid] or [[grid]] -> list of {key: non-empty list of values}; a scalar is a one-value axis."""
     raw = doc.get("grid", {})
     grids = raw if isinstance(raw, list) else [raw]
+    names = [f"[[grid]] #{i + 1}" for i in range(len(grids))] if isinstance(raw, list) else ["[grid]"]
     out = []
-    for i, g in enumerate(grids):
-        where = "[grid]" if not isinstance(raw, list) else f"[[grid]] #{i + 1}"
+    for where, g in zip(names, grids, strict=True):
         if not isinstance(g, Mapping):
             raise CRCError(f"{where} must be a table of lists.")
         _check_keys(g, TRAIN_KEYS, where)
@@ -273,11 +273,7 @@ def _parse_grids(doc: Mapping[str, Any]) -> list[dict[str, list[Any]]]:
         raise CRCError(f"the grid has {n:,} trials, over the sweep limit of {LIMITS['trials']:,}; split it into "
                        "several sweeps.")
     return [{k: [_normalise_train_value(k, v, f"{where} {k}") for v in vs] for k, vs in axes.items()}
-            for where, axes in zip(_grid_names(raw, len(out)), out, strict=True)]
-
-
-def _grid_names(raw: Any, n: int) -> list[str]:
-    return ["[grid]"] if not isinstance(raw, list) else [f"[[grid]] #{i + 1}" for i in range(n)]
+            for where, axes in zip(names, out, strict=True)]
 
 
 def _parse_evaluate(table: dict[str, Any]) -> EvalSpec:
