@@ -26,11 +26,11 @@ from .tolerances import (
     ATTACK_SUCCESS_RTOL,
     CURVATURE_FLOOR,
     MM_STATIONARY_TOL,
+    PGD_NORM_FLOOR,
     TINY_NORM,
 )
 
 PGD_STEP_FACTOR = 2.5  # default PGD step 2.5·ε/steps (Madry et al.): it can cross the ball and still refine
-PGD_NORM_FLOOR = 1e-12  # guards PGD's divisions by a zero gradient / perturbation norm
 
 
 @dataclass

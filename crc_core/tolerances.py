@@ -11,6 +11,7 @@ from __future__ import annotations
 TINY_F64 = 1e-300  # float64 divisor floor: avoids 0/0 while leaving every representable non-zero value unchanged
 TINY_NORM = 1e-30  # norm floor for float32/float64 vectors (normalising a zero vector keeps it zero)
 CURVATURE_FLOOR = 1e-12  # |m|, M, K floor where 1/|m| or 1/M is needed: a curvature below it is treated as ~0
+PGD_NORM_FLOOR = 1e-12  # guards PGD's divisions by a zero gradient / perturbation norm
 
 # --------------------------------------------------------------------------------------------------- rounding bounds
 F32_UNIT_ROUNDOFF = 2.0**-24  # IEEE float32 round-to-nearest: fl(a ∘ b) = (a ∘ b)(1 + δ), |δ| ≤ this
