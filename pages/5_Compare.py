@@ -27,8 +27,9 @@ with ui.guard("Compare"):
                                    help="The first N test images; CROWN and smoothing take ~0.1–1 s per image."))
     rho = c2.slider("ρ marked on the chart", 0.05, 3.0, 0.5, 0.05, key="cmp_rho")
     start = c3.button("Start", type="primary", key="cmp_start", disabled=not chosen, width="stretch")
+    each = st.toggle("Time each image on its own", False, key="cmp_each", help=cv.EACH_IMAGE_HELP)
     if start:
-        cv.start_job(ctx, n_images, chosen)
+        cv.start_job(ctx, n_images, chosen, each)
 
 
 busy = (running := cv.current_job(ctx)) is not None and not running.done
@@ -62,10 +63,10 @@ def test_set_view() -> None:
                                          n_images=len(frame), rho=rho, model=ctx.ref.name), key="cmp_curves")
     if "smoothing" in job.methods:
         st.caption(cv.SMOOTHING_NOTE)
+    table = cv.csv_frame(frame, ctx.test_set().class_names, job.each_image)
     with st.expander(f"Per-image table ({len(frame)} images)"):
-        st.dataframe(frame, hide_index=True)
-    st.download_button("Download the per-image table (CSV)",
-                       cv.csv_frame(frame, ctx.test_set().class_names).to_csv(index=False).encode(),
+        st.dataframe(table, hide_index=True)
+    st.download_button("Download the per-image table (CSV)", table.to_csv(index=False).encode(),
                        file_name=f"compare-{ctx.ref.name}-{len(frame)}.csv", mime="text/csv", key="cmp_csv")
 
 
