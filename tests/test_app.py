@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import threading
 import time
 from pathlib import Path
@@ -259,6 +260,16 @@ def test_curvature_page_tables_and_comparison(app_env):
     table = at.dataframe[0].value
     assert len(table) >= 3  # the default compares up to four models
     assert (table["K_ub/K_lb"].dropna() >= 1 - 1e-6).all()  # a bound is never below a measurement
+    # issue 24: Theorem 3 holds for 2-layer nets only; the deeper net's cell stays numeric (NaN) and reads "—",
+    # under a header that says so; no missing cell anywhere shows Streamlit's literal "None"
+    proto = at.dataframe[0].proto
+    deep = table["model"].str.contains("small-deep")
+    assert deep.sum() == 1 and table["K_ub Thm 3"].dtype.kind == "f"
+    assert table.loc[deep, "K_ub Thm 3"].isna().all() and table.loc[~deep, "K_ub Thm 3"].notna().all()
+    assert proto.placeholder == "—"
+    thm3 = json.loads(proto.columns)["K_ub Thm 3"]
+    assert "2-layer" in thm3["label"] and "2-layer nets only" in thm3["help"]
+    assert any("Theorem 3 holds for 2-layer nets only" in c.value for c in at.caption)
 
     at.selectbox(key="_w_crc_curv_method").set_value("thm4").run()
     _ok(at)
