@@ -6,31 +6,14 @@ import math
 import numpy as np
 import streamlit as st
 
-from app_lib import (
-    catalogue,
-    curvature_view,
-    heavy_jobs,
-    links,
-    sidebar,
-    state,
-    sweep_view,
-    texts,
-    ui,
-)
+from app_lib import catalogue, curvature_view, heavy_jobs, links, sidebar, state, sweep_view, texts, ui
 from app_lib import curvature_figures as cfig
 
-links.sync(links.CURVATURE)  # a shared link: restore its view, then mirror the view into the address bar
-ctx = sidebar.page_setup("Curvature", ":material/monitoring:")
-st.title("Curvature: bounds vs reality")
-links.notes()
-st.caption("Certificates are only as good as the curvature bounds behind them. Here the bound K_ub, which holds for "
-           "every possible input, meets K_lb, the largest curvature actually measured near test images.")
-ui.explain(texts.CURVATURE)
-links.copy_link(links.CURVATURE)
-
-if not catalogue.has_curvature(ctx.model):
-    st.info(texts.RELU_NO_CURVATURE, icon=":material/block:")
-    st.stop()
+ctx = sidebar.tool_page(
+    links.CURVATURE, "Curvature", ":material/monitoring:", "Curvature: bounds vs reality",
+    "Certificates are only as good as the curvature bounds behind them. Here the bound K_ub, which holds for every "
+    "possible input, meets K_lb, the largest curvature actually measured near test images.",
+    about=texts.CURVATURE, no_curvature=texts.RELU_NO_CURVATURE)
 
 with ui.guard("Curvature"):
     ds = ctx.test_set()

@@ -8,14 +8,12 @@ from app_lib import catalogue, links, sidebar, sweep_view, ui
 from app_lib import compare_figures as cf
 from app_lib import compare_view as cv
 
-links.sync(links.COMPARE)  # a shared link: restore the model and dataset, then mirror them into the address bar
-ctx = sidebar.page_setup("Compare certificates", ":material/compare_arrows:")
-st.title("Compare certificates: is CRC the better proof, and by how much?")
-links.notes()
-st.caption("CRC, CROWN and the first-order (Lipschitz) bound prove radii for this model; 2-layer ReLU models get "
-           "App. G's quadratic certificate instead of CRC. Randomized smoothing certifies a different classifier "
-           "(the smoothed one) and holds with probability ≥ 1 − α: it is drawn apart, dashed.")
-links.copy_link(links.COMPARE)
+ctx = sidebar.tool_page(
+    links.COMPARE, "Compare certificates", ":material/compare_arrows:",
+    "Compare certificates: is CRC the better proof, and by how much?",
+    "CRC, CROWN and the first-order (Lipschitz) bound prove radii for this model; 2-layer ReLU models get App. G's "
+    "quadratic certificate instead of CRC. Randomized smoothing certifies a different classifier (the smoothed one) "
+    "and holds with probability ≥ 1 − α: it is drawn apart, dashed.")
 
 with ui.guard("Compare"):
     methods = cv.usable_methods(ctx.model)
