@@ -283,10 +283,6 @@ def csv_frame(frame: pd.DataFrame, class_names: list[str], each_image: bool = Fa
     return out.rename(columns={c: f"{c}{suffix}" for c in out.columns if c.startswith("time_")})
 
 
-def usable_methods(model: MLP) -> tuple[str, ...]:
-    return applicable_methods(model, ALL_METHODS)
-
-
 def accuracy_curves(frame: pd.DataFrame, methods: tuple[str, ...], rhos: np.ndarray) -> dict[str, np.ndarray]:
     """Certified accuracy (correct and radius ≥ ρ, over all images so far) per method at each ρ."""
     ok = frame["correct"].to_numpy().astype(bool)

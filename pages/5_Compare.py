@@ -16,7 +16,7 @@ ctx = sidebar.tool_page(
     "and holds with probability ≥ 1 − α: it is drawn apart, dashed.")
 
 with ui.guard("Compare"):
-    methods = cv.usable_methods(ctx.model)
+    methods = cv.applicable_methods(ctx.model)  # every registered method that applies, in the registry's order
     st.subheader("1 · Certified accuracy against ρ on the test set")
     chosen = tuple(st.multiselect("Methods", methods, default=list(methods), key="cmp_methods",
                                   format_func=cv.label))  # a full row: every method's chip stays readable

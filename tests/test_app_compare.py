@@ -183,8 +183,8 @@ def test_relu_routing_notes_and_methods():
     two, three = _relu([16]), _relu([16, 16])
     assert "App. G" in cv.main_certificate_note(two) and "ReLU" in cv.main_certificate_note(two)
     assert "Only the other certificates" in cv.main_certificate_note(three)
-    assert cv.usable_methods(two) == ("crown", "lipschitz", "smoothing", "relu-quadratic")
-    assert cv.usable_methods(three) == ("crown", "lipschitz", "smoothing")
+    assert cv.applicable_methods(two) == ("crown", "lipschitz", "smoothing", "relu-quadratic")
+    assert cv.applicable_methods(three) == ("crown", "lipschitz", "smoothing")
 
 
 def test_test_set_job_on_a_relu_model_and_its_curves():
