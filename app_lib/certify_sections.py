@@ -7,6 +7,7 @@ Computations live in :mod:`app_lib.certify_view`; this module only lays out widg
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -169,21 +170,29 @@ RELU_NOT_SHOWN = ("The 2-D slice along Hessian directions, the local certificate
                   "bound or follow.")
 
 
+def certificate_head(picked: state.Picked, names: list[str], pred: int, prob: float, label: int | None,
+                     correct: bool, n: int) -> tuple[Any, list[Any]]:
+    """Section 2's head, the same for every model: the title, the image, and a row of ``n`` metrics whose first two
+    are the prediction and the true label -> (the box beside the image, the row's columns) for the rest."""
+    st.subheader(f"2 · The certificate of {picked.what}")
+    head = st.columns([1, 6])
+    head[0].image(images.to_png_array(picked.x), width="stretch", caption=picked.what)
+    m = head[1].columns(n)
+    m[0].metric("prediction", names[pred], f"{prob:.0%} confident", delta_color="off", delta_arrow="off")
+    m[1].metric("true label", names[label] if label is not None else "unknown",
+                ("correct" if correct else "wrong") if label is not None else None,
+                delta_color="normal" if correct else "inverse", delta_arrow="off")
+    return head[1], m
+
+
 def relu_main(ctx: catalogue.Ctx, picked: state.Picked, rho: float, names: list[str], note: str) -> bool:
     """Section 2 for a ReLU model (no curvature bound): prediction, App. G's certificate for a 2-layer net (radius,
     verdict at ρ, the attack's closest point as the upper end) or, deeper, CRC's refusal. Returns correct."""
-    st.subheader(f"2 · The certificate of {picked.what}")
     pred, prob, logits = cv.prediction(ctx, picked)
     correct = picked.label is None or pred == picked.label
     main = compare_view.relu_certificate(ctx, picked)
-    head = st.columns([1, 6])
-    head[0].image(images.to_png_array(picked.x), width="stretch", caption=picked.what)
-    with head[1]:
-        m = st.columns(4)
-        m[0].metric("prediction", names[pred], f"{prob:.0%} confident", delta_color="off", delta_arrow="off")
-        m[1].metric("true label", names[picked.label] if picked.label is not None else "unknown",
-                    ("correct" if correct else "wrong") if picked.label is not None else None,
-                    delta_color="normal" if correct else "inverse", delta_arrow="off")
+    box, m = certificate_head(picked, names, pred, prob, picked.label, correct, 4)
+    with box:
         if main is None:
             m[2].metric("CRC radius", "refused", "no curvature bound for ReLU", delta_color="off", delta_arrow="off")
         else:

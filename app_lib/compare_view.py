@@ -32,6 +32,10 @@ from crc_core.models import MLP
 
 SMOOTHING = {"sigma": 0.25, "n0": 100, "n": 10_000, "alpha": 0.001}  # Cohen et al.'s defaults (docs/comparison.md)
 CHUNK = 8  # test images per compare_certificates call in the test-set job: a stop takes effect within one chunk
+EACH_IMAGE_HELP = ("On: every method certifies each image alone, so the table's time columns (time_…_s_this_image) "
+                   "are that image's own cost, as the paper's time per image; slower. Off: images run in chunks of "
+                   f"{CHUNK} and a time column is the chunk's mean per image (…_mean_of_chunk). The deterministic "
+                   "radii are the same either way (up to float rounding); smoothing draws other noise.")
 LABELS = {"crc": "CRC (curvature)", "crown": "CROWN", "lipschitz": "first-order (Lipschitz)",
           "smoothing": "randomized smoothing", RELU_METHOD: "App. G quadratic (ReLU)"}
 SMOOTHING_NOTE = (f"Randomized smoothing: a {SMOOTHING_GUARANTEE.replace('σ', 'σ = ' + str(SMOOTHING['sigma']))}, "
@@ -152,15 +156,17 @@ def relu_certificate(ctx: catalogue.Ctx, picked: state.Picked) -> ReluMain | Non
 @dataclass
 class TestSetJob:
     """Certified radii per method on ``images`` (N, 784) with ``labels`` (N,), CHUNK images at a time in a worker
-    thread holding the heavy-job lock. ``frames`` grows as chunks finish; ``stop()`` ends it after the current
-    chunk, and so does its session staying gone (``alive()`` False) for ``orphan_after`` seconds. No Streamlit
-    inside: the page polls :meth:`frame` and :attr:`done`."""
+    thread holding the heavy-job lock; with ``each_image`` every image is certified (and timed) alone. ``frames``
+    grows as chunks finish; ``stop()`` ends it after the current chunk, and so does its session staying gone
+    (``alive()`` False) for ``orphan_after`` seconds. No Streamlit inside: the page polls :meth:`frame` and
+    :attr:`done`."""
 
     model: MLP
     images: torch.Tensor
     labels: torch.Tensor
     methods: tuple[str, ...]
     lock: threading.Lock
+    each_image: bool = False
     frames: list[pd.DataFrame] = field(default_factory=list)  # given: chunks done before (the job goes on after them)
     error: str | None = None
     status: str = "waiting"
@@ -217,7 +223,8 @@ class TestSetJob:
                     self.status = "stopped"
                     return
                 res = compare_certificates(self.model, self.images[s:s + CHUNK].to(dev), self.labels[s:s + CHUNK],
-                                           methods=self.methods, smoothing_options=SMOOTHING)
+                                           methods=self.methods, smoothing_options=SMOOTHING,
+                                           time_each_image=self.each_image)
                 df = res.to_frame()
                 df.insert(0, "index", range(s, s + len(df)))
                 self.frames.append(df)
@@ -237,43 +244,43 @@ def current_job(ctx: catalogue.Ctx) -> TestSetJob | None:
     return job[1] if job is not None and job[0] == (ctx.key, ctx.dataset) else None
 
 
-def reusable_frames(old: TestSetJob | None, methods: tuple[str, ...], n_images: int) -> list[pd.DataFrame]:
+def reusable_frames(old: TestSetJob | None, methods: tuple[str, ...], n_images: int, each_image: bool = False
+                    ) -> list[pd.DataFrame]:
     """The chunks of a previous job (same model and dataset) that a new one with ``methods`` on the first
-    ``n_images`` images can keep: whole chunks, same methods, within the new N (N = 30 -> 100 certifies only the
-    70 new images)."""
-    if old is None or tuple(old.methods) != tuple(methods):
+    ``n_images`` images can keep: whole chunks, same methods and timing, within the new N (N = 30 -> 100 certifies
+    only the 70 new images)."""
+    if old is None or tuple(old.methods) != tuple(methods) or old.each_image != each_image:
         return []
     return [f for f in list(old.frames) if int(f["index"].max()) < n_images and len(f) == CHUNK]
 
 
-def start_job(ctx: catalogue.Ctx, n_images: int, methods: tuple[str, ...]) -> TestSetJob:
-    """Start certifying the first ``n_images`` test images with ``methods`` (stops this session's previous job;
-    the chunks it finished are kept when they still apply)."""
+def start_job(ctx: catalogue.Ctx, n_images: int, methods: tuple[str, ...], each_image: bool = False) -> TestSetJob:
+    """Start certifying the first ``n_images`` test images with ``methods``, each image alone and timed on its own
+    when ``each_image`` (stops this session's previous job; the chunks it finished are kept when they still
+    apply)."""
     old = st.session_state.get(JOB_KEY)
     if old is not None:
         old[1].stop()
         old[1].wait(60)
-    kept = reusable_frames(current_job(ctx), methods, n_images)
+    kept = reusable_frames(current_job(ctx), methods, n_images, each_image)
     ds = ctx.test_set()
     job = TestSetJob(ctx.model, ds.images[:n_images].reshape(-1, 784), ds.labels[:n_images], methods,
-                     heavy_jobs.heavy_lock(), frames=kept, alive=heavy_jobs.session_alive(),
+                     heavy_jobs.heavy_lock(), each_image, frames=kept, alive=heavy_jobs.session_alive(),
                      orphan_after=heavy_jobs.orphan_after()).start()
     st.session_state[JOB_KEY] = ((ctx.key, ctx.dataset), job)
     return job
 
 
-def csv_frame(frame: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
-    """The per-image table as downloaded: class names beside the class numbers, and the time columns named for
-    what they are (a method's mean seconds per image over the chunk of CHUNK images the row was certified in)."""
+def csv_frame(frame: pd.DataFrame, class_names: list[str], each_image: bool = False) -> pd.DataFrame:
+    """The per-image table as shown and downloaded: class names beside the class numbers, and the time columns
+    named for what they are: with ``each_image`` the seconds this image took alone (``time_<m>_s_this_image``),
+    else a method's mean seconds per image over the chunk of CHUNK images the row was certified in."""
     out = frame.copy()
     for col in ("label", "pred"):
         if col in out:
             out.insert(out.columns.get_loc(col) + 1, f"{col}_name", [class_names[int(c)] for c in out[col]])
-    return out.rename(columns={c: f"{c}_s_per_image_mean_of_chunk" for c in out.columns if c.startswith("time_")})
-
-
-def usable_methods(model: MLP) -> tuple[str, ...]:
-    return applicable_methods(model, ALL_METHODS)
+    suffix = "_s_this_image" if each_image else "_s_per_image_mean_of_chunk"
+    return out.rename(columns={c: f"{c}{suffix}" for c in out.columns if c.startswith("time_")})
 
 
 def accuracy_curves(frame: pd.DataFrame, methods: tuple[str, ...], rhos: np.ndarray) -> dict[str, np.ndarray]:

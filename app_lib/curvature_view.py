@@ -25,6 +25,18 @@ def curvature_ids(metas: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], li
     return [i for i in metas if i not in relu], relu
 
 
+def comparison_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The across-models table, one row per model: the K columns stay numeric (named "K_ub Thm 3", "K_ub Thm 4",
+    "K_ub refined"), NaN where a value does not exist (Theorem 3 for a deeper net); the page shows NaN as
+    :data:`MISSING`."""
+    return pd.DataFrame(list(rows)).rename(columns={f"K_ub_{m}": f"K_ub {SHORT[m]}" for m in METHODS})
+
+
+MISSING = "—"  # a missing cell of the across-models table (Streamlit would show "None")
+THM3_HELP = ("Theorem 3's bound holds for 2-layer nets only: — for a deeper net, whose K_ub is Theorem 4's or the "
+             "refined one.")
+
+
 def methods_for(model) -> list[str]:
     """The K_ub methods that apply to ``model`` (Theorem 3: 2-layer nets only)."""
     return [m for m in METHODS if m != "thm3" or model.depth == 2]

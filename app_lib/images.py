@@ -85,11 +85,6 @@ def read_upload(data: bytes, filename: str, *, invert: Invert = "auto") -> Uploa
     return UploadedImage(x, (w, h), square, flip, note)
 
 
-def image_from_upload(data: bytes, filename: str, *, invert: Invert = False) -> torch.Tensor:
-    """An uploaded picture of any size (or a .npy array) -> float32 (784,) in [0, 1]; see :func:`read_upload`."""
-    return read_upload(data, filename, invert=invert).x
-
-
 def _too_big(filename: str, w: int, h: int) -> DataError:
     return DataError(f"{filename} is {w}×{h} pixels ({w * h / 1e6:.0f} megapixels); pictures above "
                      f"{MAX_PIXELS / 1e6:.0f} megapixels are refused (a small file can unpack into a huge image). "

@@ -176,9 +176,6 @@ class TrainJob:
     def step_events(self) -> list[dict[str, Any]]:
         return [e for e in list(self.events) if e.get("kind") == "step"]
 
-    def epoch_events(self) -> list[dict[str, Any]]:
-        return [e for e in list(self.events) if e.get("kind") == "epoch"]
-
     def progress(self) -> float:
         """Fraction of the planned steps done, in [0, 1]."""
         steps = self.step_events()

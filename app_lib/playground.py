@@ -23,7 +23,7 @@ from crc_core.baselines.relu_quadratic import RHO_HIGH as RELU_RHO_HIGH
 from crc_core.bounds import curvature_bounds
 from crc_core.certify import certify
 from crc_core.compare import RELU_METHOD, compare_certificates
-from crc_core.data import TOY_DEFAULTS, TOY_NAMES, Dataset, load_dataset
+from crc_core.data import TOY_NAMES, Dataset, load_dataset
 from crc_core.errors import CRCError
 from crc_core.models import MLP
 from crc_core.plane import (
@@ -181,10 +181,6 @@ class PointView:
     def true_distance(self) -> float:
         return float(self.truth.distance[0])
 
-    def gaps(self) -> dict[str, float]:
-        """method -> true distance − radius (≥ 0 for a sound certificate; its slack)."""
-        return {m: self.true_distance - r for m, r in self.radii.items()}
-
 
 def _methods(model: MLP) -> list[str]:
     if model.activation_name != "relu":
@@ -272,7 +268,6 @@ def default_point(toy: TrainedToy) -> torch.Tensor:
 
 
 TOYS: tuple[str, ...] = TOY_NAMES  # the datasets the Playground offers
-TOY_NOISE_DEFAULTS = {name: spec.noise for name, spec in TOY_DEFAULTS.items()}
 
 
 def train_live(run: ToyRun, status: Any, chart: Any, *, every: float = 0.4) -> TrainedToy:

@@ -22,7 +22,6 @@ __all__ = [
     "boundary_triptych",
     "certificate_sketch",
     "eigenvector_images",
-    "gallery_figure",
     "image_heatmaps",
     "log_ticks",
     "margin_along_path",
@@ -258,21 +257,6 @@ def boundary_triptych(x0: Any, xb: Any, *, x0_title: str = "x0 (input)", xb_titl
     d = float(np.linalg.norm(b - a)) if distance is None else float(distance)
     return image_heatmaps([a, b, b - a], [x0_title, xb_title, f"x_b − x0 (ℓ2 norm {d:.3f})"],
                           diverging=[False, False, True])
-
-
-def gallery_figure(images: Sequence[Any], captions: Sequence[str], *, cols: int = 8) -> go.Figure:
-    """A grid of small images with captions (one figure; used for static overviews)."""
-    n = len(images)
-    rows = max(1, math.ceil(n / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(captions) + [""] * (rows * cols - n),
-                        horizontal_spacing=0.01, vertical_spacing=0.08)
-    for i, im in enumerate(images):
-        fig.add_trace(go.Heatmap(z=_img(im), colorscale="gray", zmin=0, zmax=1, showscale=False,
-                                 hoverinfo="skip"), row=i // cols + 1, col=i % cols + 1)
-    _square_images(fig, rows * cols)
-    fig.update_annotations(font_size=10)
-    fig.update_layout(height=130 * rows + 30, margin=dict(l=5, r=5, t=30, b=5))
-    return fig
 
 
 def eigenvector_images(vectors: Sequence[Any], eigenvalues: Sequence[float], *, kinds: Sequence[str] | None = None,

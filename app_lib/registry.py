@@ -219,16 +219,6 @@ def check_usable(model: MLP, *, allow_relu: bool = False) -> None:
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # zip, or a legacy pickle
 
 
-def load_upload(data: bytes, filename: str) -> tuple[ModelRef, MLP, dict[str, Any]]:
-    """Validate an uploaded CRC Explorer checkpoint (bytes) -> (ref, model, metadata). Never executes code in the
-    file. A foreign file (see :func:`open_upload`) is refused here with a sentence saying it can be imported."""
-    got = open_upload(data, filename)
-    if isinstance(got, ForeignUpload):
-        raise CheckpointError(f"{filename!r} is not a CRC Explorer checkpoint but a network that can be imported "
-                              f"({got.foreign.describe()}).")
-    return got
-
-
 @dataclass(frozen=True)
 class ForeignUpload:
     """An uploaded file that is not a CRC Explorer checkpoint but holds a chain of Linear layers: ``foreign`` is what

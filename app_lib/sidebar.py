@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 import torch
 
+from app_lib import links
 from app_lib.catalogue import (
     Ctx,
     cached_test_set,
@@ -18,6 +19,7 @@ from app_lib.catalogue import (
     dataset_note,
     default_model,
     entries,
+    has_curvature,
     home_dataset,
     model_for,
     subset_note,
@@ -31,7 +33,7 @@ from app_lib.state import (
     MODEL_KEY,
     persistent_selectbox,
 )
-from app_lib.ui import guard
+from app_lib.ui import explain, guard
 from crc_core.device import default_device, describe_device
 from crc_core.errors import CRCError
 
@@ -68,6 +70,28 @@ def page_header(title: str, icon: str = ":material/shield:", *, sidebar: str = "
         for p in PAGES:
             page_link(p)
         st.divider()
+
+
+def tool_page(link: tuple[links.Field, ...], name: str, icon: str, title: str, caption: str, *,
+              about: str | None = None, share: bool = True, require_model: bool = True,
+              no_curvature: str | None = None) -> Ctx | None:
+    """The top of a tool page, the same on each: restore a shared ``link`` (then mirror the view into the address
+    bar), the sidebar (:func:`page_setup`), the title, what the link could not restore, the caption, the
+    explainer ``about`` and the share popover. With ``no_curvature``, a model without a curvature bound (ReLU)
+    gets that note and the page stops there."""
+    links.sync(link)
+    ctx = page_setup(name, icon, require_model=require_model)
+    st.title(title)
+    links.notes()
+    st.caption(caption)
+    if about is not None:
+        explain(about)
+    if share:
+        links.copy_link(link)
+    if no_curvature is not None and ctx is not None and not has_curvature(ctx.model):
+        st.info(no_curvature, icon=":material/block:")
+        st.stop()
+    return ctx
 
 
 def page_setup(title: str, icon: str = ":material/shield:", *, require_model: bool = True) -> Ctx | None:

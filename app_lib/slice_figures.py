@@ -22,7 +22,6 @@ __all__ = ["CIRCLE_POINTS", "SLICE_CAPTION", "class_colorscale", "slice_figure",
 
 AXIS_WORDS = 28  # characters of a direction's name that fit beside a 520-pixel-high plot
 CIRCLE_POINTS = 241  # vertices of the drawn circles: smooth at any zoom, the radius exact at every vertex
-BALL_FILL = "rgba(44,160,44,0.15)"  # the cartoon's certified-ball fill
 # In a slice the disc lies over class colours: a hatch (not a flat tint) never reads as another class's colour
 BALL_PATTERN = dict(shape="/", fgcolor="rgba(44,160,44,0.55)", bgcolor="rgba(0,0,0,0)", size=8, solidity=0.15)
 # x_b with a margin above this is not called a boundary point: the certifier's own "on the boundary" test accepts

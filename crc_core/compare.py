@@ -58,7 +58,8 @@ class MethodResult:
     float64 on the CPU from :func:`compare_certificates`), seconds (the wall time of the whole batch),
     deterministic (False for smoothing), guarantee (one line), flags (name -> (B,) tensor, e.g. CRC's ``exact``,
     smoothing's ``abstain`` and ``smoothed_pred``), extras (name -> scalar, e.g. CRC's ``certificate_success``
-    in a sweep)."""
+    in a sweep), image_seconds ((B,) float64: each image's own wall time when every image was certified alone,
+    ``time_each_image``; None when the batch was timed as a whole)."""
 
     name: str
     radius: torch.Tensor
@@ -67,10 +68,17 @@ class MethodResult:
     guarantee: str
     flags: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, float] = field(default_factory=dict)
+    image_seconds: torch.Tensor | None = None
 
     @property
     def seconds_per_image(self) -> float:
         return self.seconds / max(1, self.radius.shape[0])
+
+    def time_column(self) -> list[float]:
+        """Seconds per image (B values): each image's own time when timed alone, else the batch's mean."""
+        if self.image_seconds is not None:
+            return self.image_seconds.tolist()
+        return [self.seconds_per_image] * len(self.radius)
 
 
 @dataclass
@@ -79,7 +87,8 @@ class ComparisonResult:
     the closest prediction change found, inf if none: an upper bound on the true distance; with targets
     "runner-up", of the closest point where the runner-up class reaches the prediction); best_sound (largest
     deterministic radius); violation (a deterministic radius above attack_upper: a bug, never expected); refused
-    (method -> why it does not apply to the model, for the methods skipped with ``skip_unsupported``)."""
+    (method -> why it does not apply to the model, for the methods skipped with ``skip_unsupported``);
+    timed_each_image (every image was certified and timed alone: ``time_<method>`` is its own time)."""
 
     pred: torch.Tensor
     label: torch.Tensor
@@ -90,6 +99,7 @@ class ComparisonResult:
     violation: torch.Tensor
     targets: str
     refused: dict[str, str] = field(default_factory=dict)
+    timed_each_image: bool = False
 
     def radius(self, name: str) -> torch.Tensor:
         return self.methods[name].radius
@@ -104,13 +114,14 @@ class ComparisonResult:
         return float((self.correct & (self.radius(name) >= rho)).double().mean())
 
     def to_frame(self):
-        """One row per image (pandas DataFrame): radius_<method>, time_<method> (s per image), flags, bracket."""
+        """One row per image (pandas DataFrame): radius_<method>, time_<method> (s per image: the image's own time
+        when ``timed_each_image``, else the batch's mean), flags, bracket."""
         import pandas as pd
 
         cols = {"pred": self.pred.numpy(), "label": self.label.numpy(), "correct": self.correct.numpy()}
         for name, m in self.methods.items():
             cols[f"radius_{name}"] = m.radius.numpy()
-            cols[f"time_{name}"] = [m.seconds_per_image] * len(m.radius)
+            cols[f"time_{name}"] = m.time_column()
             for flag, v in m.flags.items():
                 cols[f"{name}_{flag}"] = v.numpy()
         cols.update(best_sound=self.best_sound.numpy(), attack_upper=self.attack_upper.numpy(),
@@ -192,6 +203,21 @@ class _Batch:
     correct: torch.Tensor
     T: torch.Tensor
     targets: str
+
+    def image(self, i: int) -> _Batch:
+        """Image i alone, as a batch of one."""
+        s = slice(i, i + 1)
+        return _Batch(self.model, self.x0[s], self.label[s], self.pred[s], self.correct[s], self.T[s], self.targets)
+
+
+def _run_each_image(name: str, b: _Batch, options: dict) -> MethodResult:
+    """Method ``name`` on every image of ``b`` alone (one call per image): the same result as one batched call up
+    to float rounding of the kernels, with each image's own wall time in ``image_seconds``."""
+    parts = [METHODS[name].run(b.image(i), dict(options)) for i in range(b.x0.shape[0])]
+    secs = torch.tensor([p.seconds for p in parts], dtype=torch.float64)
+    return MethodResult(name, torch.cat([p.radius for p in parts]), float(secs.sum()), parts[0].deterministic,
+                        parts[0].guarantee, {k: torch.cat([p.flags[k] for p in parts]) for k in parts[0].flags},
+                        image_seconds=secs)
 
 
 def _timed(fn, dev: torch.device):
@@ -367,7 +393,8 @@ def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | Non
                          methods: Sequence[str] = DEFAULT_METHODS, targets: Targets = "all", attack: bool = True,
                          crc_options: dict | None = None, crown_options: dict | None = None,
                          smoothing_options: dict | None = None, attack_options: dict | None = None,
-                         relu_options: dict | None = None, skip_unsupported: bool = False) -> ComparisonResult:
+                         relu_options: dict | None = None, skip_unsupported: bool = False,
+                         time_each_image: bool = False) -> ComparisonResult:
     """Every method's radius for images x (B, D) (or (B, 1, 28, 28)) in [0, 1], beside the attack's upper bound.
 
     labels (B,): a misclassified image gets radius 0 from every method (without labels the prediction is
@@ -377,8 +404,11 @@ def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | Non
     defaults σ = 0.25, n0 = 100, n = 10,000, α = 0.001), :func:`attack_upper_bound` and (``relu_options``)
     :func:`~crc_core.baselines.relu_quadratic.certify_relu`. A method that does not apply to the model (CRC on
     ReLU, "relu-quadratic" on anything but a 2-layer ReLU net) raises CRCError before any work, or with
-    ``skip_unsupported`` is left out and its reason kept in ``refused``. Computation follows the model's device;
-    results are on the CPU.
+    ``skip_unsupported`` is left out and its reason kept in ``refused``. ``time_each_image``: every method
+    certifies each image alone, so ``time_<method>`` of :meth:`ComparisonResult.to_frame` is that image's own cost
+    (slower; deterministic radii equal the batched ones up to float rounding; smoothing draws other noise, within its
+    guarantee). The attack always runs batched and is not timed. Computation follows the model's device; results
+    are on the CPU.
     """
     smoothing_options = dict(smoothing_options or {})
     methods, refused = _check_methods(model, methods, targets, smoothing_options, skip_unsupported)
@@ -392,7 +422,8 @@ def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | Non
     T = choose_targets(logits, pred, targets)  # (B, C - 1) or the runner-up (B, 1)
     batch = _Batch(model, x0, label, pred, correct, T, targets)
     options = {"crc": crc_options, "crown": crown_options, "smoothing": smoothing_options, RELU_METHOD: relu_options}
-    out = {name: METHODS[name].run(batch, options.get(name) or {}) for name in methods}
+    out = {name: _run_each_image(name, batch, options.get(name) or {}) if time_each_image
+           else METHODS[name].run(batch, options.get(name) or {}) for name in methods}
     sound = [out[m].radius for m in methods if out[m].deterministic]
     best = torch.stack(sound).max(0).values if sound else torch.zeros(x0.shape[0], dtype=torch.float64)
     upper = torch.full_like(best, float("inf"))
@@ -404,4 +435,5 @@ def compare_certificates(model: MLP, x: torch.Tensor, labels: torch.Tensor | Non
             upper = torch.minimum(upper, out["crc"].flags["upper"])
     upper = torch.where(correct.cpu(), upper, torch.zeros_like(upper))
     violation = torch.stack(sound).gt(upper).any(0) if sound else torch.zeros_like(best, dtype=torch.bool)
-    return ComparisonResult(pred.cpu(), label.cpu(), correct.cpu(), out, upper, best, violation, targets, refused)
+    return ComparisonResult(pred.cpu(), label.cpu(), correct.cpu(), out, upper, best, violation, targets, refused,
+                            time_each_image)

@@ -9,13 +9,11 @@ from app_lib import train_view as tv
 
 D = tv.DEFAULTS
 
-links.sync(links.TRAIN)  # a shared link: restore the model and dataset, then mirror them into the address bar
-ctx = sidebar.page_setup("Train", ":material/model_training:", require_model=False)
-st.title("Train a network")
-links.notes()
-st.caption("Train a small fully connected network on 28×28 images and watch its accuracy, curvature bound and "
-           "certified accuracy evolve. The result is saved and appears in the model picker of every page.")
-ui.explain(texts.TRAIN)
+ctx = sidebar.tool_page(
+    links.TRAIN, "Train", ":material/model_training:", "Train a network",
+    "Train a small fully connected network on 28×28 images and watch its accuracy, curvature bound and certified "
+    "accuracy evolve. The result is saved and appears in the model picker of every page.",
+    about=texts.TRAIN, share=False, require_model=False)
 
 job: jobs.TrainJob | None = st.session_state.get(tv.JOB_KEY)
 busy = job is not None and job.active  # running or waiting in line: one job per session

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_lib import catalogue, compare_view, images, links, plots, sidebar, state, texts, ui
+from app_lib import catalogue, compare_view, links, plots, sidebar, state, texts, ui
 from app_lib import certify_sections as sections
 from app_lib import certify_view as cv
 
@@ -42,16 +42,8 @@ with ui.guard("Certify"):
     else:
         cert = cv.certificate(ctx, picked, mode)
         pred = names[cert.pred]
-
-        st.subheader(f"2 · The certificate of {picked.what}")
-        head = st.columns([1, 6])
-        head[0].image(images.to_png_array(picked.x), width="stretch", caption=picked.what)
-        with head[1]:
-            m = st.columns(3)
-            m[0].metric("prediction", pred, f"{cert.prob:.0%} confident", delta_color="off", delta_arrow="off")
-            m[1].metric("true label", names[cert.label] if cert.label is not None else "unknown",
-                        ("correct" if cert.correct else "wrong") if cert.label is not None else None,
-                        delta_color="normal" if cert.correct else "inverse", delta_arrow="off")
+        box, m = sections.certificate_head(picked, names, cert.pred, cert.prob, cert.label, cert.correct, 3)
+        with box:
             m[2].metric("certified radius", f"{cert.radius:.4f}", f"smallest against {names[cert.target]}"
                         if cert.target >= 0 else None, delta_color="off", delta_arrow="off",
                         help="The smallest radius over all other classes: the guarantee for the classifier.")

@@ -4,34 +4,16 @@ across models (paper Figure 1 / Table 16)."""
 import math
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from app_lib import (
-    catalogue,
-    curvature_view,
-    heavy_jobs,
-    links,
-    sidebar,
-    state,
-    sweep_view,
-    texts,
-    ui,
-)
+from app_lib import catalogue, curvature_view, heavy_jobs, links, sidebar, state, sweep_view, texts, ui
 from app_lib import curvature_figures as cfig
 
-links.sync(links.CURVATURE)  # a shared link: restore its view, then mirror the view into the address bar
-ctx = sidebar.page_setup("Curvature", ":material/monitoring:")
-st.title("Curvature: bounds vs reality")
-links.notes()
-st.caption("Certificates are only as good as the curvature bounds behind them. Here the bound K_ub, which holds for "
-           "every possible input, meets K_lb, the largest curvature actually measured near test images.")
-ui.explain(texts.CURVATURE)
-links.copy_link(links.CURVATURE)
-
-if not catalogue.has_curvature(ctx.model):
-    st.info(texts.RELU_NO_CURVATURE, icon=":material/block:")
-    st.stop()
+ctx = sidebar.tool_page(
+    links.CURVATURE, "Curvature", ":material/monitoring:", "Curvature: bounds vs reality",
+    "Certificates are only as good as the curvature bounds behind them. Here the bound K_ub, which holds for every "
+    "possible input, meets K_lb, the largest curvature actually measured near test images.",
+    about=texts.CURVATURE, no_curvature=texts.RELU_NO_CURVATURE)
 
 with ui.guard("Curvature"):
     ds = ctx.test_set()
@@ -118,14 +100,15 @@ with ui.guard("Curvature"):
                                          help="For models that differ in γ (the paper's Figure 2 view).")
         ui.plot(cfig.bounds_summary(sorted(rows, key=lambda r: r["γ"]) if by_gamma else rows,
                                      x_key="γ" if by_gamma else "model"), key="summary")
-        table = pd.DataFrame(rows).rename(columns={"K_ub_thm3": "K_ub Thm 3", "K_ub_thm4": "K_ub Thm 4",
-                                                   "K_ub_refined": "K_ub refined"})
         number = st.column_config.NumberColumn
-        st.dataframe(table, hide_index=True, column_config={  # pixel widths: every column fits, no header is cut
+        st.dataframe(curvature_view.comparison_table(rows), hide_index=True, placeholder=curvature_view.MISSING,
+                     column_config={  # pixel widths: every column fits, no header is cut
             "model": st.column_config.TextColumn(width=125), "architecture": st.column_config.TextColumn(width=140),
             "training": st.column_config.TextColumn(width=120), "γ": number(width=45),
             "test accuracy": number(format="percent", width=100), "K_lb": number(format="%.4g", width=65),
-            **{c: number(format="%.4g", width=w) for c, w in (("K_ub Thm 3", 85), ("K_ub Thm 4", 85),
-                                                                ("K_ub refined", 90), ("K_ub/K_lb", 80))}})
+            "K_ub Thm 3": number("K_ub Thm 3 (2-layer)", format="%.4g", width=130, help=curvature_view.THM3_HELP),
+            **{c: number(format="%.4g", width=w) for c, w in (("K_ub Thm 4", 85), ("K_ub refined", 90),
+                                                                ("K_ub/K_lb", 80))}})
         st.caption("Means over the (y, t) pairs with enough test images, as in the paper's App. H.1. K_ub/K_lb uses "
-                   "Theorem 3 for 2-layer nets and the refined Theorem 4 otherwise.")
+                   "Theorem 3 for 2-layer nets and the refined Theorem 4 otherwise. — : no value; under K_ub Thm 3, "
+                   "a deeper net (Theorem 3 holds for 2-layer nets only).")

@@ -2,31 +2,14 @@
 
 import streamlit as st
 
-from app_lib import (
-    catalogue,
-    hessian_view,
-    images,
-    links,
-    plots,
-    sidebar,
-    state,
-    texts,
-    ui,
-)
 from app_lib import curvature_figures as cfig
+from app_lib import hessian_view, images, links, plots, sidebar, state, texts, ui
 
-links.sync(links.HESSIAN)  # a shared link: restore its view, then mirror the view into the address bar
-ctx = sidebar.page_setup("Hessian", ":material/scatter_plot:")
-st.title("Hessian: the curvature at one image")
-links.notes()
-st.caption("How strongly does the margin between two classes bend around this image, and how close are the "
-           "global bounds m, M and K (which hold for every possible input) to what happens here?")
-ui.explain(texts.HESSIAN)
-links.copy_link(links.HESSIAN)
-
-if not catalogue.has_curvature(ctx.model):
-    st.info(texts.RELU_NO_HESSIAN, icon=":material/block:")
-    st.stop()
+ctx = sidebar.tool_page(
+    links.HESSIAN, "Hessian", ":material/scatter_plot:", "Hessian: the curvature at one image",
+    "How strongly does the margin between two classes bend around this image, and how close are the global bounds "
+    "m, M and K (which hold for every possible input) to what happens here?",
+    about=texts.HESSIAN, no_curvature=texts.RELU_NO_HESSIAN)
 
 with ui.guard("Hessian"):
     ds = ctx.test_set()

@@ -8,17 +8,15 @@ from app_lib import catalogue, links, sidebar, sweep_view, ui
 from app_lib import compare_figures as cf
 from app_lib import compare_view as cv
 
-links.sync(links.COMPARE)  # a shared link: restore the model and dataset, then mirror them into the address bar
-ctx = sidebar.page_setup("Compare certificates", ":material/compare_arrows:")
-st.title("Compare certificates: is CRC the better proof, and by how much?")
-links.notes()
-st.caption("CRC, CROWN and the first-order (Lipschitz) bound prove radii for this model; 2-layer ReLU models get "
-           "App. G's quadratic certificate instead of CRC. Randomized smoothing certifies a different classifier "
-           "(the smoothed one) and holds with probability ≥ 1 − α: it is drawn apart, dashed.")
-links.copy_link(links.COMPARE)
+ctx = sidebar.tool_page(
+    links.COMPARE, "Compare certificates", ":material/compare_arrows:",
+    "Compare certificates: is CRC the better proof, and by how much?",
+    "CRC, CROWN and the first-order (Lipschitz) bound prove radii for this model; 2-layer ReLU models get App. G's "
+    "quadratic certificate instead of CRC. Randomized smoothing certifies a different classifier (the smoothed one) "
+    "and holds with probability ≥ 1 − α: it is drawn apart, dashed.")
 
 with ui.guard("Compare"):
-    methods = cv.usable_methods(ctx.model)
+    methods = cv.applicable_methods(ctx.model)  # every registered method that applies, in the registry's order
     st.subheader("1 · Certified accuracy against ρ on the test set")
     chosen = tuple(st.multiselect("Methods", methods, default=list(methods), key="cmp_methods",
                                   format_func=cv.label))  # a full row: every method's chip stays readable
@@ -27,8 +25,9 @@ with ui.guard("Compare"):
                                    help="The first N test images; CROWN and smoothing take ~0.1–1 s per image."))
     rho = c2.slider("ρ marked on the chart", 0.05, 3.0, 0.5, 0.05, key="cmp_rho")
     start = c3.button("Start", type="primary", key="cmp_start", disabled=not chosen, width="stretch")
+    each = st.toggle("Time each image on its own", False, key="cmp_each", help=cv.EACH_IMAGE_HELP)
     if start:
-        cv.start_job(ctx, n_images, chosen)
+        cv.start_job(ctx, n_images, chosen, each)
 
 
 busy = (running := cv.current_job(ctx)) is not None and not running.done
@@ -62,10 +61,10 @@ def test_set_view() -> None:
                                          n_images=len(frame), rho=rho, model=ctx.ref.name), key="cmp_curves")
     if "smoothing" in job.methods:
         st.caption(cv.SMOOTHING_NOTE)
+    table = cv.csv_frame(frame, ctx.test_set().class_names, job.each_image)
     with st.expander(f"Per-image table ({len(frame)} images)"):
-        st.dataframe(frame, hide_index=True)
-    st.download_button("Download the per-image table (CSV)",
-                       cv.csv_frame(frame, ctx.test_set().class_names).to_csv(index=False).encode(),
+        st.dataframe(table, hide_index=True)
+    st.download_button("Download the per-image table (CSV)", table.to_csv(index=False).encode(),
                        file_name=f"compare-{ctx.ref.name}-{len(frame)}.csv", mime="text/csv", key="cmp_csv")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import threading
 import time
 from pathlib import Path
@@ -259,6 +260,16 @@ def test_curvature_page_tables_and_comparison(app_env):
     table = at.dataframe[0].value
     assert len(table) >= 3  # the default compares up to four models
     assert (table["K_ub/K_lb"].dropna() >= 1 - 1e-6).all()  # a bound is never below a measurement
+    # issue 24: Theorem 3 holds for 2-layer nets only; the deeper net's cell stays numeric (NaN) and reads "—",
+    # under a header that says so; no missing cell anywhere shows Streamlit's literal "None"
+    proto = at.dataframe[0].proto
+    deep = table["model"].str.contains("small-deep")
+    assert deep.sum() == 1 and table["K_ub Thm 3"].dtype.kind == "f"
+    assert table.loc[deep, "K_ub Thm 3"].isna().all() and table.loc[~deep, "K_ub Thm 3"].notna().all()
+    assert proto.placeholder == "—"
+    thm3 = json.loads(proto.columns)["K_ub Thm 3"]
+    assert "2-layer" in thm3["label"] and "2-layer nets only" in thm3["help"]
+    assert any("Theorem 3 holds for 2-layer nets only" in c.value for c in at.caption)
 
     at.selectbox(key="_w_crc_curv_method").set_value("thm4").run()
     _ok(at)
@@ -428,29 +439,29 @@ def test_registry_describe_and_kinds():
 
 def test_registry_upload_checks():
     with pytest.raises(UnsupportedActivationError, match="smooth"):
-        registry.load_upload(H.relu_checkpoint_bytes(), "r.pt")
+        registry.open_upload(H.relu_checkpoint_bytes(), "r.pt")
     with pytest.raises(CheckpointError, match=r"'x\.pt'"):
-        registry.load_upload(b"junk", "x.pt")
+        registry.open_upload(b"junk", "x.pt")
     torch.manual_seed(0)
     with pytest.raises(CheckpointError, match="784"):
-        registry.load_upload(H.checkpoint_bytes(registry.MLP(100, [8], 10)), "small.pt")
+        registry.open_upload(H.checkpoint_bytes(registry.MLP(100, [8], 10)), "small.pt")
 
 
-def test_image_from_upload():
+def test_read_upload_keeps_a_28x28_picture():
     img = np.linspace(0, 1, 784).reshape(28, 28)
-    x = images.image_from_upload(H.png_bytes(img), "a.png")
+    x = images.read_upload(H.png_bytes(img), "a.png", invert=False).x
     assert x.shape == (784,) and x.dtype == torch.float32 and abs(float(x[-1]) - 1) < 1e-6
-    xi = images.image_from_upload(H.png_bytes(img), "a.png", invert=True)
+    xi = images.read_upload(H.png_bytes(img), "a.png", invert=True).x
     assert torch.allclose(xi, 1 - x)
     import io
 
     buf = io.BytesIO()
     np.save(buf, (img * 255).astype(np.uint8))
-    assert torch.allclose(images.image_from_upload(buf.getvalue(), "a.npy"), x, atol=1 / 255)
-    small = images.image_from_upload(H.png_bytes(np.zeros((10, 10))), "s.png")  # any size: resized
+    assert torch.allclose(images.read_upload(buf.getvalue(), "a.npy", invert=False).x, x, atol=1 / 255)
+    small = images.read_upload(H.png_bytes(np.zeros((10, 10))), "s.png", invert=False).x  # any size: resized
     assert small.shape == (784,) and float(small.abs().max()) == 0
     with pytest.raises(DataError, match="empty"):
-        images.image_from_upload(b"", "e.png")
+        images.read_upload(b"", "e.png")
 
 
 def test_margin_line_matches_the_model():
@@ -764,7 +775,7 @@ def test_picker_labels_tell_trained_models_apart():
 def test_text_file_named_pt_gets_one_plain_sentence(app_env):
     """Finding 11: no doubled "refused … Refused to load", no "malicious" for a text file."""
     with pytest.raises(CheckpointError) as info:
-        registry.load_upload(b"just a text file\n" * 3, "fake.pt")
+        registry.open_upload(b"just a text file\n" * 3, "fake.pt")
     msg = str(info.value)
     assert "'fake.pt' is not a readable PyTorch file" in msg and "malicious" not in msg and "Refused" not in msg
     at = _page("app.py")

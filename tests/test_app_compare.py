@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -59,6 +60,37 @@ def test_compare_page_runs_the_test_set_with_progress_and_csv(app_env):
         assert (frame.loc[ok, f"radius_{m}"] <= frame.loc[ok, "attack_upper"] + 1e-9).all()
     assert len(at.get("download_button")) == 1
     assert len(at.get("plotly_chart")) >= 1
+
+
+def _run_job(at: AppTest, each: bool) -> tuple[cv.TestSetJob, pd.DataFrame]:
+    """Start the test-set job with the "Time each image on its own" toggle at ``each``; the job and the per-image
+    table the page shows (the CSV's columns) once it is done."""
+    at.toggle(key="cmp_each").set_value(each)
+    at.button(key="cmp_start").click().run()
+    job = _job(at)
+    assert job.wait(TIMEOUT) and job.status == "done", job.error
+    at.run()
+    H.assert_clean(at)
+    return job, next(d.value for d in at.dataframe if "index" in d.value.columns)
+
+
+def test_compare_page_times_each_image_on_its_own_with_the_same_radii(app_env):
+    """Issue 24: "Time each image on its own" certifies every image alone: one timing per image, named per image
+    (time_<m>_s_this_image), and the same radii as the chunked run, whose time columns keep the chunk-mean name."""
+    at = H.open_page(PAGE)
+    at.number_input(key="cmp_n").set_value(8)
+    at.multiselect(key="cmp_methods").set_value(["crc", "lipschitz"])
+    job, alone = _run_job(at, True)
+    assert job.each_image and job.n_done == 8
+    for m in ("crc", "lipschitz"):
+        assert f"time_{m}_s_this_image" in alone and not any("mean_of_chunk" in c for c in alone.columns)
+        assert len(alone[f"time_{m}_s_this_image"]) == 8 and (alone[f"time_{m}_s_this_image"] > 0).all()
+    job2, chunked = _run_job(at, False)  # the other timing: nothing reused, every image certified again
+    assert not job2.each_image and job2 is not job and job2.frames[0] is not job.frames[0]
+    for m in ("crc", "lipschitz"):
+        assert f"time_{m}_s_per_image_mean_of_chunk" in chunked and f"time_{m}_s_this_image" not in chunked
+        np.testing.assert_allclose(alone[f"radius_{m}"], chunked[f"radius_{m}"], rtol=1e-6, atol=0)
+    assert (alone["correct"] == chunked["correct"]).all() and (alone["pred_name"] == chunked["pred_name"]).all()
 
 
 def test_compare_page_stop_keeps_what_is_done(app_env):
@@ -151,8 +183,8 @@ def test_relu_routing_notes_and_methods():
     two, three = _relu([16]), _relu([16, 16])
     assert "App. G" in cv.main_certificate_note(two) and "ReLU" in cv.main_certificate_note(two)
     assert "Only the other certificates" in cv.main_certificate_note(three)
-    assert cv.usable_methods(two) == ("crown", "lipschitz", "smoothing", "relu-quadratic")
-    assert cv.usable_methods(three) == ("crown", "lipschitz", "smoothing")
+    assert cv.applicable_methods(two) == ("crown", "lipschitz", "smoothing", "relu-quadratic")
+    assert cv.applicable_methods(three) == ("crown", "lipschitz", "smoothing")
 
 
 def test_test_set_job_on_a_relu_model_and_its_curves():

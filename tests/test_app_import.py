@@ -315,8 +315,6 @@ def test_registry_labels_and_dataset_rules():
 def test_registry_upload_refusals_name_the_file():
     with pytest.raises(CheckpointError, match=re.escape("'x.pt' holds a network with 100 inputs")):
         registry.open_upload(_save(linear_chain((100, 8, 10), ["fc1", "fc2"])), "x.pt")
-    with pytest.raises(CheckpointError, match="not a CRC Explorer checkpoint but a network that can be imported"):
-        registry.load_upload(official_bytes(), OFFICIAL)  # the old entry point says what to do instead
     with pytest.raises(CheckpointError, match=re.escape("is a Python pickle but not one written by torch.save")):
         registry.open_upload(pickle.dumps({"a": 1}), "p.pt")
 

@@ -141,12 +141,15 @@ def test_compare_csv_names_classes_and_a_larger_n_keeps_done_chunks():
     assert out["label_name"].tolist() == ["Pullover", "T-shirt"] and out["pred_name"].tolist() == ["Pullover",
                                                                                                    "Trouser"]
     assert "time_crc_s_per_image_mean_of_chunk" in out and "time_crc" not in out
+    alone = compare_view.csv_frame(frame, ["T-shirt", "Trouser", "Pullover"], each_image=True)
+    assert "time_crc_s_this_image" in alone and not any(c.endswith("mean_of_chunk") for c in alone)
     chunk = compare_view.CHUNK
     done = [pd.DataFrame({"index": range(s, s + chunk)}) for s in range(0, 4 * chunk, chunk)]
-    old = SimpleNamespace(methods=("crc", "crown"), frames=done)
+    old = SimpleNamespace(methods=("crc", "crown"), frames=done, each_image=False)
     assert len(compare_view.reusable_frames(old, ("crc", "crown"), 100)) == 4  # N = 32 -> 100: 32 kept
     assert len(compare_view.reusable_frames(old, ("crc", "crown"), 2 * chunk)) == 2
     assert compare_view.reusable_frames(old, ("crc",), 100) == []  # other methods: nothing to keep
+    assert compare_view.reusable_frames(old, ("crc", "crown"), 100, each_image=True) == []  # other timing
     fig = compare_figures.certified_accuracy_curves([0.0, 1.0], {"crc": [1.0, 0.5]}, compare_view.LABELS,
                                                     n_images=8, model="crt-2x256")
     assert "crt-2x256" in fig.layout.title.text

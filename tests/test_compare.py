@@ -144,3 +144,34 @@ def test_deeper_relu_refuses_crc_and_app_g_but_runs_the_rest():
         compare_certificates(model, x, y, methods=("crc",), skip_unsupported=True)
     with pytest.raises(CRCError, match="2-layer"):
         compare_certificates(model, x, y, methods=(RELU_METHOD,))
+
+
+def test_time_each_image_times_every_image_alone_and_keeps_the_certificates():
+    """time_each_image: one timing per image (named per image in the frame), the same certificates as one batched
+    call (a float64 model: the kernels' rounding is ~1e-16, so any change of the algorithm would show)."""
+    x, y = _data(5)
+    for model, methods in ((small_model(2, "softplus", trained=True).double(), ("crc", "crown", "lipschitz",
+                                                                                  "smoothing")),
+                           (small_model(2, "relu", trained=True).double(), (RELU_METHOD,))):
+        kw = {"methods": methods, "smoothing_options": FAST_SMOOTHING, "attack": False}
+        batched = compare_certificates(model, x, y, **kw)
+        alone = compare_certificates(model, x, y, time_each_image=True, **kw)
+        assert alone.timed_each_image and not batched.timed_each_image
+        for m in methods:
+            secs = alone.methods[m].image_seconds
+            assert secs is not None and secs.shape == (5,) and (secs > 0).all()
+            assert alone.methods[m].seconds == pytest.approx(float(secs.sum()))
+            assert alone.to_frame()[f"time_{m}"].tolist() == secs.tolist()  # row i: image i's own time
+            assert batched.methods[m].image_seconds is None
+            assert batched.to_frame()[f"time_{m}"].nunique() == 1  # batched: the batch's mean on every row
+            assert alone.methods[m].flags.keys() == batched.methods[m].flags.keys()
+            if m != "smoothing":
+                torch.testing.assert_close(alone.radius(m), batched.radius(m), rtol=1e-12, atol=1e-14)
+        if "crc" in methods:
+            assert torch.equal(alone.methods["crc"].flags["exact"], batched.methods["crc"].flags["exact"])
+            # smoothing draws its own noise per call: image 2 timed alone is image 2 certified by itself
+            one = compare_certificates(model, x[2:3], y[2:3], methods=("smoothing",),
+                                       smoothing_options=FAST_SMOOTHING, attack=False)
+            assert alone.radius("smoothing")[2] == one.radius("smoothing")[0]
+        else:
+            assert torch.equal(alone.methods[RELU_METHOD].flags["target"], batched.methods[RELU_METHOD].flags["target"])

@@ -159,11 +159,6 @@ def test_margins_bar_sorted_and_label_marked():
     assert bar.marker.color[list(bar.y).index("c5")] == plots.COLORS["boundary"]
 
 
-def test_gallery_figure_grid():
-    fig = plots.gallery_figure([np.zeros(784)] * 10, [str(i) for i in range(10)], cols=4)
-    assert len(fig.data) == 10
-
-
 # ------------------------------------------------------------------------------------------------ walkthrough
 def test_radii_bar_of_a_misclassified_image_names_no_certificate():
     """Finding 3: a misclassified image has nothing to certify: no "smallest (the certificate)" over zero bars."""

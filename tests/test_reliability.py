@@ -375,11 +375,11 @@ IMAGES: dict[str, tuple[str, Callable[[], bytes], str]] = {
 
 @pytest.mark.parametrize("kind", list(IMAGES))
 def test_hostile_image_library(kind):
-    from app_lib.images import image_from_upload
+    from app_lib.images import read_upload
 
     name, build, expected = IMAGES[kind]
     with pytest.raises(DataError) as info:
-        image_from_upload(build(), name)
+        read_upload(build(), name)
     assert expected in str(info.value)
 
 
@@ -406,17 +406,17 @@ def test_images_of_other_sizes_are_resized(kind):
 
 
 def test_npy_of_strings_is_a_data_error():
-    from app_lib.images import image_from_upload
+    from app_lib.images import read_upload
 
     with pytest.raises(DataError, match="expected a 2-D array of grey values"):
-        image_from_upload(_npy(np.array(["a"] * 784).reshape(28, 28)), "s.npy")
+        read_upload(_npy(np.array(["a"] * 784).reshape(28, 28)), "s.npy")
 
 
 def test_decompression_bomb_is_a_data_error():
-    from app_lib.images import image_from_upload
+    from app_lib.images import read_upload
 
     with pytest.raises(DataError, match=r"40-megapixel limit.*decompression bomb"):
-        image_from_upload(_png(14000), "bomb.png")
+        read_upload(_png(14000), "bomb.png")
 
 
 def test_large_png_is_refused_before_decoding(monkeypatch):
@@ -424,7 +424,7 @@ def test_large_png_is_refused_before_decoding(monkeypatch):
     decoding (PIL's decoder is never called) and without allocating."""
     from PIL import ImageFile
 
-    from app_lib.images import image_from_upload
+    from app_lib.images import read_upload
 
     data = _png(7000, 6000)
 
@@ -435,17 +435,17 @@ def test_large_png_is_refused_before_decoding(monkeypatch):
     tracemalloc.start()
     try:
         with pytest.raises(DataError, match="7000×6000 pixels \\(42 megapixels\\); pictures above 40 megapixels"):
-            image_from_upload(data, "large.png")
+            read_upload(data, "large.png")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 5e6, f"{peak / 1e6:.0f} MB allocated to refuse a {len(data) / 1e3:.0f} KB upload"
     with pytest.raises(DataError, match="48 megapixels"):  # the header alone decides: there are no pixels
-        image_from_upload(_png_header(8000, 6000), "header-only.png")
+        read_upload(_png_header(8000, 6000), "header-only.png")
 
 
 def test_npy_over_the_limit_is_refused_before_loading(monkeypatch):
-    from app_lib.images import image_from_upload
+    from app_lib.images import read_upload
 
     data = _npy(np.zeros((7000, 6000), np.uint8))  # 42 MB, 42 million values
 
@@ -454,7 +454,7 @@ def test_npy_over_the_limit_is_refused_before_loading(monkeypatch):
 
     monkeypatch.setattr(np, "load", no_loading)
     with pytest.raises(DataError, match="7000×6000 array \\(42 million values\\)"):
-        image_from_upload(data, "big.npy")
+        read_upload(data, "big.npy")
 
 
 def test_app_upload_of_every_hostile_image(vault, monkeypatch, tmp_path):
