@@ -421,3 +421,36 @@ class CurvatureRegularizer:
         for I in range(model.depth - 1):
             K = K + act.h * r[I] ** 2 * S[I].max(dim=1).values
         return K
+
+    @torch.no_grad()
+    def theorem3_estimate(self, model: MLP, y: torch.Tensor, t: torch.Tensor, n_iter: int = 4
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Estimates of Theorem 3's m ≤ 0 and M ≥ 0 (each (B,)) of the (y, t) margins of a 2-layer net, for the CRT
+        training attack: λmax(W1ᵀ diag(c) W1) for c = p⊙w and -n⊙w by power iteration on each pair present, warm
+        started from the vectors of earlier calls (kept in ``state``; a pair's first call runs 50 iterations).
+        Power iteration converges from below: never for certificates (use :func:`theorem3`)."""
+        if model.depth != 2:
+            raise CRCError(f"Theorem 3 applies to 2-layer networks; this one has {model.depth} layers.")
+        act, C = model.activation, model.n_classes
+        W1, WL = model.layers[0].weight.detach(), model.layers[-1].weight.detach()
+        pairs, inv = torch.unique(y * C + t, return_inverse=True)
+        w = WL[pairs // C] - WL[pairs % C]
+        c = torch.cat([torch.maximum(act.h_U * w, act.h_L * w).clamp_min(0),
+                       (-torch.minimum(act.h_U * w, act.h_L * w)).clamp_min(0)])  # (2P, n)
+        V = self.state.get("theorem3")
+        if V is None or V.shape != (2 * C * C, W1.shape[1]) or V.dtype != W1.dtype or V.device != W1.device:
+            V = torch.zeros(2 * C * C, W1.shape[1], dtype=W1.dtype, device=W1.device)
+        rows = torch.cat([pairs, pairs + C * C])
+        v = V[rows]
+        fresh = v.norm(dim=1) == 0
+        if fresh.any():
+            g = torch.Generator().manual_seed(0)
+            v[fresh] = torch.randn(int(fresh.sum()), W1.shape[1], generator=g).to(v)
+        for _ in range(max(n_iter, 50) if fresh.any() else n_iter):
+            v = ((v @ W1.T) * c) @ W1
+            v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        V[rows] = v
+        self.state["theorem3"] = V
+        lam = ((v @ W1.T) ** 2 * c).sum(dim=1)  # Rayleigh quotient vᵀ W1ᵀ diag(c) W1 v, ‖v‖ = 1
+        P = pairs.shape[0]
+        return -lam[P:][inv], lam[:P][inv]

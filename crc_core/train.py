@@ -269,6 +269,18 @@ def _curvature_term(model: MLP, reg: CurvatureRegularizer, y: torch.Tensor, t: t
         return reg(model, y, t)
 
 
+def _attack_bounds(model: MLP, reg: CurvatureRegularizer, y: torch.Tensor, t: torch.Tensor,
+                   K: torch.Tensor | None, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The CRT attack's curvature bounds (m, K), each (B,), as ``config.attack_bounds`` says; None for other kinds."""
+    if not KINDS[config.kind].crt_attack or K is None:
+        return None
+    if config.attack_bounds == "theorem3":
+        m, M = reg.theorem3_estimate(model, y, t)
+        return m, torch.maximum(-m, M)
+    K = K.detach()
+    return -K, K
+
+
 def _train_step(model: MLP, opt: torch.optim.Optimizer, reg: CurvatureRegularizer, x: torch.Tensor,
                 y: torch.Tensor, config: TrainConfig, gamma: float) -> dict[str, float]:
     """One optimizer step on a batch x (B, D), y (B,); returns scalar statistics for the logs (mean_K only for
@@ -277,7 +289,7 @@ def _train_step(model: MLP, opt: torch.optim.Optimizer, reg: CurvatureRegularize
         clean_logits = model(x)
     t = runner_up(clean_logits, y)
     K = _curvature_term(model, reg, y, t, gamma)
-    base, ce, extra = KINDS[config.kind].loss(model, x, y, t, K, config)
+    base, ce, extra = KINDS[config.kind].loss(model, x, y, t, _attack_bounds(model, reg, y, t, K, config), config)
     loss = base + gamma * K.mean() if gamma > 0 and K is not None else base
     if not torch.isfinite(loss):
         k_text = f", mean K {float(K.detach().mean())}" if K is not None else ""

@@ -16,11 +16,12 @@ from .errors import CRCError
 from .models import format_architecture
 from .training_kinds import KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
 
-__all__ = ["KEEP_RULES", "TrainConfig", "parse_widths"]
+__all__ = ["ATTACK_BOUNDS", "KEEP_RULES", "TrainConfig", "parse_widths"]
 
 # Which weights a run returns: the last epoch's, or those of the evaluated epoch with the best standard test
 # accuracy (the official code's model selection; it selects on the test set).
 KEEP_RULES: tuple[str, ...] = ("last", "best-test-accuracy")
+ATTACK_BOUNDS: tuple[str, ...] = ("regularizer", "theorem3")  # TrainConfig.attack_bounds
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class TrainConfig:
         device: "auto" (cuda if available), "cpu" or "cuda[:i]".
         attack_outer, attack_inner: Algorithm 2's bisection steps on η and MM steps per η during CRT
             (paper: 30 and 20; fewer is much faster and still finds strong attacks, see docs/benchmarks.md).
+        attack_bounds: the curvature bounds the CRT attack's MM steps and η range use: "regularizer" (m = -K and K,
+            K the penalty's Theorem 4 estimate: its η ≥ K keeps the attack well inside ε, at 0.73 of ε = 1.58 on
+            average, docs/reproduction.md) or "theorem3" (Theorem 3's m and M by warm-started power iteration,
+            2-layer nets: the authors' code; the attack reaches ε).
         eval_rho: ρ of the certified and empirical robust accuracy reported every epoch.
         eval_samples: size of the fixed test sample that is attacked and certified every epoch (0: skip both).
             The App. G proofs of a 2-layer ReLU net are slower than CRC: ~0.5 s per image with all classes on
@@ -96,6 +101,7 @@ class TrainConfig:
     test_limit: int | None = None
     max_steps: int | None = None
     keep: str = "last"
+    attack_bounds: str = "regularizer"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -147,6 +153,11 @@ class TrainConfig:
         if self.keep not in KEEP_RULES:
             raise CRCError(f"keep must be 'last' (the final epoch's weights) or 'best-test-accuracy' (the epoch "
                            f"with the best standard test accuracy), got {self.keep!r}.")
+        if self.attack_bounds not in ATTACK_BOUNDS:
+            raise CRCError(f"attack_bounds must be 'regularizer' or 'theorem3', got {self.attack_bounds!r}.")
+        if self.attack_bounds == "theorem3" and len(self.widths) != 1 and KINDS[self.kind].crt_attack:
+            raise CRCError("attack_bounds 'theorem3' needs a 2-layer network (one hidden layer): Theorem 3 bounds "
+                           f"only those; this one has {len(self.widths) + 1} layers (use 'regularizer').")
         if self.eval_mode not in ("fast", "paper"):
             raise CRCError(f"eval_mode must be 'fast' or 'paper', got {self.eval_mode!r}.")
         try:

@@ -7,8 +7,8 @@ the input, the loss and γ:
 
 * ``"standard"``: x_in = x, γ = 0 (K is still measured, without gradient, for the curves);
 * ``"gamma"``:    x_in = x, loss + γ · mean K;
-* ``"crt"``:      x_in = Algorithm 2's x_attack at radius ε (curvature attack with the detached K estimate as its
-  curvature bound), loss + γ · mean K;
+* ``"crt"``:      x_in = Algorithm 2's x_attack at radius ε (curvature attack with the bounds ``attack_bounds`` names:
+  the detached K estimate, or Theorem 3's m and M), loss + γ · mean K;
 * ``"pgd"``:      Madry et al.'s L2 PGD adversarial training at radius ``adv_eps``, γ = 0
   (:func:`crc_core.adversarial.pgd_training_loss`);
 * ``"trades"``:   TRADES, CE + β · KL at the PGD point within ``adv_eps``, γ = 0
@@ -37,25 +37,25 @@ __all__ = ["ADVERSARIAL_KINDS", "CURVATURE_KINDS", "KINDS", "RELU_KINDS", "TRAIN
 
 TRAIN_ACTIVATIONS: tuple[str, ...] = (*CURVATURE_ACTIVATIONS, "relu")
 
-# (model, x (B, D), y (B,), t (B,), K (B,) or None, config) -> (loss without the γ term, its cross-entropy part,
-# extra statistics for the step events)
-KindLoss = Callable[[MLP, torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None", "TrainConfig"],
+# (model, x (B, D), y (B,), t (B,), the CRT attack's curvature bounds (m, K) each (B,) or None, config) -> (loss
+# without the γ term, its cross-entropy part, extra statistics for the step events)
+AttackBounds = tuple[torch.Tensor, torch.Tensor] | None
+KindLoss = Callable[[MLP, torch.Tensor, torch.Tensor, torch.Tensor, AttackBounds, "TrainConfig"],
                     tuple[torch.Tensor, torch.Tensor, dict[str, float]]]
 
 
-def _clean_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: torch.Tensor | None,
+def _clean_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, bounds: AttackBounds,
                 config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """Cross-entropy at the clean batch (standard, gamma)."""
     ce = F.cross_entropy(model(x), y)
     return ce, ce, {}
 
 
-def _crt_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: torch.Tensor | None,
+def _crt_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, bounds: AttackBounds,
               config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """Cross-entropy at Algorithm 2's point within crt_eps, the detached K as its curvature bound."""
-    assert K is not None  # TrainConfig refuses CRT for ReLU nets
-    K_est = K.detach()
-    attack = curvature_attack(model, x, y, t, config.crt_eps, m=-K_est, K=K_est,
+    """Cross-entropy at Algorithm 2's point within crt_eps, with ``bounds`` (m, K) as its curvature bounds."""
+    assert bounds is not None  # TrainConfig refuses CRT for ReLU nets
+    attack = curvature_attack(model, x, y, t, config.crt_eps, m=bounds[0], K=bounds[1],
                               n_outer=config.attack_outer, n_inner=config.attack_inner)
     logits = model(attack.x)
     ce = F.cross_entropy(logits, y)
@@ -63,7 +63,7 @@ def _crt_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: 
                     "attack_accuracy": float((logits.detach().argmax(1) == y).float().mean())}
 
 
-def _pgd_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: torch.Tensor | None,
+def _pgd_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, bounds: AttackBounds,
               config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     loss, s = pgd_training_loss(model, x, y, eps=config.adv_eps, steps=config.adv_steps,
                                 step_size=config.adv_step_size, random_start=config.adv_random_start,
@@ -71,7 +71,7 @@ def _pgd_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: 
     return loss, loss, {"attack_accuracy": s["adv_acc"]}
 
 
-def _trades_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: torch.Tensor | None,
+def _trades_loss(model: MLP, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, bounds: AttackBounds,
                  config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     loss, s = trades_loss(model, x, y, beta=config.trades_beta, eps=config.adv_eps, steps=config.adv_steps,
                           step_size=config.adv_step_size, clamp=in_unit_box(config.dataset))
@@ -106,7 +106,8 @@ KINDS: dict[str, TrainingKind] = {k.name: k for k in (
     TrainingKind("gamma", "γ-regularized", _clean_loss, lambda c: {"gamma": float(c.gamma)}, lambda c: f"γ={c.gamma:g}",
                  curvature=True),
     TrainingKind("crt", "CRT", _crt_loss, lambda c: {"gamma": float(c.gamma), "eps": float(c.crt_eps),
-                                              "attack_outer": c.attack_outer, "attack_inner": c.attack_inner},
+                                              "attack_outer": c.attack_outer, "attack_inner": c.attack_inner,
+                                              "attack_bounds": c.attack_bounds},
                  lambda c: f"CRT γ={c.gamma:g} ε={c.crt_eps:g}", curvature=True, crt_attack=True),
     TrainingKind("pgd", "PGD", _pgd_loss, lambda c: {**_adversarial_settings(c), "random_start": c.adv_random_start},
                  lambda c: f"PGD ε={c.adv_eps:g}", adversarial=True, relu=True),

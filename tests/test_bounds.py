@@ -149,3 +149,23 @@ def test_bounds_on_gpu_match_cpu():
     cpu = curvature_bounds(m, method="refined").K
     gpu = curvature_bounds(m.cuda(), method="refined").K.cpu()
     torch.testing.assert_close(cpu, gpu, rtol=1e-6, atol=0)
+
+
+def test_theorem3_estimate_approaches_theorem3_from_below_and_warm_starts():
+    """The CRT attack's estimates of Theorem 3's m, M: below the proved values, near them after a few warm calls,
+    one value per row (pairs repeat), kept warm in the regularizer's state; 2-layer nets only."""
+    torch.manual_seed(7)
+    m = MLP(30, [20], 5, "softplus").double()
+    y, t = torch.tensor([0, 1, 2, 0, 4]), torch.tensor([1, 3, 0, 1, 2])
+    reg = CurvatureRegularizer()
+    lo, hi = reg.theorem3_estimate(m, y, t)
+    for _ in range(10):
+        lo, hi = reg.theorem3_estimate(m, y, t)
+    m_ex, M_ex = theorem3(m, y, t)
+    assert lo.shape == hi.shape == (5,) and torch.equal(lo[0], lo[3]) and torch.equal(hi[0], hi[3])
+    assert (lo <= 0).all() and (hi >= 0).all()
+    assert (lo >= m_ex * (1 + 1e-9)).all() and (hi <= M_ex * (1 + 1e-9)).all()  # from below in magnitude
+    assert (lo <= m_ex * (1 - 1e-6)).all() and (hi >= M_ex * (1 - 1e-6)).all()  # and converged
+    assert set(reg.state) == {"theorem3"}
+    with pytest.raises(CRCError, match="2-layer"):
+        CurvatureRegularizer().theorem3_estimate(MLP(6, [5, 5], 3, "softplus"), y[:1] % 3, t[:1] % 3)

@@ -180,6 +180,8 @@ def test_relu_standard_dry_run(tmp_path: Path) -> None:
     (["--kind", "pgd", "--gamma", "0.1"], "PGD training has no curvature penalty"),
     (["--kind", "pgd", "--beta", "6"], "--beta not used by --kind pgd"),
     (["--kind", "crt", "--adv-steps", "5"], "--adv-steps not used by --kind crt"),
+    (["--kind", "pgd", "--attack-bounds", "theorem3"], "--attack-bounds not used by --kind pgd"),
+    (["--kind", "crt", "--widths", "8,8", "--attack-bounds", "theorem3"], "needs a 2-layer network"),
     (["--kind", "gamma", "--no-random-start", "--beta", "6"],  # the whole text, made from the kind table
      "--no-random-start, --beta not used by --kind gamma (only by pgd / trades; --beta: trades; --no-random-start: "
      "pgd)."),

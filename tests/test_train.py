@@ -409,3 +409,42 @@ def test_adversarial_labels_settings_and_run_record() -> None:
     assert rec["kind_settings"] == {"eps": 0.5, "steps": 2, "step_size": None, "beta": 3.0}
     assert rec["config"]["trades_beta"] == 3.0 and rec["config"]["adv_steps"] == 2
     assert "attack_accuracy" in rec["history"]["steps"][0]
+
+
+def test_crt_attack_with_theorem3_bounds_reaches_farther_than_with_the_regularizer_k() -> None:
+    """attack_bounds = "regularizer" gives the CRT attack m = -K (K the penalty's Theorem 4 estimate), so its
+    η ≥ K keeps the point well inside ε; "theorem3" (Theorem 3's m, M, the authors' choice) lets it reach
+    ε. Measured on crt-2x256, ε = 1.58, 64 test images, 8 x 5 steps: mean distance 0.91 vs 1.36."""
+    from pathlib import Path
+
+    from crc_core import load_checkpoint
+    from crc_core.attack import curvature_attack
+    from crc_core.bounds import CurvatureRegularizer
+    from crc_core.train import _attack_bounds
+
+    model, _ = load_checkpoint(Path(__file__).resolve().parents[1] / "assets" / "models" / "crt-2x256.pt")
+    test = load_dataset("embedded", "test", limit=64)
+    x, y = test.images.reshape(64, -1), test.labels
+    with torch.no_grad():
+        t = runner_up(model(x), y)
+    reach = {}
+    for rule in ("regularizer", "theorem3"):
+        reg = CurvatureRegularizer()
+        with torch.no_grad():
+            K = reg(model, y, t)
+        m, KK = _attack_bounds(model, reg, y, t, K, TrainConfig(widths=(256,), kind="crt", crt_eps=1.58,
+                                                                attack_bounds=rule))
+        r = curvature_attack(model, x, y, t, 1.58, m=m, K=KK, n_outer=8, n_inner=5)
+        reach[rule] = (float(r.distance.mean()), float(r.margin.mean()))
+    assert reach["theorem3"][0] > 1.25 * reach["regularizer"][0]
+    assert reach["theorem3"][1] < reach["regularizer"][1] - 0.3
+
+
+def test_attack_bounds_setting_is_checked() -> None:
+    with pytest.raises(CRCError, match="attack_bounds must be"):
+        TrainConfig(kind="crt", attack_bounds="theorem4")
+    with pytest.raises(CRCError, match="2-layer"):
+        TrainConfig(widths=(16, 16), kind="crt", attack_bounds="theorem3")
+    assert TrainConfig(widths=(16, 16), kind="standard", attack_bounds="theorem3").attack_bounds == "theorem3"
+    assert kinds_mod.KINDS["crt"].settings(TrainConfig(kind="crt", attack_bounds="theorem3"))["attack_bounds"] \
+        == "theorem3"

@@ -39,9 +39,11 @@ def stop_after_epochs(n: int, steps_per_epoch: int):
     return should_stop
 
 
-@pytest.mark.parametrize("kind", ["standard", "crt", "pgd"])  # pgd: random starts draw from the saved RNG
+# pgd: random starts draw from the saved RNG; crt-theorem3: the attack's power-iteration vectors are saved
+@pytest.mark.parametrize("kind", ["standard", "crt", "pgd", "crt-theorem3"])
 def test_interrupted_then_resumed_equals_straight_run_bitwise(kind: str, tmp_path: Path) -> None:
-    config = tiny(kind=kind, gamma=0.01 if kind == "crt" else 0.0)
+    config = tiny(kind=kind.split("-")[0], gamma=0.0 if kind in ("standard", "pgd") else 0.01,
+                  attack_bounds="theorem3" if kind == "crt-theorem3" else "regularizer")
     straight = train(config, data=tiny_data())
     ckpt = tmp_path / "last-epoch.pt"
     cut = train(config, data=tiny_data(), epoch_checkpoint=ckpt, should_stop=stop_after_epochs(1, 3))

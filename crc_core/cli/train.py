@@ -16,7 +16,7 @@ from ..certify import SOLVER_MODES
 from ..data import DATASET_NAMES
 from ..errors import CRCError
 from ..models import architecture_slug
-from ..train_config import KEEP_RULES, TrainConfig, parse_widths
+from ..train_config import ATTACK_BOUNDS, KEEP_RULES, TrainConfig, parse_widths
 from ..training_kinds import CURVATURE_KINDS, KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
 from .common import PROG, output_file, set_threads
 from .progress import TrainProgress, fmt
@@ -57,6 +57,16 @@ ends with the weights an uninterrupted run would have.
 """
 
 
+def _add_crt_attack_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--attack-outer", type=int, default=8,
+                   help="CRT attack: bisection steps on the dual variable (paper: 30); default 8")
+    g.add_argument("--attack-inner", type=int, default=5,
+                   help="CRT attack: majorization-minimization steps per bisection step (paper: 20); default 5")
+    g.add_argument("--attack-bounds", choices=ATTACK_BOUNDS, default=None,
+                   help="CRT attack: its curvature bounds: 'regularizer' (m = -K of the penalty; default) or "
+                        "'theorem3' (Theorem 3's m and M, 2-layer nets, the authors' code; reaches --eps)")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a standard, curvature-regularized, CRT, PGD or TRADES model and save a checkpoint",
@@ -93,10 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate; default 1e-3")
     g.add_argument("--batch-size", type=int, default=128, help="default 128")
     g.add_argument("--seed", type=int, default=0, help="same seed, same weights (on CPU); default 0")
-    g.add_argument("--attack-outer", type=int, default=8,
-                   help="CRT attack: bisection steps on the dual variable (paper: 30); default 8")
-    g.add_argument("--attack-inner", type=int, default=5,
-                   help="CRT attack: majorization-minimization steps per bisection step (paper: 20); default 5")
+    _add_crt_attack_flags(g)
     g.add_argument("--train-limit", type=int, default=None, metavar="N", help="use only the first N training images")
     g.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps")
     g = p.add_argument_group("evaluation after every epoch")
@@ -142,7 +149,8 @@ def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
         attack_outer=args.attack_outer, attack_inner=args.attack_inner, eval_rho=args.eval_rho,
         eval_samples=args.eval_samples, eval_all_targets=not args.no_eval_all, eval_mode=args.eval_mode,
         eval_every=args.eval_every, log_every=args.log_every, train_limit=args.train_limit, test_limit=args.test_limit,
-        max_steps=args.max_steps, keep=args.keep)
+        max_steps=args.max_steps, keep=args.keep,
+        attack_bounds=args.attack_bounds or TrainConfig.attack_bounds)
     if args.dry_run:
         settings.update(epochs=1, max_steps=min(3, args.max_steps or 3), train_limit=min(256, args.train_limit or 256),
                         test_limit=min(100, args.test_limit or 100), eval_samples=min(4, args.eval_samples),
@@ -155,7 +163,8 @@ def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
 def _kind_flags(args: argparse.Namespace) -> tuple[tuple[str, str, bool], ...]:
     return (("--adv-steps", "steps", args.adv_steps is not None),
             ("--adv-step-size", "step_size", args.adv_step_size is not None),
-            ("--no-random-start", "random_start", args.no_random_start), ("--beta", "beta", args.beta is not None))
+            ("--no-random-start", "random_start", args.no_random_start), ("--beta", "beta", args.beta is not None),
+            ("--attack-bounds", "attack_bounds", args.attack_bounds is not None))
 
 
 def _check_kind_flags(args: argparse.Namespace) -> None:
