@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from helpers import small_data, small_model
@@ -150,9 +152,10 @@ def test_time_each_image_times_every_image_alone_and_keeps_the_certificates():
     """time_each_image: one timing per image (named per image in the frame), the same certificates as one batched
     call (a float64 model: the kernels' rounding is ~1e-16, so any change of the algorithm would show)."""
     x, y = _data(5)
-    for model, methods in ((small_model(2, "softplus", trained=True).double(), ("crc", "crown", "lipschitz",
-                                                                                  "smoothing")),
-                           (small_model(2, "relu", trained=True).double(), (RELU_METHOD,))):
+    # deepcopy: small_model is cached and .double() converts in place (later tests need the float32 one)
+    for model, methods in ((copy.deepcopy(small_model(2, "softplus", trained=True)).double(),
+                            ("crc", "crown", "lipschitz", "smoothing")),
+                           (copy.deepcopy(small_model(2, "relu", trained=True)).double(), (RELU_METHOD,))):
         kw = {"methods": methods, "smoothing_options": FAST_SMOOTHING, "attack": False}
         batched = compare_certificates(model, x, y, **kw)
         alone = compare_certificates(model, x, y, time_each_image=True, **kw)
