@@ -123,3 +123,19 @@ def test_bad_flags_are_one_line_errors_before_any_work(flags, expected, ckpts, t
                            *flags], capsys)
     assert rc == 2 and expected in err.strip().splitlines()[-1] and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("targets", ["runner-up", "all"])
+def test_summary_names_each_certified_accuracy_once_in_one_column(targets: str) -> None:
+    """With --targets runner-up the paper's line is the chosen one (it was printed twice); values line up."""
+    from crc_core.cli.certify import summary_text
+
+    s = {"model": "2x[8] softplus", "dataset": "embedded", "n": 10, "rho": 0.5, "targets": targets, "mode": "fast",
+         "bound_method": "thm3", "device": "cpu", "clean_accuracy": 0.9, "certified_accuracy": 0.5,
+         "certified_accuracy_runner_up": 0.6, "mean_certificate": 0.7, "certificate_success_rate": 0.3,
+         "empirical_robust_accuracy": 0.8, "attack_success_rate": 0.2, "median_n_grad": 20, "seconds": 1.0}
+    lines = summary_text(s).splitlines()[1:-1]
+    cert = [ln for ln in lines if ln.lstrip().startswith("certified accuracy")]
+    assert [ln.split("(")[1].split(")")[0] for ln in cert] == (["runner-up"] if targets == "runner-up"
+                                                                else ["all", "runner-up"])
+    assert len({len(ln.rstrip()) for ln in lines if ln.rstrip().endswith("%")}) == 1  # one value column
