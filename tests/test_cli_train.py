@@ -206,3 +206,16 @@ def test_help_explains_every_kind_and_lists_relu() -> None:
     for kind in KINDS:
         assert f"{kind} {' '.join(KIND_HELP[kind].split())}" in flat
     assert all(KIND_HELP[k] == v for k, v in EXPLANATIONS.items())
+
+
+def test_info_shows_a_sweep_trials_evaluation_and_the_crt_attack(capsys: pytest.CaptureFixture) -> None:
+    """The shipped Table 4 model comes from a sweep trial: its evaluation keys (cert_<method>_<targets>_<ρ>) and
+    the CRT attack it was trained with are shown (they read n/a / were missing before)."""
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "models"
+    assert main(["info", str(shipped / "table4-crt-2x1024-eps1.58.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "crt attack" in out and "8 x 5 steps, theorem3 bounds" in out
+    assert re.search(r"certified acc \(rho=1\.58, runner-up, crc\)\s+\d+\.\d\d%", out)
+    assert "  n/a\n" not in out and "1000 fixed test images" in out
+    assert main(["info", str(shipped / "crt-2x256.pt")]) == 0
+    assert "8 x 5 steps, regularizer bounds" in capsys.readouterr().out  # recorded before attack_bounds existed

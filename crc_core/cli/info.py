@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         ("dataset", meta.get("dataset")),
         ("gamma", meta.get("gamma")),
         ("crt eps", meta.get("crt_eps")),
+        ("crt attack", _crt_attack(meta)),
         ("epochs", meta.get("epochs")),
         ("kept", _kept(meta)),
         *_metric_rows(meta.get("metrics") or {}),
@@ -50,6 +51,15 @@ def run(args: argparse.Namespace) -> int:
         if v is not None:
             print(f"{k:<{w}}  {v}")
     return 0
+
+
+def _crt_attack(meta: dict[str, Any]) -> str | None:
+    """The CRT training attack's steps and curvature bounds, e.g. "8 x 5 steps, theorem3 bounds"; None otherwise."""
+    config = meta.get("config")
+    if not isinstance(config, dict) or config.get("kind") != "crt":
+        return None
+    return (f"{config.get('attack_outer')} x {config.get('attack_inner')} steps, "
+            f"{config.get('attack_bounds', 'regularizer')} bounds")
 
 
 def _kept(meta: dict[str, Any]) -> str | None:
@@ -70,6 +80,8 @@ def _metric_rows(m: dict[str, Any]) -> list[tuple[str, Any]]:
     """Test and certified accuracy rows; none for a model never evaluated (e.g. just imported)."""
     if not m:
         return []
+    if "certified_accuracy" not in m and any(k.startswith("cert_") for k in m):
+        return _sweep_metric_rows(m)
     rho = m.get("eval_rho", "?")
     return [
         ("test accuracy", fmt(m.get("test_accuracy"), True)),
@@ -78,6 +90,19 @@ def _metric_rows(m: dict[str, Any]) -> list[tuple[str, Any]]:
         ("certified on", f"{m.get('eval_samples')} fixed test images" if m.get("eval_samples") else None),
         ("mean K_ub", fmt(m.get("mean_K_ub"))),
     ]
+
+
+def _sweep_metric_rows(m: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A sweep trial's evaluation (keys ``cert_<method>_<targets>_<ρ>``, ``empirical_robust_<ρ>``)."""
+    rows: list[tuple[str, Any]] = [("test accuracy", fmt(m.get("test_accuracy"), True))]
+    for key in sorted(k for k in m if k.startswith("cert_") and k.count("_") >= 3):
+        method, rest = key[len("cert_"):].split("_", 1)
+        targets, rho = rest.rsplit("_", 1)
+        rows.append((f"certified acc (rho={rho}, {targets}, {method})", fmt(m[key], True)))
+    rows += [(f"empirical robust (rho={k.rsplit('_', 1)[1]})", fmt(m[k], True))
+             for k in sorted(m) if k.startswith("empirical_robust_")]
+    rows.append(("certified on", f"{m['n_images']} fixed test images" if m.get("n_images") else None))
+    return rows
 
 
 def _source_rows(src: Any) -> list[tuple[str, Any]]:
