@@ -23,7 +23,7 @@ with ui.guard("Compare"):
     c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
     n_images = int(c1.number_input("Test images", 8, 2000, 48, step=8, key="cmp_n",
                                    help="The first N test images; CROWN and smoothing take ~0.1–1 s per image."))
-    rho = c2.slider("ρ marked on the chart", 0.05, 3.0, 0.5, 0.05, key="cmp_rho")
+    rho = c2.slider("ρ marked on the chart", *links.RHO_RANGE, 0.5, links.RHO_STEP, key="cmp_rho")
     start = c3.button("Start", type="primary", key="cmp_start", disabled=not chosen, width="stretch")
     each = st.toggle("Time each image on its own", False, key="cmp_each", help=cv.EACH_IMAGE_HELP)
     if start:

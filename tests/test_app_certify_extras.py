@@ -226,7 +226,8 @@ def test_link_parsers_refuse_garbage_with_a_sentence():
                         (links.RHO.parse, ""), (links.SOLVER.parse, "FAST")):
         with pytest.raises(links.LinkError):
             parse(text)
-    assert links.RHO.parse("0.71") == 0.7 and links.RHO.show(0.7) == "0.7"
+    assert links.RHO.parse("0.714") == 0.71 and links.RHO.show(0.71) == "0.71"
+    assert links.RHO.parse("1.58") == 1.58  # the paper's Table 3 / 4 radius is on the slider's grid
 
 
 def test_the_curvature_page_restores_its_link_and_refuses_bad_values(app_env):
