@@ -214,7 +214,7 @@ def test_info_shows_a_sweep_trials_evaluation_and_the_crt_attack(capsys: pytest.
     shipped = Path(__file__).resolve().parents[1] / "assets" / "models"
     assert main(["info", str(shipped / "table4-crt-2x1024-eps1.58.pt")]) == 0
     out = capsys.readouterr().out
-    assert "crt attack" in out and "8 x 5 steps, theorem3 bounds" in out
+    assert "crt attack" in out and "30 x 10 steps, theorem3 bounds" in out
     assert re.search(r"certified acc \(rho=1\.58, runner-up, crc\)\s+\d+\.\d\d%", out)
     assert "  n/a\n" not in out and "1000 fixed test images" in out
     assert main(["info", str(shipped / "crt-2x256.pt")]) == 0
