@@ -58,7 +58,7 @@ test-portability: venv faketime
 	else echo "note: faketime missing; date-sensitive tests not rerun under another date"; fi
 
 # Two pytest workers (pytest-xdist), one test file each at a time: the browser files mostly wait on their Streamlit
-# server while the other worker computes, so the suite takes ~2/3 of its serial time on 2 cores.
+# server while the other worker computes (measured: 557 s vs 786 s serial, docs/reliability.md §6).
 TEST_WORKERS ?= 2
 test: venv chromium lint test-portability
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
