@@ -156,6 +156,9 @@ def main() -> None:
     ap.add_argument("--test-images", type=int, default=1000)
     args = ap.parse_args()
     model, _ = load_checkpoint(args.checkpoint)
+    if model.depth != 2 or model.activation_name != "softplus":
+        sys.exit(f"{args.checkpoint}: the official code's softplus Theorem 3 needs a 2-layer softplus net; this is "
+                 f"{model.depth} layers, {model.activation_name}")
     model = model.float().eval()
     train = load_dataset(args.dataset, "train", limit=args.train_images)
     test = load_dataset(args.dataset, "test")
