@@ -35,6 +35,7 @@ from crc_core.data import load_dataset
 from crc_core.hessian import MarginOracle
 from crc_core.metrics import fixed_eval_sample
 from crc_core.models import MLP
+from crc_core.solvers.mm import bisect_eta, mm_step
 from crc_core.targets import runner_up
 
 
@@ -42,14 +43,11 @@ def official_attack(model: MLP, x0, y, t, eps: float, m_abs, M, outer: int = 30,
     """The official training attack on rows x0 (N, D): returns its last iterate (N, D), not projected."""
     oracle = MarginOracle(model, y, t)
     lo, hi = m_abs.clone(), m_abs + 1000
-    eta, x = (lo + hi) / 2, x0.clone()
+    eta, x, ones = (lo + hi) / 2, x0.clone(), torch.ones_like(m_abs)
     for _ in range(outer):
-        for _ in range(inner):
-            _, g = oracle(x)
-            x = (M[:, None] * x + eta[:, None] * x0 - g) / (M + eta)[:, None]
-        up = (x - x0).norm(dim=1) > eps
-        lo, hi = torch.where(up, eta, lo), torch.where(up, hi, eta)
-        eta = (lo + hi) / 2
+        for _ in range(inner):  # a fixed count, no stopping test (as the official code)
+            x = mm_step(x, x0, oracle(x)[1], eta, ones, M)
+        lo, hi, eta = bisect_eta(lo, hi, eta, (x - x0).norm(dim=1) > eps)
     return x
 
 
@@ -57,15 +55,13 @@ def official_certificate(model: MLP, x0, y, t, m_abs, M, outer: int = 30, inner:
     """The official certificate: (lower bound d (N,), final residual ‖η∇f + x − x0‖ (N,))."""
     oracle = MarginOracle(model, y, t)
     lo, hi = torch.zeros_like(m_abs), 1 / m_abs
-    eta, x = (lo + hi) / 2, x0.clone()
+    eta, x, ones = (lo + hi) / 2, x0.clone(), torch.ones_like(m_abs)
     for _ in range(outer):
         for _ in range(inner):
             _, g = oracle(x)
-            x = (x0 + (eta * M)[:, None] * x - eta[:, None] * g) / (1 + eta * M)[:, None]
+            x = mm_step(x, x0, g, ones, eta, eta * M)
         f, _ = oracle(x)
-        up = f > 0
-        lo, hi = torch.where(up, eta, lo), torch.where(up, hi, eta)
-        eta = (lo + hi) / 2
+        lo, hi, eta = bisect_eta(lo, hi, eta, f > 0)
     d2 = ((x - x0) ** 2).sum(dim=1) + 2 * eta * f
     return d2.clamp_min(0).sqrt(), (eta[:, None] * g + (x - x0)).norm(dim=1)
 
@@ -136,9 +132,8 @@ def certificate_rows(model: MLP, x0, y, rho: float) -> list[dict]:
 
 def penalty_row(model: MLP, x0, y) -> dict:
     """Check 3: our penalty K against h‖W1‖² max|w_y − w_t| on the rows' (label, runner-up) pairs."""
-    with torch.no_grad():
-        t = runner_up(model(x0), y)
     with torch.no_grad():  # 500 power iterations: converged, as the warm start is after many training steps
+        t = runner_up(model(x0), y)
         K = CurvatureRegularizer(n_iter=500)(model, y, t)
     W1, W2 = model.layers[0].weight.detach(), model.layers[-1].weight.detach()
     official = model.activation.h_U * torch.linalg.matrix_norm(W1, ord=2) ** 2 * (W2[y] - W2[t]).abs().amax(dim=1)
