@@ -9,8 +9,8 @@ One ``.pt`` file, rewritten atomically after every finished epoch (temp file in 
      "rng": {"torch": ByteTensor, "shuffle": ByteTensor, "cuda": [ByteTensor]},
      "history": [events], "metrics": {last evaluation}[, "best": {"epoch", "metrics", "model": state_dict}]}
 
-"best" (only under ``keep="best-test-accuracy"``, once an epoch was evaluated) holds the weights of the best epoch
-so far, so a resumed run keeps the same one.
+"best" (only under a ``keep`` rule other than "last", once an epoch was evaluated) holds the weights of the best
+epoch so far, so a resumed run keeps the same one.
 
 Read only through the loading gate (:func:`crc_core.safe_load.load_file`: its checks, then
 ``torch.load(weights_only=True)``). Resuming restores the weights, Adam's moments, the

@@ -28,7 +28,7 @@ from .models import MLP
 from .targets import runner_up
 
 __all__ = ["ACCURACY_BATCH", "EPOCH_METRIC_KEYS", "EVAL_PGD_STEPS", "EVAL_SAMPLE_SEED", "accuracy", "attacks_at",
-           "epoch_metrics", "fixed_eval_sample", "pgd_robust", "upgrade_metric_keys"]
+           "certified_accuracy", "epoch_metrics", "fixed_eval_sample", "pgd_robust", "upgrade_metric_keys"]
 
 EVAL_SAMPLE_SEED = 20200712  # fixed: every model is certified on the same test images
 ACCURACY_BATCH = 2000  # images per forward pass when measuring clean accuracy
@@ -117,6 +117,23 @@ def _relu_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: floa
             ok[ru] = certified_at(model, xs[ru], ys[ru], rho, targets="all")
         every = float(ok.float().mean())
     return {"certified_accuracy": float(ru.float().mean()), "certified_accuracy_all": every, "mean_K_ub": None}
+
+
+def certified_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, rho: float, *,
+                       mode: str = "fast") -> float | None:
+    """Certified accuracy at ρ against the runner-up (the paper's) of images x (N, D) with labels y (N,), N ≥ 1:
+    CRC for smooth nets, App. G for 2-layer ReLU nets, None for deeper ReLU nets (no certificate). Same numbers
+    as :func:`epoch_metrics`' certified_accuracy on the same images; follows the model's device."""
+    dev = model.layers[0].weight.device
+    x, y = x.to(dev), y.to(dev)
+    was_training = model.training
+    model.eval()
+    if model.activation_name == "relu":
+        out = _relu_certificates(model, x, y, rho, all_targets=False)
+    else:
+        out = _curvature_certificates(model, x, y, rho, all_targets=False, mode=mode)
+    model.train(was_training)
+    return out["certified_accuracy"]
 
 
 def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor], *, rho: float = 0.5,

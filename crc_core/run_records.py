@@ -82,7 +82,7 @@ def run_record(config: TrainConfig, result: TrainResult, *, source: str, metrics
     label (:meth:`TrainConfig.describe`), metrics, command, config (:meth:`TrainConfig.to_dict`),
     stopped, train_seconds, device, torch_version and history = {"epochs": every epoch event, "steps": at most
     ``HISTORY_STEPS`` step events, evenly thinned}; events lose their "kind" key, floats keep 6 significant digits.
-    Under ``keep="best-test-accuracy"`` also kept = :attr:`TrainResult.kept` (which epoch's weights, and why).
+    Under a ``keep`` rule other than "last" also kept = :attr:`TrainResult.kept` (which epoch's weights, and why).
     ``save_checkpoint`` adds architecture, created and crc_core_version.
     """
     epochs_done = [e for e in result.history if e.get("kind") == "epoch"]
@@ -99,7 +99,7 @@ def run_record(config: TrainConfig, result: TrainResult, *, source: str, metrics
         "device": describe_device(result.model.layers[0].weight.device),
         "history": {"epochs": [clean(e) for e in epochs_done], "steps": [clean(e) for e in thin_events(steps)]},
     }
-    if result.kept is not None:  # keep="best-test-accuracy": which epoch's weights these are, and why
+    if result.kept is not None:  # keep other than "last": which epoch's weights these are, and why
         own["kept"] = _round_floats(dict(result.kept))
     record = model_record(dataset=config.dataset, kind=config.kind, gamma=config.gamma_used,
                           crt_eps=config.crt_eps if config.kind == "crt" else None, epochs=len(epochs_done),

@@ -25,26 +25,28 @@ from .data import Dataset, in_unit_box, load_dataset
 from .device import default_device
 from .epoch_checkpoint import load_epoch_checkpoint, restore_run, save_epoch_checkpoint
 from .errors import CRCError
-from .metrics import epoch_metrics
+from .metrics import certified_accuracy, epoch_metrics
 from .models import MLP
 from .targets import runner_up
-from .train_config import TrainConfig
+from .train_config import KEEP_SCORES, TrainConfig
 from .train_log import Event, EventLog, StepStats
 from .training_kinds import KINDS
 
-__all__ = ["RunState", "TrainConfig", "TrainResult", "config_epoch_metrics", "final_metrics", "run_epoch", "train"]
+__all__ = ["RunState", "TrainConfig", "TrainResult", "config_epoch_metrics", "final_metrics", "kept_record",
+           "run_epoch", "train"]
 
 
 @dataclass
 class TrainResult:
     """What :func:`train` returns.
 
-    model: the trained MLP (eval mode, on the training device): the last weights, or the kept epoch's under
-    ``config.keep = "best-test-accuracy"``. history: every event emitted, in order.
+    model: the trained MLP (eval mode, on the training device): the last weights, or the kept epoch's under a
+    ``config.keep`` other than "last". history: every event emitted, in order.
     metrics: the evaluation of the returned weights' epoch (keys as in :func:`crc_core.metrics.epoch_metrics`, plus
     "epoch"): the last one, or the kept epoch's; empty if stopped before the first epoch ended. stopped: True when
     ``should_stop`` ended the run early. seconds: wall time. kept: None under keep="last"; else which epoch's
-    weights were returned and why: {"rule", "epoch" (None: no epoch was evaluated), "test_accuracy", "reason"}.
+    weights were returned and why: {"rule", "epoch" (None: no epoch was evaluated), "test_accuracy", "reason"},
+    plus "train_certified_accuracy" and "select_images" under keep="best-train-certified".
     """
 
     model: MLP
@@ -115,7 +117,7 @@ class RunState:
     shuffle: torch.Generator
     step: int = 0
     stopped: bool = False
-    best: dict[str, Any] | None = None  # keep="best-test-accuracy": {"epoch", "metrics", "model": state_dict}
+    best: dict[str, Any] | None = None  # keep other than "last": {"epoch", "metrics", "model": state_dict}
 
 
 def run_epoch(run: RunState, epoch: int, log: EventLog, should_stop: Callable[[], bool] | None) -> StepStats:
@@ -172,7 +174,7 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
             {"kind": "done", "stopped", "step", "seconds", "metrics"}.
         should_stop: polled before every step; when it returns True the loop ends after the current step and
             the result has ``stopped=True`` with the model as trained so far (usable, finite; under
-            ``config.keep="best-test-accuracy"`` the best evaluated epoch so far, when there is one).
+            a ``config.keep`` other than "last" the best evaluated epoch so far, when there is one).
         init_model: continue from these weights (copied; must match the config's architecture).
         data: (train, test) datasets to use instead of loading ``config.dataset`` (limits still apply).
         epoch_checkpoint: write the full training state there after every finished epoch
@@ -204,6 +206,8 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
             if finished or epoch % config.eval_every == 0:
                 metrics = evaluated = {"epoch": epoch, "step": run.step,
                                        **config_epoch_metrics(run.model, config, test_ds)}
+                if config.keep == "best-train-certified":
+                    evaluated["train_certified_accuracy"] = _train_certified(run, rng_devices)
             log.epoch(epoch, run.step, epoch_stats.means(), evaluated)
             if evaluated is not None:
                 _consider_for_keeping(run, evaluated)
@@ -218,29 +222,55 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
     return TrainResult(run.model, log.history, metrics, run.stopped, seconds, run.step, kept)
 
 
+def _train_certified(run: RunState, rng_devices: list[int]) -> float | None:
+    """keep="best-train-certified"'s score: certified accuracy at eval_rho (runner-up) on the last select_images
+    training images. The global random state is left as it was, so the rule never changes the training."""
+    n = min(run.config.select_images, run.X.shape[0])
+    with torch.random.fork_rng(devices=rng_devices):
+        return certified_accuracy(run.model, run.X[-n:], run.Y[-n:], run.config.eval_rho,
+                                  mode=run.config.eval_mode)
+
+
 def _consider_for_keeping(run: RunState, evaluated: dict[str, Any]) -> None:
-    """Under keep="best-test-accuracy", copy the weights of an evaluated epoch into ``run.best`` when its standard
-    test accuracy beats every earlier one (strictly: the earliest epoch wins a tie); nothing under keep="last"."""
+    """Under a keep rule other than "last", copy the weights of an evaluated epoch into ``run.best`` when its score
+    (:data:`~crc_core.train_config.KEEP_SCORES`) beats every earlier one (strictly: the earliest epoch wins a
+    tie); nothing under keep="last"."""
     if run.config.keep == "last":
         return
-    if run.best is None or evaluated["test_accuracy"] > run.best["metrics"]["test_accuracy"]:
+    key = KEEP_SCORES[run.config.keep][0]
+    if run.best is None or evaluated[key] > run.best["metrics"][key]:
         run.best = {"epoch": int(evaluated["epoch"]), "metrics": dict(evaluated),
                     "model": {k: v.detach().clone() for k, v in run.model.state_dict().items()}}
 
 
 def _apply_keep(run: RunState, metrics: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Put the kept epoch's weights into ``run.model``; return (what was kept and why, its metrics)."""
-    rule = run.config.keep
-    if rule == "last":
+    if run.config.keep == "last":
         return None, metrics
     if run.best is None:
-        return {"rule": rule, "epoch": None, "test_accuracy": None,
-                "reason": "no epoch was evaluated before the run ended: the weights as trained"}, metrics
+        return kept_record(run.config, None), metrics
     run.model.load_state_dict(run.best["model"])
-    epoch, acc = run.best["epoch"], run.best["metrics"]["test_accuracy"]
-    return {"rule": rule, "epoch": epoch, "test_accuracy": acc,
-            "reason": f"epoch {epoch} had the best standard test accuracy ({acc:.4f}) of the evaluated epochs; "
-                      "the paper's selection, made on the test set"}, dict(run.best["metrics"])
+    return kept_record(run.config, run.best["metrics"]), dict(run.best["metrics"])
+
+
+def kept_record(config: TrainConfig, best: dict[str, Any] | None) -> dict[str, Any]:
+    """:attr:`TrainResult.kept` for ``config.keep`` (not "last") and the kept epoch's evaluation ``best`` (its
+    "epoch", "test_accuracy" and the rule's score; None: no epoch was evaluated)."""
+    rule = config.keep
+    key, words = KEEP_SCORES[rule]
+    record: dict[str, Any] = {"rule": rule, "epoch": None, "test_accuracy": None}
+    if rule == "best-train-certified":
+        record.update(train_certified_accuracy=None, select_images=config.select_images)
+    if best is None:
+        return {**record, "reason": "no epoch was evaluated before the run ended: the weights as trained"}
+    epoch, score = int(best["epoch"]), best[key]
+    record.update({"epoch": epoch, "test_accuracy": best["test_accuracy"], key: score})
+    if rule == "best-test-accuracy":
+        why = "the paper's selection, made on the test set"
+    else:
+        why = (f"certified at rho = {config.eval_rho} against the runner-up on the last {config.select_images} "
+               "training images (all, if fewer; they are trained on); no test image was read")
+    return {**record, "reason": f"epoch {epoch} had the {words} ({score:.4f}) of the evaluated epochs; {why}"}
 
 
 def _resume(run: RunState, log: EventLog, path: str | Path | None, config: TrainConfig,

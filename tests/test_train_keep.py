@@ -1,6 +1,8 @@
 """TrainConfig.keep: "best-test-accuracy" (the paper's model selection; it uses the test set) returns the weights of
 the evaluated epoch with the best standard test accuracy, keeps that epoch across an interrupted and resumed run
-(bitwise on CPU), says which epoch it kept in the run record; the default "last" changes nothing."""
+(bitwise on CPU), says which epoch it kept in the run record; "best-train-certified" does the same by certified
+accuracy on the last training images and reads no test image; no rule changes the training; the default "last"
+changes nothing."""
 
 from __future__ import annotations
 
@@ -109,8 +111,63 @@ def test_a_run_stopped_before_any_evaluation_keeps_its_weights_and_says_so() -> 
 
 @pytest.mark.parametrize("value", ["best", "", None, 1])
 def test_bad_keep_is_refused_in_one_sentence(value) -> None:
-    with pytest.raises(CRCError, match=r"^keep must be 'last' .* or 'best-test-accuracy' .*, got .*\.$"):
+    with pytest.raises(CRCError, match=r"^keep must be 'last' .*, 'best-test-accuracy' .* or 'best-train-certified' "
+                                       r".*, got .*\.$"):
         tiny(keep=value)
+
+
+TRAIN_CERT = "best-train-certified"
+
+
+def test_train_certified_keeps_the_epoch_with_the_most_certified_training_images(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The score is certified accuracy at eval_rho on the last select_images training images (never a test
+    image); the best epoch's weights are returned; the record says which epoch, its score and why."""
+    train_ds, test_ds = tiny_data()
+    scores, seen, weights = [0.25, 0.75, 0.5], [], []
+
+    def fake(model, x, y, rho, *, mode):
+        seen.append((x.clone(), y.clone(), rho, mode))
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return scores[len(seen) - 1]
+
+    monkeypatch.setattr(train_mod, "certified_accuracy", fake)
+    config = tiny(keep=TRAIN_CERT, select_images=50, eval_rho=0.3)
+    result = train(config, data=(train_ds, test_ds))
+    assert len(seen) == 3 and all(torch.equal(x, train_ds.images[-50:]) and torch.equal(y, train_ds.labels[-50:])
+                                  and rho == 0.3 and mode == "fast" for x, y, rho, mode in seen)
+    assert same_weights(result.model.state_dict(), weights[1])
+    kept = result.kept
+    assert kept["epoch"] == 2 and kept["train_certified_accuracy"] == 0.75 and kept["select_images"] == 50
+    assert kept["test_accuracy"] == result.metrics["test_accuracy"] and result.metrics["epoch"] == 2
+    assert "no test image was read" in kept["reason"] and "last 50 training images" in kept["reason"]
+    assert [e["train_certified_accuracy"] for e in result.history if e["kind"] == "epoch"] == scores
+    record = run_record(config, result, source="test")
+    assert record["kept"] == {**kept, "test_accuracy": pytest.approx(kept["test_accuracy"], abs=1e-6)}
+    assert record["config"]["select_images"] == 50 and trial_settings(config)["select_images"] == 50
+
+
+def test_no_rule_changes_the_training_and_the_score_is_the_kept_weights_certificate(tmp_path: Path) -> None:
+    """The per-epoch certification draws no random numbers from the run: every epoch's weights equal those of a
+    run that keeps the last epoch, bit for bit (CPU); re-certifying the kept weights gives its recorded score."""
+    from crc_core.metrics import certified_accuracy
+
+    train_ds, test_ds = tiny_data()
+    last = train(tiny(kind="pgd", gamma=0.0), data=(train_ds, test_ds))  # PGD's random starts use the global RNG
+    ckpt = tmp_path / "e.pt"
+    config = tiny(kind="pgd", gamma=0.0, keep=TRAIN_CERT, select_images=64)
+    kept = train(config, data=(train_ds, test_ds), epoch_checkpoint=ckpt)
+    assert same_weights(load_epoch_checkpoint(ckpt, config, 192).model, last.model.state_dict())
+    score = certified_accuracy(kept.model, train_ds.images[-64:], train_ds.labels[-64:], config.eval_rho)
+    assert score == kept.kept["train_certified_accuracy"]
+
+
+def test_train_certified_needs_a_certificate_and_a_positive_count() -> None:
+    with pytest.raises(CRCError, match=r"needs a certificate: .* this ReLU net has 3 layers"):
+        tiny(kind="pgd", gamma=0.0, activation="relu", widths=(8, 8), keep=TRAIN_CERT)
+    tiny(kind="pgd", gamma=0.0, activation="relu", widths=(8,), keep=TRAIN_CERT)  # App. G certifies 2 layers
+    with pytest.raises(CRCError, match="select_images must be a whole number ≥ 1"):
+        tiny(keep=TRAIN_CERT, select_images=0)
 
 
 def test_sweep_files_accept_keep() -> None:
@@ -148,3 +205,12 @@ def test_cli_keep_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["train", "--dry-run", "--keep", "best", "--out", str(tmp_path / "x.pt")])
     assert exc.value.code == 2
+    assert main(["train", "--dry-run", "--kind", "standard", "--widths", "8", "--out", str(out), "--quiet",
+                 "--device", "cpu", "--eval-samples", "0", "--keep", TRAIN_CERT, "--select-images", "32"]) == 0
+    _, meta = load_checkpoint(out)
+    assert meta["config"]["select_images"] == 32 and meta["kept"]["select_images"] == 32
+    assert "kept epoch 1 (best certified accuracy on training images)" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    cert, acc = (f"{100 * meta['kept'][k]:.2f}%" for k in ("train_certified_accuracy", "test_accuracy"))
+    assert re.search(rf"^kept +best certified accuracy on training images \(epoch 1 of 1, {re.escape(cert)}, "
+                     rf"test accuracy {re.escape(acc)}\)$", capsys.readouterr().out, re.M)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import format_architecture
+from ..train_config import KEEP_SCORES
 from .progress import fmt
 
 
@@ -71,9 +72,12 @@ def _kept(meta: dict[str, Any]) -> str | None:
         return str(config["keep"]) if isinstance(config, dict) and config.get("keep") is not None else None
     if kept.get("epoch") is None:
         return f"{kept.get('rule')}: {kept.get('reason')}"
-    acc = kept.get("test_accuracy")
-    rule = "best standard test accuracy" if kept.get("rule") == "best-test-accuracy" else kept.get("rule")
-    return f"{rule} (epoch {kept['epoch']} of {meta.get('epochs')}{f', {fmt(acc, True)}' if acc is not None else ''})"
+    key, rule = KEEP_SCORES.get(str(kept.get("rule")), ("", str(kept.get("rule"))))
+    score, acc = kept.get(key), kept.get("test_accuracy")
+    values = [fmt(score, True)] if score is not None else []
+    if key != "test_accuracy" and acc is not None:
+        values.append(f"test accuracy {fmt(acc, True)}")
+    return f"{rule} (epoch {kept['epoch']} of {meta.get('epochs')}{''.join(', ' + v for v in values)})"
 
 
 def _metric_rows(m: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -16,7 +16,7 @@ from ..certify import SOLVER_MODES
 from ..data import DATASET_NAMES
 from ..errors import CRCError
 from ..models import architecture_slug
-from ..train_config import ATTACK_BOUNDS, KEEP_RULES, TrainConfig, parse_widths
+from ..train_config import ATTACK_BOUNDS, KEEP_RULES, KEEP_SCORES, TrainConfig, parse_widths
 from ..training_kinds import CURVATURE_KINDS, KINDS, RELU_KINDS, TRAIN_ACTIVATIONS
 from .common import PROG, output_file, set_threads
 from .progress import TrainProgress, fmt
@@ -117,9 +117,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="evaluate every N epochs (always after the last); default 1")
     g.add_argument("--test-limit", type=int, default=None, metavar="N", help="use only the first N test images")
     g.add_argument("--keep", default="last", choices=KEEP_RULES,
-                   help="which weights to save: last (the final epoch's, default) or best-test-accuracy (the "
+                   help="which weights to save: last (the final epoch's, default), best-test-accuracy (the "
                         "evaluated epoch with the best standard test accuracy: the paper's selection; it uses the "
-                        "test set)")
+                        "test set) or best-train-certified (the evaluated epoch with the best certified accuracy "
+                        "at --eval-rho, runner-up, on the last --select-images training images; reads no test "
+                        "image)")
+    g.add_argument("--select-images", type=int, default=TrainConfig.select_images, metavar="N",
+                   help="training images --keep best-train-certified certifies after each evaluated epoch (the "
+                        f"last N); default {TrainConfig.select_images}")
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda; default auto")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
@@ -149,7 +154,7 @@ def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
         attack_outer=args.attack_outer, attack_inner=args.attack_inner, eval_rho=args.eval_rho,
         eval_samples=args.eval_samples, eval_all_targets=not args.no_eval_all, eval_mode=args.eval_mode,
         eval_every=args.eval_every, log_every=args.log_every, train_limit=args.train_limit, test_limit=args.test_limit,
-        max_steps=args.max_steps, keep=args.keep,
+        max_steps=args.max_steps, keep=args.keep, select_images=args.select_images,
         attack_bounds=args.attack_bounds or TrainConfig.attack_bounds)
     if args.dry_run:
         settings.update(epochs=1, max_steps=min(3, args.max_steps or 3), train_limit=min(256, args.train_limit or 256),
@@ -259,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _kept_text(kept: dict[str, Any] | None) -> str:
-    """", kept epoch 2 (best standard test accuracy)" under --keep best-test-accuracy; "" otherwise."""
-    if kept is None:
+    """", kept epoch 2 (best standard test accuracy)" under a --keep rule other than last; "" otherwise."""
+    if kept is None or kept["epoch"] is None:
         return ""
-    return f", kept epoch {kept['epoch']} (best standard test accuracy)" if kept["epoch"] is not None else ""
+    return f", kept epoch {kept['epoch']} ({KEEP_SCORES[kept['rule']][1]})"

@@ -165,6 +165,6 @@ def execute_trial(trial: Trial, spec: EvalSpec, *, device: str = "cpu", threads:
               "resumed_after_epoch": resumed,
               "host": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
               "history": {"epochs": epochs}}
-    if result.kept is not None:  # keep="best-test-accuracy": which epoch's weights these are, and why
+    if result.kept is not None:  # keep other than "last": which epoch's weights these are, and why
         record["kept"] = result.kept
     return TrialOutput(result.model.cpu().eval(), row, record)
