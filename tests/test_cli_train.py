@@ -208,14 +208,31 @@ def test_help_explains_every_kind_and_lists_relu() -> None:
     assert all(KIND_HELP[k] == v for k, v in EXPLANATIONS.items())
 
 
-def test_info_shows_a_sweep_trials_evaluation_and_the_crt_attack(capsys: pytest.CaptureFixture) -> None:
-    """The shipped Table 4 model comes from a sweep trial: its evaluation keys (cert_<method>_<targets>_<ρ>) and
-    the CRT attack it was trained with are shown (they read n/a / were missing before)."""
+def test_info_shows_a_sweep_trials_evaluation_and_the_crt_attack(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """A sweep trial's checkpoint: its evaluation keys (cert_<method>_<targets>_<ρ>) and the CRT attack it was
+    trained with are shown (they read n/a / were missing before); the shipped models show their CRT attack."""
+    from crc_core.sweep.config import parse_sweep_config
+    from crc_core.sweep.folder import SweepFolder
+    from crc_core.sweep.trial import execute_trial
+
+    sweep = parse_sweep_config({
+        "name": "info", "train": {"dataset": "embedded", "widths": 8, "kind": "crt", "crt_eps": 1.58, "epochs": 1,
+                                  "train_limit": 64, "test_limit": 16, "attack_outer": 3, "attack_inner": 2,
+                                  "attack_bounds": "theorem3", "eval_samples": 0},
+        "grid": {"seed": [0]}, "evaluate": {"rho": [1.58], "targets": ["runner-up"], "images": 8}})
+    folder = SweepFolder(tmp_path, sweep)
+    trial = sweep.trials[0]
+    out = execute_trial(trial, sweep.evaluate)
+    folder.save_trial(trial, out.model, out.row, out.record)
+    assert main(["info", str(folder.trial_dir(trial) / "model.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "crt attack" in out and "3 x 2 steps, theorem3 bounds" in out
+    assert re.search(r"certified acc \(rho=1\.58, runner-up, crc\)\s+\d+\.\d\d%", out)
+    assert "  n/a\n" not in out and "8 fixed test images" in out
     shipped = Path(__file__).resolve().parents[1] / "assets" / "models"
     assert main(["info", str(shipped / "table4-crt-2x1024-eps1.58.pt")]) == 0
     out = capsys.readouterr().out
-    assert "crt attack" in out and "30 x 10 steps, theorem3 bounds" in out
-    assert re.search(r"certified acc \(rho=1\.58, runner-up, crc\)\s+\d+\.\d\d%", out)
-    assert "  n/a\n" not in out and "1000 fixed test images" in out
+    assert "30 x 10 steps, theorem3 bounds" in out and re.search(r"certified acc \(rho=1\.58, runner-up", out)
     assert main(["info", str(shipped / "crt-2x256.pt")]) == 0
     assert "8 x 5 steps, regularizer bounds" in capsys.readouterr().out  # recorded before attack_bounds existed
