@@ -33,7 +33,7 @@ from .train_log import Event, EventLog, StepStats
 from .training_kinds import KINDS
 
 __all__ = ["RunState", "TrainConfig", "TrainResult", "config_epoch_metrics", "final_metrics", "kept_record",
-           "run_epoch", "train"]
+           "run_epoch", "selection_split", "train"]
 
 
 @dataclass
@@ -188,6 +188,7 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
     log = EventLog(callback)
     dev = default_device(config.device)
     train_ds, test_ds = _load_data(config, data)
+    train_ds, select_ds = selection_split(config, train_ds)
     if len(train_ds) == 0:
         raise CRCError("The training set is empty.")
     log.steps_per_epoch = math.ceil(len(train_ds) / config.batch_size)
@@ -206,8 +207,8 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
             if finished or epoch % config.eval_every == 0:
                 metrics = evaluated = {"epoch": epoch, "step": run.step,
                                        **config_epoch_metrics(run.model, config, test_ds)}
-                if config.keep == "best-train-certified":
-                    evaluated["train_certified_accuracy"] = _train_certified(run, rng_devices)
+                if select_ds is not None:
+                    evaluated["train_certified_accuracy"] = _train_certified(run, select_ds, rng_devices)
             log.epoch(epoch, run.step, epoch_stats.means(), evaluated)
             if evaluated is not None:
                 _consider_for_keeping(run, evaluated)
@@ -222,12 +223,28 @@ def train(config: TrainConfig, *, callback: Callable[[Event], None] | None = Non
     return TrainResult(run.model, log.history, metrics, run.stopped, seconds, run.step, kept)
 
 
-def _train_certified(run: RunState, rng_devices: list[int]) -> float | None:
-    """keep="best-train-certified"'s score: certified accuracy at eval_rho (runner-up) on the last select_images
-    training images. The global random state is left as it was, so the rule never changes the training."""
-    n = min(run.config.select_images, run.X.shape[0])
+def selection_split(config: TrainConfig, train_ds: Dataset) -> tuple[Dataset, Dataset | None]:
+    """(the images the run trains on, the images keep="best-train-certified" certifies after each evaluated epoch:
+    the last select_images training images, or all when fewer; None under the other rules). Under
+    select_held_out the second are not among the first; CRCError when that leaves nothing to train on."""
+    if config.keep != "best-train-certified":
+        return train_ds, None
+    n = min(config.select_images, len(train_ds))
+    select = Dataset(train_ds.images[-n:], train_ds.labels[-n:], list(train_ds.class_names), train_ds.name,
+                     train_ds.source, train_ds.split)
+    if not config.select_held_out:
+        return train_ds, select
+    if config.select_images >= len(train_ds):
+        raise CRCError(f"Holding out select_images = {config.select_images} of the {len(train_ds)} training images "
+                       "leaves none to train on: choose fewer.")
+    return train_ds.take(len(train_ds) - n), select
+
+
+def _train_certified(run: RunState, select: Dataset, rng_devices: list[int]) -> float | None:
+    """keep="best-train-certified"'s score: certified accuracy at eval_rho (runner-up) on ``select``
+    (:func:`selection_split`). The global random state is left as it was, so the rule never changes the training."""
     with torch.random.fork_rng(devices=rng_devices):
-        return certified_accuracy(run.model, run.X[-n:], run.Y[-n:], run.config.eval_rho,
+        return certified_accuracy(run.model, select.images, select.labels, run.config.eval_rho,
                                   mode=run.config.eval_mode)
 
 
@@ -268,8 +285,9 @@ def kept_record(config: TrainConfig, best: dict[str, Any] | None) -> dict[str, A
     if rule == "best-test-accuracy":
         why = "the paper's selection, made on the test set"
     else:
+        which = "held out of training" if config.select_held_out else "all, if fewer; they are trained on"
         why = (f"certified at rho = {config.eval_rho} against the runner-up on the last {config.select_images} "
-               "training images (all, if fewer; they are trained on); no test image was read")
+               f"training images ({which}); no test image was read")
     return {**record, "reason": f"epoch {epoch} had the {words} ({score:.4f}) of the evaluated epochs; {why}"}
 
 

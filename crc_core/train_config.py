@@ -81,6 +81,8 @@ class TrainConfig:
             are trained on (not a held-out split). No rule changes the training itself.
         select_images: how many training images (the last ones) "best-train-certified" certifies after each
             evaluated epoch (ignored by the other rules); 10,000 take ~25 s for a 2x[1024] net on one CPU thread.
+        select_held_out: hold those images out of training (a validation split: the run trains on the others);
+            only with keep="best-train-certified".
     """
 
     dataset: str = "embedded"
@@ -114,6 +116,7 @@ class TrainConfig:
     keep: str = "last"
     attack_bounds: str = "regularizer"
     select_images: int = 10_000
+    select_held_out: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -167,6 +170,11 @@ class TrainConfig:
             raise CRCError(f"keep must be 'last' (the final epoch's weights), 'best-test-accuracy' (the epoch with "
                            "the best standard test accuracy) or 'best-train-certified' (the epoch with the best "
                            f"certified accuracy on training images), got {self.keep!r}.")
+        if not isinstance(self.select_held_out, bool):
+            raise CRCError(f"select_held_out must be True or False, got {self.select_held_out!r}.")
+        if self.select_held_out and self.keep != "best-train-certified":
+            raise CRCError("select_held_out holds the images keep='best-train-certified' certifies out of training; "
+                           f"it needs that rule, not keep={self.keep!r}.")
         if self.keep == "best-train-certified" and self.activation == "relu" and len(self.widths) != 1:
             raise CRCError("keep 'best-train-certified' needs a certificate: a smooth activation, or a 2-layer ReLU "
                            f"net (App. G); this ReLU net has {len(self.widths) + 1} layers.")

@@ -33,7 +33,7 @@ from crc_core.metrics import certified_accuracy
 from crc_core.models import MLP
 from crc_core.run_records import run_record
 from crc_core.safe_load import load_file
-from crc_core.train import TrainResult, kept_record
+from crc_core.train import TrainResult, kept_record, selection_split
 from crc_core.train_config import KEEP_SCORES, TrainConfig
 
 
@@ -56,7 +56,8 @@ def load_run(paths: list[Path]) -> tuple[TrainConfig, list[EpochState]]:
 def select(paths: list[Path], keep: str, select_images: int | None = None
            ) -> tuple[TrainConfig, TrainResult, dict[int, float | None]]:
     """Apply ``keep`` to the run whose epoch states are ``paths``: (the config as if it had been trained with
-    ``keep``, the TrainResult ``train`` would have returned, the score of each evaluated epoch)."""
+    ``keep``, the TrainResult ``train`` would have returned, the score of each evaluated epoch). A run trained
+    with select_held_out keeps it; one trained on every image cannot be given a held-out split afterwards."""
     if keep not in KEEP_SCORES:
         raise CRCError(f"keep must be one of {', '.join(KEEP_SCORES)}, got {keep!r}.")
     config, states = load_run(paths)
@@ -65,10 +66,11 @@ def select(paths: list[Path], keep: str, select_images: int | None = None
         changes["select_images"] = select_images
     config = dataclasses.replace(config, **changes)
     key = KEEP_SCORES[keep][0]
-    train_ds = load_dataset(config.dataset, "train", root=config.data_root, limit=config.train_limit)
+    train_ds, select_ds = selection_split(config, load_dataset(config.dataset, "train", root=config.data_root,
+                                                               limit=config.train_limit))
     if len(train_ds) != states[0].n_train:
-        raise CRCError(f"The run trained on {states[0].n_train} images; {config.dataset!r} now has {len(train_ds)}.")
-    n = min(config.select_images, len(train_ds))
+        raise CRCError(f"The run trained on {states[0].n_train} images; with these settings it would train on "
+                       f"{len(train_ds)}.")
     scores: dict[int, float | None] = {}
     best: tuple[EpochState, dict[str, Any]] | None = None
     for s in states:
@@ -77,7 +79,7 @@ def select(paths: list[Path], keep: str, select_images: int | None = None
         model = _model(config, s, train_ds.in_dim, train_ds.n_classes)
         metrics = dict(s.metrics)
         if keep == "best-train-certified":
-            metrics[key] = certified_accuracy(model, train_ds.images[-n:], train_ds.labels[-n:], config.eval_rho,
+            metrics[key] = certified_accuracy(model, select_ds.images, select_ds.labels, config.eval_rho,
                                               mode=config.eval_mode)
         scores[s.epoch] = metrics[key]
         if best is None or metrics[key] > best[1][key]:

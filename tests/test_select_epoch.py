@@ -54,6 +54,17 @@ def test_selecting_afterwards_equals_keeping_during_the_run(tmp_path: Path) -> N
     assert mine == theirs
 
 
+def test_a_held_out_run_is_selected_on_its_held_out_images(tmp_path: Path) -> None:
+    run = dict(train_limit=256, test_limit=40, keep="best-train-certified", select_images=64, select_held_out=True)
+    paths = epoch_states(tmp_path, **run)  # 192 trained on: 3 steps per epoch
+    config, result, _ = select_epoch.select(paths, "best-train-certified")
+    during = train(tiny(**run))
+    assert config == tiny(**run) and result.kept == during.kept
+    assert all(torch.equal(result.model.state_dict()[k], v) for k, v in during.model.state_dict().items())
+    with pytest.raises(CRCError, match="The run trained on 192 images; with these settings it would train on 224"):
+        select_epoch.select(paths, "best-train-certified", select_images=32)
+
+
 def test_the_command_line_writes_the_kept_epoch_and_says_how(tmp_path: Path, capsys) -> None:
     paths = epoch_states(tmp_path, train_limit=192, test_limit=40)
     out = tmp_path / "kept.pt"

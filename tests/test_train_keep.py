@@ -162,6 +162,26 @@ def test_no_rule_changes_the_training_and_the_score_is_the_kept_weights_certific
     assert score == kept.kept["train_certified_accuracy"]
 
 
+def test_held_out_selection_images_are_never_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """select_held_out: the run trains on the first N - n images exactly as a run limited to them (bitwise) and
+    certifies the last n after each epoch; the epoch state records N - n training images."""
+    seen: list[torch.Tensor] = []
+    monkeypatch.setattr(train_mod, "certified_accuracy", lambda model, x, y, rho, *, mode: seen.append(x) or 0.5)
+    ckpt = tmp_path / "e.pt"
+    config = tiny(train_limit=192, keep=TRAIN_CERT, select_images=64, select_held_out=True)
+    held = train(config, epoch_checkpoint=ckpt)
+    plain = train(tiny(train_limit=128))
+    images = tiny_data()[0].images
+    assert len(seen) == 3 and all(torch.equal(x, images[128:192]) for x in seen)
+    assert load_epoch_checkpoint(ckpt, config, 128).n_train == 128
+    assert same_weights(load_epoch_checkpoint(ckpt, config, 128).model, plain.model.state_dict())
+    assert held.kept["epoch"] == 1 and "held out of training" in held.kept["reason"]
+    with pytest.raises(CRCError, match="leaves none to train on"):
+        train(tiny(train_limit=64, keep=TRAIN_CERT, select_images=64, select_held_out=True))
+    with pytest.raises(CRCError, match="needs that rule, not keep='last'"):
+        tiny(select_held_out=True)
+
+
 def test_train_certified_needs_a_certificate_and_a_positive_count() -> None:
     with pytest.raises(CRCError, match=r"needs a certificate: .* this ReLU net has 3 layers"):
         tiny(kind="pgd", gamma=0.0, activation="relu", widths=(8, 8), keep=TRAIN_CERT)

@@ -125,6 +125,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--select-images", type=int, default=TrainConfig.select_images, metavar="N",
                    help="training images --keep best-train-certified certifies after each evaluated epoch (the "
                         f"last N); default {TrainConfig.select_images}")
+    g.add_argument("--select-held-out", action="store_true",
+                   help="with --keep best-train-certified: hold those images out of training (a validation split)")
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda; default auto")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
@@ -155,6 +157,7 @@ def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
         eval_samples=args.eval_samples, eval_all_targets=not args.no_eval_all, eval_mode=args.eval_mode,
         eval_every=args.eval_every, log_every=args.log_every, train_limit=args.train_limit, test_limit=args.test_limit,
         max_steps=args.max_steps, keep=args.keep, select_images=args.select_images,
+        select_held_out=args.select_held_out,
         attack_bounds=args.attack_bounds or TrainConfig.attack_bounds)
     if args.dry_run:
         settings.update(epochs=1, max_steps=min(3, args.max_steps or 3), train_limit=min(256, args.train_limit or 256),
