@@ -116,17 +116,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--eval-every", type=int, default=1, metavar="N",
                    help="evaluate every N epochs (always after the last); default 1")
     g.add_argument("--test-limit", type=int, default=None, metavar="N", help="use only the first N test images")
-    g.add_argument("--keep", default="last", choices=KEEP_RULES,
-                   help="which weights to save: last (the final epoch's, default), best-test-accuracy (the "
-                        "evaluated epoch with the best standard test accuracy: the paper's selection; it uses the "
-                        "test set) or best-train-certified (the evaluated epoch with the best certified accuracy "
-                        "at --eval-rho, runner-up, on the last --select-images training images; reads no test "
-                        "image)")
-    g.add_argument("--select-images", type=int, default=TrainConfig.select_images, metavar="N",
-                   help="training images --keep best-train-certified certifies after each evaluated epoch (the "
-                        f"last N); default {TrainConfig.select_images}")
-    g.add_argument("--select-held-out", action="store_true",
-                   help="with --keep best-train-certified: hold those images out of training (a validation split)")
+    _add_keep_flags(p.add_argument_group("which epoch's weights to save"))
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda; default auto")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
@@ -139,6 +129,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(<out name>.last-epoch.pt)")
     g.add_argument("--dry-run", action="store_true",
                    help="a few steps on a few images, to check the set-up (writes a checkpoint)")
+
+
+def _add_keep_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--keep", default="last", choices=KEEP_RULES,
+                   help="last (the final epoch's, default), best-test-accuracy (the evaluated epoch with the best "
+                        "standard test accuracy: the paper's selection; it uses the test set) or "
+                        "best-train-certified (the evaluated epoch with the best certified accuracy at --eval-rho, "
+                        "runner-up, on the last --select-images training images; reads no test image)")
+    g.add_argument("--select-images", type=int, default=TrainConfig.select_images, metavar="N",
+                   help="training images --keep best-train-certified certifies after each evaluated epoch (the "
+                        f"last N); default {TrainConfig.select_images}")
+    g.add_argument("--select-held-out", action="store_true",
+                   help="with --keep best-train-certified: hold those images out of training (a validation split)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:  # -> TrainConfig
