@@ -225,6 +225,8 @@ def _browser_round(browser, url: str, reference: torch.Tensor, images: list[int]
         for pg, i in zip(cert_pages, images):
             pg.get_by_text(f"The certificate of test image #{i}").first.wait_for()
             _idle(pg)
+            # under load the heading can arrive a script run before the metrics: wait for the value itself
+            pg.wait_for_function(f"() => ({METRIC_JS})('certified radius') !== null", timeout=300_000)
             out.radii[i] = (float(pg.evaluate(METRIC_JS, "certified radius")), float(reference[i]))
         if evil is not None:  # one Certify user also uploads a non-image while the others work
             pg = cert_pages[0]
