@@ -23,6 +23,7 @@ from crc_core.data import Dataset, DatasetInfo, available_datasets, load_dataset
 from crc_core.errors import CRCError
 from crc_core.importers import normalize_dataset
 from crc_core.models import MLP
+from crc_core.run_records import kept_text
 
 UPLOADS_KEY = "crc_uploads"  # id -> (ModelRef, MLP, metadata) uploaded in this session
 
@@ -290,6 +291,9 @@ def model_rows(ctx: Ctx) -> dict[str, str]:
         "Device in use": str(ctx.device),
         "Dataset in use": f"{ctx.dataset} (test split)",
     }
+    kept = kept_text(meta)
+    if kept is not None and kept != "last":
+        rows["Weights kept"] = kept
     acc, cert = metrics.get("test_accuracy"), metrics.get("certified_accuracy")
     if isinstance(acc, (int, float)):
         rows["Test accuracy (saved)"] = f"{acc:.1%}"

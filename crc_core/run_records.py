@@ -13,13 +13,34 @@ import torch
 
 from .device import describe_device
 from .errors import CRCError
+from .train_config import KEEP_SCORES
 
 if TYPE_CHECKING:
     from .train import TrainConfig, TrainResult
 
-__all__ = ["HISTORY_STEPS", "model_record", "run_record", "thin_events"]
+__all__ = ["HISTORY_STEPS", "kept_text", "model_record", "run_record", "thin_events"]
 
 HISTORY_STEPS = 200  # step events kept in a run record: enough for a smooth curve, small enough for the JSON
+
+
+def kept_text(meta: Mapping[str, Any]) -> str | None:
+    """Which epoch's weights a checkpoint holds, from its metadata (the run record's ``kept``, else
+    TrainConfig.keep), e.g. "best standard test accuracy (epoch 7 of 30, 81.20%)"; the rule alone ("last") when the
+    record says no more; None for a model that was not trained here. Hand-written values are shown, not used."""
+    def pct(v: Any) -> str:
+        return f"{100 * v:.2f}%" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)[:80]
+
+    kept, config = meta.get("kept"), meta.get("config")
+    if not isinstance(kept, dict):
+        return str(config["keep"])[:80] if isinstance(config, dict) and config.get("keep") is not None else None
+    if kept.get("epoch") is None:
+        return f"{str(kept.get('rule'))[:80]}: {str(kept.get('reason'))[:200]}"
+    key, rule = KEEP_SCORES.get(str(kept.get("rule")), ("", str(kept.get("rule"))[:80]))
+    values = [pct(kept[key])] if kept.get(key) is not None else []
+    if key != "test_accuracy" and kept.get("test_accuracy") is not None:
+        values.append(f"test accuracy {pct(kept['test_accuracy'])}")
+    where = f"epoch {str(kept['epoch'])[:20]} of {str(meta.get('epochs'))[:20]}"
+    return f"{rule} ({', '.join([where, *values])})"
 
 
 def thin_events(events: list[dict[str, Any]], n: int = HISTORY_STEPS) -> list[dict[str, Any]]:

@@ -234,3 +234,18 @@ def test_cli_keep_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cert, acc = (f"{100 * meta['kept'][k]:.2f}%" for k in ("train_certified_accuracy", "test_accuracy"))
     assert re.search(rf"^kept +best certified accuracy on training images \(epoch 1 of 1, {re.escape(cert)}, "
                      rf"test accuracy {re.escape(acc)}\)$", capsys.readouterr().out, re.M)
+
+
+def test_kept_text_shows_hand_written_records_without_trusting_them() -> None:
+    """The Home page and `info` describe the kept weights from metadata that may come from anywhere."""
+    from crc_core.run_records import kept_text
+
+    assert kept_text({}) is None and kept_text({"config": {"keep": "last"}}) == "last"
+    odd = kept_text({"epochs": 30, "kept": {"rule": TRAIN_CERT, "epoch": "9" * 500,
+                                            "train_certified_accuracy": "x" * 500, "test_accuracy": True}})
+    assert odd.startswith("best certified accuracy on training images (epoch 999") and len(odd) < 250
+    unknown = kept_text({"epochs": 3, "kept": {"rule": ["?"], "epoch": 2, "test_accuracy": 0.5}})
+    assert unknown == "['?'] (epoch 2 of 3, test accuracy 50.00%)"
+    text = kept_text({"epochs": 30, "kept": {"rule": TRAIN_CERT, "epoch": 8, "train_certified_accuracy": 0.5412,
+                                             "test_accuracy": 0.8129}})
+    assert text == "best certified accuracy on training images (epoch 8 of 30, 54.12%, test accuracy 81.29%)"

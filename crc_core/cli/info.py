@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import format_architecture
-from ..train_config import KEEP_SCORES
+from ..run_records import kept_text
 from .progress import fmt
 
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         ("crt eps", meta.get("crt_eps")),
         ("crt attack", _crt_attack(meta)),
         ("epochs", meta.get("epochs")),
-        ("kept", _kept(meta)),
+        ("kept", kept_text(meta)),
         *_metric_rows(meta.get("metrics") or {}),
         *_source_rows(meta.get("source")),
         ("stopped early", meta.get("stopped")),
@@ -61,23 +61,6 @@ def _crt_attack(meta: dict[str, Any]) -> str | None:
         return None
     return (f"{config.get('attack_outer')} x {config.get('attack_inner')} steps, "
             f"{config.get('attack_bounds', 'regularizer')} bounds")
-
-
-def _kept(meta: dict[str, Any]) -> str | None:
-    """Which epoch's weights the file holds (TrainConfig.keep, the run record's ``kept``), e.g. "best standard test
-    accuracy (epoch 7 of 30, 81.20%)"; the rule alone ("last") when the record says no more; None for a model
-    that was not trained here."""
-    kept, config = meta.get("kept"), meta.get("config")
-    if not isinstance(kept, dict):
-        return str(config["keep"]) if isinstance(config, dict) and config.get("keep") is not None else None
-    if kept.get("epoch") is None:
-        return f"{kept.get('rule')}: {kept.get('reason')}"
-    key, rule = KEEP_SCORES.get(str(kept.get("rule")), ("", str(kept.get("rule"))))
-    score, acc = kept.get(key), kept.get("test_accuracy")
-    values = [fmt(score, True)] if score is not None else []
-    if key != "test_accuracy" and acc is not None:
-        values.append(f"test accuracy {fmt(acc, True)}")
-    return f"{rule} (epoch {kept['epoch']} of {meta.get('epochs')}{''.join(', ' + v for v in values)})"
 
 
 def _metric_rows(m: dict[str, Any]) -> list[tuple[str, Any]]:
