@@ -298,5 +298,7 @@ def model_rows(ctx: Ctx) -> dict[str, str]:
     if isinstance(acc, (int, float)):
         rows["Test accuracy (saved)"] = f"{acc:.1%}"
     if isinstance(cert, (int, float)):
-        rows[f"Certified accuracy at ρ={metrics.get('eval_rho', 0.5):g} (saved)"] = f"{cert:.1%}"
+        n = metrics.get("eval_samples")
+        on = f", {n} test images" if isinstance(n, int) and not isinstance(n, bool) and n > 0 else ""
+        rows[f"Certified accuracy at ρ={metrics.get('eval_rho', 0.5):g} (saved{on})"] = f"{cert:.1%}"
     return rows

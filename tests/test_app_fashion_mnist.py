@@ -95,3 +95,17 @@ def test_without_the_full_set_the_embedded_subset_is_used_with_a_note(fm_env, mo
     assert f"{len(load_dataset('embedded', 'test')):,} of the same test images" in note
     assert not at.sidebar.warning  # the same images: no "other images" warning
     _certify_and_compare(at, "embedded")
+
+
+def test_home_says_which_epoch_the_shipped_table4_model_holds(monkeypatch, tmp_path) -> None:
+    """The shipped Table 4 file holds epoch 8 of a 30-epoch run, kept by our rule: Home says so, and says that its
+    saved certified accuracy is on a 1,000-image sample (not the 10,000-image number of docs/reproduction.md)."""
+    monkeypatch.setenv(registry.MODELS_ENV, str(H.REPO / "assets" / "models"))
+    monkeypatch.setenv(registry.RUNS_ENV, str(tmp_path / "runs"))
+    at = H.open_app("pages/0_Home.py", "shipped:table4-crt-2x1024-eps1.58.pt")
+    H.assert_clean(at)
+    table = at.table[0].value
+    rows = dict(zip(table["property"], table["value"]))
+    assert rows["Epochs"] == "30"
+    assert rows["Weights kept"].startswith("best certified accuracy on training images (epoch 8 of 30, 54.12%")
+    assert rows["Certified accuracy at ρ=1.58 (saved, 1000 test images)"].endswith("%")
