@@ -119,19 +119,24 @@ def _relu_certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: floa
     return {"certified_accuracy": float(ru.float().mean()), "certified_accuracy_all": every, "mean_K_ub": None}
 
 
+def _certificates(model: MLP, xs: torch.Tensor, ys: torch.Tensor, rho: float, *, all_targets: bool,
+                  mode: str) -> dict[str, Any]:
+    """The certificate keys of :data:`EPOCH_METRIC_KEYS` on (xs, ys) for a model in eval mode: CRC for smooth
+    nets, App. G for ReLU nets (None beyond 2 layers)."""
+    if model.activation_name == "relu":
+        return _relu_certificates(model, xs, ys, rho, all_targets=all_targets)
+    return _curvature_certificates(model, xs, ys, rho, all_targets=all_targets, mode=mode)
+
+
 def certified_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, rho: float, *,
                        mode: str = "fast") -> float | None:
     """Certified accuracy at ρ against the runner-up (the paper's) of images x (N, D) with labels y (N,), N ≥ 1:
     CRC for smooth nets, App. G for 2-layer ReLU nets, None for deeper ReLU nets (no certificate). Same numbers
     as :func:`epoch_metrics`' certified_accuracy on the same images; follows the model's device."""
     dev = model.layers[0].weight.device
-    x, y = x.to(dev), y.to(dev)
     was_training = model.training
     model.eval()
-    if model.activation_name == "relu":
-        out = _relu_certificates(model, x, y, rho, all_targets=False)
-    else:
-        out = _curvature_certificates(model, x, y, rho, all_targets=False, mode=mode)
+    out = _certificates(model, x.to(dev), y.to(dev), rho, all_targets=False, mode=mode)
     model.train(was_training)
     return out["certified_accuracy"]
 
@@ -158,10 +163,7 @@ def epoch_metrics(model: MLP, test: Dataset | tuple[torch.Tensor, torch.Tensor],
         out["eval_samples"] = int(xs.shape[0])
         out["pgd_robust_accuracy"] = float(pgd_robust(model, xs, ys, eps=rho, steps=EVAL_PGD_STEPS,
                                                       clamp=clamp).float().mean())
-        if model.activation_name == "relu":
-            out.update(_relu_certificates(model, xs, ys, rho, all_targets=all_targets))
-        else:
-            out.update(_curvature_certificates(model, xs, ys, rho, all_targets=all_targets, mode=mode))
+        out.update(_certificates(model, xs, ys, rho, all_targets=all_targets, mode=mode))
     out["eval_seconds"] = time.perf_counter() - t0
     model.train(was_training)
     return out
